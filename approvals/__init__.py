@@ -1,0 +1,1 @@
+"""The web endpoint: approval pages and links, task callbacks, process status."""

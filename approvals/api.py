@@ -1,0 +1,176 @@
+"""JSON API: process status and history, task callbacks, health."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from approvals.problems import STATUS_OF, problem
+from bridge.asl.process import Process, ProcessStatus
+from bridge.engine import CallbackReceived, Engine
+from bridge.store import processes as store
+from bridge.store.database import reading
+
+ENGINE = web.AppKey("engine", Engine)
+routes = web.RouteTableDef()
+MAX_BODY = 256 * 1024
+
+
+class Failure(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(default="", max_length=256)
+    cause: str = Field(default="", max_length=32_768)
+
+
+def process_json(process: Process, base_url: str = "") -> dict[str, Any]:
+    return {
+        "id": process.id,
+        "definition": process.definition,
+        "version": process.version,
+        "correlationKey": process.correlation_key,
+        "status": process.status.value,
+        "currentState": process.current_state if process.status is ProcessStatus.RUNNING else None,
+        "lastState": process.current_state,
+        "input": process.input,
+        "output": process.output,
+        "error": process.error,
+        "cause": process.cause,
+        "startedAt": process.started_at.isoformat(),
+        "endedAt": process.ended_at.isoformat() if process.ended_at else None,
+        "links": {
+            "self": f"{base_url}/processes/{process.id}",
+            "history": f"{base_url}/processes/{process.id}/history",
+        },
+    }
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    try:
+        async with reading(engine.db) as conn:
+            await conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+    return web.json_response({"status": "ok", "definitions": engine.registry.names()})
+
+
+@routes.get("/processes/{id}")
+async def get_process(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    async with reading(engine.db) as conn:
+        process = await store.get(conn, request.match_info["id"])
+    if process is None:
+        return problem(404, "Process not found", f"no process {request.match_info['id']!r}")
+    return web.json_response(process_json(process, engine.base_url))
+
+
+@routes.get("/processes")
+async def list_processes(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    query = request.query
+    status = query.get("status")
+    if status is not None and status not in ProcessStatus.__members__:
+        return problem(400, "Invalid status", f"status must be one of {', '.join(ProcessStatus)}")
+    try:
+        limit = int(query.get("limit", "100"))
+        if not 1 <= limit <= 1000:
+            raise ValueError
+    except ValueError:
+        return problem(400, "Invalid limit", "limit must be an integer from 1 to 1000")
+    before = None
+    if cursor := query.get("cursor"):
+        try:
+            moment, _, process_id = cursor.partition("|")
+            before = (datetime.fromisoformat(moment), process_id)
+        except ValueError:
+            return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
+    async with reading(engine.db) as conn:
+        found = await store.find(
+            conn,
+            correlation_key=query.get("correlationKey"),
+            status=status,
+            definition=query.get("definition"),
+            limit=limit,
+            before=before,
+        )
+    next_cursor = (
+        f"{found[-1].started_at.isoformat()}|{found[-1].id}" if len(found) == limit else None
+    )
+    return web.json_response(
+        {"items": [process_json(p, engine.base_url) for p in found], "nextCursor": next_cursor}
+    )
+
+
+@routes.get("/processes/{id}/history")
+async def get_history(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    process_id = request.match_info["id"]
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = int(request.query.get("limit", "1000"))
+        if after < 0 or not 1 <= limit <= 10_000:
+            raise ValueError
+    except ValueError:
+        return problem(400, "Invalid paging", "after >= 0 and 1 <= limit <= 10000")
+    async with reading(engine.db) as conn:
+        if await store.get(conn, process_id) is None:
+            return problem(404, "Process not found", f"no process {process_id!r}")
+        entries = await store.read_history(conn, process_id, after_seq=after, limit=limit)
+    items = [
+        {
+            "seq": entry["seq"],
+            "at": entry["at"].isoformat(),
+            "type": entry["type"],
+            "state": entry["state"],
+            **({"details": entry["details"]} if entry["details"] else {}),
+        }
+        for entry in entries
+    ]
+    return web.json_response({"processId": process_id, "items": items})
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+    if not raw.strip():
+        return None
+    return json.loads(raw)
+
+
+@routes.post("/tasks/{token}/{outcome}")
+async def task_callback(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    outcome = request.match_info["outcome"]
+    token = request.match_info["token"]
+    if outcome not in ("success", "failure", "heartbeat"):
+        return problem(404, "Not found", "use /tasks/{token}/success, /failure or /heartbeat")
+    try:
+        body = await _json_body(request)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return problem(400, "Invalid JSON body", str(exc))
+    if outcome == "failure":
+        try:
+            failure = Failure.model_validate(body or {})
+        except ValidationError as exc:
+            return problem(400, "Invalid failure body", exc.errors(include_url=False)[0]["msg"])
+        item = CallbackReceived(token, "failure", error=failure.error, cause=failure.cause)
+    elif outcome == "success":
+        item = CallbackReceived(token, "success", output=body if body is not None else {})
+    else:
+        item = CallbackReceived(token, "heartbeat")
+    result = await engine.apply_one(item)
+    if not result.ok:
+        titles = {
+            "not_found": "Unknown task token",
+            "conflict": "Task token no longer valid",
+            "invalid": "Invalid callback",
+        }
+        return problem(STATUS_OF.get(result.status, 400), titles.get(result.status, "Refused"), result.reason)
+    return web.json_response({"status": "accepted", "processId": result.process_ids[0]})

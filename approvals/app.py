@@ -1,0 +1,29 @@
+"""Builds the aiohttp application from an engine and settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from approvals import api, pages
+from bridge.engine import Engine
+
+HERE = Path(__file__).resolve().parent
+
+
+def build_app(engine: Engine, secret_key: str) -> web.Application:
+    app = web.Application(client_max_size=api.MAX_BODY + 1024)
+    app[api.ENGINE] = engine
+    app[pages.SECRET] = secret_key.encode()
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+    app.add_routes(api.routes)
+    app.add_routes(pages.routes)
+    app.router.add_static("/static", HERE / "static")
+    return app

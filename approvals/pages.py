@@ -1,0 +1,124 @@
+"""Approval links: GET shows what is to be decided, POST decides.
+
+A GET never changes anything (mail scanners open links). A browser decides through the page's
+form, which carries a nonce bound to the link; a machine POSTs JSON or an empty body to the link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from approvals.api import ENGINE, MAX_BODY
+from approvals.problems import STATUS_OF, problem
+from bridge.engine import DecisionReceived
+from bridge.store import processes as store
+from bridge.store import waits
+from bridge.store.database import reading
+
+SECRET = web.AppKey("secret", bytes)
+routes = web.RouteTableDef()
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: str | None = Field(default=None, pattern="^(approve|reject)$")
+    comment: str | None = Field(default=None, max_length=4000)
+    decided_by: str | None = Field(default=None, alias="decidedBy", max_length=200)
+
+
+def csrf_nonce(secret: bytes, token: str) -> str:
+    return hmac.new(secret, b"csrf:" + waits.token_hash(token).encode(), hashlib.sha256).hexdigest()
+
+
+def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    response = aiohttp_jinja2.render_template(template, request, context, status=status)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def _refused(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+    return _render(request, "message.html", status=status, title=title, detail=detail)
+
+
+async def _link(request: web.Request) -> tuple[str, bool, waits.LinkTarget | None]:
+    approve = request.match_info["action"] == "approve"
+    token = request.match_info["token"]
+    async with reading(request.app[ENGINE].db) as conn:
+        link = await waits.find_link(conn, token)
+    if link is not None and link.approve != approve:
+        link = None  # an approve token on the reject path is no link at all
+    return token, approve, link
+
+
+@routes.get(r"/{action:approve|reject}/{token}")
+async def show(request: web.Request) -> web.Response:
+    token, approve, link = await _link(request)
+    if link is None:
+        return _refused(request, 404, "Link not valid", "This approval link is unknown or no longer valid.")
+    async with reading(request.app[ENGINE].db) as conn:
+        process = await store.get(conn, link.process_id)
+    return _render(
+        request,
+        "approval.html",
+        link=link,
+        approve=approve,
+        process=process,
+        data=json.dumps(link.data, indent=2, ensure_ascii=False, sort_keys=True),
+        csrf=csrf_nonce(request.app[SECRET], token),
+        pending=link.status == "PENDING",
+    )
+
+
+@routes.post(r"/{action:approve|reject}/{token}")
+async def decide(request: web.Request) -> web.Response:
+    token, approve, link = await _link(request)
+    is_form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
+    raw = await request.read()
+    if len(raw) > MAX_BODY:
+        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
+    try:
+        if is_form:
+            form = await request.post()
+            if not hmac.compare_digest(str(form.get("csrf", "")), csrf_nonce(request.app[SECRET], token)):
+                return _refused(request, 403, "Form expired", "Open the link again and resubmit.")
+            decision = Decision(comment=str(form.get("comment") or "") or None)
+        else:
+            decision = Decision.model_validate(json.loads(raw) if raw.strip() else {})
+    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
+        return problem(400, "Invalid decision body", str(exc).splitlines()[0])
+    if decision.decision is not None and (decision.decision == "approve") != approve:
+        return problem(400, "Decision does not match the link", f"this link can only {request.match_info['action']}")
+    if link is None:
+        if is_form:
+            return _refused(request, 404, "Link not valid", "This approval link is unknown or no longer valid.")
+        return problem(404, "Unknown approval link", "the link is unknown or no longer valid")
+    result = await request.app[ENGINE].apply_one(
+        DecisionReceived(token, comment=decision.comment, decided_by=decision.decided_by)
+    )
+    outcome = "approved" if approve else "rejected"
+    if is_form:
+        if not result.ok:
+            return _refused(request, STATUS_OF.get(result.status, 409), "Not recorded", result.reason)
+        return _render(request, "message.html", title=f"Thank you: {outcome}", detail=f"“{link.title}” is {outcome}.")
+    if not result.ok:
+        return problem(STATUS_OF.get(result.status, 409), "Decision refused", result.reason)
+    return web.json_response({"status": outcome, "approvalId": link.approval_id, "processId": link.process_id})

@@ -1,0 +1,75 @@
+"""What the interpreter asks the shell to do, and what it records: effects and history entries.
+
+Effects are plain values. The engine turns each into rows written in the same transaction as the
+process state (outbox messages, task tokens, approvals, timers), so none is lost or doubled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JSON = Any
+
+
+@dataclass(frozen=True)
+class SendMessage:
+    """Publish ``value`` as JSON on ``topic``; ``message_id`` is stable so consumers can dedupe."""
+
+    message_id: str
+    topic: str
+    key: str | None
+    value: JSON
+    headers: dict[str, str] = field(default_factory=dict)
+    type: str = "command"
+    state: str | None = None
+
+
+@dataclass(frozen=True)
+class ExpectCallback:
+    """A task token was handed out; the shell stores only its hash, pointing at ``wait_id``."""
+
+    wait_id: str
+    token: str
+    state: str
+
+
+@dataclass(frozen=True)
+class RequestApproval:
+    """Open a human approval for ``wait_id``; the shell makes the links and publishes the request."""
+
+    wait_id: str
+    state: str
+    title: str
+    description: str | None
+    data: JSON
+
+
+@dataclass(frozen=True)
+class CloseWait:
+    """The wait ended (answered, timed out, aborted): its tokens and links stop working."""
+
+    wait_id: str
+
+
+@dataclass(frozen=True)
+class StartTimer:
+    timer_id: str
+    due_at: datetime
+
+
+@dataclass(frozen=True)
+class CancelTimer:
+    timer_id: str
+
+
+Effect = SendMessage | ExpectCallback | RequestApproval | CloseWait | StartTimer | CancelTimer
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    at: datetime
+    type: str
+    state: str | None = None
+    details: dict[str, JSON] = field(default_factory=dict)

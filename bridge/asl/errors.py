@@ -1,0 +1,73 @@
+"""ASL error names and the one exception root of the pure core.
+
+Business failures travel as values (``Failure``); ``StatesError`` is raised only inside the
+interpreter while evaluating a state and is turned into a ``Failure`` at the state boundary, where
+Retry and Catch see it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL = "States.ALL"
+TIMEOUT = "States.Timeout"
+HEARTBEAT_TIMEOUT = "States.HeartbeatTimeout"
+TASK_FAILED = "States.TaskFailed"
+RUNTIME = "States.Runtime"
+DATA_LIMIT_EXCEEDED = "States.DataLimitExceeded"
+NO_CHOICE_MATCHED = "States.NoChoiceMatched"
+INTRINSIC_FAILURE = "States.IntrinsicFailure"
+PARAMETER_PATH_FAILURE = "States.ParameterPathFailure"
+RESULT_PATH_MATCH_FAILURE = "States.ResultPathMatchFailure"
+BRANCH_FAILED = "States.BranchFailed"
+EXCEED_TOLERATED_FAILURE_THRESHOLD = "States.ExceedToleratedFailureThreshold"
+QUERY_EVALUATION_ERROR = "States.QueryEvaluationError"
+PERMISSIONS = "States.Permissions"
+
+#: Bridge error names.
+APPROVAL_REJECTED = "Approval.Rejected"
+
+#: Errors that ``States.ALL`` does not match (AWS: States.Runtime is not retriable/catchable
+#: through States.ALL).
+NOT_MATCHED_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed state or process: an ASL error name and a human-readable cause."""
+
+    error: str
+    cause: str = ""
+
+
+class StatesError(Exception):
+    """Raised while evaluating a state; carries the ASL error name and cause."""
+
+    def __init__(self, error: str, cause: str) -> None:
+        super().__init__(f"{error}: {cause}")
+        self.error = error
+        self.cause = cause
+
+    def as_failure(self) -> Failure:
+        return Failure(self.error, self.cause)
+
+
+class DefinitionError(Exception):
+    """A definition that cannot be loaded; ``problems`` name the state and field of each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid definition:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def error_matches(error_equals: list[str] | tuple[str, ...], error: str) -> bool:
+    """Whether a Retrier's or Catcher's ErrorEquals matches ``error``, as AWS matches it."""
+    for name in error_equals:
+        if name == error:
+            return True
+        if name == ALL and error not in NOT_MATCHED_BY_ALL:
+            return True
+        if name == TASK_FAILED and error != TIMEOUT and error not in NOT_MATCHED_BY_ALL:
+            # AWS: in Retry and Catch, States.TaskFailed matches any error but States.Timeout.
+            return True
+    return False

@@ -1,0 +1,61 @@
+"""What can happen to a process: the inputs of ``interpreter.step``.
+
+Every entry point of the shell (a Kafka event, a reply, an HTTP callback, an approval decision, a
+fired timer) is turned into exactly one of these before the engine calls the interpreter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JSON = Any
+
+
+@dataclass(frozen=True)
+class Start:
+    process_id: str
+    input: JSON
+    correlation_key: str | None = None
+    #: What started it (event id, topic, HTTP), recorded in the history.
+    origin: dict[str, JSON] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TaskSucceeded:
+    wait_id: str
+    output: JSON
+
+
+@dataclass(frozen=True)
+class TaskFailed:
+    wait_id: str
+    error: str
+    cause: str = ""
+
+
+@dataclass(frozen=True)
+class TaskHeartbeat:
+    wait_id: str
+
+
+@dataclass(frozen=True)
+class ApprovalDecided:
+    wait_id: str
+    approved: bool
+    decided_by: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    timer_id: str
+
+
+@dataclass(frozen=True)
+class Stop:
+    error: str = "Process.Stopped"
+    cause: str = ""
+
+
+Input = Start | TaskSucceeded | TaskFailed | TaskHeartbeat | ApprovalDecided | TimerFired | Stop

@@ -1,0 +1,320 @@
+"""Definitions as frozen, typed objects: parse a state machine document, then validate it.
+
+Loading is ``parse_definition(document) -> Definition``. It raises ``DefinitionError`` listing every
+problem with the state and field it concerns, so that a bad definition fails when it is deployed,
+never in the middle of a process. The interpreter only ever sees a valid ``Definition``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_pascal
+
+from bridge.asl import choice, intrinsics, paths
+from bridge.asl.errors import DefinitionError
+
+JSON = Any
+
+#: Task resources the bridge understands (the spelling follows Step Functions' integrations).
+SEND = "bridge:kafka:send"
+SEND_WAIT = "bridge:kafka:send.waitForTaskToken"
+APPROVAL = "bridge:approval"
+RESOURCES = (SEND, SEND_WAIT, APPROVAL)
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", alias_generator=to_pascal, populate_by_name=True
+    )
+
+
+class Retrier(_Node):
+    error_equals: list[str] = Field(min_length=1)
+    interval_seconds: int = Field(default=1, ge=1)
+    max_attempts: int = Field(default=3, ge=0)
+    backoff_rate: float = Field(default=2.0, ge=1.0)
+    max_delay_seconds: int | None = Field(default=None, ge=1)
+    jitter_strategy: Literal["FULL", "NONE"] = "NONE"
+    comment: str | None = None
+
+
+class Catcher(_Node):
+    error_equals: list[str] = Field(min_length=1)
+    next: str
+    result_path: str | None = "$"
+    comment: str | None = None
+
+
+class _State(_Node):
+    comment: str | None = None
+    input_path: str | None = "$"
+    output_path: str | None = "$"
+
+
+class _Flow(_State):
+    next: str | None = None
+    end: bool | None = None
+
+
+class PassState(_Flow):
+    type: Literal["Pass"]
+    result: JSON = None
+    result_path: str | None = "$"
+    parameters: JSON = None
+
+    @property
+    def has_result(self) -> bool:
+        return "result" in self.model_fields_set
+
+
+class TaskState(_Flow):
+    type: Literal["Task"]
+    resource: str
+    parameters: JSON = None
+    result_selector: JSON = None
+    result_path: str | None = "$"
+    retry: list[Retrier] = Field(default_factory=list)
+    catch: list[Catcher] = Field(default_factory=list)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=99_999_999)
+    timeout_seconds_path: str | None = None
+    heartbeat_seconds: int | None = Field(default=None, ge=1, le=99_999_999)
+    heartbeat_seconds_path: str | None = None
+    credentials: JSON = None
+
+
+class ChoiceState(_State):
+    type: Literal["Choice"]
+    choices: list[dict[str, JSON]] = Field(min_length=1)
+    default: str | None = None
+
+
+class WaitState(_Flow):
+    type: Literal["Wait"]
+    seconds: int | None = Field(default=None, ge=0)
+    timestamp: str | None = None
+    seconds_path: str | None = None
+    timestamp_path: str | None = None
+
+
+class SucceedState(_State):
+    type: Literal["Succeed"]
+
+
+class FailState(_Node):
+    type: Literal["Fail"]
+    comment: str | None = None
+    error: str | None = None
+    cause: str | None = None
+    error_path: str | None = None
+    cause_path: str | None = None
+
+
+State = Annotated[
+    PassState | TaskState | ChoiceState | WaitState | SucceedState | FailState,
+    Field(discriminator="type"),
+]
+
+
+class Trigger(_Node):
+    """Bridge extension: which events start a process, and how to read them."""
+
+    topic: str = Field(min_length=1)
+    event_type: str | list[str]
+    correlation_key: str
+    event_id: str | None = None
+    type_path: str = "$.type"
+    input_path: str = "$"
+
+    def matches_type(self, event_type: str | None) -> bool:
+        wanted = [self.event_type] if isinstance(self.event_type, str) else self.event_type
+        return event_type in wanted
+
+
+class Definition(_Node):
+    """A whole state machine plus the bridge's extensions. ``name`` and ``version`` are set by
+    whoever loads it (a file name, a deploy call)."""
+
+    name: str = Field(default="", exclude=True)
+    version: int = Field(default=1, exclude=True)
+    comment: str | None = None
+    start_at: str
+    states: dict[str, State] = Field(min_length=1)
+    timeout_seconds: int | None = Field(default=None, ge=1)
+    query_language: Literal["JSONPath"] = "JSONPath"
+    triggers: list[Trigger] = Field(default_factory=list)
+    asl_version: str | None = Field(default=None, alias="Version")
+
+
+def parse_definition(document: Mapping[str, JSON], name: str, version: int = 1) -> Definition:
+    """Parse and validate; raise ``DefinitionError`` naming every problem's state and field."""
+    if not isinstance(document, Mapping):
+        raise DefinitionError(["the definition must be a JSON object"])
+    try:
+        definition = Definition.model_validate({**document, "name": name, "version": version})
+    except ValidationError as exc:
+        raise DefinitionError([_describe(error) for error in exc.errors()]) from None
+    problems = list(_semantic_problems(definition))
+    if problems:
+        raise DefinitionError(problems)
+    return definition
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    location = ".".join(str(part) for part in error["loc"] if not _is_union_tag(part))
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "is not a field of this state type"
+    if error["type"] == "union_tag_invalid":
+        message = f"Type must be one of Pass, Task, Choice, Wait, Succeed, Fail ({error['msg']})"
+    return f"{location}: {message}" if location else message
+
+
+def _is_union_tag(part: object) -> bool:
+    return part in {"Pass", "Task", "Choice", "Wait", "Succeed", "Fail"}
+
+
+def _semantic_problems(definition: Definition) -> Iterator[str]:
+    states = definition.states
+    if definition.start_at not in states:
+        yield f"StartAt: state {definition.start_at!r} does not exist"
+    for name, state in states.items():
+        where = f"States.{name}"
+        yield from _transition_problems(where, state, states)
+        yield from _path_problems(where, state)
+        if isinstance(state, TaskState):
+            yield from _task_problems(where, state)
+        if isinstance(state, ChoiceState):
+            for index, rule in enumerate(state.choices):
+                yield from choice.validate_rule(rule, f"{where}.Choices[{index}]")
+        if isinstance(state, WaitState):
+            given = [
+                field
+                for field in ("seconds", "timestamp", "seconds_path", "timestamp_path")
+                if getattr(state, field) is not None
+            ]
+            if len(given) != 1:
+                yield (
+                    f"{where}: a Wait state needs exactly one of Seconds, Timestamp, SecondsPath, "
+                    "TimestampPath"
+                )
+    yield from _reachability_problems(definition)
+    for index, trigger in enumerate(definition.triggers):
+        for field in ("correlation_key", "event_id", "type_path", "input_path"):
+            value = getattr(trigger, field)
+            if value is not None and (problem := paths.validate_path(value)):
+                yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
+
+
+def _targets(state: object) -> Iterator[tuple[str, str]]:
+    if isinstance(state, _Flow) and state.next is not None:
+        yield "Next", state.next
+    if isinstance(state, TaskState):
+        for index, catcher in enumerate(state.catch):
+            yield f"Catch[{index}].Next", catcher.next
+    if isinstance(state, ChoiceState):
+        for index, rule in enumerate(state.choices):
+            if isinstance(rule.get("Next"), str):
+                yield f"Choices[{index}].Next", rule["Next"]
+        if state.default is not None:
+            yield "Default", state.default
+
+
+def _transition_problems(where: str, state: object, states: Mapping[str, object]) -> Iterator[str]:
+    for field, target in _targets(state):
+        if target not in states:
+            yield f"{where}.{field}: state {target!r} does not exist"
+    if isinstance(state, _Flow):
+        if state.end and state.next is not None:
+            yield f"{where}: has both Next and End"
+        if not state.end and state.next is None:
+            yield f"{where}: needs Next or End: true"
+    if isinstance(state, ChoiceState):
+        for index, rule in enumerate(state.choices):
+            if "Next" not in rule:
+                yield f"{where}.Choices[{index}]: a top-level Choice rule needs Next"
+
+
+def _path_problems(where: str, state: object) -> Iterator[str]:
+    for field in ("input_path", "output_path", "seconds_path", "timestamp_path",
+                  "timeout_seconds_path", "heartbeat_seconds_path", "error_path", "cause_path"):
+        value = getattr(state, field, None)
+        if value is not None and (problem := paths.validate_path(value)):
+            yield f"{where}.{to_pascal(field)}: {problem}"
+    result_path = getattr(state, "result_path", None)
+    if result_path is not None and (problem := paths.validate_reference_path(result_path)):
+        yield f"{where}.ResultPath: {problem}"
+    for field in ("parameters", "result_selector"):
+        template = getattr(state, field, None)
+        if template is not None:
+            yield from _template_problems(f"{where}.{to_pascal(field)}", template)
+    if isinstance(state, TaskState):
+        for index, catcher in enumerate(state.catch):
+            if catcher.result_path is not None and (
+                problem := paths.validate_reference_path(catcher.result_path)
+            ):
+                yield f"{where}.Catch[{index}].ResultPath: {problem}"
+
+
+def _template_problems(where: str, template: JSON) -> Iterator[str]:
+    if isinstance(template, dict):
+        for key, value in template.items():
+            if key.endswith(".$"):
+                if not isinstance(value, str):
+                    yield f"{where}.{key}: a field ending in .$ needs a path or intrinsic string"
+                elif intrinsics.is_intrinsic(value):
+                    if problem := intrinsics.validate(value):
+                        yield f"{where}.{key}: {problem}"
+                elif problem := paths.validate_path(value):
+                    yield f"{where}.{key}: {problem}"
+            else:
+                yield from _template_problems(f"{where}.{key}", value)
+    elif isinstance(template, list):
+        for index, item in enumerate(template):
+            yield from _template_problems(f"{where}[{index}]", item)
+
+
+def _task_problems(where: str, state: TaskState) -> Iterator[str]:
+    if state.resource not in RESOURCES:
+        yield f"{where}.Resource: unknown resource {state.resource!r}; known: {', '.join(RESOURCES)}"
+        return
+    parameters = state.parameters if isinstance(state.parameters, dict) else {}
+    if state.resource in (SEND, SEND_WAIT):
+        if "Topic" not in parameters and "Topic.$" not in parameters:
+            yield f"{where}.Parameters: {state.resource} needs Topic"
+        if "Message" not in parameters and "Message.$" not in parameters:
+            yield f"{where}.Parameters: {state.resource} needs Message"
+    if state.resource == SEND_WAIT and "$$.Task.Token" not in repr(parameters):
+        yield f"{where}.Parameters: .waitForTaskToken needs $$.Task.Token in the message"
+    for index, retrier in enumerate(state.retry):
+        if "States.ALL" in retrier.error_equals and index != len(state.retry) - 1:
+            yield f"{where}.Retry[{index}]: States.ALL must be the last retrier"
+    for index, catcher in enumerate(state.catch):
+        if "States.ALL" in catcher.error_equals and index != len(state.catch) - 1:
+            yield f"{where}.Catch[{index}]: States.ALL must be the last catcher"
+    if state.timeout_seconds is not None and state.timeout_seconds_path is not None:
+        yield f"{where}: TimeoutSeconds and TimeoutSecondsPath are exclusive"
+    if state.heartbeat_seconds is not None and state.heartbeat_seconds_path is not None:
+        yield f"{where}: HeartbeatSeconds and HeartbeatSecondsPath are exclusive"
+    if (
+        state.heartbeat_seconds is not None
+        and state.timeout_seconds is not None
+        and state.heartbeat_seconds >= state.timeout_seconds
+    ):
+        yield f"{where}.HeartbeatSeconds: must be smaller than TimeoutSeconds"
+
+
+def _reachability_problems(definition: Definition) -> Iterator[str]:
+    seen: set[str] = set()
+    pending = [definition.start_at]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in definition.states:
+            continue
+        seen.add(name)
+        pending.extend(target for _, target in _targets(definition.states[name]))
+    for name in definition.states:
+        if name not in seen:
+            yield f"States.{name}: is not reachable from StartAt"

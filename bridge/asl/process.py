@@ -1,0 +1,95 @@
+"""A process instance as pure data: status, data and where it stands.
+
+``Process`` is what the store saves as JSON and what ``interpreter.step`` takes and returns.
+Status changes go through ``ProcessStatus.can_become`` so that an ended process never runs again.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+JSON = Any
+
+
+class ProcessStatus(StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    ABORTED = "ABORTED"
+
+    def can_become(self, other: ProcessStatus) -> bool:
+        return other in _TRANSITIONS[self]
+
+    @property
+    def ended(self) -> bool:
+        return self is not ProcessStatus.RUNNING
+
+
+_TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
+    ProcessStatus.RUNNING: frozenset(
+        {
+            ProcessStatus.SUCCEEDED,
+            ProcessStatus.FAILED,
+            ProcessStatus.TIMED_OUT,
+            ProcessStatus.ABORTED,
+        }
+    ),
+    ProcessStatus.SUCCEEDED: frozenset(),
+    ProcessStatus.FAILED: frozenset(),
+    ProcessStatus.TIMED_OUT: frozenset(),
+    ProcessStatus.ABORTED: frozenset(),
+}
+
+WaitKind = Literal["callback", "approval", "retry", "wait"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Wait(_Frozen):
+    """What the current state waits for. ``id`` is what a callback, decision or timer names."""
+
+    id: str
+    kind: WaitKind
+    timeout_timer: str | None = None
+    heartbeat_timer: str | None = None
+    heartbeat_seconds: int | None = None
+    timer: str | None = None
+
+
+class Position(_Frozen):
+    """The state a running process is in, with the raw input that state received."""
+
+    state: str
+    input: JSON
+    entered_at: datetime
+    wait: Wait | None = None
+    attempts: tuple[int, ...] = ()
+    retry_count: int = 0
+
+
+class Process(_Frozen):
+    id: str
+    definition: str
+    version: int
+    status: ProcessStatus = ProcessStatus.RUNNING
+    correlation_key: str | None = None
+    input: JSON = None
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+    started_at: datetime
+    ended_at: datetime | None = None
+    position: Position | None = None
+    timeout_timer: str | None = None
+    transitions: int = 0
+
+    @property
+    def current_state(self) -> str | None:
+        return self.position.state if self.position else None

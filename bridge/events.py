@@ -1,0 +1,147 @@
+"""Domain events from Kafka: decoding records (plain JSON or CloudEvents) and matching triggers.
+
+Pure functions over a ``KafkaRecord``; the processors build records from what they consume.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.asl import paths
+from bridge.asl.model import Definition, Trigger
+
+JSON = Any
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+    @property
+    def position(self) -> str:
+        return f"{self.topic}/{self.partition}/{self.offset}"
+
+
+class InvalidEvent(Exception):
+    """The record cannot be read as an event; the message says why."""
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    data: JSON
+    #: Set for CloudEvents; plain JSON events are typed by each trigger's TypePath.
+    type: str | None
+    id: str | None
+    source: str | None
+    record: KafkaRecord
+
+
+def decode(record: KafkaRecord, max_bytes: int) -> DomainEvent:
+    if record.value is None:
+        raise InvalidEvent("the record has no value")
+    if len(record.value) > max_bytes:
+        raise InvalidEvent(f"the record is larger than {max_bytes} bytes")
+    headers = {name.lower(): value for name, value in record.headers}
+    try:
+        text = record.value.decode("utf-8")
+        body = json.loads(text)
+    except UnicodeDecodeError:
+        raise InvalidEvent("the value is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"the value is not JSON: {exc}") from None
+    if "ce_specversion" in headers:
+        return DomainEvent(
+            data=body,
+            type=_header(headers, "ce_type"),
+            id=_header(headers, "ce_id"),
+            source=_header(headers, "ce_source"),
+            record=record,
+        )
+    content_type = _header(headers, "content-type") or ""
+    if content_type.startswith("application/cloudevents") or (
+        isinstance(body, dict) and "specversion" in body and "type" in body and "id" in body
+    ):
+        if not isinstance(body, dict):
+            raise InvalidEvent("a structured CloudEvent must be a JSON object")
+        data = body.get("data")
+        return DomainEvent(
+            data=data,
+            type=_text(body.get("type")),
+            id=_text(body.get("id")),
+            source=_text(body.get("source")),
+            record=record,
+        )
+    return DomainEvent(data=body, type=None, id=None, source=None, record=record)
+
+
+def _header(headers: dict[str, bytes], name: str) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("utf-8", "replace")
+
+
+def _text(value: JSON) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Match:
+    definition: Definition
+    trigger: Trigger
+    correlation_key: str
+    input: JSON
+
+
+def event_type(event: DomainEvent, trigger: Trigger) -> str | None:
+    if event.type is not None:
+        return event.type
+    try:
+        value = paths.read_path(trigger.type_path, event.data, {})
+    except paths.PathNotFound:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def match(event: DomainEvent, trigger: Trigger, definition: Definition) -> Match | None:
+    """The start this trigger makes of the event, None if the type differs.
+
+    Raises ``InvalidEvent`` when the type matches but the correlation key or input is unusable.
+    """
+    if not trigger.matches_type(event_type(event, trigger)):
+        return None
+    try:
+        key = paths.read_path(trigger.correlation_key, event.data, {})
+        data = paths.read_path(trigger.input_path, event.data, {})
+    except paths.PathNotFound as exc:
+        raise InvalidEvent(
+            f"{definition.name}: the event has no value at {exc.path}"
+        ) from None
+    if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
+        raise InvalidEvent(
+            f"{definition.name}: the correlation key {trigger.correlation_key} must be a "
+            "non-empty string or a number"
+        )
+    return Match(definition, trigger, str(key), data)
+
+
+def identity(event: DomainEvent, matches: list[Match]) -> str:
+    """The event's dedupe key: CloudEvents source + id, a trigger's EventId, else its position."""
+    record = event.record
+    if event.id is not None:
+        return f"ce|{event.source or ''}|{event.id}"
+    for found in matches:
+        if found.trigger.event_id is not None:
+            try:
+                value = paths.read_path(found.trigger.event_id, event.data, {})
+            except paths.PathNotFound:
+                continue
+            if value is not None and value != "":
+                return f"id|{record.topic}|{value}"
+    return f"pos|{record.position}"

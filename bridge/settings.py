@@ -1,0 +1,97 @@
+"""Typed settings, read once at start from environment variables prefixed ``BRIDGE_``.
+
+Every process (``bridge dev``, ``bridge worker``, ``bridge web``) builds one ``Settings`` and hands
+it to the bootstrap; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where ``bridge dev`` starts its embedded broker when no cluster is named.
+EMBEDDED_BOOTSTRAP = "127.0.0.1:9092"
+
+
+class Settings(BaseSettings):
+    """The bridge's whole configuration; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...). Unset under `bridge dev`: an "
+        "embedded broker is started.",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=10,
+        ge=0,
+        le=10_000,
+        description="Consumer fetch wait. Real Kafka answers as soon as data arrives; brokers "
+        "that only answer at the end of the wait need a small value.",
+    )
+    kafka_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1000,
+        le=300_000,
+        description="Consumer session timeout: how soon partitions of a dead worker move on.",
+    )
+    kafka_group_id: str = Field(default="bridge", description="Consumer group of the workers.")
+    kafka_replies_topic: str = "bridge.replies"
+    kafka_approvals_topic: str = "bridge.approvals"
+    kafka_topic_partitions: int = Field(default=1, ge=1, description="Partitions for topics the bridge creates.")
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///bridge.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///FILE or "
+        "postgresql+asyncpg://USER@HOST:PORT/DB.",
+    )
+    database_migrate: bool = Field(
+        default=True, description="Upgrade the database schema to the newest version at start."
+    )
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL that approval links and status URLs point to; defaults to "
+        "http://HTTP_HOST:HTTP_PORT.",
+    )
+    definitions_dir: Path | None = Field(
+        default=None,
+        description="Folder of process definitions (*.asl.json, *.asl.yaml). Unset: ./definitions "
+        "when it exists, else the shipped examples.",
+    )
+    batch_max_events: int = Field(default=500, ge=1, description="Most events applied in one transaction.")
+    batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
+    relay_poll_ms: int = Field(default=100, ge=1, description="Outbox and timer poll interval.")
+    relay_batch_size: int = Field(default=500, ge=1)
+    max_event_bytes: int = Field(default=256 * 1024, ge=1024)
+    secret_key: SecretStr = Field(
+        default=SecretStr("dev-only-secret-change-me"),
+        description="Signs CSRF nonces. Set a long random value in production.",
+    )
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
+            )
+        return value
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration, secrets masked, for printing at start."""
+        return self.model_dump(mode="json")

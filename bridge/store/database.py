@@ -1,0 +1,55 @@
+"""Opening the database: the async engine, SQLite's pragmas and write locking, migrations."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+READ_ONLY = "bridge_read_only"
+
+
+def open_engine(url: str) -> AsyncEngine:
+    """An engine for ``url``; on SQLite with WAL, a busy timeout and immediate write locks.
+
+    SQLite upgrades a read transaction to a write one lazily and fails at once when another
+    writer got there first; taking the write lock at BEGIN makes writers queue instead.
+    """
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        sync_engine = engine.sync_engine
+
+        @event.listens_for(sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(sync_engine, "begin")
+        def _begin(connection: Connection) -> None:
+            read_only = connection.get_execution_options().get(READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+@asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only (no write lock on SQLite)."""
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(**{READ_ONLY: True})
+        yield connection
+
+
+def is_postgres(connection: AsyncConnection | AsyncEngine) -> bool:
+    return connection.dialect.name == "postgresql"

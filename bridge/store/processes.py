@@ -1,0 +1,152 @@
+"""Process rows and their history: bulk load for the engine, save, and the read queries of the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.asl.effects import HistoryEntry
+from bridge.asl.process import Process
+from bridge.store.database import is_postgres
+from bridge.store.schema import history, processes
+
+
+@dataclass
+class Loaded:
+    """A process as read for an update: the row version guards the write."""
+
+    process: Process
+    row_version: int
+    history_seq: int
+
+
+class ConcurrentUpdate(Exception):
+    """Another writer changed the process since it was read; the transaction must be retried."""
+
+
+async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Loaded]:
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    query = select(
+        processes.c.id, processes.c.state, processes.c.row_version, processes.c.history_seq
+    ).where(processes.c.id.in_(wanted))
+    if is_postgres(conn):
+        # Sorted ids and row locks: a Kafka worker and an HTTP request cannot both win.
+        query = query.order_by(processes.c.id).with_for_update()
+    rows = (await conn.execute(query)).all()
+    return {
+        row.id: Loaded(Process.model_validate(row.state), row.row_version, row.history_seq)
+        for row in rows
+    }
+
+
+async def insert_process(
+    conn: AsyncConnection, process: Process, history_seq: int, now: datetime
+) -> None:
+    await conn.execute(
+        insert(processes).values(**_columns(process, now), history_seq=history_seq, row_version=1)
+    )
+
+
+async def update_process(
+    conn: AsyncConnection, process: Process, row_version: int, history_seq: int, now: datetime
+) -> None:
+    result = await conn.execute(
+        update(processes)
+        .where(and_(processes.c.id == process.id, processes.c.row_version == row_version))
+        .values(**_columns(process, now), row_version=row_version + 1, history_seq=history_seq)
+    )
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(process.id)
+
+
+def _columns(process: Process, now: datetime) -> dict[str, Any]:
+    return {
+        "id": process.id,
+        "definition": process.definition,
+        "version": process.version,
+        "correlation_key": process.correlation_key,
+        "status": process.status.value,
+        "current_state": process.current_state,
+        "state": process.model_dump(mode="json"),
+        "started_at": process.started_at,
+        "updated_at": now,
+        "ended_at": process.ended_at,
+    }
+
+
+async def append_history(
+    conn: AsyncConnection, rows: Sequence[tuple[str, int, HistoryEntry]]
+) -> None:
+    """Insert ``(process_id, seq, entry)`` rows in one statement."""
+    if not rows:
+        return
+    await conn.execute(
+        insert(history),
+        [
+            {
+                "process_id": process_id,
+                "seq": seq,
+                "at": entry.at,
+                "type": entry.type,
+                "state": entry.state,
+                "details": entry.details,
+            }
+            for process_id, seq, entry in rows
+        ],
+    )
+
+
+# --------------------------------------------------------------------- reads for the API
+
+
+async def get(conn: AsyncConnection, process_id: str) -> Process | None:
+    row = (
+        await conn.execute(select(processes.c.state).where(processes.c.id == process_id))
+    ).first()
+    return None if row is None else Process.model_validate(row.state)
+
+
+async def find(
+    conn: AsyncConnection,
+    *,
+    correlation_key: str | None = None,
+    status: str | None = None,
+    definition: str | None = None,
+    limit: int = 100,
+    before: tuple[datetime, str] | None = None,
+) -> list[Process]:
+    """Newest first; ``before`` is the (started_at, id) of the last row of the previous page."""
+    query = select(processes.c.state)
+    if correlation_key is not None:
+        query = query.where(processes.c.correlation_key == correlation_key)
+    if status is not None:
+        query = query.where(processes.c.status == status)
+    if definition is not None:
+        query = query.where(processes.c.definition == definition)
+    if before is not None:
+        started_at, process_id = before
+        query = query.where(
+            (processes.c.started_at < started_at)
+            | and_(processes.c.started_at == started_at, processes.c.id < process_id)
+        )
+    query = query.order_by(processes.c.started_at.desc(), processes.c.id.desc()).limit(limit)
+    return [Process.model_validate(row.state) for row in (await conn.execute(query)).all()]
+
+
+async def read_history(
+    conn: AsyncConnection, process_id: str, *, after_seq: int = 0, limit: int = 1000
+) -> list[dict[str, Any]]:
+    query = (
+        select(history.c.seq, history.c.at, history.c.type, history.c.state, history.c.details)
+        .where(and_(history.c.process_id == process_id, history.c.seq > after_seq))
+        .order_by(history.c.seq)
+        .limit(limit)
+    )
+    return [dict(row._mapping) for row in (await conn.execute(query)).all()]

@@ -1,0 +1,175 @@
+"""The one schema source: SQLAlchemy metadata. Alembic migrations are checked against it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (naive text) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Json: Any = JSON().with_variant(JSONB(), "postgresql")
+#: Autoincrementing 64-bit keys; SQLite only autoincrements INTEGER PRIMARY KEY.
+Serial: Any = BigInteger().with_variant(Integer(), "sqlite")
+
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("document", Json, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("deployed_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("name", "version"),
+)
+
+processes = Table(
+    "processes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("definition", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("correlation_key", String(500), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("current_state", String(200), nullable=True),
+    Column("state", Json, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("history_seq", Integer, nullable=False, default=0),
+    Column("row_version", Integer, nullable=False, default=1),
+    Index(None, "correlation_key"),
+    Index(None, "status", "definition"),
+    Index(None, "started_at"),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("state", String(200), nullable=True),
+    Column("details", Json, nullable=False),
+    Index(None, "process_id", "seq", unique=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("message_id", String(64), nullable=False, unique=True),
+    Column("process_id", String(64), nullable=True),
+    Column("topic", String(249), nullable=False),
+    Column("key", String(500), nullable=True),
+    Column("value", Json, nullable=True),
+    Column("headers", Json, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Index(None, "sent_at", "id"),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("key", String(600), primary_key=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("outcome", String(200), nullable=False),
+)
+
+task_tokens = Table(
+    "task_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("wait_id", String(64), nullable=False),
+    Column("state", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Index(None, "wait_id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("wait_id", String(64), nullable=False, unique=True),
+    Column("state", String(200), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("data", Json, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("decided_at", UTCDateTime, nullable=True),
+    Column("decided_by", String(200), nullable=True),
+    Column("comment", Text, nullable=True),
+    Index(None, "status", "created_at"),
+    Index(None, "process_id"),
+)
+
+approval_links = Table(
+    "approval_links",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("approval_id", String(64), ForeignKey("approvals.id"), nullable=False),
+    Column("approve", Boolean, nullable=False),
+    Index(None, "approval_id"),
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Index(None, "due_at"),
+)

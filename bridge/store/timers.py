@@ -1,0 +1,62 @@
+"""Durable timers: due times the engine turns into ``TimerFired`` inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.elements import ColumnElement
+
+from bridge.store.schema import timers
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    id: str
+    process_id: str
+
+
+async def add(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+    """Rows with id, process_id, due_at."""
+    if rows:
+        await conn.execute(insert(timers), rows)
+
+
+async def cancel(conn: AsyncConnection, ids: list[str]) -> None:
+    if ids:
+        await conn.execute(delete(timers).where(timers.c.id.in_(ids)))
+
+
+async def due(conn: AsyncConnection, limit: int) -> list[DueTimer]:
+    """Timers due by the database's clock, so a worker with a skewed clock fires nothing early."""
+    rows = (
+        await conn.execute(
+            select(timers.c.id, timers.c.process_id)
+            .where(timers.c.due_at <= _database_now(conn))
+            .order_by(timers.c.due_at)
+            .limit(limit)
+        )
+    ).all()
+    return [DueTimer(row.id, row.process_id) for row in rows]
+
+
+async def claim(conn: AsyncConnection, ids: list[str]) -> set[str]:
+    """Delete the timers and return those this transaction removed: each fires once."""
+    if not ids:
+        return set()
+    result = await conn.execute(delete(timers).where(timers.c.id.in_(ids)).returning(timers.c.id))
+    return set(result.scalars())
+
+
+async def next_due(conn: AsyncConnection) -> datetime | None:
+    return await conn.scalar(select(func.min(timers.c.due_at)))
+
+
+def _database_now(conn: AsyncConnection) -> ColumnElement[datetime]:
+    if conn.dialect.name == "sqlite":
+        # CURRENT_TIMESTAMP has whole seconds on SQLite; this has milliseconds, in the same text
+        # form SQLAlchemy stores datetimes in.
+        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return func.now()

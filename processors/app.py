@@ -1,0 +1,148 @@
+"""The faust app: one agent for domain events, one for task replies, both feeding the engine.
+
+Records are read raw and parsed here, so a poison message becomes a logged, skipped input (a
+dead letter in a later version) and never a dead agent. A batch is applied in one transaction;
+faust acknowledges (and later commits) the offsets only after ``apply`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from faust.types import EventT
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.engine import CallbackReceived, Engine, EngineInput, EventReceived, Outcome
+from bridge.events import KafkaRecord
+from bridge.settings import Settings
+from processors.transport import BridgeApp, transport_class
+
+log = logging.getLogger(__name__)
+
+
+class Reply(BaseModel):
+    """A task reply on the replies topic: output, or error and cause, or a heartbeat."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    task_token: str = Field(alias="taskToken", min_length=1, max_length=512)
+    output: Any = None
+    error: str | None = Field(default=None, max_length=256)
+    cause: str | None = Field(default=None, max_length=32_768)
+    heartbeat: bool = False
+
+
+def record_of(event: EventT) -> KafkaRecord:
+    message = event.message
+    headers = tuple((str(name), bytes(value or b"")) for name, value in (message.headers or ()))
+    return KafkaRecord(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value,
+        headers=headers,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+    )
+
+
+def reply_input(record: KafkaRecord) -> CallbackReceived | None:
+    """The callback a reply record carries; None (logged) when it is not a valid reply."""
+    try:
+        reply = Reply.model_validate_json(record.value or b"")
+    except ValidationError as exc:
+        log.warning("invalid reply at %s: %s", record.position, _short(exc))
+        return None
+    if reply.heartbeat:
+        return CallbackReceived(reply.task_token, "heartbeat", via="kafka")
+    if reply.error is not None:
+        return CallbackReceived(reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka")
+    return CallbackReceived(reply.task_token, "success", output=reply.output, via="kafka")
+
+
+def _short(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+async def apply_batch(engine: Engine, inputs: Sequence[EngineInput]) -> list[Outcome]:
+    """Apply ``inputs``; keep retrying while the database is away, so no offset moves past them.
+
+    An input whose processing raises is isolated by applying the batch one input at a time; the
+    one that keeps failing is logged and skipped so that the partition keeps flowing.
+    """
+    if not inputs:
+        return []
+    delay = 0.1
+    while True:
+        try:
+            return await engine.apply(inputs)
+        except (OSError, ConnectionError) as exc:
+            log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
+        except Exception as exc:
+            if _is_connection_problem(exc):
+                log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
+            elif len(inputs) > 1:
+                log.warning("a batch failed (%r); applying its inputs one by one", exc)
+                return [outcome for item in inputs for outcome in await apply_batch(engine, [item])]
+            else:
+                log.exception("skipping an input whose processing fails")
+                return [Outcome("invalid", f"processing failed: {exc!r}")]
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        word in text
+        for word in ("connection", "connect", "closed", "terminat", "cannot_connect", "shutdown")
+    )
+
+
+def build_app(settings: Settings, engine: Engine, bootstrap: str, topics: Sequence[str]) -> BridgeApp:
+    """The faust app consuming ``topics`` (domain events) and the replies topic."""
+    datadir = Path(tempfile.gettempdir()) / "bridge-faust" / settings.kafka_group_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = BridgeApp(
+        settings.kafka_group_id,
+        broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
+        web_enabled=False,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.kafka_topic_partitions,
+        topic_replication_factor=1,
+        broker_commit_every=settings.batch_max_events,
+        broker_commit_interval=0.2,
+        # A worker that died without leaving holds its partitions until its session times out.
+        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka_session_timeout_ms / 3000,
+        broker_rebalance_timeout=2 * settings.kafka_session_timeout_ms / 1000,
+        datadir=datadir,
+    )
+    app.transport_cls = transport_class(settings.kafka_fetch_max_wait_ms)
+    within = settings.batch_max_wait_ms / 1000
+    if topics:
+        event_topic = app.topic(*topics, value_serializer="raw", key_serializer="raw")
+
+        @app.agent(event_topic, name="bridge-events")
+        async def events(stream: Any) -> None:
+            async for batch in stream.take_events(settings.batch_max_events, within=within):
+                inputs = [EventReceived(record_of(event)) for event in batch]
+                await apply_batch(engine, inputs)
+
+    reply_topic = app.topic(settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw")
+
+    @app.agent(reply_topic, name="bridge-replies")
+    async def replies(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_max_events, within=within):
+            inputs = [found for event in batch if (found := reply_input(record_of(event)))]
+            outcomes = await apply_batch(engine, inputs)
+            for outcome in outcomes:
+                if not outcome.ok:
+                    log.warning("reply not applied: %s (%s)", outcome.status, outcome.reason)
+
+    return app

@@ -1,0 +1,47 @@
+"""faust's aiokafka transport with a configurable consumer fetch wait.
+
+faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Brokers that
+answer a fetch only when that wait runs out (the embedded test broker) would then add ~0.7 s to
+every hop, so the bridge sets its own value.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import aiokafka
+import faust
+from faust.transport.drivers import aiokafka as driver
+
+
+class _ConsumerThread(driver.AIOKafkaConsumerThread):
+    fetch_max_wait_ms: ClassVar[int] = 10
+
+    def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        consumer = super()._create_worker_consumer(transport)
+        # aiokafka reads this attribute when it builds its fetcher in start().
+        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        return consumer
+
+
+def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
+    """A transport class whose worker consumers wait at most ``fetch_max_wait_ms`` per fetch."""
+    thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
+
+    class BridgeConsumer(driver.Consumer):  # type: ignore[misc]
+        def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
+            return thread(self, loop=self.loop, beacon=self.beacon)
+
+    class BridgeTransport(driver.Transport):  # type: ignore[misc]
+        Consumer: ClassVar[type[driver.Consumer]] = BridgeConsumer
+
+    return BridgeTransport
+
+
+class BridgeApp(faust.App):  # type: ignore[misc]
+    """A faust app using ``transport_cls`` for its consumer."""
+
+    transport_cls: type[driver.Transport] = driver.Transport
+
+    def _new_transport(self) -> Any:
+        return self.transport_cls(self.conf.broker_consumer, self)
