@@ -17,7 +17,7 @@ import click
 from pydantic import ValidationError
 
 from bridge.asl.errors import DefinitionError
-from bridge.settings import EMBEDDED_BOOTSTRAP, Settings
+from bridge.settings import Settings
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -36,7 +36,8 @@ def _logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("aiokafka", "faust", "mode", "aiohttp.access"):
+    # faust and mode log every service start and stop under the module of their class.
+    for noisy in ("aiokafka", "faust", "mode", "abc", "processors.transport", "alembic", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -75,8 +76,7 @@ async def _dev(settings: Settings) -> None:
     broker = None
     bootstrap = settings.kafka_bootstrap
     if bootstrap is None:
-        host, _, port = EMBEDDED_BOOTSTRAP.partition(":")
-        broker = EmbeddedBroker(int(port), host)
+        broker = EmbeddedBroker(settings.embedded_broker_port)
         await broker.start_async()
         bootstrap = broker.bootstrap
     core = worker = web = None

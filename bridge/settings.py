@@ -12,8 +12,6 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: Where ``bridge dev`` starts its embedded broker when no cluster is named.
-EMBEDDED_BOOTSTRAP = "127.0.0.1:9092"
 
 
 class Settings(BaseSettings):
@@ -27,6 +25,12 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap servers (host:port,...). Unset under `bridge dev`: an "
         "embedded broker is started.",
+    )
+    embedded_broker_port: int = Field(
+        default=9092,
+        ge=1,
+        le=65535,
+        description="Port of the broker `bridge dev` starts on 127.0.0.1 when no cluster is named.",
     )
     kafka_fetch_max_wait_ms: int = Field(
         default=10,

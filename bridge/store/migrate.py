@@ -17,12 +17,19 @@ transaction that first takes a database-wide lock:
   batch mode rebuilds a table by copy, drop and rename, and dropping a referenced table with
   enforcement on deletes or rejects the rows that refer to it; ``PRAGMA foreign_key_check``
   runs before the commit instead (the procedure SQLite documents for schema changes).
+
+Within one process there is a further rule: alembic keeps the running migration in module globals
+(``alembic.op``, ``alembic.context``), so two migrations that interleave on one event loop, say of
+two databases, would run each other's steps. A per-loop ``asyncio.Lock`` lets one run at a time.
+Migrating from several threads at once is not supported.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -39,6 +46,8 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 #: Key of the PostgreSQL advisory lock held while migrating: the bytes of "bridge:m" as a bigint.
 #: Advisory locks are per database, so it serialises migrations of one database only.
 MIGRATION_LOCK = 0x6272_6964_6765_3A6D
+
+_turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
 
 class MigrationError(Exception):
@@ -84,8 +93,15 @@ def _current_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
+def _turn() -> asyncio.Lock:
+    """This event loop's lock for running alembic (see the module docstring)."""
+    return _turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+
+
 async def _migrate(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
-    async with engine.connect() as connection:
+    # The in-process lock first, then the database lock: a task holding the database lock then
+    # never waits for anything but the database, so no wait cycle can form across processes.
+    async with _turn(), engine.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             # Must happen outside a transaction: SQLite ignores this pragma inside one.
@@ -94,7 +110,7 @@ async def _migrate(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
             async with connection.begin():
                 if connection.dialect.name == "postgresql":
                     await connection.execute(
-                        text("SELECT abs(CAST(:key AS bigint))"), {"key": MIGRATION_LOCK}
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                     )
                 await connection.run_sync(lambda sync: step(alembic_config(sync)))
                 if sqlite:

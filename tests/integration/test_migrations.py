@@ -1,4 +1,4 @@
-"""The numbered migrations build exactly the schema of bridge.store.schema, on SQLite and PostgreSQL.
+"""The numbered migrations build exactly the schema of bridge.store.schema, on SQLite and Postgres.
 
 PostgreSQL tests need a server on 127.0.0.1:5432 (trust auth, user postgres); each gets a fresh
 database with a random name, dropped afterwards. Deselect them with ``-m "not postgres"``.
@@ -105,6 +105,19 @@ async def test_downgrade_to_base_drops_everything_and_upgrade_works_again(
         assert await connection.run_sync(_differences) == []
 
 
+async def test_failed_upgrade_leaves_the_database_as_it_was(engine: AsyncEngine) -> None:
+    # The last table of 0001 is in the way: every step before it must be rolled back.
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE timers (id INTEGER PRIMARY KEY)"))
+
+    with pytest.raises(Exception, match="timers"):
+        await upgrade(engine)
+
+    assert await current_revision(engine) is None
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_table_names) == {"timers"}
+
+
 async def test_upgrade_twice_is_a_no_op(engine: AsyncEngine) -> None:
     await upgrade(engine)
     async with engine.begin() as connection:
@@ -129,7 +142,7 @@ async def test_concurrent_upgrades_from_two_processes_both_succeed(database_url:
     try:
         results = await asyncio.gather(upgrade(first), upgrade(second), return_exceptions=True)
 
-        assert results == [None, None]
+        assert list(results) == [None, None]
 
         assert await current_revision(first) == HEAD
         async with second.connect() as connection:
@@ -151,3 +164,19 @@ async def test_sqlite_foreign_keys_are_enforced_again_after_migrating(tmp_path: 
             assert enforced.scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+async def test_concurrent_upgrades_of_two_databases_in_one_process(tmp_path: Path) -> None:
+    # alembic keeps the running migration in module globals (alembic.op, alembic.context), so
+    # two upgrades that interleave in one event loop would run each other's steps.
+    engines = [open_engine(f"sqlite+aiosqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
+    try:
+        results = await asyncio.gather(*(upgrade(e) for e in engines), return_exceptions=True)
+
+        assert list(results) == [None, None]
+        for engine in engines:
+            async with engine.connect() as connection:
+                assert await connection.run_sync(_differences) == []
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -1,0 +1,187 @@
+"""A whole bridge (worker + web) in this process, and Kafka/HTTP clients that talk to it.
+
+Every test gets its own topic names and consumer groups on the shared broker, so tests do not see
+each other's events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from bridge.bootstrap import Core, Web, Worker, open_core
+from bridge.broker import free_port
+from bridge.definitions import EXAMPLES_DIR
+from bridge.settings import Settings
+
+TOPICS = ("orders.events", "inventory.commands", "payments.commands", "orders.done")
+
+
+def saga_definition(folder: Path, suffix: str) -> dict[str, str]:
+    """Write the example order saga into ``folder`` with topics renamed ``<topic>.<suffix>``."""
+    text = (EXAMPLES_DIR / "order-saga.asl.yaml").read_text()
+    topics = {topic: f"{topic}.{suffix}" for topic in TOPICS}
+    document = yaml.safe_load(text)
+    rendered = json.dumps(document)
+    for old, new in topics.items():
+        rendered = rendered.replace(f'"{old}"', f'"{new}"')
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "order-saga.asl.json").write_text(rendered)
+    return topics
+
+
+@dataclass
+class Bridge:
+    settings: Settings
+    core: Core
+    kafka: str
+    topics: dict[str, str]
+    producer: AIOKafkaProducer
+    http: aiohttp.ClientSession
+    consumers: dict[str, AIOKafkaConsumer] = field(default_factory=dict)
+    seen: dict[str, list[ConsumerRecord[bytes, bytes]]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.settings.base_url
+
+    async def publish(self, topic: str, value: Any, key: str | None = None, raw: bytes | None = None) -> None:
+        payload = raw if raw is not None else json.dumps(value).encode()
+        await self.producer.send_and_wait(
+            self.topics.get(topic, topic), payload, key=None if key is None else key.encode()
+        )
+
+    async def place_order(self, order_id: str, amount: float, event_id: str | None = None) -> None:
+        await self.publish(
+            "orders.events",
+            {
+                "type": "OrderPlaced",
+                "eventId": event_id or f"evt-{order_id}",
+                "orderId": order_id,
+                "amount": amount,
+                "customerId": "c-1",
+                "items": [{"sku": "book", "qty": 1}],
+            },
+            key=order_id,
+        )
+
+    async def next_message(
+        self, topic: str, predicate: Any = lambda value: True, timeout: float = 20.0
+    ) -> tuple[dict[str, Any], ConsumerRecord[bytes, bytes]]:
+        """The first message on ``topic`` (from its start) whose JSON value satisfies ``predicate``."""
+        name = self.topics.get(topic, topic)
+        consumer = self.consumers.get(name)
+        if consumer is None:
+            # No consumer group: a new group's first join takes seconds on the test broker.
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.kafka,
+                group_id=None,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                fetch_max_wait_ms=10,
+            )
+            await consumer.start()
+            partitions = await self.producer.partitions_for(name)
+            consumer.assign([TopicPartition(name, partition) for partition in partitions])
+            await consumer.seek_to_beginning()
+            self.consumers[name] = consumer
+            self.seen[name] = []
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            records = self.seen[name]
+            for record in records[checked:]:
+                value = json.loads(record.value or b"null")
+                if predicate(value):
+                    records.remove(record)
+                    return value, record
+            checked = len(records)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no matching message on {name} within {timeout}s")
+            batch = await consumer.getmany(timeout_ms=100)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+
+    async def command(self, topic: str, order_id: str) -> dict[str, Any]:
+        value, _ = await self.next_message(topic, lambda v: v.get("orderId") == order_id)
+        return value
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with self.http.get(self.url + path) as response:
+            return response.status, await _body(response)
+
+    async def post(self, path_or_url: str, body: Any = None, **kwargs: Any) -> tuple[int, Any]:
+        url = path_or_url if path_or_url.startswith("http") else self.url + path_or_url
+        if body is not None:
+            kwargs["json"] = body
+        async with self.http.post(url, **kwargs) as response:
+            return response.status, await _body(response)
+
+    async def process_for(self, order_id: str, status: str | None = None, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = await self.get(f"/processes?correlationKey={order_id}")
+            assert code == 200, body
+            items = body["items"]
+            if items and (status is None or items[0]["status"] == status):
+                return dict(items[0])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process for {order_id} not {status}: {items}")
+            await asyncio.sleep(0.05)
+
+
+async def _body(response: aiohttp.ClientResponse) -> Any:
+    text = await response.text()
+    if "json" in (response.content_type or ""):
+        return json.loads(text)
+    return text
+
+
+@asynccontextmanager
+async def running_bridge(database_url: str, kafka: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Bridge]:
+    suffix = uuid.uuid4().hex[:8]
+    topics = saga_definition(tmp_path / "definitions", suffix)
+    topics["bridge.replies"] = f"bridge.replies.{suffix}"
+    topics["bridge.approvals"] = f"bridge.approvals.{suffix}"
+    settings = Settings(
+        database_url=database_url,
+        kafka_bootstrap=kafka,
+        http_port=free_port(),
+        kafka_group_id=f"bridge-{suffix}",
+        kafka_replies_topic=topics["bridge.replies"],
+        kafka_approvals_topic=topics["bridge.approvals"],
+        definitions_dir=tmp_path / "definitions",
+        relay_poll_ms=20,
+        **overrides,
+    )
+    core = await open_core(settings)
+    worker = Worker(core, kafka)
+    web = Web(core, settings.http_host, settings.http_port)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=False)
+    http = aiohttp.ClientSession()
+    bridge = Bridge(settings, core, kafka, topics, producer, http)
+    try:
+        await worker.start()
+        await web.start()
+        await producer.start()
+        yield bridge
+    finally:
+        for consumer in bridge.consumers.values():
+            await consumer.stop()
+        await http.close()
+        await producer.stop()
+        await web.stop()
+        await worker.stop()
+        await core.close()
