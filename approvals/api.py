@@ -172,5 +172,7 @@ async def task_callback(request: web.Request) -> web.Response:
             "conflict": "Task token no longer valid",
             "invalid": "Invalid callback",
         }
-        return problem(STATUS_OF.get(result.status, 400), titles.get(result.status, "Refused"), result.reason)
+        return problem(
+            STATUS_OF.get(result.status, 400), titles.get(result.status, "Refused"), result.reason
+        )
     return web.json_response({"status": "accepted", "processId": result.process_ids[0]})

@@ -73,7 +73,9 @@ async def _link(request: web.Request) -> tuple[str, bool, waits.LinkTarget | Non
 async def show(request: web.Request) -> web.Response:
     token, approve, link = await _link(request)
     if link is None:
-        return _refused(request, 404, "Link not valid", "This approval link is unknown or no longer valid.")
+        return _refused(
+            request, 404, "Link not valid", "This approval link is unknown or no longer valid."
+        )
     async with reading(request.app[ENGINE].db) as conn:
         process = await store.get(conn, link.process_id)
     return _render(
@@ -98,7 +100,9 @@ async def decide(request: web.Request) -> web.Response:
     try:
         if is_form:
             form = await request.post()
-            if not hmac.compare_digest(str(form.get("csrf", "")), csrf_nonce(request.app[SECRET], token)):
+            if not hmac.compare_digest(
+                str(form.get("csrf", "")), csrf_nonce(request.app[SECRET], token)
+            ):
                 return _refused(request, 403, "Form expired", "Open the link again and resubmit.")
             decision = Decision(comment=str(form.get("comment") or "") or None)
         else:
@@ -106,10 +110,16 @@ async def decide(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         return problem(400, "Invalid decision body", str(exc).splitlines()[0])
     if decision.decision is not None and (decision.decision == "approve") != approve:
-        return problem(400, "Decision does not match the link", f"this link can only {request.match_info['action']}")
+        return problem(
+            400,
+            "Decision does not match the link",
+            f"this link can only {request.match_info['action']}",
+        )
     if link is None:
         if is_form:
-            return _refused(request, 404, "Link not valid", "This approval link is unknown or no longer valid.")
+            return _refused(
+                request, 404, "Link not valid", "This approval link is unknown or no longer valid."
+            )
         return problem(404, "Unknown approval link", "the link is unknown or no longer valid")
     result = await request.app[ENGINE].apply_one(
         DecisionReceived(token, comment=decision.comment, decided_by=decision.decided_by)
@@ -117,8 +127,17 @@ async def decide(request: web.Request) -> web.Response:
     outcome = "approved" if approve else "rejected"
     if is_form:
         if not result.ok:
-            return _refused(request, STATUS_OF.get(result.status, 409), "Not recorded", result.reason)
-        return _render(request, "message.html", title=f"Thank you: {outcome}", detail=f"“{link.title}” is {outcome}.")
+            return _refused(
+                request, STATUS_OF.get(result.status, 409), "Not recorded", result.reason
+            )
+        return _render(
+            request,
+            "message.html",
+            title=f"Thank you: {outcome}",
+            detail=f"“{link.title}” is {outcome}.",
+        )
     if not result.ok:
         return problem(STATUS_OF.get(result.status, 409), "Decision refused", result.reason)
-    return web.json_response({"status": outcome, "approvalId": link.approval_id, "processId": link.process_id})
+    return web.json_response(
+        {"status": outcome, "approvalId": link.approval_id, "processId": link.process_id}
+    )

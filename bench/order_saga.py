@@ -99,7 +99,9 @@ def header(record: Any, name: str) -> str | None:
 # --------------------------------------------------------------------- simulated services
 
 
-async def consume(bootstrap: str, topics: tuple[str, ...], handle: Any, stop: asyncio.Event) -> None:
+async def consume(
+    bootstrap: str, topics: tuple[str, ...], handle: Any, stop: asyncio.Event
+) -> None:
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=bootstrap,
@@ -137,9 +139,7 @@ def service(observed: Observed, producer: AIOKafkaProducer, kind: str, output: A
                 continue  # a redelivery: the service has answered it already
             reply = {"taskToken": token, "output": output(value)}
             sends.append(
-                await producer.send(
-                    REPLIES, json.dumps(reply).encode(), key=order_id.encode()
-                )
+                await producer.send(REPLIES, json.dumps(reply).encode(), key=order_id.encode())
             )
         if sends:
             await asyncio.gather(*sends)
@@ -240,11 +240,18 @@ class Resources:
         }
         env.pop("BRIDGE_KAFKA_BOOTSTRAP", None)
         command = [
-            sys.executable, "-m", "bridge", "dev",
-            "--kafka", bootstrap,
-            "--port", str(http_port),
-            "--database", database_url,
-            "--definitions", str(EXAMPLES),
+            sys.executable,
+            "-m",
+            "bridge",
+            "dev",
+            "--kafka",
+            bootstrap,
+            "--port",
+            str(http_port),
+            "--database",
+            database_url,
+            "--definitions",
+            str(EXAMPLES),
         ]
         self.bridge = subprocess.Popen(
             command,
@@ -281,10 +288,14 @@ class Resources:
                 if self.pg_database is not None:
                     try:
                         asyncio.run(asyncio.wait_for(drop_database(self.pg_database), 30))
-                    except Exception as exc:  # noqa: BLE001 - reported, not hidden
-                        print(f"could not drop database {self.pg_database}: {exc!r}", file=sys.stderr)
+                    except Exception as exc:
+                        print(
+                            f"could not drop database {self.pg_database}: {exc!r}", file=sys.stderr
+                        )
                     self.pg_database = None
-                shutil.rmtree(Path(tempfile.gettempdir()) / "bridge-faust" / self.group_id, ignore_errors=True)
+                shutil.rmtree(
+                    Path(tempfile.gettempdir()) / "bridge-faust" / self.group_id, ignore_errors=True
+                )
                 for db_file in self.workdir.glob("bench.db*"):
                     db_file.unlink(missing_ok=True)  # the logs stay, for reading afterwards
 
@@ -366,7 +377,9 @@ async def wait_healthy(base_url: str, res: Resources, timeout: float) -> None:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while now() < deadline:
             if res.bridge is None or res.bridge.poll() is not None:
-                raise RuntimeError(f"the bridge exited at start; see {res.bridge_log}:\n{tail(res.bridge_log)}")
+                raise RuntimeError(
+                    f"the bridge exited at start; see {res.bridge_log}:\n{tail(res.bridge_log)}"
+                )
             try:
                 async with session.get(f"{base_url}/healthz") as response:
                     if response.status == 200:
@@ -427,10 +440,24 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     approve = approver(observed, session, args.approver_concurrency)
     consumers = [
-        asyncio.create_task(consume(bootstrap, (INVENTORY,), service(
-            observed, producer, "ReserveInventory", lambda v: {"reserved": True}), stop)),
-        asyncio.create_task(consume(bootstrap, (PAYMENTS,), service(
-            observed, producer, "ChargePayment", lambda v: {"charged": v.get("amount")}), stop)),
+        asyncio.create_task(
+            consume(
+                bootstrap,
+                (INVENTORY,),
+                service(observed, producer, "ReserveInventory", lambda v: {"reserved": True}),
+                stop,
+            )
+        ),
+        asyncio.create_task(
+            consume(
+                bootstrap,
+                (PAYMENTS,),
+                service(
+                    observed, producer, "ChargePayment", lambda v: {"charged": v.get("amount")}
+                ),
+                stop,
+            )
+        ),
         asyncio.create_task(consume(bootstrap, (APPROVALS,), approve, stop)),
         asyncio.create_task(consume(bootstrap, (DONE,), collector(observed), stop)),
     ]
@@ -474,10 +501,15 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
                 except TimeoutError:
                     stalled_send = True
                     break
-            amount = round(random.uniform(APPROVAL_THRESHOLD, 2000), 2) if order_id in big \
+            amount = (
+                round(random.uniform(APPROVAL_THRESHOLD, 2000), 2)
+                if order_id in big
                 else round(random.uniform(10, APPROVAL_THRESHOLD - 1), 2)
+            )
             observed.sent_at[order_id] = now()
-            acks.append(await producer.send(EVENTS, order_event(order_id, amount), key=order_id.encode()))
+            acks.append(
+                await producer.send(EVENTS, order_event(order_id, amount), key=order_id.encode())
+            )
         await asyncio.gather(*acks)
         last_send = now()
         sent = len(observed.sent_at)
@@ -505,7 +537,9 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         await producer.stop()
 
     completed_ids = [o for o in observed.sent_at if o in observed.completed_at]
-    latencies = sorted((observed.completed_at[o] - observed.sent_at[o]) * 1000 for o in completed_ids)
+    latencies = sorted(
+        (observed.completed_at[o] - observed.sent_at[o]) * 1000 for o in completed_ids
+    )
     first_send = min(observed.sent_at.values()) if observed.sent_at else last_send
     last_done = max((observed.completed_at[o] for o in completed_ids), default=first_send)
     window = last_done - first_send
@@ -550,7 +584,9 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         "stray_records": dict(observed.stray),
         "bridge_peak_rss_mib": rss_peak,
         "bridge_rss_after_warmup_mib": rss_before,
-        "bridge_cpu_s": round(cpu_after - cpu_before, 1) if cpu_after is not None and cpu_before is not None else None,
+        "bridge_cpu_s": round(cpu_after - cpu_before, 1)
+        if cpu_after is not None and cpu_before is not None
+        else None,
         "bench_cpu_s": round(own_cpu, 1),
         "warmup_s": round(warmup_s, 2),
         "stalled_send": stalled_send,
@@ -595,7 +631,9 @@ async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for order_id in lost[:200]:
             try:
-                async with session.get(f"{base_url}/processes", params={"correlationKey": order_id}) as r:
+                async with session.get(
+                    f"{base_url}/processes", params={"correlationKey": order_id}
+                ) as r:
                     items = (await r.json()).get("items", []) if r.status == 200 else None
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 states[f"query failed: {type(exc).__name__}"] += 1
@@ -608,10 +646,21 @@ async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[s
                 p = items[0]
                 states[f"{p['status']} at {p['currentState'] or p['lastState']}"] += 1
                 if len(samples) < 3:
-                    samples.append({"orderId": order_id, "process": p["id"], "status": p["status"],
-                                    "state": p["currentState"] or p["lastState"], "error": p["error"]})
-    return {"services_saw": dict(steps), "bridge_says": dict(states), "samples": samples,
-            "first_lost": lost[:5]}
+                    samples.append(
+                        {
+                            "orderId": order_id,
+                            "process": p["id"],
+                            "status": p["status"],
+                            "state": p["currentState"] or p["lastState"],
+                            "error": p["error"],
+                        }
+                    )
+    return {
+        "services_saw": dict(steps),
+        "bridge_says": dict(states),
+        "samples": samples,
+        "first_lost": lost[:5],
+    }
 
 
 def _round(value: float | None) -> float | None:
@@ -629,22 +678,42 @@ def report(result: dict[str, Any]) -> None:
     lat = result["latency_ms"]
     print()
     print(f"order saga bench, {result['database']}, {result['date']}")
-    print(f"  orders sent          {result['orders_sent']} ({result['needing_approval']} need approval)"
-          + (f", at most {result['concurrency']} in flight" if result["concurrency"] else ", flat out")
-          + f", sent in {result['send_s']} s")
+    print(
+        f"  orders sent          {result['orders_sent']} ({result['needing_approval']} need approval)"
+        + (
+            f", at most {result['concurrency']} in flight"
+            if result["concurrency"]
+            else ", flat out"
+        )
+        + f", sent in {result['send_s']} s"
+    )
     print(f"  completed            {result['completed']}")
-    print(f"  completed orders/s   {result['completed_per_s']} (over {result['window_s']} s, first send to last completion)")
-    print(f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}")
+    print(
+        f"  completed orders/s   {result['completed_per_s']} (over {result['window_s']} s, first send to last completion)"
+    )
+    print(
+        f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}"
+    )
     print(f"  median per hop ms    {result['stage_p50_ms']}")
-    print(f"  lost orders          {result['lost']} (not completed {result['timeout_s']} s after the last send)")
+    print(
+        f"  lost orders          {result['lost']} (not completed {result['timeout_s']} s after the last send)"
+    )
     print(f"  duplicated completions {result['duplicated_completions']}")
     print(f"  redeliveries (same ce_id)      {result['redelivered_messages_same_ce_id']}")
-    print(f"  extra distinct msgs per order  {result['extra_distinct_messages_per_order']}"
-          f", approvals for small orders {result['unexpected_approvals']}")
+    print(
+        f"  extra distinct msgs per order  {result['extra_distinct_messages_per_order']}"
+        f", approvals for small orders {result['unexpected_approvals']}"
+    )
     if result["approval_failures"] or result["stray_records"]:
-        print(f"  approval failures {result['approval_failures']}, stray records {result['stray_records']}")
-    print(f"  bridge peak RSS      {result['bridge_peak_rss_mib']} MiB (after warm-up {result['bridge_rss_after_warmup_mib']} MiB)")
-    print(f"  CPU seconds          bridge {result['bridge_cpu_s']}, bench {result['bench_cpu_s']} (2 cores shared)")
+        print(
+            f"  approval failures {result['approval_failures']}, stray records {result['stray_records']}"
+        )
+    print(
+        f"  bridge peak RSS      {result['bridge_peak_rss_mib']} MiB (after warm-up {result['bridge_rss_after_warmup_mib']} MiB)"
+    )
+    print(
+        f"  CPU seconds          bridge {result['bridge_cpu_s']}, bench {result['bench_cpu_s']} (2 cores shared)"
+    )
     if "lost_diagnosis" in result:
         print(f"  LOST: {json.dumps(result['lost_diagnosis'])}")
     if not result["bridge_alive_at_end"]:
@@ -657,16 +726,36 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument("--approval-share", type=float, default=0.1,
-                        help="share of orders with amount >= 900, which need an approval")
-    parser.add_argument("--concurrency", type=int, default=0,
-                        help="at most this many orders in flight (default 0: publish flat out)")
-    parser.add_argument("--approver-concurrency", type=int, default=16,
-                        help="parallel approval POSTs of the approver bot")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds after the last send before a missing completion counts as lost")
-    parser.add_argument("--settle", type=float, default=2.0,
-                        help="seconds to keep listening after the last completion, for duplicates")
+    parser.add_argument(
+        "--approval-share",
+        type=float,
+        default=0.1,
+        help="share of orders with amount >= 900, which need an approval",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="at most this many orders in flight (default 0: publish flat out)",
+    )
+    parser.add_argument(
+        "--approver-concurrency",
+        type=int,
+        default=16,
+        help="parallel approval POSTs of the approver bot",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds after the last send before a missing completion counts as lost",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds to keep listening after the last completion, for duplicates",
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")
     parser.add_argument("--seed", type=int, default=None)
@@ -691,7 +780,7 @@ def main() -> int:
     except TimeoutError:
         print(f"the bench hit its deadline of {args.deadline}s; cleaning up", file=sys.stderr)
         code = 2
-    except Exception as exc:  # noqa: BLE001 - reported with the bridge's log
+    except Exception as exc:
         print(f"bench failed: {exc}", file=sys.stderr)
         code = 1
     finally:

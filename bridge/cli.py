@@ -37,7 +37,15 @@ def _logging(level: str) -> None:
         stream=sys.stderr,
     )
     # faust and mode log every service start and stop under the module of their class.
-    for noisy in ("aiokafka", "faust", "mode", "abc", "processors.transport", "alembic", "aiohttp.access"):
+    for noisy in (
+        "aiokafka",
+        "faust",
+        "mode",
+        "abc",
+        "processors.transport",
+        "alembic",
+        "aiohttp.access",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -56,11 +64,17 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--kafka", help="Bootstrap servers of an existing cluster (default: start the embedded broker).")
+@click.option(
+    "--kafka", help="Bootstrap servers of an existing cluster (default: start the embedded broker)."
+)
 @click.option("--port", type=int, help="HTTP port (default 8080).")
-@click.option("--definitions", type=click.Path(file_okay=False, path_type=Path), help="Folder of definitions.")
+@click.option(
+    "--definitions", type=click.Path(file_okay=False, path_type=Path), help="Folder of definitions."
+)
 @click.option("--database", help="SQLAlchemy URL (default: SQLite file bridge.db).")
-def dev(kafka: str | None, port: int | None, definitions: Path | None, database: str | None) -> None:
+def dev(
+    kafka: str | None, port: int | None, definitions: Path | None, database: str | None
+) -> None:
     """Everything in one process: embedded broker, SQLite, workers and web endpoint."""
     settings = _settings(
         kafka_bootstrap=kafka, http_port=port, definitions_dir=definitions, database_url=database
@@ -100,7 +114,9 @@ async def _dev(settings: Settings) -> None:
             broker.stop()
 
 
-def _print_banner(settings: Settings, core: Any, bootstrap: str, embedded: bool, folder: Path) -> None:
+def _print_banner(
+    settings: Settings, core: Any, bootstrap: str, embedded: bool, folder: Path
+) -> None:
     lines = [
         "bridge is running",
         f"  kafka:        {bootstrap}{' (embedded broker, in memory)' if embedded else ''}",
@@ -110,9 +126,9 @@ def _print_banner(settings: Settings, core: Any, bootstrap: str, embedded: bool,
     ]
     for name in core.registry.names():
         definition = core.registry.latest(name)
-        triggers = ", ".join(
-            f"{t.event_type} on {t.topic}" for t in definition.triggers
-        ) or "no triggers"
+        triggers = (
+            ", ".join(f"{t.event_type} on {t.topic}" for t in definition.triggers) or "no triggers"
+        )
         lines.append(f"    - {name} v{definition.version} ({triggers})")
     for problem in core.problems:
         lines.append(f"    ! {problem}")
@@ -137,8 +153,10 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
     worker = Worker(core, bootstrap)
     try:
         await worker.start()
-        click.echo(f"bridge worker consuming {', '.join(worker.topics) or 'no event topics'} and "
-                   f"{settings.kafka_replies_topic} from {bootstrap}")
+        click.echo(
+            f"bridge worker consuming {', '.join(worker.topics) or 'no event topics'} and "
+            f"{settings.kafka_replies_topic} from {bootstrap}"
+        )
         await _until_signalled()
     finally:
         await worker.stop()
@@ -193,13 +211,15 @@ def db_upgrade() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def validate(files: tuple[Path, ...], as_json: bool) -> None:
     """Validate definition files; exit 1 when one is invalid."""
     from bridge.definitions import load_file
 
-    results = []
+    results: list[dict[str, Any]] = []
     for path in files:
         try:
             name, _ = load_file(path)

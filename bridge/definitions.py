@@ -33,9 +33,7 @@ def read_document(path: Path) -> dict[str, Any]:
     """A definition file as a JSON object; ``DefinitionError`` if it is not one."""
     try:
         text = path.read_text(encoding="utf-8")
-        document = (
-            json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
-        )
+        document = json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
         raise DefinitionError([f"{path.name}: cannot be read: {exc}"]) from None
     if not isinstance(document, dict):
@@ -67,7 +65,9 @@ class Deployed:
     new: bool
 
 
-async def deploy(engine: AsyncEngine, documents: Iterable[tuple[str, dict[str, Any]]]) -> list[Deployed]:
+async def deploy(
+    engine: AsyncEngine, documents: Iterable[tuple[str, dict[str, Any]]]
+) -> list[Deployed]:
     """Store each document as a new version when it differs from the newest one."""
     result = []
     for name, document in documents:

@@ -218,17 +218,13 @@ class _Batch:
                     if item.timer_id not in fired:
                         outcomes.append(Outcome("ignored", "the timer was cancelled or fired"))
                     else:
-                        outcomes.append(
-                            self._step(item.process_id, core.TimerFired(item.timer_id))
-                        )
+                        outcomes.append(self._step(item.process_id, core.TimerFired(item.timer_id)))
         await self._write()
         return outcomes
 
     # ----------------------------------------------------------------- events
 
-    def _read_event(
-        self, record: KafkaRecord
-    ) -> Outcome | tuple[DomainEvent, str, list[Match]]:
+    def _read_event(self, record: KafkaRecord) -> Outcome | tuple[DomainEvent, str, list[Match]]:
         try:
             event = decode(record, self.engine.max_event_bytes)
             matches = [
@@ -419,7 +415,11 @@ class _Batch:
 
 def _command_row(process: Process, effect: SendMessage, now: datetime) -> dict[str, Any]:
     value = effect.value
-    kind = value.get("type") if isinstance(value, dict) and isinstance(value.get("type"), str) else None
+    kind = (
+        value.get("type")
+        if isinstance(value, dict) and isinstance(value.get("type"), str)
+        else None
+    )
     headers = _cloudevent_headers(effect.message_id, kind or "bridge.Command", process)
     headers.update(effect.headers)
     return {

@@ -120,9 +120,7 @@ def match(event: DomainEvent, trigger: Trigger, definition: Definition) -> Match
         key = paths.read_path(trigger.correlation_key, event.data, {})
         data = paths.read_path(trigger.input_path, event.data, {})
     except paths.PathNotFound as exc:
-        raise InvalidEvent(
-            f"{definition.name}: the event has no value at {exc.path}"
-        ) from None
+        raise InvalidEvent(f"{definition.name}: the event has no value at {exc.path}") from None
     if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
         raise InvalidEvent(
             f"{definition.name}: the correlation key {trigger.correlation_key} must be a "

@@ -7,6 +7,7 @@ header, which is what consumers deduplicate on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -58,10 +59,8 @@ class Relay:
                 await self._idle()
 
     async def _idle(self) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=self.poll_seconds)
-        except TimeoutError:
-            pass
         self.wake.clear()
 
     async def publish_once(self) -> int:

@@ -13,7 +13,6 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-
 class Settings(BaseSettings):
     """The bridge's whole configuration; see the README's configuration table."""
 
@@ -48,7 +47,9 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field(default="bridge", description="Consumer group of the workers.")
     kafka_replies_topic: str = "bridge.replies"
     kafka_approvals_topic: str = "bridge.approvals"
-    kafka_topic_partitions: int = Field(default=1, ge=1, description="Partitions for topics the bridge creates.")
+    kafka_topic_partitions: int = Field(
+        default=1, ge=1, description="Partitions for topics the bridge creates."
+    )
     database_url: str = Field(
         default="sqlite+aiosqlite:///bridge.db",
         description="SQLAlchemy async URL: sqlite+aiosqlite:///FILE or "
@@ -69,7 +70,9 @@ class Settings(BaseSettings):
         description="Folder of process definitions (*.asl.json, *.asl.yaml). Unset: ./definitions "
         "when it exists, else the shipped examples.",
     )
-    batch_max_events: int = Field(default=500, ge=1, description="Most events applied in one transaction.")
+    batch_max_events: int = Field(
+        default=500, ge=1, description="Most events applied in one transaction."
+    )
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
     relay_poll_ms: int = Field(default=100, ge=1, description="Outbox and timer poll interval.")
     relay_batch_size: int = Field(default=500, ge=1)

@@ -23,7 +23,9 @@ async def main() -> None:
     parser.add_argument("--amount", type=float, default=120)
     parser.add_argument("--kafka", default="127.0.0.1:9092")
     parser.add_argument("--web", default="http://127.0.0.1:8080")
-    parser.add_argument("--auto-approve", action="store_true", help="POST the approve link yourself")
+    parser.add_argument(
+        "--auto-approve", action="store_true", help="POST the approve link yourself"
+    )
     args = parser.parse_args()
     order_id = f"order-{uuid.uuid4().hex[:6]}"
 
@@ -48,7 +50,9 @@ async def main() -> None:
                 "customerId": "customer-42",
                 "items": [{"sku": "book-123", "qty": 2}],
             }
-            await producer.send_and_wait("orders.events", json.dumps(event).encode(), key=order_id.encode())
+            await producer.send_and_wait(
+                "orders.events", json.dumps(event).encode(), key=order_id.encode()
+            )
             print(f"published OrderPlaced {order_id} (amount {args.amount}) on orders.events")
             while True:
                 batch = await consumer.getmany(timeout_ms=500)
@@ -64,8 +68,13 @@ async def main() -> None:
                                 print(f"  POST /tasks/.../success -> {response.status}")
                         elif record.topic == "payments.commands":
                             print("payment service: got ChargePayment, answering on bridge.replies")
-                            reply = {"taskToken": value["taskToken"], "output": {"paymentId": "p-1"}}
-                            await producer.send_and_wait("bridge.replies", json.dumps(reply).encode())
+                            reply = {
+                                "taskToken": value["taskToken"],
+                                "output": {"paymentId": "p-1"},
+                            }
+                            await producer.send_and_wait(
+                                "bridge.replies", json.dumps(reply).encode()
+                            )
                         elif record.topic == "bridge.approvals":
                             print(f"approval needed: open {value['approveUrl']}")
                             print(f"            or reject: {value['rejectUrl']}")
@@ -74,7 +83,9 @@ async def main() -> None:
                                     print(f"  approved -> {response.status}")
                         elif record.topic == "orders.done":
                             print(f"orders.done: {value}")
-                            async with http.get(f"{args.web}/processes?correlationKey={order_id}") as r:
+                            async with http.get(
+                                f"{args.web}/processes?correlationKey={order_id}"
+                            ) as r:
                                 process = (await r.json())["items"][0]
                             print(f"process {process['id']}: {process['status']}")
                             print(f"history: {args.web}/processes/{process['id']}/history")

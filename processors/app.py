@@ -37,9 +37,15 @@ class Reply(BaseModel):
     heartbeat: bool = False
 
 
-def record_of(event: EventT) -> KafkaRecord:
+def record_of(event: EventT[Any]) -> KafkaRecord:
     message = event.message
-    headers = tuple((str(name), bytes(value or b"")) for name, value in (message.headers or ()))
+    raw_headers: Any = message.headers or ()
+    if isinstance(raw_headers, dict):
+        raw_headers = raw_headers.items()
+    headers = tuple(
+        (str(name), value if isinstance(value, bytes) else str(value or "").encode())
+        for name, value in raw_headers
+    )
     return KafkaRecord(
         topic=message.topic,
         partition=message.partition,
@@ -61,7 +67,9 @@ def reply_input(record: KafkaRecord) -> CallbackReceived | None:
     if reply.heartbeat:
         return CallbackReceived(reply.task_token, "heartbeat", via="kafka")
     if reply.error is not None:
-        return CallbackReceived(reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka")
+        return CallbackReceived(
+            reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka"
+        )
     return CallbackReceived(reply.task_token, "success", output=reply.output, via="kafka")
 
 
@@ -104,7 +112,9 @@ def _is_connection_problem(exc: BaseException) -> bool:
     )
 
 
-def build_app(settings: Settings, engine: Engine, bootstrap: str, topics: Sequence[str]) -> BridgeApp:
+def build_app(
+    settings: Settings, engine: Engine, bootstrap: str, topics: Sequence[str]
+) -> BridgeApp:
     """The faust app consuming ``topics`` (domain events) and the replies topic."""
     datadir = Path(tempfile.gettempdir()) / "bridge-faust" / settings.kafka_group_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,9 @@ def build_app(settings: Settings, engine: Engine, bootstrap: str, topics: Sequen
                 inputs = [EventReceived(record_of(event)) for event in batch]
                 await apply_batch(engine, inputs)
 
-    reply_topic = app.topic(settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw")
+    reply_topic = app.topic(
+        settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw"
+    )
 
     @app.agent(reply_topic, name="bridge-replies")
     async def replies(stream: Any) -> None:

@@ -28,17 +28,20 @@ def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
     """A transport class whose worker consumers wait at most ``fetch_max_wait_ms`` per fetch."""
     thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
 
-    class BridgeConsumer(driver.Consumer):  # type: ignore[misc]
+    class BridgeConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
-            return thread(self, loop=self.loop, beacon=self.beacon)
+            consumer_thread: driver.AIOKafkaConsumerThread = thread(
+                self, loop=self.loop, beacon=self.beacon
+            )
+            return consumer_thread
 
-    class BridgeTransport(driver.Transport):  # type: ignore[misc]
+    class BridgeTransport(driver.Transport):
         Consumer: ClassVar[type[driver.Consumer]] = BridgeConsumer
 
     return BridgeTransport
 
 
-class BridgeApp(faust.App):  # type: ignore[misc]
+class BridgeApp(faust.App):
     """A faust app using ``transport_cls`` for its consumer."""
 
     transport_cls: type[driver.Transport] = driver.Transport

@@ -37,7 +37,7 @@ class ExpectCallback:
 
 @dataclass(frozen=True)
 class RequestApproval:
-    """Open a human approval for ``wait_id``; the shell makes the links and publishes the request."""
+    """Open a human approval for ``wait_id``; the shell makes the links and publishes it."""
 
     wait_id: str
     state: str

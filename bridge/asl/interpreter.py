@@ -149,7 +149,9 @@ class _Run:
     def resume(self, process: Process, event: Input) -> Step:
         if isinstance(event, Stop):
             self._end_wait(process)
-            return self._finish(process, ProcessStatus.ABORTED, error=event.error, cause=event.cause)
+            return self._finish(
+                process, ProcessStatus.ABORTED, error=event.error, cause=event.cause
+            )
         if isinstance(event, TimerFired) and event.timer_id == process.timeout_timer:
             self._end_wait(process)
             return self._finish(
@@ -192,9 +194,7 @@ class _Run:
         self.effects.append(StartTimer(timer, self.now + timedelta(seconds=wait.heartbeat_seconds)))
         new_wait = wait.model_copy(update={"heartbeat_timer": timer})
         return self._done(
-            process.model_copy(
-                update={"position": position.model_copy(update={"wait": new_wait})}
-            )
+            process.model_copy(update={"position": position.model_copy(update={"wait": new_wait})})
         )
 
     def _decided(self, process: Process, position: Position, event: ApprovalDecided) -> Step:
@@ -241,7 +241,9 @@ class _Run:
             assert isinstance(state, WaitState)
             self._record("WaitEnded", position.state)
             try:
-                output = _output_path(state.output_path, _input_path(state.input_path, position.input))
+                output = _output_path(
+                    state.output_path, _input_path(state.input_path, position.input)
+                )
             except StatesError as exc:
                 return self._fail(process, exc.as_failure())
             return self._advance(process, position.state, state.next, bool(state.end), output)
@@ -328,7 +330,7 @@ class _Run:
                     target = choice.choose(state.choices, state.default, data, context)
                     return _Next(target, _output_path(state.output_path, data))
                 case WaitState():
-                    return self._wait(state, position.input, context)
+                    return self._wait(state, position, context)
                 case SucceedState():
                     data = _input_path(state.input_path, position.input)
                     return _End(_output_path(state.output_path, data))
@@ -346,17 +348,19 @@ class _Run:
             result = self._template(state.parameters, data, context)
         else:
             result = data
-        output = _output_path(state.output_path, paths.put_result(raw_input, state.result_path, result))
+        output = _output_path(
+            state.output_path, paths.put_result(raw_input, state.result_path, result)
+        )
         return _flow(state.next, bool(state.end), output)
 
-    def _wait(self, state: WaitState, raw_input: JSON, context: JSON) -> _Outcome:
-        data = _input_path(state.input_path, raw_input)
+    def _wait(self, state: WaitState, position: Position, context: JSON) -> _Outcome:
+        data = _input_path(state.input_path, position.input)
         due = _wait_due(state, data, context, self.now)
         if due <= self.now:
             return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
-        self._record("WaitStarted", None, until=_iso(due))
+        self._record("WaitStarted", position.state, until=_iso(due))
         return _Blocked(Wait(id=timer, kind="wait", timer=timer))
 
     def _task(
@@ -368,7 +372,9 @@ class _Run:
             token = self.entropy.new_token()
             context = {**context, "Task": {"Token": token}}
         parameters = (
-            self._template(state.parameters, data, context) if state.parameters is not None else data
+            self._template(state.parameters, data, context)
+            if state.parameters is not None
+            else data
         )
         timeout = _seconds(state.timeout_seconds, state.timeout_seconds_path, data, context)
         heartbeat = _seconds(state.heartbeat_seconds, state.heartbeat_seconds_path, data, context)
@@ -427,7 +433,9 @@ class _Run:
             self.effects.append(StartTimer(timeout_timer, self.now + timedelta(seconds=timeout)))
         if heartbeat is not None:
             heartbeat_timer = self.entropy.new_id()
-            self.effects.append(StartTimer(heartbeat_timer, self.now + timedelta(seconds=heartbeat)))
+            self.effects.append(
+                StartTimer(heartbeat_timer, self.now + timedelta(seconds=heartbeat))
+            )
         return Wait(
             id=wait_id,
             kind="callback" if kind == "callback" else "approval",
@@ -442,7 +450,9 @@ class _Run:
         context = _context(process, position)
         if state.result_selector is not None:
             result = self._template(state.result_selector, result, context)
-        output = _output_path(state.output_path, paths.put_result(position.input, state.result_path, result))
+        output = _output_path(
+            state.output_path, paths.put_result(position.input, state.result_path, result)
+        )
         return _flow(state.next, bool(state.end), output)
 
     def _after_task(self, process: Process, position: Position, result: JSON) -> Step:
@@ -506,7 +516,9 @@ class _Run:
         for catcher in state.catch:
             if errors.error_matches(catcher.error_equals, failure.error):
                 error_output = {"Error": failure.error, "Cause": failure.cause}
-                self._record("ErrorCaught", position.state, error=failure.error, cause=failure.cause)
+                self._record(
+                    "ErrorCaught", position.state, error=failure.error, cause=failure.cause
+                )
                 try:
                     output = paths.put_result(position.input, catcher.result_path, error_output)
                 except StatesError as exc:
@@ -516,9 +528,7 @@ class _Run:
         return self._fail(process, failure)
 
     def _fail(self, process: Process, failure: Failure) -> Step:
-        return self._finish(
-            process, ProcessStatus.FAILED, error=failure.error, cause=failure.cause
-        )
+        return self._finish(process, ProcessStatus.FAILED, error=failure.error, cause=failure.cause)
 
     # ----------------------------------------------------------------- endings
 
@@ -541,7 +551,9 @@ class _Run:
             ProcessStatus.ABORTED: "ProcessAborted",
         }[status]
         details: dict[str, JSON] = (
-            {"output": output} if status is ProcessStatus.SUCCEEDED else {"error": error, "cause": cause}
+            {"output": output}
+            if status is ProcessStatus.SUCCEEDED
+            else {"error": error, "cause": cause}
         )
         self._record(kind, process.current_state, **details)
         ended = process.model_copy(
@@ -553,9 +565,7 @@ class _Run:
                 "ended_at": self.now,
                 "timeout_timer": None,
                 "position": (
-                    process.position.model_copy(update={"wait": None})
-                    if process.position
-                    else None
+                    process.position.model_copy(update={"wait": None}) if process.position else None
                 ),
             }
         )
@@ -655,7 +665,8 @@ def _wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> dat
         seconds = _read_or_runtime(state.seconds_path, data)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise StatesError(
-                errors.RUNTIME, f"SecondsPath {state.seconds_path} must point to a non-negative number"
+                errors.RUNTIME,
+                f"SecondsPath {state.seconds_path} must point to a non-negative number",
             )
         return now + timedelta(seconds=seconds)
     assert state.timestamp_path is not None

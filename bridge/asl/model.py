@@ -238,8 +238,16 @@ def _transition_problems(where: str, state: object, states: Mapping[str, object]
 
 
 def _path_problems(where: str, state: object) -> Iterator[str]:
-    for field in ("input_path", "output_path", "seconds_path", "timestamp_path",
-                  "timeout_seconds_path", "heartbeat_seconds_path", "error_path", "cause_path"):
+    for field in (
+        "input_path",
+        "output_path",
+        "seconds_path",
+        "timestamp_path",
+        "timeout_seconds_path",
+        "heartbeat_seconds_path",
+        "error_path",
+        "cause_path",
+    ):
         value = getattr(state, field, None)
         if value is not None and (problem := paths.validate_path(value)):
             yield f"{where}.{to_pascal(field)}: {problem}"
@@ -278,7 +286,8 @@ def _template_problems(where: str, template: JSON) -> Iterator[str]:
 
 def _task_problems(where: str, state: TaskState) -> Iterator[str]:
     if state.resource not in RESOURCES:
-        yield f"{where}.Resource: unknown resource {state.resource!r}; known: {', '.join(RESOURCES)}"
+        known = ", ".join(RESOURCES)
+        yield f"{where}.Resource: unknown resource {state.resource!r}; known: {known}"
         return
     parameters = state.parameters if isinstance(state.parameters, dict) else {}
     if state.resource in (SEND, SEND_WAIT):

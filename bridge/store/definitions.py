@@ -63,7 +63,9 @@ async def add_version(
 
 
 async def all_versions(conn: AsyncConnection) -> list[StoredDefinition]:
-    rows = (await conn.execute(select(definitions).order_by(definitions.c.name, definitions.c.version))).all()
+    rows = (
+        await conn.execute(select(definitions).order_by(definitions.c.name, definitions.c.version))
+    ).all()
     return [StoredDefinition(**row._mapping) for row in rows]
 
 

@@ -1,4 +1,5 @@
-"""The inbox: identities of inputs already applied, written in the same transaction as their effect."""
+"""The inbox: identities of inputs already applied, written in the same transaction as their
+effect."""
 
 from __future__ import annotations
 
@@ -24,5 +25,8 @@ async def mark(conn: AsyncConnection, marks: dict[str, str], now: datetime) -> N
     if marks:
         await conn.execute(
             insert(inbox),
-            [{"key": key, "outcome": outcome[:200], "received_at": now} for key, outcome in marks.items()],
+            [
+                {"key": key, "outcome": outcome[:200], "received_at": now}
+                for key, outcome in marks.items()
+            ],
         )

@@ -36,7 +36,9 @@ async def add(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
 async def claim(conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
     """The oldest unsent messages, in order; empty when another relay holds the lock."""
     if is_postgres(conn):
-        locked = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _RELAY_LOCK})
+        locked = await conn.scalar(
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _RELAY_LOCK}
+        )
         if not locked:
             return []
     rows = (

@@ -1,4 +1,4 @@
-"""Process rows and their history: bulk load for the engine, save, and the read queries of the API."""
+"""Process rows and their history: bulk load for the engine, save, and the API's read queries."""
 
 from __future__ import annotations
 

@@ -51,7 +51,8 @@ async def claim(conn: AsyncConnection, ids: list[str]) -> set[str]:
 
 
 async def next_due(conn: AsyncConnection) -> datetime | None:
-    return await conn.scalar(select(func.min(timers.c.due_at)))
+    due_at: datetime | None = await conn.scalar(select(func.min(timers.c.due_at)))
+    return due_at
 
 
 def _database_now(conn: AsyncConnection) -> ColumnElement[datetime]:

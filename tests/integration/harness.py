@@ -57,7 +57,9 @@ class Bridge:
     def url(self) -> str:
         return self.settings.base_url
 
-    async def publish(self, topic: str, value: Any, key: str | None = None, raw: bytes | None = None) -> None:
+    async def publish(
+        self, topic: str, value: Any, key: str | None = None, raw: bytes | None = None
+    ) -> None:
         payload = raw if raw is not None else json.dumps(value).encode()
         await self.producer.send_and_wait(
             self.topics.get(topic, topic), payload, key=None if key is None else key.encode()
@@ -80,7 +82,7 @@ class Bridge:
     async def next_message(
         self, topic: str, predicate: Any = lambda value: True, timeout: float = 20.0
     ) -> tuple[dict[str, Any], ConsumerRecord[bytes, bytes]]:
-        """The first message on ``topic`` (from its start) whose JSON value satisfies ``predicate``."""
+        """The first message on ``topic`` (from its start) whose JSON value passes ``predicate``."""
         name = self.topics.get(topic, topic)
         consumer = self.consumers.get(name)
         if consumer is None:
@@ -129,7 +131,9 @@ class Bridge:
         async with self.http.post(url, **kwargs) as response:
             return response.status, await _body(response)
 
-    async def process_for(self, order_id: str, status: str | None = None, timeout: float = 20.0) -> dict[str, Any]:
+    async def process_for(
+        self, order_id: str, status: str | None = None, timeout: float = 20.0
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             code, body = await self.get(f"/processes?correlationKey={order_id}")
@@ -150,7 +154,9 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 
 @asynccontextmanager
-async def running_bridge(database_url: str, kafka: str, tmp_path: Path, **overrides: Any) -> AsyncIterator[Bridge]:
+async def running_bridge(
+    database_url: str, kafka: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[Bridge]:
     suffix = uuid.uuid4().hex[:8]
     topics = saga_definition(tmp_path / "definitions", suffix)
     topics["bridge.replies"] = f"bridge.replies.{suffix}"

@@ -26,7 +26,7 @@ def test_bridge_dev_starts_answers_and_stops(tmp_path: Path) -> None:
         "BRIDGE_EMBEDDED_BROKER_PORT": str(broker_port),
         "BRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/bridge.db",
     }
-    output = open(tmp_path / "out.log", "w+")
+    output = open(tmp_path / "out.log", "w+")  # noqa: SIM115 - the child writes to it
     process = subprocess.Popen(
         [sys.executable, "-m", "bridge", "dev", "--port", str(http_port)],
         cwd=tmp_path,  # no ./definitions here: the shipped examples are loaded
@@ -39,12 +39,16 @@ def test_bridge_dev_starts_answers_and_stops(tmp_path: Path) -> None:
         health = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{http_port}/healthz", timeout=1
+                ) as r:
                     health = json.loads(r.read())
                     break
             except OSError:
                 time.sleep(0.2)
-        assert health == {"status": "ok", "definitions": ["order-saga"]}, Path(output.name).read_text()
+        assert health == {"status": "ok", "definitions": ["order-saga"]}, Path(
+            output.name
+        ).read_text()
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         printed = Path(output.name).read_text()
@@ -62,7 +66,14 @@ def test_validate_names_state_and_field(tmp_path: Path) -> None:
     bad = tmp_path / "broken.asl.json"
     bad.write_text(json.dumps({"StartAt": "A", "States": {"A": {"Type": "Pass", "Next": "B"}}}))
     result = subprocess.run(
-        [sys.executable, "-m", "bridge", "validate", str(bad), str(ROOT / "examples" / "order-saga.asl.yaml")],
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "validate",
+            str(bad),
+            str(ROOT / "examples" / "order-saga.asl.yaml"),
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -20,7 +20,9 @@ async def test_large_order_through_kafka_http_and_approval(
 
         reserve = await bridge.command("inventory.commands", "o-100")
         assert reserve["type"] == "ReserveInventory" and reserve["items"]
-        status, body = await bridge.post(f"/tasks/{reserve['taskToken']}/success", {"reserved": True})
+        status, body = await bridge.post(
+            f"/tasks/{reserve['taskToken']}/success", {"reserved": True}
+        )
         assert status == 200, body
 
         charge = await bridge.command("payments.commands", "o-100")
@@ -84,7 +86,9 @@ async def test_small_order_skips_approval_and_rejection_fails(
         await bridge.place_order("o-big", 1200)
         for order in ("o-small", "o-big"):
             reserve = await bridge.command("inventory.commands", order)
-            await bridge.publish("bridge.replies", {"taskToken": reserve["taskToken"], "output": {}})
+            await bridge.publish(
+                "bridge.replies", {"taskToken": reserve["taskToken"], "output": {}}
+            )
             charge = await bridge.command("payments.commands", order)
             await bridge.post(f"/tasks/{charge['taskToken']}/success", {"ok": True})
 
@@ -99,7 +103,9 @@ async def test_small_order_skips_approval_and_rejection_fails(
             html = await page.text()
         nonce = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
         assert nonce is not None
-        status, body = await bridge.post(request["rejectUrl"], data={"comment": "too big", "csrf": "forged"})
+        status, body = await bridge.post(
+            request["rejectUrl"], data={"comment": "too big", "csrf": "forged"}
+        )
         assert status == 403
         status, body = await bridge.post(
             request["rejectUrl"], data={"comment": "too big", "csrf": nonce.group(1)}
@@ -131,9 +137,9 @@ async def test_duplicates_and_bad_events_do_not_stop_the_worker(
         await bridge.command("orders.done", "o-dup")
         await bridge.process_for("o-dup", "SUCCEEDED")
 
-        status, body = await bridge.get("/processes?correlationKey=o-dup")
+        _, body = await bridge.get("/processes?correlationKey=o-dup")
         assert len(body["items"]) == 1, "a repeated eventId starts nothing new"
-        status, body = await bridge.get("/processes?correlationKey=o-other")
+        _, body = await bridge.get("/processes?correlationKey=o-other")
         assert body["items"] == []
 
 
@@ -147,7 +153,9 @@ async def test_task_callbacks_over_http(database_url: str, kafka: str, tmp_path:
         assert status == 404 and body["title"] == "Unknown task token"
         status, body = await bridge.post(f"/tasks/{token}/failure", {"error": 1})
         assert status == 400
-        status, body = await bridge.post(f"/tasks/{token}/success", data=b"{broken", headers={"content-type": "application/json"})
+        status, body = await bridge.post(
+            f"/tasks/{token}/success", data=b"{broken", headers={"content-type": "application/json"}
+        )
         assert status == 400
         status, body = await bridge.post(f"/tasks/{token}/heartbeat")
         assert status == 200
@@ -166,7 +174,7 @@ async def test_task_callbacks_over_http(database_url: str, kafka: str, tmp_path:
         assert status == 404 and body["status"] == 404
         status, body = await bridge.get("/processes?status=NOPE")
         assert status == 400
-        status, body = await bridge.get(f"/processes?definition=order-saga&status=FAILED")
+        status, body = await bridge.get("/processes?definition=order-saga&status=FAILED")
         assert status == 200 and [p["correlationKey"] for p in body["items"]] == ["o-cb"]
         status, body = await bridge.get("/healthz")
         assert status == 200 and body["status"] == "ok"

@@ -81,9 +81,7 @@ def test_importing_the_core_pulls_in_no_io_library() -> None:
 def test_the_core_imports_no_other_part_of_bridge() -> None:
     _, modules = imported_by_core()
     outside = [
-        name
-        for name in modules
-        if name.startswith("bridge.") and name.split(".")[1] != "asl"
+        name for name in modules if name.startswith("bridge.") and name.split(".")[1] != "asl"
     ]
     assert outside == []
 

@@ -188,8 +188,10 @@ def drive_saga(
 ) -> Driver:
     """Run the saga to its end: answer both commands, and decide the approval if one is asked."""
     run, _ = start_saga(amount)
-    run.apply(TaskSucceeded(run.wait.id, {"reserved": True} if inventory is None else inventory),
-              after=pause)
+    run.apply(
+        TaskSucceeded(run.wait.id, {"reserved": True} if inventory is None else inventory),
+        after=pause,
+    )
     charged = run.apply(
         TaskSucceeded(run.wait.id, {"charged": amount} if payment is None else payment),
         after=pause,
@@ -248,9 +250,7 @@ def test_saga_below_the_threshold_reserves_charges_and_completes() -> None:
     assert run.running.status is ProcessStatus.RUNNING
     assert run.running.correlation_key == "o-1"
     assert run.running.current_state == "ReserveInventory"
-    assert run.wait == Wait(
-        id=expect.wait_id, kind="callback", timeout_timer=timeout.timer_id
-    )
+    assert run.wait == Wait(id=expect.wait_id, kind="callback", timeout_timer=timeout.timer_id)
     assert timeout.due_at == T0 + timedelta(seconds=86400)
 
     reserved = run.apply(TaskSucceeded(expect.wait_id, {"reservationId": "r-9"}), after=5)
@@ -803,9 +803,7 @@ def test_choice_without_a_match_or_default_fails_with_no_choice_matched() -> Non
 
 
 def wait_machine(**wait: Any) -> Definition:
-    return machine(
-        {"Pause": {"Type": "Wait", "Next": "Done", **wait}, "Done": {"Type": "Succeed"}}
-    )
+    return machine({"Pause": {"Type": "Wait", "Next": "Done", **wait}, "Done": {"Type": "Succeed"}})
 
 
 def test_a_wait_with_seconds_sets_a_timer_and_continues_when_it_fires() -> None:
@@ -980,8 +978,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=6), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
     max_leaves=10,
 )
 

@@ -326,8 +326,10 @@ def test_a_definition_without_triggers_has_none() -> None:
     [
         ({"EventType": "X", "CorrelationKey": "$.id"}, "Triggers.0.Topic:"),
         ({"Topic": "t", "CorrelationKey": "$.id"}, "Triggers.0.EventType:"),
-        ({"Topic": "t", "EventType": "X", "CorrelationKey": "$.id", "EventId": "id"},
-         "Triggers[0].EventId:"),
+        (
+            {"Topic": "t", "EventType": "X", "CorrelationKey": "$.id", "EventId": "id"},
+            "Triggers[0].EventId:",
+        ),
     ],
 )
 def test_a_bad_trigger_is_named(trigger: dict[str, Any], where: str) -> None:
