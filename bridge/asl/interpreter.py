@@ -42,12 +42,15 @@ from bridge.asl.model import (
     ChoiceState,
     Definition,
     FailState,
+    Machine,
+    MapState,
+    ParallelState,
     PassState,
     SucceedState,
     TaskState,
     WaitState,
 )
-from bridge.asl.process import Position, Process, ProcessStatus, Wait
+from bridge.asl.process import Branch, Position, Process, ProcessStatus, Wait
 
 JSON = Any
 
@@ -110,10 +113,42 @@ class _End:
 
 @dataclass(frozen=True)
 class _Blocked:
-    wait: Wait
+    """The state waits; ``position`` is the state's position with its wait or branches."""
+
+    position: Position
 
 
+#: What executing (or answering) one state leads to.
 _Outcome = _Next | _End | _Blocked | Failure
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    position: Position
+
+
+@dataclass(frozen=True)
+class _Ended:
+    output: JSON
+    last: Position
+
+
+@dataclass(frozen=True)
+class _Failed:
+    failure: Failure
+    last: Position
+
+
+#: Where a whole frame (the process, or one branch) stands after running as far as it can.
+_FrameResult = _Waiting | _Ended | _Failed
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The state machine a frame runs in, and the Map item it works on (for ``$$.Map``)."""
+
+    machine: Definition | Machine
+    map_item: tuple[int, JSON] | None = None
 
 
 @dataclass
@@ -125,8 +160,9 @@ class _Run:
     entropy: Entropy
     effects: list[Effect] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    transitions: int = 0
 
-    # ----------------------------------------------------------------- entry points
+    # ----------------------------------------------------------------- the process
 
     def start(self, event: Start) -> Step:
         process = Process(
@@ -144,187 +180,94 @@ class _Run:
                 StartTimer(timer, self.now + timedelta(seconds=self.definition.timeout_seconds))
             )
             process = process.model_copy(update={"timeout_timer": timer})
-        return self._run(process, self.definition.start_at, event.input)
+        position = self._enter(self.definition.start_at, event.input)
+        return self._conclude(process, self._drive(process, _Scope(self.definition), position))
 
     def resume(self, process: Process, event: Input) -> Step:
         if isinstance(event, Stop):
-            self._end_wait(process)
+            self._abandon(process.position)
             return self._finish(
                 process, ProcessStatus.ABORTED, error=event.error, cause=event.cause
             )
         if isinstance(event, TimerFired) and event.timer_id == process.timeout_timer:
-            self._end_wait(process)
+            self._abandon(process.position)
             return self._finish(
                 process,
                 ProcessStatus.TIMED_OUT,
                 error=errors.TIMEOUT,
                 cause="The process exceeded the definition's TimeoutSeconds",
             )
-        position = process.position
-        wait = position.wait if position else None
-        if position is None or wait is None:
+        if process.position is None:
             return self._reject(process, "the process is not waiting")
-        match event:
-            case TaskSucceeded(wait_id=wait_id, output=output) if _is(wait, wait_id, "callback"):
-                self._record("TaskSucceeded", position.state, output=output)
-                self._end_wait(process)
-                return self._after_task(process, position, output)
-            case TaskFailed(wait_id=wait_id, error=error, cause=cause) if _is(
-                wait, wait_id, "callback"
-            ):
-                self._record("TaskFailed", position.state, error=error, cause=cause)
-                self._end_wait(process)
-                return self._handle_failure(process, position, Failure(error, cause))
-            case TaskHeartbeat(wait_id=wait_id) if _is(wait, wait_id, "callback"):
-                return self._heartbeat(process, position, wait)
-            case ApprovalDecided() if _is(wait, event.wait_id, "approval"):
-                return self._decided(process, position, event)
-            case TimerFired(timer_id=timer_id):
-                return self._timer(process, position, wait, timer_id)
-        return self._reject(process, "the input does not match what the process waits for")
+        result = self._deliver(process, _Scope(self.definition), process.position, event)
+        if result is None:
+            return self._reject(process, "the input does not match what the process waits for")
+        return self._conclude(process, result)
 
-    # ----------------------------------------------------------------- waits
-
-    def _heartbeat(self, process: Process, position: Position, wait: Wait) -> Step:
-        self._record("TaskHeartbeat", position.state)
-        if wait.heartbeat_timer is None or wait.heartbeat_seconds is None:
-            return self._done(process)
-        timer = self.entropy.new_id()
-        self.effects.append(CancelTimer(wait.heartbeat_timer))
-        self.effects.append(StartTimer(timer, self.now + timedelta(seconds=wait.heartbeat_seconds)))
-        new_wait = wait.model_copy(update={"heartbeat_timer": timer})
-        return self._done(
-            process.model_copy(update={"position": position.model_copy(update={"wait": new_wait})})
-        )
-
-    def _decided(self, process: Process, position: Position, event: ApprovalDecided) -> Step:
-        outcome = "APPROVED" if event.approved else "REJECTED"
-        decision = {
-            "outcome": outcome,
-            "decidedBy": event.decided_by,
-            "decidedAt": _iso(self.now),
-            "comment": event.comment,
-        }
-        self._record("ApprovalDecided", position.state, **decision)
-        self._end_wait(process)
-        if event.approved:
-            return self._after_task(process, position, decision)
-        cause = f"Rejected by {event.decided_by or 'an approver'}"
-        if event.comment:
-            cause += f": {event.comment}"
-        return self._handle_failure(process, position, Failure(errors.APPROVAL_REJECTED, cause))
-
-    def _timer(self, process: Process, position: Position, wait: Wait, timer_id: str) -> Step:
-        if timer_id == wait.timeout_timer:
-            self._end_wait(process)
-            self._record("TaskTimedOut", position.state)
-            failure = Failure(errors.TIMEOUT, f"State {position.state} exceeded its TimeoutSeconds")
-            return self._handle_failure(process, position, failure)
-        if timer_id == wait.heartbeat_timer:
-            self._end_wait(process)
-            self._record("TaskTimedOut", position.state, heartbeat=True)
-            failure = Failure(
-                errors.HEARTBEAT_TIMEOUT, f"State {position.state} missed its heartbeat"
-            )
-            return self._handle_failure(process, position, failure)
-        if timer_id == wait.timer and wait.kind == "retry":
-            self._record("RetryStarted", position.state, attempt=position.retry_count)
-            return self._run(
-                process,
-                position.state,
-                position.input,
-                attempts=position.attempts,
-                retry_count=position.retry_count,
-            )
-        if timer_id == wait.timer and wait.kind == "wait":
-            state = self.definition.states[position.state]
-            assert isinstance(state, WaitState)
-            self._record("WaitEnded", position.state)
-            try:
-                output = _output_path(
-                    state.output_path, _input_path(state.input_path, position.input)
+    def _conclude(self, process: Process, result: _FrameResult) -> Step:
+        match result:
+            case _Waiting(position=position):
+                return self._done(process.model_copy(update={"position": position}))
+            case _Ended(output=output, last=last):
+                process = process.model_copy(update={"position": last})
+                return self._finish(process, ProcessStatus.SUCCEEDED, output=output)
+            case _Failed(failure=failure, last=last):
+                process = process.model_copy(update={"position": last})
+                return self._finish(
+                    process, ProcessStatus.FAILED, error=failure.error, cause=failure.cause
                 )
-            except StatesError as exc:
-                return self._fail(process, exc.as_failure())
-            return self._advance(process, position.state, state.next, bool(state.end), output)
-        return self._reject(process, "the timer is no longer wanted")
 
-    def _end_wait(self, process: Process) -> None:
-        """Close the current wait: its tokens stop working and its timers are cancelled."""
-        wait = process.position.wait if process.position else None
-        if wait is None:
-            return
-        if wait.kind in ("callback", "approval"):
-            self.effects.append(CloseWait(wait.id))
-        for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer):
-            if timer is not None:
-                self.effects.append(CancelTimer(timer))
+    # ----------------------------------------------------------------- running a frame
 
-    # ----------------------------------------------------------------- running states
+    def _enter(self, name: str, raw_input: JSON) -> Position:
+        self._record("StateEntered", name, input=raw_input)
+        return Position(state=name, input=raw_input, entered_at=self.now)
 
-    def _run(
-        self,
-        process: Process,
-        name: str,
-        raw_input: JSON,
-        *,
-        attempts: tuple[int, ...] = (),
-        retry_count: int = 0,
-    ) -> Step:
-        """Enter ``name`` and keep going until the process waits or ends."""
-        transitions = 0
+    def _drive(self, process: Process, scope: _Scope, position: Position) -> _FrameResult:
+        """Execute ``position``'s state and the ones after it until the frame waits or ends."""
         while True:
-            transitions += 1
-            if transitions > MAX_TRANSITIONS_PER_STEP:
-                return self._fail(
-                    process,
-                    Failure(
-                        errors.RUNTIME,
-                        f"more than {MAX_TRANSITIONS_PER_STEP} transitions without waiting",
-                    ),
-                )
-            process = process.model_copy(update={"transitions": process.transitions + 1})
-            position = Position(
-                state=name,
-                input=raw_input,
-                entered_at=self.now,
-                attempts=attempts,
-                retry_count=retry_count,
-            )
-            if retry_count == 0:
-                self._record("StateEntered", name, input=raw_input)
-            outcome = self._execute(process, position)
-            attempts, retry_count = (), 0
-            match outcome:
-                case _Blocked(wait=wait):
-                    return self._done(
-                        process.model_copy(
-                            update={"position": position.model_copy(update={"wait": wait})}
-                        )
-                    )
-                case Failure():
-                    process = process.model_copy(update={"position": position})
-                    state = self.definition.states[name]
-                    if isinstance(state, FailState):
-                        return self._fail(process, outcome)
-                    return self._handle_failure(process, position, outcome)
-                case _End(output=output):
-                    self._record("StateExited", name, output=output)
-                    process = process.model_copy(update={"position": position})
-                    return self._finish(process, ProcessStatus.SUCCEEDED, output=output)
-                case _Next(state=next_name, output=output):
-                    self._record("StateExited", name, output=output)
-                    name, raw_input = next_name, output
+            outcome = self._execute(process, scope, position)
+            followed = self._follow(process, scope, position, outcome)
+            if not isinstance(followed, Position):
+                return followed
+            position = followed
 
-    def _execute(self, process: Process, position: Position) -> _Outcome:
-        state = self.definition.states[position.state]
-        context = _context(process, position)
+    def _follow(
+        self, process: Process, scope: _Scope, position: Position, outcome: _Outcome
+    ) -> _FrameResult | Position:
+        """Where an outcome leads: a wait, the frame's end, or the next state to execute."""
+        match outcome:
+            case _Blocked(position=blocked):
+                return _Waiting(blocked)
+            case _End(output=output):
+                self._record("StateExited", position.state, output=output)
+                return _Ended(output, position)
+            case _Next(state=name, output=output):
+                self._record("StateExited", position.state, output=output)
+                return self._transition(name, output, position)
+            case Failure():
+                if isinstance(scope.machine.states[position.state], FailState):
+                    return _Failed(outcome, position)
+                return self._recover(process, scope, position, outcome)
+
+    def _transition(self, name: str, output: JSON, came_from: Position) -> _FrameResult | Position:
+        self.transitions += 1
+        if self.transitions >= MAX_TRANSITIONS_PER_STEP:
+            failure = Failure(
+                errors.RUNTIME, f"more than {MAX_TRANSITIONS_PER_STEP} transitions without waiting"
+            )
+            return _Failed(failure, came_from)
+        return self._enter(name, output)
+
+    def _execute(self, process: Process, scope: _Scope, position: Position) -> _Outcome:
+        state = scope.machine.states[position.state]
+        context = _context(process, scope, position)
         try:
             match state:
                 case PassState():
                     return self._pass(state, position.input, context)
                 case TaskState():
-                    return self._task(process, state, position, context)
+                    return self._task(process, scope, state, position, context)
                 case ChoiceState():
                     data = _input_path(state.input_path, position.input)
                     target = choice.choose(state.choices, state.default, data, context)
@@ -335,10 +278,137 @@ class _Run:
                     data = _input_path(state.input_path, position.input)
                     return _End(_output_path(state.output_path, data))
                 case FailState():
-                    return _fail_state(state, position.input, context)
+                    return _fail_state(state, position.input)
+                case ParallelState():
+                    return self._parallel(process, scope, state, position, context)
+                case MapState():
+                    return self._map(process, scope, state, position, context)
         except StatesError as exc:
             return exc.as_failure()
         raise AssertionError(f"unknown state type {type(state).__name__}")
+
+    # ----------------------------------------------------------------- answering a waiting frame
+
+    def _deliver(
+        self, process: Process, scope: _Scope, position: Position, event: Input
+    ) -> _FrameResult | None:
+        """Apply ``event`` to the frame in this subtree that waits for it; None if none does."""
+        wait = position.wait
+        if wait is not None and _targets(wait, event):
+            outcome = self._answer(process, scope, position, wait, event)
+            followed = self._follow(process, scope, position, outcome)
+            if isinstance(followed, Position):
+                return self._drive(process, scope, followed)
+            return followed
+        for index, branch in enumerate(position.branches):
+            if branch.status != "running" or branch.position is None:
+                continue
+            inner = self._deliver(
+                process, self._branch_scope(scope, position, branch), branch.position, event
+            )
+            if inner is None:
+                continue
+            branches = list(position.branches)
+            branches[index] = self._branch_after(position.state, branch, inner)
+            position = position.model_copy(update={"branches": tuple(branches)})
+            outcome = self._settle(process, scope, position)
+            followed = self._follow(process, scope, position, outcome)
+            if isinstance(followed, Position):
+                return self._drive(process, scope, followed)
+            return followed
+        return None
+
+    def _answer(
+        self, process: Process, scope: _Scope, position: Position, wait: Wait, event: Input
+    ) -> _Outcome:
+        name = position.state
+        match event:
+            case TaskSucceeded(output=output):
+                self._record("TaskSucceeded", name, output=output)
+                self._abandon(position)
+                return self._completed(process, scope, position, output)
+            case TaskFailed(error=error, cause=cause):
+                self._record("TaskFailed", name, error=error, cause=cause)
+                self._abandon(position)
+                return Failure(error, cause)
+            case TaskHeartbeat():
+                return self._heartbeat(position, wait)
+            case ApprovalDecided():
+                return self._decided(process, scope, position, event)
+            case TimerFired(timer_id=timer_id) if timer_id == wait.timeout_timer:
+                self._abandon(position)
+                self._record("TaskTimedOut", name)
+                return Failure(errors.TIMEOUT, f"State {name} exceeded its TimeoutSeconds")
+            case TimerFired(timer_id=timer_id) if timer_id == wait.heartbeat_timer:
+                self._abandon(position)
+                self._record("TaskTimedOut", name, heartbeat=True)
+                return Failure(errors.HEARTBEAT_TIMEOUT, f"State {name} missed its heartbeat")
+            case TimerFired() if wait.kind == "retry":
+                self._record("RetryStarted", name, attempt=position.retry_count)
+                again = Position(
+                    state=name,
+                    input=position.input,
+                    entered_at=self.now,
+                    attempts=position.attempts,
+                    retry_count=position.retry_count,
+                )
+                return self._execute(process, scope, again)
+            case TimerFired():
+                state = scope.machine.states[name]
+                assert isinstance(state, WaitState)
+                self._record("WaitEnded", name)
+                try:
+                    data = _input_path(state.input_path, position.input)
+                    return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
+                except StatesError as exc:
+                    return exc.as_failure()
+        raise AssertionError(f"unexpected input {event!r}")
+
+    def _heartbeat(self, position: Position, wait: Wait) -> _Outcome:
+        self._record("TaskHeartbeat", position.state)
+        if wait.heartbeat_timer is None or wait.heartbeat_seconds is None:
+            return _Blocked(position)
+        timer = self.entropy.new_id()
+        self.effects.append(CancelTimer(wait.heartbeat_timer))
+        self.effects.append(StartTimer(timer, self.now + timedelta(seconds=wait.heartbeat_seconds)))
+        new_wait = wait.model_copy(update={"heartbeat_timer": timer})
+        return _Blocked(position.model_copy(update={"wait": new_wait}))
+
+    def _decided(
+        self, process: Process, scope: _Scope, position: Position, event: ApprovalDecided
+    ) -> _Outcome:
+        outcome = "APPROVED" if event.approved else "REJECTED"
+        decision = {
+            "outcome": outcome,
+            "decidedBy": event.decided_by,
+            "decidedAt": _iso(self.now),
+            "comment": event.comment,
+        }
+        self._record("ApprovalDecided", position.state, **decision)
+        self._abandon(position)
+        if event.approved:
+            return self._completed(process, scope, position, decision)
+        cause = f"Rejected by {event.decided_by or 'an approver'}"
+        if event.comment:
+            cause += f": {event.comment}"
+        return Failure(errors.APPROVAL_REJECTED, cause)
+
+    def _abandon(self, position: Position | None) -> None:
+        """Close every wait in this subtree: tokens and links stop working, timers are cancelled."""
+        if position is None:
+            return
+        wait = position.wait
+        if wait is not None:
+            if wait.kind in ("callback", "approval"):
+                self.effects.append(CloseWait(wait.id))
+            for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer):
+                if timer is not None:
+                    self.effects.append(CancelTimer(timer))
+        for branch in position.branches:
+            if branch.status == "running":
+                self._abandon(branch.position)
+
+    # ----------------------------------------------------------------- simple states
 
     def _pass(self, state: PassState, raw_input: JSON, context: JSON) -> _Outcome:
         data = _input_path(state.input_path, raw_input)
@@ -348,10 +418,8 @@ class _Run:
             result = self._template(state.parameters, data, context)
         else:
             result = data
-        output = _output_path(
-            state.output_path, paths.put_result(raw_input, state.result_path, result)
-        )
-        return _flow(state.next, bool(state.end), output)
+        merged = paths.put_result(raw_input, state.result_path, result)
+        return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
 
     def _wait(self, state: WaitState, position: Position, context: JSON) -> _Outcome:
         data = _input_path(state.input_path, position.input)
@@ -361,10 +429,19 @@ class _Run:
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
         self._record("WaitStarted", position.state, until=_iso(due))
-        return _Blocked(Wait(id=timer, kind="wait", timer=timer))
+        return _Blocked(
+            position.model_copy(update={"wait": Wait(id=timer, kind="wait", timer=timer)})
+        )
+
+    # ----------------------------------------------------------------- tasks
 
     def _task(
-        self, process: Process, state: TaskState, position: Position, context: dict[str, JSON]
+        self,
+        process: Process,
+        scope: _Scope,
+        state: TaskState,
+        position: Position,
+        context: dict[str, JSON],
     ) -> _Outcome:
         data = _input_path(state.input_path, position.input)
         token: str | None = None
@@ -400,12 +477,12 @@ class _Run:
                 waitsForCallback=token is not None,
             )
             if token is None:
-                return self._task_result(
-                    process, state, position, {"MessageId": message_id, "Topic": message["topic"]}
-                )
+                result = {"MessageId": message_id, "Topic": message["topic"]}
+                return self._completed(process, scope, position, result)
             wait_id = self.entropy.new_id()
             self.effects.append(ExpectCallback(wait_id, token, position.state))
-            return _Blocked(self._wait_with_timers(wait_id, "callback", timeout, heartbeat))
+            wait = self._wait_with_timers(wait_id, "callback", timeout, heartbeat)
+            return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == APPROVAL:
             request = parameters if isinstance(parameters, dict) else {}
             wait_id = self.entropy.new_id()
@@ -421,7 +498,8 @@ class _Run:
                 )
             )
             self._record("ApprovalRequested", position.state, title=str(title))
-            return _Blocked(self._wait_with_timers(wait_id, "approval", timeout, None))
+            wait = self._wait_with_timers(wait_id, "approval", timeout, None)
+            return _Blocked(position.model_copy(update={"wait": wait}))
         raise AssertionError(f"unvalidated resource {state.resource}")
 
     def _wait_with_timers(
@@ -444,45 +522,195 @@ class _Run:
             heartbeat_seconds=heartbeat,
         )
 
-    def _task_result(
-        self, process: Process, state: TaskState, position: Position, result: JSON
+    def _completed(
+        self, process: Process, scope: _Scope, position: Position, result: JSON
     ) -> _Outcome:
-        context = _context(process, position)
-        if state.result_selector is not None:
-            result = self._template(state.result_selector, result, context)
-        output = _output_path(
-            state.output_path, paths.put_result(position.input, state.result_path, result)
-        )
-        return _flow(state.next, bool(state.end), output)
-
-    def _after_task(self, process: Process, position: Position, result: JSON) -> Step:
-        state = self.definition.states[position.state]
-        assert isinstance(state, TaskState)
+        """A Task, Parallel or Map state has its result: ResultSelector, ResultPath, OutputPath."""
+        state = scope.machine.states[position.state]
+        assert isinstance(state, TaskState | ParallelState | MapState)
         try:
-            outcome = self._task_result(process, state, position, result)
+            if state.result_selector is not None:
+                context = _context(process, scope, position)
+                result = self._template(state.result_selector, result, context)
+            merged = paths.put_result(position.input, state.result_path, result)
+            return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
         except StatesError as exc:
-            return self._handle_failure(process, position, exc.as_failure())
-        if isinstance(outcome, _End):
-            self._record("StateExited", position.state, output=outcome.output)
-            return self._finish(process, ProcessStatus.SUCCEEDED, output=outcome.output)
-        assert isinstance(outcome, _Next)
-        return self._advance(process, position.state, outcome.state, False, outcome.output)
+            return exc.as_failure()
 
-    def _advance(
-        self, process: Process, name: str, next_name: str | None, end: bool, output: JSON
-    ) -> Step:
-        self._record("StateExited", name, output=output)
-        if end or next_name is None:
-            return self._finish(process, ProcessStatus.SUCCEEDED, output=output)
-        return self._run(process, next_name, output)
+    # ----------------------------------------------------------------- Parallel and Map
+
+    def _parallel(
+        self,
+        process: Process,
+        scope: _Scope,
+        state: ParallelState,
+        position: Position,
+        context: JSON,
+    ) -> _Outcome:
+        data = _input_path(state.input_path, position.input)
+        if state.parameters is not None:
+            data = self._template(state.parameters, data, context)
+        branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
+        started = position.model_copy(update={"branches": branches})
+        return self._settle(process, scope, started)
+
+    def _map(
+        self,
+        process: Process,
+        scope: _Scope,
+        state: MapState,
+        position: Position,
+        context: dict[str, JSON],
+    ) -> _Outcome:
+        data = _input_path(state.input_path, position.input)
+        if state.items is not None:
+            items = self._template(state.items, data, context)
+        else:
+            items = _read_or_runtime(state.items_path or "$", data)
+        if not isinstance(items, list):
+            raise StatesError(
+                errors.RUNTIME,
+                f"Map state {position.state}: the items ({state.items_path}) must be an array, "
+                f"not {type(items).__name__}",
+            )
+        selector = state.item_selector if state.item_selector is not None else state.parameters
+        branches = []
+        for index, item in enumerate(items):
+            branch_input = item
+            if selector is not None:
+                item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
+                branch_input = self._template(selector, data, item_context)
+            branches.append(Branch(index=index, input=branch_input, item=item))
+        started = position.model_copy(
+            update={
+                "branches": tuple(branches),
+                "max_concurrency": _count(
+                    state.max_concurrency, state.max_concurrency_path, data, "MaxConcurrency"
+                ),
+                "tolerated_failure_count": _optional_count(
+                    state.tolerated_failure_count, state.tolerated_failure_count_path, data
+                ),
+                "tolerated_failure_percentage": _optional_percentage(
+                    state.tolerated_failure_percentage,
+                    state.tolerated_failure_percentage_path,
+                    data,
+                ),
+            }
+        )
+        self._record("MapStarted", position.state, length=len(items))
+        return self._settle(process, scope, started)
+
+    def _settle(self, process: Process, scope: _Scope, position: Position) -> _Outcome:
+        """Start what may start, and decide whether a Parallel or Map state is done or failed."""
+        state = scope.machine.states[position.state]
+        assert isinstance(state, ParallelState | MapState)
+        while True:
+            branches = list(position.branches)
+            failure = self._branch_failure(state, position)
+            if failure is not None:
+                for branch in branches:
+                    if branch.status == "running":
+                        self._abandon(branch.position)
+                aborted = tuple(
+                    b.model_copy(update={"status": "aborted"}) if not b.done else b
+                    for b in branches
+                )
+                position = position.model_copy(update={"branches": aborted})
+                return failure
+            running = sum(1 for branch in branches if branch.status == "running")
+            limit = position.max_concurrency or len(branches)
+            waiting = [branch for branch in branches if branch.status == "pending"]
+            if not waiting or running >= limit:
+                break
+            branch = waiting[0]
+            branches[branch.index] = self._start_branch(process, scope, position, branch)
+            position = position.model_copy(update={"branches": tuple(branches)})
+        if all(branch.done for branch in position.branches):
+            results = [
+                branch.output
+                if branch.status == "succeeded"
+                else {"Error": branch.error, "Cause": branch.cause}
+                for branch in position.branches
+            ]
+            return self._completed(
+                process, scope, position.model_copy(update={"branches": ()}), results
+            )
+        return _Blocked(position)
+
+    def _branch_failure(
+        self, state: ParallelState | MapState, position: Position
+    ) -> Failure | None:
+        failed = [branch for branch in position.branches if branch.status == "failed"]
+        if not failed:
+            return None
+        first = failed[0]
+        if isinstance(state, ParallelState):
+            return Failure(first.error or "", first.cause or "")
+        count, percentage = position.tolerated_failure_count, position.tolerated_failure_percentage
+        if count is None and percentage is None:
+            return Failure(first.error or "", first.cause or "")
+        total = len(position.branches)
+        over_count = count is not None and len(failed) > count
+        over_percentage = percentage is not None and len(failed) * 100 > percentage * total
+        if over_count or over_percentage or (count is None and percentage is None):
+            return Failure(
+                errors.EXCEED_TOLERATED_FAILURE_THRESHOLD,
+                f"Map state {position.state}: {len(failed)} of {total} items failed, more than "
+                "the tolerated failures",
+            )
+        return None
+
+    def _branch_scope(self, scope: _Scope, position: Position, branch: Branch) -> _Scope:
+        state = scope.machine.states[position.state]
+        if isinstance(state, ParallelState):
+            return _Scope(state.branches[branch.index], scope.map_item)
+        assert isinstance(state, MapState)
+        return _Scope(state.processor, (branch.index, branch.item))
+
+    def _start_branch(
+        self, process: Process, scope: _Scope, position: Position, branch: Branch
+    ) -> Branch:
+        inner = self._branch_scope(scope, position, branch)
+        self._record("BranchStarted", position.state, index=branch.index)
+        first = self._enter(inner.machine.start_at, branch.input)
+        running = branch.model_copy(update={"status": "running"})
+        return self._branch_after(position.state, running, self._drive(process, inner, first))
+
+    def _branch_after(self, parent: str, branch: Branch, result: _FrameResult) -> Branch:
+        match result:
+            case _Waiting(position=position):
+                return branch.model_copy(update={"position": position})
+            case _Ended(output=output):
+                self._record("BranchSucceeded", parent, index=branch.index)
+                return branch.model_copy(
+                    update={"status": "succeeded", "output": output, "position": None}
+                )
+            case _Failed(failure=failure):
+                self._record(
+                    "BranchFailed",
+                    parent,
+                    index=branch.index,
+                    error=failure.error,
+                    cause=failure.cause,
+                )
+                return branch.model_copy(
+                    update={
+                        "status": "failed",
+                        "error": failure.error,
+                        "cause": failure.cause,
+                        "position": None,
+                    }
+                )
 
     # ----------------------------------------------------------------- errors
 
-    def _handle_failure(self, process: Process, position: Position, failure: Failure) -> Step:
-        """Retry, then Catch, then fail the process: the order AWS applies them in."""
-        state = self.definition.states[position.state]
-        if not isinstance(state, TaskState):
-            return self._fail(process, failure)
+    def _recover(
+        self, process: Process, scope: _Scope, position: Position, failure: Failure
+    ) -> _FrameResult | Position:
+        """Retry, then Catch, then fail the frame: the order AWS applies them in."""
+        state = scope.machine.states[position.state]
+        if not isinstance(state, TaskState | ParallelState | MapState):
+            return _Failed(failure, position)
         for index, retrier in enumerate(state.retry):
             if not errors.error_matches(retrier.error_equals, failure.error):
                 continue
@@ -505,14 +733,16 @@ class _Run:
                 attempt=attempts[index],
                 delaySeconds=delay,
             )
-            new_position = position.model_copy(
-                update={
-                    "wait": Wait(id=timer, kind="retry", timer=timer),
-                    "attempts": tuple(attempts),
-                    "retry_count": position.retry_count + 1,
-                }
+            return _Waiting(
+                position.model_copy(
+                    update={
+                        "wait": Wait(id=timer, kind="retry", timer=timer),
+                        "attempts": tuple(attempts),
+                        "retry_count": position.retry_count + 1,
+                        "branches": (),
+                    }
+                )
             )
-            return self._done(process.model_copy(update={"position": new_position}))
         for catcher in state.catch:
             if errors.error_matches(catcher.error_equals, failure.error):
                 error_output = {"Error": failure.error, "Cause": failure.cause}
@@ -522,13 +752,10 @@ class _Run:
                 try:
                     output = paths.put_result(position.input, catcher.result_path, error_output)
                 except StatesError as exc:
-                    return self._fail(process, exc.as_failure())
+                    return _Failed(exc.as_failure(), position)
                 self._record("StateExited", position.state, output=output)
-                return self._run(process, catcher.next, output)
-        return self._fail(process, failure)
-
-    def _fail(self, process: Process, failure: Failure) -> Step:
-        return self._finish(process, ProcessStatus.FAILED, error=failure.error, cause=failure.cause)
+                return self._transition(catcher.next, output, position)
+        return _Failed(failure, position)
 
     # ----------------------------------------------------------------- endings
 
@@ -565,7 +792,9 @@ class _Run:
                 "ended_at": self.now,
                 "timeout_timer": None,
                 "position": (
-                    process.position.model_copy(update={"wait": None}) if process.position else None
+                    process.position.model_copy(update={"wait": None, "branches": ()})
+                    if process.position
+                    else None
                 ),
             }
         )
@@ -586,8 +815,46 @@ class _Run:
         return paths.apply_template(template, data, context, intrinsics=self.entropy)
 
 
-def _is(wait: Wait, wait_id: str, kind: str) -> bool:
-    return wait.id == wait_id and wait.kind == kind
+def _targets(wait: Wait, event: Input) -> bool:
+    """Whether ``event`` is what ``wait`` waits for."""
+    match event:
+        case (
+            TaskSucceeded(wait_id=wait_id)
+            | TaskFailed(wait_id=wait_id)
+            | TaskHeartbeat(wait_id=wait_id)
+        ):
+            return wait.kind == "callback" and wait.id == wait_id
+        case ApprovalDecided(wait_id=wait_id):
+            return wait.kind == "approval" and wait.id == wait_id
+        case TimerFired(timer_id=timer_id):
+            return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer)
+    return False
+
+
+def _count(fixed: int, path: str | None, data: JSON, field_name: str) -> int:
+    if path is None:
+        return fixed
+    value = _read_or_runtime(path, data)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StatesError(errors.RUNTIME, f"{field_name}Path {path} must be a non-negative integer")
+    return value
+
+
+def _optional_count(fixed: int | None, path: str | None, data: JSON) -> int | None:
+    if path is None:
+        return fixed
+    return _count(0, path, data, "ToleratedFailureCount")
+
+
+def _optional_percentage(fixed: float | None, path: str | None, data: JSON) -> float | None:
+    if path is None:
+        return fixed
+    value = _read_or_runtime(path, data)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+        raise StatesError(
+            errors.RUNTIME, f"ToleratedFailurePercentagePath {path} must be a number from 0 to 100"
+        )
+    return float(value)
 
 
 def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:
@@ -617,8 +884,8 @@ def _read_or_runtime(path: str, data: JSON) -> JSON:
         raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
 
 
-def _context(process: Process, position: Position) -> dict[str, JSON]:
-    return {
+def _context(process: Process, scope: _Scope, position: Position) -> dict[str, JSON]:
+    context: dict[str, JSON] = {
         "Execution": {
             "Id": process.id,
             "Name": process.id,
@@ -636,6 +903,10 @@ def _context(process: Process, position: Position) -> dict[str, JSON]:
             "Name": process.definition,
         },
     }
+    if scope.map_item is not None:
+        index, value = scope.map_item
+        context["Map"] = {"Item": {"Index": index, "Value": value}}
+    return context
 
 
 def _iso(moment: datetime) -> str:
@@ -686,7 +957,7 @@ def _parse_timestamp(value: JSON, where: str) -> datetime:
     return moment
 
 
-def _fail_state(state: FailState, raw_input: JSON, context: JSON) -> Failure:
+def _fail_state(state: FailState, raw_input: JSON) -> Failure:
     error = state.error
     cause = state.cause
     if state.error_path is not None:

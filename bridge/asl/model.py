@@ -112,10 +112,74 @@ class FailState(_Node):
     cause_path: str | None = None
 
 
+class Machine(_Node):
+    """A state machine inside a Parallel branch or a Map's item processor."""
+
+    comment: str | None = None
+    start_at: str
+    states: dict[str, State] = Field(min_length=1)
+
+
+class ProcessorConfig(_Node):
+    mode: Literal["INLINE", "DISTRIBUTED"] = "INLINE"
+    execution_type: Literal["STANDARD", "EXPRESS"] | None = None
+
+
+class ItemProcessor(Machine):
+    processor_config: ProcessorConfig = Field(default_factory=ProcessorConfig)
+
+
+class ParallelState(_Flow):
+    type: Literal["Parallel"]
+    branches: list[Machine] = Field(min_length=1)
+    parameters: JSON = None
+    result_selector: JSON = None
+    result_path: str | None = "$"
+    retry: list[Retrier] = Field(default_factory=list)
+    catch: list[Catcher] = Field(default_factory=list)
+
+
+class MapState(_Flow):
+    type: Literal["Map"]
+    item_processor: ItemProcessor | None = None
+    iterator: Machine | None = None
+    items_path: str | None = "$"
+    items: JSON = None
+    item_selector: JSON = None
+    parameters: JSON = None
+    max_concurrency: int = Field(default=0, ge=0)
+    max_concurrency_path: str | None = None
+    tolerated_failure_count: int | None = Field(default=None, ge=0)
+    tolerated_failure_count_path: str | None = None
+    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+    tolerated_failure_percentage_path: str | None = None
+    label: str | None = None
+    result_selector: JSON = None
+    result_path: str | None = "$"
+    retry: list[Retrier] = Field(default_factory=list)
+    catch: list[Catcher] = Field(default_factory=list)
+
+    @property
+    def processor(self) -> Machine:
+        processor = self.item_processor or self.iterator
+        assert processor is not None, "validated: ItemProcessor or Iterator"
+        return processor
+
+
 State = Annotated[
-    PassState | TaskState | ChoiceState | WaitState | SucceedState | FailState,
+    PassState
+    | TaskState
+    | ChoiceState
+    | WaitState
+    | SucceedState
+    | FailState
+    | ParallelState
+    | MapState,
     Field(discriminator="type"),
 ]
+
+#: States that end with a result and can Retry and Catch.
+Retryable = TaskState | ParallelState | MapState
 
 
 class Trigger(_Node):
@@ -148,6 +212,13 @@ class Definition(_Node):
     asl_version: str | None = Field(default=None, alias="Version")
 
 
+Machine.model_rebuild()
+ItemProcessor.model_rebuild()
+ParallelState.model_rebuild()
+MapState.model_rebuild()
+Definition.model_rebuild()
+
+
 def parse_definition(document: Mapping[str, JSON], name: str, version: int = 1) -> Definition:
     """Parse and validate; raise ``DefinitionError`` naming every problem's state and field."""
     if not isinstance(document, Mapping):
@@ -168,24 +239,44 @@ def _describe(error: Mapping[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         message = "is not a field of this state type"
     if error["type"] == "union_tag_invalid":
-        message = f"Type must be one of Pass, Task, Choice, Wait, Succeed, Fail ({error['msg']})"
+        message = f"Type must be one of {', '.join(STATE_TYPES)} ({error['msg']})"
     return f"{location}: {message}" if location else message
 
 
+STATE_TYPES = ("Pass", "Task", "Choice", "Wait", "Succeed", "Fail", "Parallel", "Map")
+
+
 def _is_union_tag(part: object) -> bool:
-    return part in {"Pass", "Task", "Choice", "Wait", "Succeed", "Fail"}
+    return part in STATE_TYPES
 
 
 def _semantic_problems(definition: Definition) -> Iterator[str]:
-    states = definition.states
-    if definition.start_at not in states:
-        yield f"StartAt: state {definition.start_at!r} does not exist"
+    yield from _machine_problems(definition, "", set())
+    for index, trigger in enumerate(definition.triggers):
+        for field in ("correlation_key", "event_id", "type_path", "input_path"):
+            value = getattr(trigger, field)
+            if value is not None and (problem := paths.validate_path(value)):
+                yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
+
+
+def _machine_problems(machine: Definition | Machine, prefix: str, names: set[str]) -> Iterator[str]:
+    """Problems of one (sub-)machine; ``names`` collects state names across the whole definition."""
+    states = machine.states
+    if machine.start_at not in states:
+        yield f"{prefix}StartAt: state {machine.start_at!r} does not exist"
     for name, state in states.items():
-        where = f"States.{name}"
+        where = f"{prefix}States.{name}"
+        if name in names:
+            yield f"{where}: state names must be unique in the whole definition"
+        names.add(name)
+        if len(name) > 80:
+            yield f"{where}: state names are at most 80 characters"
         yield from _transition_problems(where, state, states)
         yield from _path_problems(where, state)
         if isinstance(state, TaskState):
             yield from _task_problems(where, state)
+        if isinstance(state, TaskState | ParallelState | MapState):
+            yield from _error_handling_problems(where, state)
         if isinstance(state, ChoiceState):
             for index, rule in enumerate(state.choices):
                 yield from choice.validate_rule(rule, f"{where}.Choices[{index}]")
@@ -200,18 +291,49 @@ def _semantic_problems(definition: Definition) -> Iterator[str]:
                     f"{where}: a Wait state needs exactly one of Seconds, Timestamp, SecondsPath, "
                     "TimestampPath"
                 )
-    yield from _reachability_problems(definition)
-    for index, trigger in enumerate(definition.triggers):
-        for field in ("correlation_key", "event_id", "type_path", "input_path"):
-            value = getattr(trigger, field)
-            if value is not None and (problem := paths.validate_path(value)):
-                yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
+        if isinstance(state, ParallelState):
+            for index, branch in enumerate(state.branches):
+                yield from _machine_problems(branch, f"{where}.Branches[{index}].", names)
+        if isinstance(state, MapState):
+            yield from _map_problems(where, state, names)
+    yield from _reachability_problems(machine, prefix)
+
+
+def _map_problems(where: str, state: MapState, names: set[str]) -> Iterator[str]:
+    if (state.item_processor is None) == (state.iterator is None):
+        yield f"{where}: a Map state needs exactly one of ItemProcessor and Iterator"
+    elif state.item_processor is not None:
+        yield from _machine_problems(state.item_processor, f"{where}.ItemProcessor.", names)
+    elif state.iterator is not None:
+        yield from _machine_problems(state.iterator, f"{where}.Iterator.", names)
+    if state.item_selector is not None and state.parameters is not None:
+        yield f"{where}: ItemSelector and Parameters are exclusive (Parameters is the old name)"
+    if state.items is not None and "items_path" in state.model_fields_set:
+        yield f"{where}: Items and ItemsPath are exclusive"
+    if state.items is not None and not isinstance(state.items, list):
+        yield f"{where}.Items: must be an array"
+    if state.items_path is not None and (problem := paths.validate_path(state.items_path)):
+        yield f"{where}.ItemsPath: {problem}"
+    for fixed, path in (
+        ("max_concurrency", "max_concurrency_path"),
+        ("tolerated_failure_count", "tolerated_failure_count_path"),
+        ("tolerated_failure_percentage", "tolerated_failure_percentage_path"),
+    ):
+        if path in state.model_fields_set and fixed in state.model_fields_set:
+            yield f"{where}: {to_pascal(fixed)} and {to_pascal(path)} are exclusive"
+        value = getattr(state, path)
+        if value is not None and (problem := paths.validate_path(value)):
+            yield f"{where}.{to_pascal(path)}: {problem}"
+    for field in ("item_selector",):
+        template = getattr(state, field)
+        if template is not None:
+            yield from _template_problems(f"{where}.{to_pascal(field)}", template)
 
 
 def _targets(state: object) -> Iterator[tuple[str, str]]:
     if isinstance(state, _Flow) and state.next is not None:
         yield "Next", state.next
-    if isinstance(state, TaskState):
+    if isinstance(state, TaskState | ParallelState | MapState):
         for index, catcher in enumerate(state.catch):
             yield f"Catch[{index}].Next", catcher.next
     if isinstance(state, ChoiceState):
@@ -258,7 +380,7 @@ def _path_problems(where: str, state: object) -> Iterator[str]:
         template = getattr(state, field, None)
         if template is not None:
             yield from _template_problems(f"{where}.{to_pascal(field)}", template)
-    if isinstance(state, TaskState):
+    if isinstance(state, TaskState | ParallelState | MapState):
         for index, catcher in enumerate(state.catch):
             if catcher.result_path is not None and (
                 problem := paths.validate_reference_path(catcher.result_path)
@@ -297,12 +419,6 @@ def _task_problems(where: str, state: TaskState) -> Iterator[str]:
             yield f"{where}.Parameters: {state.resource} needs Message"
     if state.resource == SEND_WAIT and "$$.Task.Token" not in repr(parameters):
         yield f"{where}.Parameters: .waitForTaskToken needs $$.Task.Token in the message"
-    for index, retrier in enumerate(state.retry):
-        if "States.ALL" in retrier.error_equals and index != len(state.retry) - 1:
-            yield f"{where}.Retry[{index}]: States.ALL must be the last retrier"
-    for index, catcher in enumerate(state.catch):
-        if "States.ALL" in catcher.error_equals and index != len(state.catch) - 1:
-            yield f"{where}.Catch[{index}]: States.ALL must be the last catcher"
     if state.timeout_seconds is not None and state.timeout_seconds_path is not None:
         yield f"{where}: TimeoutSeconds and TimeoutSecondsPath are exclusive"
     if state.heartbeat_seconds is not None and state.heartbeat_seconds_path is not None:
@@ -315,15 +431,30 @@ def _task_problems(where: str, state: TaskState) -> Iterator[str]:
         yield f"{where}.HeartbeatSeconds: must be smaller than TimeoutSeconds"
 
 
-def _reachability_problems(definition: Definition) -> Iterator[str]:
+def _error_handling_problems(
+    where: str, state: TaskState | ParallelState | MapState
+) -> Iterator[str]:
+    for index, retrier in enumerate(state.retry):
+        if "States.ALL" in retrier.error_equals and (
+            len(retrier.error_equals) != 1 or index != len(state.retry) - 1
+        ):
+            yield f"{where}.Retry[{index}]: States.ALL must stand alone in the last retrier"
+    for index, catcher in enumerate(state.catch):
+        if "States.ALL" in catcher.error_equals and (
+            len(catcher.error_equals) != 1 or index != len(state.catch) - 1
+        ):
+            yield f"{where}.Catch[{index}]: States.ALL must stand alone in the last catcher"
+
+
+def _reachability_problems(machine: Definition | Machine, prefix: str) -> Iterator[str]:
     seen: set[str] = set()
-    pending = [definition.start_at]
+    pending = [machine.start_at]
     while pending:
         name = pending.pop()
-        if name in seen or name not in definition.states:
+        if name in seen or name not in machine.states:
             continue
         seen.add(name)
-        pending.extend(target for _, target in _targets(definition.states[name]))
-    for name in definition.states:
+        pending.extend(target for _, target in _targets(machine.states[name]))
+    for name in machine.states:
         if name not in seen:
-            yield f"States.{name}: is not reachable from StartAt"
+            yield f"{prefix}States.{name}: is not reachable from StartAt"

@@ -63,8 +63,14 @@ class Wait(_Frozen):
     timer: str | None = None
 
 
+BranchStatus = Literal["pending", "running", "succeeded", "failed", "aborted"]
+
+
 class Position(_Frozen):
-    """The state a running process is in, with the raw input that state received."""
+    """The state a running process (or branch) is in, with the raw input that state received.
+
+    A Parallel or Map state in progress holds its branches, each with a position of its own.
+    """
 
     state: str
     input: JSON
@@ -72,6 +78,32 @@ class Position(_Frozen):
     wait: Wait | None = None
     attempts: tuple[int, ...] = ()
     retry_count: int = 0
+    branches: tuple[Branch, ...] = ()
+    #: Map only, resolved when the state is entered: 0 means no limit.
+    max_concurrency: int = 0
+    tolerated_failure_count: int | None = None
+    tolerated_failure_percentage: float | None = None
+
+
+class Branch(_Frozen):
+    """One branch of a Parallel state or one item of a Map state."""
+
+    index: int
+    input: JSON
+    status: BranchStatus = "pending"
+    #: The Map item as it was before ItemSelector ($$.Map.Item.Value).
+    item: JSON = None
+    position: Position | None = None
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "aborted")
+
+
+Position.model_rebuild()
 
 
 class Process(_Frozen):

@@ -95,7 +95,7 @@ BROKEN: dict[str, tuple[Callable[[Document], object], str, str]] = {
         "needs Next or End",
     ),
     "unknown state Type": (
-        lambda d: d["States"]["Done"].update(Type="Parallel"),
+        lambda d: d["States"]["Done"].update(Type="Sequence"),
         "States.Done:",
         "Type must be one of",
     ),
@@ -168,7 +168,7 @@ BROKEN: dict[str, tuple[Callable[[Document], object], str, str]] = {
             Retry=[{"ErrorEquals": ["States.ALL"]}, {"ErrorEquals": ["Work.Busy"]}]
         ),
         "States.Work.Retry[0]:",
-        "States.ALL must be the last",
+        "States.ALL must stand alone in the last",
     ),
     "States.ALL not last in Catch": (
         lambda d: work(d).update(
@@ -178,7 +178,7 @@ BROKEN: dict[str, tuple[Callable[[Document], object], str, str]] = {
             ]
         ),
         "States.Work.Catch[0]:",
-        "States.ALL must be the last",
+        "States.ALL must stand alone in the last",
     ),
     "HeartbeatSeconds equal to TimeoutSeconds": (
         lambda d: work(d).update(TimeoutSeconds=60, HeartbeatSeconds=60),
