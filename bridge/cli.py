@@ -1,4 +1,4 @@
-"""The ``bridge`` command: dev, worker, web, db upgrade, validate.
+"""The ``bridge`` command: dev, worker, web, db upgrade, validate, run.
 
 Also runs as ``python -m bridge`` (Linux's iproute2 ships another ``bridge`` command).
 """
@@ -238,3 +238,70 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
                     click.echo(f"         {problem}")
     if not all(result["valid"] for result in results):
         sys.exit(1)
+
+
+@main.command("run")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--input", "input_text", help="The process input as JSON (default: {}).")
+@click.option(
+    "--input-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Read the process input from a JSON file.",
+)
+@click.option(
+    "--mocks",
+    "mocks_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON/YAML file of mocked answers, by state name.",
+)
+@click.option("--skip-waits", is_flag=True, help="Do not sleep: move a virtual clock instead.")
+@click.option("--seed", type=int, help="Seed for ids, tokens and random intrinsics.")
+def run_command(
+    file: Path,
+    input_text: str | None,
+    input_file: Path | None,
+    mocks_file: Path | None,
+    skip_waits: bool,
+    seed: int | None,
+) -> None:
+    """Run a definition locally (no Kafka, no database) with mocked answers; print the result.
+
+    Exit status: 0 when the process succeeded, 1 when it ended otherwise, 2 when the definition,
+    the input or the mocks are invalid.
+    """
+    from typing import NoReturn
+
+    from bridge.definitions import definition_name
+    from bridge.local import MocksError, run_local
+
+    def invalid(problems: list[str]) -> NoReturn:
+        click.echo("\n".join(problems), err=True)
+        sys.exit(2)
+
+    if input_text is not None and input_file is not None:
+        invalid(["--input and --input-file are exclusive"])
+    try:
+        text = input_file.read_text(encoding="utf-8") if input_file else input_text
+        data = {} if text is None else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        invalid([f"the input is not valid JSON: {exc}"])
+    try:
+        definition = file.read_text(encoding="utf-8")
+        mocks = mocks_file.read_text(encoding="utf-8") if mocks_file else None
+    except (OSError, UnicodeDecodeError) as exc:
+        invalid([f"cannot be read: {exc}"])
+    try:
+        result = run_local(
+            definition,
+            data,
+            mocks=mocks,
+            skip_waits=skip_waits,
+            name=definition_name(file),
+            seed=seed,
+        )
+    except DefinitionError as exc:
+        invalid([f"{file.name}: {problem}" for problem in exc.problems])
+    except MocksError as exc:
+        invalid([f"{mocks_file.name if mocks_file else 'mocks'}: {p}" for p in exc.problems])
+    click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    sys.exit(0 if result.succeeded else 1)

@@ -272,10 +272,29 @@ def _jsonpath(normalised: str) -> JSONPath:
 
 
 def _split_root(path: str) -> tuple[str, bool]:
-    """``$$...`` -> (``$...``, True); ``$...`` -> (path, False)."""
+    """``$$...`` -> (``$...``, True); ``$...`` -> (path, False); ``$var...`` -> (``$...``, False)."""
     if path.startswith("$$"):
         return path[1:], True
+    variable = _variable(path)
+    if variable is not None:
+        return "$" + variable[1], False
     return path, False
+
+
+#: Where the interpreter puts workflow variables in the context it passes to the readers, so that
+#: ``$name.field`` works wherever a path does (Parameters, intrinsics, Choice) without another
+#: argument. Not a valid JSON key a user could address by accident with ``$$``.
+VARIABLES = "\x00variables"
+
+_VARIABLE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)(?=$|[.\[])")
+
+
+def _variable(path: str) -> tuple[str, str] | None:
+    """``$name.rest`` -> (name, ``.rest``); None for ``$``, ``$.x``, ``$[...]`` and ``$$``."""
+    found = _VARIABLE.match(path)
+    if found is None:
+        return None
+    return found.group(1), path[found.end() :]
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +364,12 @@ def read_path(path: str, data: JSON, context: JSON) -> JSON:
     own, is_context = _split_root(path)
     compiled = _compile(own)
     root = context if is_context else data
+    variable = _variable(path)
+    if variable is not None:
+        variables = context.get(VARIABLES, {}) if isinstance(context, dict) else {}
+        if variable[0] not in variables:
+            raise PathNotFound(path)
+        root = variables[variable[0]]
     if compiled.segments is not None:
         return _walk(root, compiled.segments, path)
     return [match.value for match in _jsonpath(compiled.normalised).find(root)]
