@@ -79,6 +79,7 @@ class Observed:
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     expected: set[str] = field(default_factory=set)
     slots: asyncio.Semaphore | None = None
+    bridge_exited_at: float | None = None
 
     def see(self, kind: str, order_id: str, ce_id: str) -> bool:
         """Record one delivery; True when this ce_id is new (the service acts on it)."""
@@ -461,6 +462,15 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         asyncio.create_task(consume(bootstrap, (APPROVALS,), approve, stop)),
         asyncio.create_task(consume(bootstrap, (DONE,), collector(observed), stop)),
     ]
+
+    async def watch_bridge() -> None:
+        # Polled, not waited on, so that the subprocess stays the Resources' to stop.
+        while res.bridge is not None and res.bridge.poll() is None:
+            await asyncio.sleep(0.2)
+        observed.bridge_exited_at = now()
+        observed.done_event.set()  # stop waiting: nothing more will complete
+
+    watcher = asyncio.create_task(watch_bridge())
     try:
         # Warm-up: one order end to end, so that group joins are not part of the figures.
         warm = f"warmup-{uuid.uuid4().hex[:8]}"
@@ -470,6 +480,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         try:
             await asyncio.wait_for(observed.done_event.wait(), args.startup_timeout)
         except TimeoutError:
+            pass
+        if warm not in observed.completed_at:
             raise RuntimeError(
                 f"the warm-up order did not complete within {args.startup_timeout}s "
                 f"(seen: {dict((k, len(v)) for k, v in observed.first_seen.items())}); "
@@ -532,7 +544,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         bridge_alive = res.bridge is not None and res.bridge.poll() is None
     finally:
         stop.set()
-        await asyncio.gather(*consumers, return_exceptions=True)
+        watcher.cancel()
+        await asyncio.gather(*consumers, watcher, return_exceptions=True)
         await session.close()
         await producer.stop()
 
@@ -591,6 +604,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         "warmup_s": round(warmup_s, 2),
         "stalled_send": stalled_send,
         "bridge_alive_at_end": bridge_alive,
+        "bridge_exited_s_after_first_send": None if observed.bridge_exited_at is None
+        else round(observed.bridge_exited_at - first_send, 2),
         "bridge_log": str(res.bridge_log),
     }
     if diagnosis is not None:
@@ -717,7 +732,8 @@ def report(result: dict[str, Any]) -> None:
     if "lost_diagnosis" in result:
         print(f"  LOST: {json.dumps(result['lost_diagnosis'])}")
     if not result["bridge_alive_at_end"]:
-        print("  the bridge process had exited before the end")
+        print(f"  THE BRIDGE EXITED {result['bridge_exited_s_after_first_send']} s after the first send"
+              " (exit code 0 and 'stopping...' on its stderr mean it got SIGTERM/SIGINT)")
     print(f"  bridge stderr        {result['bridge_log']}")
     print(json.dumps(result, separators=(",", ":")))
 

@@ -272,7 +272,7 @@ def _jsonpath(normalised: str) -> JSONPath:
 
 
 def _split_root(path: str) -> tuple[str, bool]:
-    """``$$...`` -> (``$...``, True); ``$...`` -> (path, False); ``$var...`` -> (``$...``, False)."""
+    """``$$x`` -> (``$x``, True); ``$x`` -> (``$x``, False); ``$var.x`` -> (``$.x``, False)."""
     if path.startswith("$$"):
         return path[1:], True
     variable = _variable(path)

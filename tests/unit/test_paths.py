@@ -218,7 +218,7 @@ def test_validate_path_accepts(path: str) -> None:
     [
         "",
         "a",
-        "$a",
+        "$a b",
         "$.",
         "$..",
         "$.a b",
@@ -543,3 +543,14 @@ def test_wildcard_over_array_returns_every_item(items: list[int]) -> None:
 @given(items=st.lists(st.integers(), max_size=10), start=st.integers(0, 12), end=st.integers(0, 12))
 def test_slices_match_python_slices(items: list[int], start: int, end: int) -> None:
     assert paths.read_path(f"$.a[{start}:{end}]", {"a": items}, {}) == items[start:end]
+
+
+def test_workflow_variables_are_read_as_dollar_name_paths() -> None:
+    context = {paths.VARIABLES: {"order": {"items": [{"sku": "a"}, {"sku": "b"}]}, "n": 3}}
+    assert paths.read_path("$n", {}, context) == 3
+    assert paths.read_path("$order.items[1].sku", {}, context) == "b"
+    assert paths.read_path("$order.items[*].sku", {}, context) == ["a", "b"]
+    assert paths.validate_path("$order['items']") is None
+    with pytest.raises(paths.PathNotFound):
+        paths.read_path("$missing", {}, context)
+    assert paths.apply_template({"s.$": "$n"}, {}, context, intrinsics=FixedRandom()) == {"s": 3}
