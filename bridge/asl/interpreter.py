@@ -145,10 +145,16 @@ _FrameResult = _Waiting | _Ended | _Failed
 
 @dataclass(frozen=True)
 class _Scope:
-    """The state machine a frame runs in, and the Map item it works on (for ``$$.Map``)."""
+    """The state machine a frame runs in, the Map item it works on (for ``$$.Map``), and its
+    variables: ``outer`` from enclosing frames (read-only), ``own`` assigned in this frame."""
 
     machine: Definition | Machine
     map_item: tuple[int, JSON] | None = None
+    outer: Mapping[str, JSON] = field(default_factory=dict)
+    own: dict[str, JSON] = field(default_factory=dict)
+
+    def variables(self) -> dict[str, JSON]:
+        return {**self.outer, **self.own}
 
 
 @dataclass
@@ -181,7 +187,8 @@ class _Run:
             )
             process = process.model_copy(update={"timeout_timer": timer})
         position = self._enter(self.definition.start_at, event.input)
-        return self._conclude(process, self._drive(process, _Scope(self.definition), position))
+        scope = _Scope(self.definition)
+        return self._conclude(process, scope, self._drive(process, scope, position))
 
     def resume(self, process: Process, event: Input) -> Step:
         if isinstance(event, Stop):
@@ -199,12 +206,15 @@ class _Run:
             )
         if process.position is None:
             return self._reject(process, "the process is not waiting")
-        result = self._deliver(process, _Scope(self.definition), process.position, event)
+        scope = _Scope(self.definition, own=dict(process.variables))
+        result = self._deliver(process, scope, process.position, event)
         if result is None:
             return self._reject(process, "the input does not match what the process waits for")
-        return self._conclude(process, result)
+        return self._conclude(process, scope, result)
 
-    def _conclude(self, process: Process, result: _FrameResult) -> Step:
+    def _conclude(self, process: Process, scope: _Scope, result: _FrameResult) -> Step:
+        if scope.own != process.variables:
+            process = process.model_copy(update={"variables": scope.own})
         match result:
             case _Waiting(position=position):
                 return self._done(process.model_copy(update={"position": position}))
@@ -265,15 +275,13 @@ class _Run:
         try:
             match state:
                 case PassState():
-                    return self._pass(state, position.input, context)
+                    return self._pass(scope, state, position.input, context)
                 case TaskState():
                     return self._task(process, scope, state, position, context)
                 case ChoiceState():
-                    data = _input_path(state.input_path, position.input)
-                    target = choice.choose(state.choices, state.default, data, context)
-                    return _Next(target, _output_path(state.output_path, data))
+                    return self._choice(scope, state, position, context)
                 case WaitState():
-                    return self._wait(state, position, context)
+                    return self._wait(scope, state, position, context)
                 case SucceedState():
                     data = _input_path(state.input_path, position.input)
                     return _End(_output_path(state.output_path, data))
@@ -303,13 +311,12 @@ class _Run:
         for index, branch in enumerate(position.branches):
             if branch.status != "running" or branch.position is None:
                 continue
-            inner = self._deliver(
-                process, self._branch_scope(scope, position, branch), branch.position, event
-            )
+            inner_scope = self._branch_scope(scope, position, branch)
+            inner = self._deliver(process, inner_scope, branch.position, event)
             if inner is None:
                 continue
             branches = list(position.branches)
-            branches[index] = self._branch_after(position.state, branch, inner)
+            branches[index] = self._branch_after(position.state, branch, inner, inner_scope)
             position = position.model_copy(update={"branches": tuple(branches)})
             outcome = self._settle(process, scope, position)
             followed = self._follow(process, scope, position, outcome)
@@ -359,6 +366,7 @@ class _Run:
                 self._record("WaitEnded", name)
                 try:
                     data = _input_path(state.input_path, position.input)
+                    self._assign(scope, state.assign, data, _context(process, scope, position))
                     return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
                 except StatesError as exc:
                     return exc.as_failure()
@@ -410,7 +418,7 @@ class _Run:
 
     # ----------------------------------------------------------------- simple states
 
-    def _pass(self, state: PassState, raw_input: JSON, context: JSON) -> _Outcome:
+    def _pass(self, scope: _Scope, state: PassState, raw_input: JSON, context: JSON) -> _Outcome:
         data = _input_path(state.input_path, raw_input)
         if state.has_result:
             result = state.result
@@ -418,13 +426,29 @@ class _Run:
             result = self._template(state.parameters, data, context)
         else:
             result = data
+        self._assign(scope, state.assign, result, context)
         merged = paths.put_result(raw_input, state.result_path, result)
         return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
 
-    def _wait(self, state: WaitState, position: Position, context: JSON) -> _Outcome:
+    def _choice(
+        self, scope: _Scope, state: ChoiceState, position: Position, context: JSON
+    ) -> _Outcome:
+        data = _input_path(state.input_path, position.input)
+        output = _output_path(state.output_path, data)
+        for rule in state.choices:
+            if choice.evaluate_rule(rule, data, context):
+                self._assign(scope, rule.get("Assign"), data, context)
+                return _Next(str(rule["Next"]), output)
+        # Raises States.NoChoiceMatched when there is no Default either.
+        target = choice.choose([], state.default, data, context)
+        self._assign(scope, state.assign, data, context)
+        return _Next(target, output)
+
+    def _wait(self, scope: _Scope, state: WaitState, position: Position, context: JSON) -> _Outcome:
         data = _input_path(state.input_path, position.input)
         due = _wait_due(state, data, context, self.now)
         if due <= self.now:
+            self._assign(scope, state.assign, data, context)
             return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
@@ -529,9 +553,10 @@ class _Run:
         state = scope.machine.states[position.state]
         assert isinstance(state, TaskState | ParallelState | MapState)
         try:
+            context = _context(process, scope, position)
             if state.result_selector is not None:
-                context = _context(process, scope, position)
                 result = self._template(state.result_selector, result, context)
+            self._assign(scope, state.assign, result, context)
             merged = paths.put_result(position.input, state.result_path, result)
             return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
         except StatesError as exc:
@@ -662,10 +687,11 @@ class _Run:
 
     def _branch_scope(self, scope: _Scope, position: Position, branch: Branch) -> _Scope:
         state = scope.machine.states[position.state]
+        outer, own = scope.variables(), dict(branch.variables)
         if isinstance(state, ParallelState):
-            return _Scope(state.branches[branch.index], scope.map_item)
+            return _Scope(state.branches[branch.index], scope.map_item, outer, own)
         assert isinstance(state, MapState)
-        return _Scope(state.processor, (branch.index, branch.item))
+        return _Scope(state.processor, (branch.index, branch.item), outer, own)
 
     def _start_branch(
         self, process: Process, scope: _Scope, position: Position, branch: Branch
@@ -674,9 +700,14 @@ class _Run:
         self._record("BranchStarted", position.state, index=branch.index)
         first = self._enter(inner.machine.start_at, branch.input)
         running = branch.model_copy(update={"status": "running"})
-        return self._branch_after(position.state, running, self._drive(process, inner, first))
+        result = self._drive(process, inner, first)
+        return self._branch_after(position.state, running, result, inner)
 
-    def _branch_after(self, parent: str, branch: Branch, result: _FrameResult) -> Branch:
+    def _branch_after(
+        self, parent: str, branch: Branch, result: _FrameResult, inner: _Scope
+    ) -> Branch:
+        if inner.own != branch.variables:
+            branch = branch.model_copy(update={"variables": inner.own})
         match result:
             case _Waiting(position=position):
                 return branch.model_copy(update={"position": position})
@@ -750,6 +781,8 @@ class _Run:
                     "ErrorCaught", position.state, error=failure.error, cause=failure.cause
                 )
                 try:
+                    context = _context(process, scope, position)
+                    self._assign(scope, catcher.assign, error_output, context)
                     output = paths.put_result(position.input, catcher.result_path, error_output)
                 except StatesError as exc:
                     return _Failed(exc.as_failure(), position)
@@ -810,6 +843,16 @@ class _Run:
 
     def _record(self, kind: str, state: str | None, **details: JSON) -> None:
         self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
+
+    def _assign(
+        self, scope: _Scope, assign: Mapping[str, JSON] | None, source: JSON, context: JSON
+    ) -> None:
+        """Set workflow variables; every value is computed before any is set, as AWS does."""
+        if not assign:
+            return
+        values = self._template(dict(assign), source, context)
+        assert isinstance(values, dict)
+        scope.own.update(values)
 
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
         return paths.apply_template(template, data, context, intrinsics=self.entropy)
@@ -906,6 +949,7 @@ def _context(process: Process, scope: _Scope, position: Position) -> dict[str, J
     if scope.map_item is not None:
         index, value = scope.map_item
         context["Map"] = {"Item": {"Index": index, "Value": value}}
+    context[paths.VARIABLES] = scope.variables()
     return context
 
 

@@ -46,6 +46,7 @@ class Catcher(_Node):
     next: str
     result_path: str | None = "$"
     comment: str | None = None
+    assign: dict[str, JSON] | None = None
 
 
 class _State(_Node):
@@ -57,6 +58,8 @@ class _State(_Node):
 class _Flow(_State):
     next: str | None = None
     end: bool | None = None
+    #: Workflow variables set when the state completes (``$name`` reads them later).
+    assign: dict[str, JSON] | None = None
 
 
 class PassState(_Flow):
@@ -89,6 +92,8 @@ class ChoiceState(_State):
     type: Literal["Choice"]
     choices: list[dict[str, JSON]] = Field(min_length=1)
     default: str | None = None
+    #: Variables set when no rule matches and Default is taken; a rule sets its own.
+    assign: dict[str, JSON] | None = None
 
 
 class WaitState(_Flow):
@@ -380,6 +385,18 @@ def _path_problems(where: str, state: object) -> Iterator[str]:
         template = getattr(state, field, None)
         if template is not None:
             yield from _template_problems(f"{where}.{to_pascal(field)}", template)
+    assigns = [("Assign", getattr(state, "assign", None))]
+    assigns += [
+        (f"Catch[{index}].Assign", catcher.assign)
+        for index, catcher in enumerate(getattr(state, "catch", []))
+    ]
+    assigns += [
+        (f"Choices[{index}].Assign", rule.get("Assign"))
+        for index, rule in enumerate(getattr(state, "choices", []))
+    ]
+    for field, assign in assigns:
+        if assign is not None:
+            yield from _assign_problems(f"{where}.{field}", assign)
     if isinstance(state, TaskState | ParallelState | MapState):
         for index, catcher in enumerate(state.catch):
             if catcher.result_path is not None and (
@@ -404,6 +421,19 @@ def _template_problems(where: str, template: JSON) -> Iterator[str]:
     elif isinstance(template, list):
         for index, item in enumerate(template):
             yield from _template_problems(f"{where}[{index}]", item)
+
+
+def _assign_problems(where: str, assign: JSON) -> Iterator[str]:
+    if not isinstance(assign, dict):
+        yield f"{where}: must be an object of variable names and values"
+        return
+    for key in assign:
+        name = key[:-2] if key.endswith(".$") else key
+        if not name.isidentifier() or name.startswith("$"):
+            yield f"{where}.{key}: a variable name is a letter or _ then letters, digits or _"
+        elif name == "states":
+            yield f"{where}.{key}: $states is reserved"
+    yield from _template_problems(where, assign)
 
 
 def _task_problems(where: str, state: TaskState) -> Iterator[str]:

@@ -97,6 +97,8 @@ class Branch(_Frozen):
     output: JSON = None
     error: str | None = None
     cause: str | None = None
+    #: Variables assigned inside the branch; the outer ones stay readable, never written.
+    variables: dict[str, JSON] = {}
 
     @property
     def done(self) -> bool:
@@ -119,6 +121,8 @@ class Process(_Frozen):
     started_at: datetime
     ended_at: datetime | None = None
     position: Position | None = None
+    #: Workflow variables of the top-level frame (``Assign``).
+    variables: dict[str, JSON] = {}
     timeout_timer: str | None = None
     transitions: int = 0
 
