@@ -8,12 +8,13 @@ the outside world must do comes back as effects, everything that happened as his
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
-from bridge.asl import choice, errors, paths
+from bridge.asl import choice, errors, jsonata, paths
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
@@ -53,6 +54,7 @@ from bridge.asl.model import (
 from bridge.asl.process import Branch, Position, Process, ProcessStatus, Wait
 
 JSON = Any
+_Number = TypeVar("_Number", int, float, int | None, float | None)
 
 #: Transitions one step may make without waiting; a loop of Pass and Choice states that never
 #: waits would otherwise hold a worker forever.
@@ -283,9 +285,18 @@ class _Run:
                 case WaitState():
                     return self._wait(scope, state, position, context)
                 case SucceedState():
+                    if self._is_jsonata(state):
+                        bindings = self._bindings(scope, context, input=position.input)
+                        return _End(self._output(state, bindings, position.input))
                     data = _input_path(state.input_path, position.input)
                     return _End(_output_path(state.output_path, data))
                 case FailState():
+                    if self._is_jsonata(state):
+                        bindings = self._bindings(scope, context, input=position.input)
+                        return Failure(
+                            _text(self._evaluate(state.error, bindings, "Error")),
+                            _text(self._evaluate(state.cause, bindings, "Cause")),
+                        )
                     return _fail_state(state, position.input)
                 case ParallelState():
                     return self._parallel(process, scope, state, position, context)
@@ -365,8 +376,14 @@ class _Run:
                 assert isinstance(state, WaitState)
                 self._record("WaitEnded", name)
                 try:
+                    context = _context(process, scope, position)
+                    if self._is_jsonata(state):
+                        bindings = self._bindings(scope, context, input=position.input)
+                        output = self._output(state, bindings, position.input)
+                        self._assign_jsonata(scope, state.assign, bindings)
+                        return _flow(state.next, bool(state.end), output)
                     data = _input_path(state.input_path, position.input)
-                    self._assign(scope, state.assign, data, _context(process, scope, position))
+                    self._assign(scope, state.assign, data, context)
                     return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
                 except StatesError as exc:
                     return exc.as_failure()
@@ -419,6 +436,11 @@ class _Run:
     # ----------------------------------------------------------------- simple states
 
     def _pass(self, scope: _Scope, state: PassState, raw_input: JSON, context: JSON) -> _Outcome:
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=raw_input)
+            output = self._output(state, bindings, raw_input)
+            self._assign_jsonata(scope, state.assign, bindings)
+            return _flow(state.next, bool(state.end), output)
         data = _input_path(state.input_path, raw_input)
         if state.has_result:
             result = state.result
@@ -433,6 +455,23 @@ class _Run:
     def _choice(
         self, scope: _Scope, state: ChoiceState, position: Position, context: JSON
     ) -> _Outcome:
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            for index, rule in enumerate(state.choices):
+                condition = self._evaluate(rule.get("Condition"), bindings, f"Choices[{index}]")
+                if not isinstance(condition, bool):
+                    raise StatesError(
+                        errors.QUERY_EVALUATION_ERROR,
+                        f"Choices[{index}].Condition must yield a boolean, not {condition!r}",
+                    )
+                if condition:
+                    output = self._output_of(rule, bindings, position.input)
+                    self._assign_jsonata(scope, rule.get("Assign"), bindings)
+                    return _Next(str(rule["Next"]), output)
+            target = choice.choose([], state.default, position.input, context)
+            output = self._output(state, bindings, position.input)
+            self._assign_jsonata(scope, state.assign, bindings)
+            return _Next(target, output)
         data = _input_path(state.input_path, position.input)
         output = _output_path(state.output_path, data)
         for rule in state.choices:
@@ -445,11 +484,19 @@ class _Run:
         return _Next(target, output)
 
     def _wait(self, scope: _Scope, state: WaitState, position: Position, context: JSON) -> _Outcome:
-        data = _input_path(state.input_path, position.input)
-        due = _wait_due(state, data, context, self.now)
-        if due <= self.now:
-            self._assign(scope, state.assign, data, context)
-            return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            due = self._jsonata_due(state, bindings)
+            if due <= self.now:
+                output = self._output(state, bindings, position.input)
+                self._assign_jsonata(scope, state.assign, bindings)
+                return _flow(state.next, bool(state.end), output)
+        else:
+            data = _input_path(state.input_path, position.input)
+            due = _wait_due(state, data, context, self.now)
+            if due <= self.now:
+                self._assign(scope, state.assign, data, context)
+                return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
         self._record("WaitStarted", position.state, until=_iso(due))
@@ -467,18 +514,33 @@ class _Run:
         position: Position,
         context: dict[str, JSON],
     ) -> _Outcome:
-        data = _input_path(state.input_path, position.input)
         token: str | None = None
         if state.resource == SEND_WAIT:
             token = self.entropy.new_token()
             context = {**context, "Task": {"Token": token}}
-        parameters = (
-            self._template(state.parameters, data, context)
-            if state.parameters is not None
-            else data
-        )
-        timeout = _seconds(state.timeout_seconds, state.timeout_seconds_path, data, context)
-        heartbeat = _seconds(state.heartbeat_seconds, state.heartbeat_seconds_path, data, context)
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            data = position.input
+            parameters = (
+                self._evaluate(state.arguments, bindings, "Arguments")
+                if state.arguments is not None
+                else data
+            )
+            timeout = self._jsonata_seconds(state.timeout_seconds, bindings, "TimeoutSeconds")
+            heartbeat = self._jsonata_seconds(state.heartbeat_seconds, bindings, "HeartbeatSeconds")
+        else:
+            data = _input_path(state.input_path, position.input)
+            parameters = (
+                self._template(state.parameters, data, context)
+                if state.parameters is not None
+                else data
+            )
+            timeout = _seconds(
+                _fixed(state.timeout_seconds), state.timeout_seconds_path, data, context
+            )
+            heartbeat = _seconds(
+                _fixed(state.heartbeat_seconds), state.heartbeat_seconds_path, data, context
+            )
         if state.resource in (SEND, SEND_WAIT):
             message = _message(parameters, state.resource)
             message_id = self.entropy.new_id()
@@ -554,6 +616,11 @@ class _Run:
         assert isinstance(state, TaskState | ParallelState | MapState)
         try:
             context = _context(process, scope, position)
+            if self._is_jsonata(state):
+                bindings = self._bindings(scope, context, input=position.input, result=result)
+                output = self._output(state, bindings, result)
+                self._assign_jsonata(scope, state.assign, bindings)
+                return _flow(state.next, bool(state.end), output)
             if state.result_selector is not None:
                 result = self._template(state.result_selector, result, context)
             self._assign(scope, state.assign, result, context)
@@ -572,9 +639,15 @@ class _Run:
         position: Position,
         context: JSON,
     ) -> _Outcome:
-        data = _input_path(state.input_path, position.input)
-        if state.parameters is not None:
-            data = self._template(state.parameters, data, context)
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            data = position.input
+            if state.arguments is not None:
+                data = self._evaluate(state.arguments, bindings, "Arguments")
+        else:
+            data = _input_path(state.input_path, position.input)
+            if state.parameters is not None:
+                data = self._template(state.parameters, data, context)
         branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
         started = position.model_copy(update={"branches": branches})
         return self._settle(process, scope, started)
@@ -587,15 +660,49 @@ class _Run:
         position: Position,
         context: dict[str, JSON],
     ) -> _Outcome:
-        data = _input_path(state.input_path, position.input)
-        if state.items is not None:
-            items = self._template(state.items, data, context)
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            data = position.input
+            items = (
+                self._evaluate(state.items, bindings, "Items") if state.items is not None else data
+            )
+            limits = {
+                "max_concurrency": self._jsonata_count(state.max_concurrency, bindings),
+                "tolerated_failure_count": self._jsonata_count(
+                    state.tolerated_failure_count, bindings
+                ),
+                "tolerated_failure_percentage": self._jsonata_count(
+                    state.tolerated_failure_percentage, bindings
+                ),
+            }
         else:
-            items = _read_or_runtime(state.items_path or "$", data)
+            data = _input_path(state.input_path, position.input)
+            if state.items is not None:
+                items = self._template(state.items, data, context)
+            else:
+                items = _read_or_runtime(state.items_path or "$", data)
+            limits = {
+                "max_concurrency": _count(
+                    _fixed(state.max_concurrency),
+                    state.max_concurrency_path,
+                    data,
+                    "MaxConcurrency",
+                ),
+                "tolerated_failure_count": _optional_count(
+                    _fixed(state.tolerated_failure_count),
+                    state.tolerated_failure_count_path,
+                    data,
+                ),
+                "tolerated_failure_percentage": _optional_percentage(
+                    _fixed(state.tolerated_failure_percentage),
+                    state.tolerated_failure_percentage_path,
+                    data,
+                ),
+            }
         if not isinstance(items, list):
             raise StatesError(
                 errors.RUNTIME,
-                f"Map state {position.state}: the items ({state.items_path}) must be an array, "
+                f"Map state {position.state}: the items must be an array, "
                 f"not {type(items).__name__}",
             )
         selector = state.item_selector if state.item_selector is not None else state.parameters
@@ -604,24 +711,13 @@ class _Run:
             branch_input = item
             if selector is not None:
                 item_context = {**context, "Map": {"Item": {"Index": index, "Value": item}}}
-                branch_input = self._template(selector, data, item_context)
+                if self._is_jsonata(state):
+                    item_bindings = self._bindings(scope, item_context, input=position.input)
+                    branch_input = self._evaluate(selector, item_bindings, "ItemSelector")
+                else:
+                    branch_input = self._template(selector, data, item_context)
             branches.append(Branch(index=index, input=branch_input, item=item))
-        started = position.model_copy(
-            update={
-                "branches": tuple(branches),
-                "max_concurrency": _count(
-                    state.max_concurrency, state.max_concurrency_path, data, "MaxConcurrency"
-                ),
-                "tolerated_failure_count": _optional_count(
-                    state.tolerated_failure_count, state.tolerated_failure_count_path, data
-                ),
-                "tolerated_failure_percentage": _optional_percentage(
-                    state.tolerated_failure_percentage,
-                    state.tolerated_failure_percentage_path,
-                    data,
-                ),
-            }
-        )
+        started = position.model_copy(update={"branches": tuple(branches), **limits})
         self._record("MapStarted", position.state, length=len(items))
         return self._settle(process, scope, started)
 
@@ -782,8 +878,19 @@ class _Run:
                 )
                 try:
                     context = _context(process, scope, position)
-                    self._assign(scope, catcher.assign, error_output, context)
-                    output = paths.put_result(position.input, catcher.result_path, error_output)
+                    if self._is_jsonata(state):
+                        bindings = self._bindings(
+                            scope, context, input=position.input, errorOutput=error_output
+                        )
+                        output = self._output_of(
+                            catcher.model_dump(by_alias=True, exclude_unset=True),
+                            bindings,
+                            error_output,
+                        )
+                        self._assign_jsonata(scope, catcher.assign, bindings)
+                    else:
+                        self._assign(scope, catcher.assign, error_output, context)
+                        output = paths.put_result(position.input, catcher.result_path, error_output)
                 except StatesError as exc:
                     return _Failed(exc.as_failure(), position)
                 self._record("StateExited", position.state, output=output)
@@ -853,6 +960,74 @@ class _Run:
         values = self._template(dict(assign), source, context)
         assert isinstance(values, dict)
         scope.own.update(values)
+
+    # ----------------------------------------------------------------- JSONata
+
+    def _is_jsonata(self, state: object) -> bool:
+        language = getattr(state, "query_language", None) or self.definition.query_language
+        return bool(language == "JSONata")
+
+    def _bindings(
+        self, scope: _Scope, context: Mapping[str, JSON], **states: JSON
+    ) -> dict[str, JSON]:
+        """``$states`` (input, result, errorOutput, context) and the workflow variables."""
+        visible_context = {key: value for key, value in context.items() if key != paths.VARIABLES}
+        return {**scope.variables(), "states": {"context": visible_context, **states}}
+
+    def _evaluate(self, template: JSON, bindings: Mapping[str, JSON], field_name: str) -> JSON:
+        return jsonata.evaluate_template(template, bindings, self.entropy, field=field_name)
+
+    def _output(self, state: object, bindings: Mapping[str, JSON], default: JSON) -> JSON:
+        if not getattr(state, "has_output", False):
+            return default
+        return self._evaluate(getattr(state, "output", None), bindings, "Output")
+
+    def _output_of(
+        self, rule: Mapping[str, JSON], bindings: Mapping[str, JSON], default: JSON
+    ) -> JSON:
+        if "Output" not in rule:
+            return default
+        return self._evaluate(rule["Output"], bindings, "Output")
+
+    def _assign_jsonata(
+        self, scope: _Scope, assign: Mapping[str, JSON] | None, bindings: Mapping[str, JSON]
+    ) -> None:
+        if not assign:
+            return
+        values = self._evaluate(dict(assign), bindings, "Assign")
+        assert isinstance(values, dict)
+        scope.own.update(values)
+
+    def _jsonata_seconds(
+        self, value: int | str | None, bindings: Mapping[str, JSON], field_name: str
+    ) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        seconds = self._evaluate(value, bindings, field_name)
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise StatesError(
+                errors.QUERY_EVALUATION_ERROR, f"{field_name} must be a positive integer"
+            )
+        return seconds
+
+    def _jsonata_count(self, value: int | float | str | None, bindings: Mapping[str, JSON]) -> Any:
+        if not isinstance(value, str):
+            return value
+        number = self._evaluate(value, bindings, "Map")
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise StatesError(errors.QUERY_EVALUATION_ERROR, f"{value} must be a number >= 0")
+        return number
+
+    def _jsonata_due(self, state: WaitState, bindings: Mapping[str, JSON]) -> datetime:
+        if state.seconds is not None:
+            seconds = self._evaluate(state.seconds, bindings, "Seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise StatesError(
+                    errors.QUERY_EVALUATION_ERROR, "Seconds must be a non-negative number"
+                )
+            return self.now + timedelta(seconds=seconds)
+        timestamp = self._evaluate(state.timestamp, bindings, "Timestamp")
+        return _parse_timestamp(timestamp, "Timestamp")
 
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
         return paths.apply_template(template, data, context, intrinsics=self.entropy)
@@ -973,7 +1148,7 @@ def _seconds(fixed: int | None, path: str | None, data: JSON, context: JSON) -> 
 
 def _wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> datetime:
     if state.seconds is not None:
-        return now + timedelta(seconds=state.seconds)
+        return now + timedelta(seconds=_fixed(state.seconds))
     if state.timestamp is not None:
         return _parse_timestamp(state.timestamp, "Timestamp")
     if state.seconds_path is not None:
@@ -999,6 +1174,18 @@ def _parse_timestamp(value: JSON, where: str) -> datetime:
     if moment.tzinfo is None:
         raise StatesError(errors.RUNTIME, f"{where} needs a time zone")
     return moment
+
+
+def _fixed(value: _Number | str) -> _Number:
+    """A number field of a JSONPath state: validation refuses {% %} expressions there."""
+    assert not isinstance(value, str), f"an expression in a JSONPath state: {value}"
+    return value
+
+
+def _text(value: JSON) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _fail_state(state: FailState, raw_input: JSON) -> Failure:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
-from bridge.asl import choice, intrinsics, paths
+from bridge.asl import choice, intrinsics, jsonata, paths
 from bridge.asl.errors import DefinitionError
 
 JSON = Any
@@ -41,18 +41,33 @@ class Retrier(_Node):
     comment: str | None = None
 
 
+QueryLanguage = Literal["JSONPath", "JSONata"]
+#: A JSONata ``{% ... %}`` expression where a number would stand in JSONPath.
+Expression = Annotated[str, Field(pattern=r"(?s)^\{%.*%\}$")]
+Seconds = Annotated[int, Field(ge=1, le=99_999_999)]
+
+
 class Catcher(_Node):
     error_equals: list[str] = Field(min_length=1)
     next: str
     result_path: str | None = "$"
     comment: str | None = None
     assign: dict[str, JSON] | None = None
+    #: JSONata: the state's output when this catcher is taken (``$states.errorOutput``).
+    output: JSON = None
 
 
 class _State(_Node):
     comment: str | None = None
+    query_language: QueryLanguage | None = None
     input_path: str | None = "$"
     output_path: str | None = "$"
+    #: JSONata: the state's output (``{% %}`` expressions over ``$states``).
+    output: JSON = None
+
+    @property
+    def has_output(self) -> bool:
+        return "output" in self.model_fields_set
 
 
 class _Flow(_State):
@@ -77,13 +92,14 @@ class TaskState(_Flow):
     type: Literal["Task"]
     resource: str
     parameters: JSON = None
+    arguments: JSON = None
     result_selector: JSON = None
     result_path: str | None = "$"
     retry: list[Retrier] = Field(default_factory=list)
     catch: list[Catcher] = Field(default_factory=list)
-    timeout_seconds: int | None = Field(default=None, ge=1, le=99_999_999)
+    timeout_seconds: Seconds | Expression | None = None
     timeout_seconds_path: str | None = None
-    heartbeat_seconds: int | None = Field(default=None, ge=1, le=99_999_999)
+    heartbeat_seconds: Seconds | Expression | None = None
     heartbeat_seconds_path: str | None = None
     credentials: JSON = None
 
@@ -98,7 +114,7 @@ class ChoiceState(_State):
 
 class WaitState(_Flow):
     type: Literal["Wait"]
-    seconds: int | None = Field(default=None, ge=0)
+    seconds: Annotated[int, Field(ge=0)] | Expression | None = None
     timestamp: str | None = None
     seconds_path: str | None = None
     timestamp_path: str | None = None
@@ -111,6 +127,7 @@ class SucceedState(_State):
 class FailState(_Node):
     type: Literal["Fail"]
     comment: str | None = None
+    query_language: QueryLanguage | None = None
     error: str | None = None
     cause: str | None = None
     error_path: str | None = None
@@ -138,6 +155,7 @@ class ParallelState(_Flow):
     type: Literal["Parallel"]
     branches: list[Machine] = Field(min_length=1)
     parameters: JSON = None
+    arguments: JSON = None
     result_selector: JSON = None
     result_path: str | None = "$"
     retry: list[Retrier] = Field(default_factory=list)
@@ -152,11 +170,11 @@ class MapState(_Flow):
     items: JSON = None
     item_selector: JSON = None
     parameters: JSON = None
-    max_concurrency: int = Field(default=0, ge=0)
+    max_concurrency: Annotated[int, Field(ge=0)] | Expression = 0
     max_concurrency_path: str | None = None
-    tolerated_failure_count: int | None = Field(default=None, ge=0)
+    tolerated_failure_count: Annotated[int, Field(ge=0)] | Expression | None = None
     tolerated_failure_count_path: str | None = None
-    tolerated_failure_percentage: float | None = Field(default=None, ge=0, le=100)
+    tolerated_failure_percentage: Annotated[float, Field(ge=0, le=100)] | Expression | None = None
     tolerated_failure_percentage_path: str | None = None
     label: str | None = None
     result_selector: JSON = None
@@ -212,7 +230,7 @@ class Definition(_Node):
     start_at: str
     states: dict[str, State] = Field(min_length=1)
     timeout_seconds: int | None = Field(default=None, ge=1)
-    query_language: Literal["JSONPath"] = "JSONPath"
+    query_language: QueryLanguage = "JSONPath"
     triggers: list[Trigger] = Field(default_factory=list)
     asl_version: str | None = Field(default=None, alias="Version")
 
@@ -256,7 +274,7 @@ def _is_union_tag(part: object) -> bool:
 
 
 def _semantic_problems(definition: Definition) -> Iterator[str]:
-    yield from _machine_problems(definition, "", set())
+    yield from _machine_problems(definition, "", set(), definition.query_language)
     for index, trigger in enumerate(definition.triggers):
         for field in ("correlation_key", "event_id", "type_path", "input_path"):
             value = getattr(trigger, field)
@@ -264,8 +282,13 @@ def _semantic_problems(definition: Definition) -> Iterator[str]:
                 yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
 
 
-def _machine_problems(machine: Definition | Machine, prefix: str, names: set[str]) -> Iterator[str]:
-    """Problems of one (sub-)machine; ``names`` collects state names across the whole definition."""
+def _machine_problems(
+    machine: Definition | Machine, prefix: str, names: set[str], language: str
+) -> Iterator[str]:
+    """Problems of one (sub-)machine; ``names`` collects state names across the whole definition.
+
+    ``language`` is the definition's QueryLanguage, which each state may override.
+    """
     states = machine.states
     if machine.start_at not in states:
         yield f"{prefix}StartAt: state {machine.start_at!r} does not exist"
@@ -277,12 +300,19 @@ def _machine_problems(machine: Definition | Machine, prefix: str, names: set[str
         if len(name) > 80:
             yield f"{where}: state names are at most 80 characters"
         yield from _transition_problems(where, state, states)
-        yield from _path_problems(where, state)
+        state_language = state.query_language or language
+        if language == "JSONata" and state.query_language == "JSONPath":
+            yield f"{where}.QueryLanguage: a JSONata definition cannot have JSONPath states"
+        if state_language == "JSONata":
+            yield from _jsonata_problems(where, state)
+        else:
+            yield from _jsonpath_only_problems(where, state)
+            yield from _path_problems(where, state)
         if isinstance(state, TaskState):
-            yield from _task_problems(where, state)
+            yield from _task_problems(where, state, state_language)
         if isinstance(state, TaskState | ParallelState | MapState):
             yield from _error_handling_problems(where, state)
-        if isinstance(state, ChoiceState):
+        if isinstance(state, ChoiceState) and state_language == "JSONPath":
             for index, rule in enumerate(state.choices):
                 yield from choice.validate_rule(rule, f"{where}.Choices[{index}]")
         if isinstance(state, WaitState):
@@ -298,25 +328,36 @@ def _machine_problems(machine: Definition | Machine, prefix: str, names: set[str
                 )
         if isinstance(state, ParallelState):
             for index, branch in enumerate(state.branches):
-                yield from _machine_problems(branch, f"{where}.Branches[{index}].", names)
+                yield from _machine_problems(
+                    branch, f"{where}.Branches[{index}].", names, state_language
+                )
         if isinstance(state, MapState):
-            yield from _map_problems(where, state, names)
+            yield from _map_problems(where, state, names, state_language)
     yield from _reachability_problems(machine, prefix)
 
 
-def _map_problems(where: str, state: MapState, names: set[str]) -> Iterator[str]:
+def _map_problems(where: str, state: MapState, names: set[str], language: str) -> Iterator[str]:
     if (state.item_processor is None) == (state.iterator is None):
         yield f"{where}: a Map state needs exactly one of ItemProcessor and Iterator"
     elif state.item_processor is not None:
-        yield from _machine_problems(state.item_processor, f"{where}.ItemProcessor.", names)
+        yield from _machine_problems(
+            state.item_processor, f"{where}.ItemProcessor.", names, language
+        )
     elif state.iterator is not None:
-        yield from _machine_problems(state.iterator, f"{where}.Iterator.", names)
+        yield from _machine_problems(state.iterator, f"{where}.Iterator.", names, language)
     if state.item_selector is not None and state.parameters is not None:
         yield f"{where}: ItemSelector and Parameters are exclusive (Parameters is the old name)"
     if state.items is not None and "items_path" in state.model_fields_set:
         yield f"{where}: Items and ItemsPath are exclusive"
-    if state.items is not None and not isinstance(state.items, list):
-        yield f"{where}.Items: must be an array"
+    if state.items is not None and not (
+        isinstance(state.items, list)
+        or (language == "JSONata" and jsonata.is_expression(state.items))
+    ):
+        yield f"{where}.Items: must be an array" + (
+            " or a JSONata expression" if language == "JSONata" else ""
+        )
+    if language == "JSONata":
+        return
     if state.items_path is not None and (problem := paths.validate_path(state.items_path)):
         yield f"{where}.ItemsPath: {problem}"
     for fixed, path in (
@@ -385,16 +426,7 @@ def _path_problems(where: str, state: object) -> Iterator[str]:
         template = getattr(state, field, None)
         if template is not None:
             yield from _template_problems(f"{where}.{to_pascal(field)}", template)
-    assigns = [("Assign", getattr(state, "assign", None))]
-    assigns += [
-        (f"Catch[{index}].Assign", catcher.assign)
-        for index, catcher in enumerate(getattr(state, "catch", []))
-    ]
-    assigns += [
-        (f"Choices[{index}].Assign", rule.get("Assign"))
-        for index, rule in enumerate(getattr(state, "choices", []))
-    ]
-    for field, assign in assigns:
+    for field, assign in _assigns(state):
         if assign is not None:
             yield from _assign_problems(f"{where}.{field}", assign)
     if isinstance(state, TaskState | ParallelState | MapState):
@@ -423,6 +455,101 @@ def _template_problems(where: str, template: JSON) -> Iterator[str]:
             yield from _template_problems(f"{where}[{index}]", item)
 
 
+#: Fields that only JSONPath states have, and what JSONata states use instead.
+_JSONPATH_ONLY = {
+    "input_path": "Arguments or Output",
+    "output_path": "Output",
+    "parameters": "Arguments",
+    "result_selector": "Output",
+    "result_path": "Output and Assign",
+    "items_path": "Items",
+    "seconds_path": "Seconds",
+    "timestamp_path": "Timestamp",
+    "timeout_seconds_path": "TimeoutSeconds",
+    "heartbeat_seconds_path": "HeartbeatSeconds",
+    "max_concurrency_path": "MaxConcurrency",
+    "tolerated_failure_count_path": "ToleratedFailureCount",
+    "tolerated_failure_percentage_path": "ToleratedFailurePercentage",
+    "error_path": "Error",
+    "cause_path": "Cause",
+}
+_EXPRESSION_FIELDS = (
+    "timeout_seconds",
+    "heartbeat_seconds",
+    "seconds",
+    "max_concurrency",
+    "tolerated_failure_count",
+    "tolerated_failure_percentage",
+)
+
+
+def _jsonata_problems(where: str, state: object) -> Iterator[str]:
+    assert isinstance(state, BaseModel)
+    given = state.model_fields_set
+    for field, instead in _JSONPATH_ONLY.items():
+        if field in given:
+            yield f"{where}.{to_pascal(field)}: is a JSONPath field; JSONata states use {instead}"
+    for field in ("arguments", "output", "items", "item_selector", "error", "cause", "timestamp"):
+        if field in given:
+            value = getattr(state, field)
+            yield from jsonata.validate_template(value, f"{where}.{to_pascal(field)}")
+    for field in _EXPRESSION_FIELDS:
+        value = getattr(state, field, None)
+        if isinstance(value, str):
+            yield from jsonata.validate_template(value, f"{where}.{to_pascal(field)}")
+    if isinstance(state, ChoiceState):
+        for index, rule in enumerate(state.choices):
+            at = f"{where}.Choices[{index}]"
+            unknown = set(rule) - {"Condition", "Next", "Assign", "Output", "Comment"}
+            for key in sorted(unknown):
+                yield f"{at}.{key}: not a field of a JSONata choice rule (use Condition)"
+            condition = rule.get("Condition")
+            if condition is None:
+                yield f"{at}: a JSONata choice rule needs Condition"
+            elif not isinstance(condition, bool):
+                yield from jsonata.validate_template(condition, f"{at}.Condition")
+            if "Output" in rule:
+                yield from jsonata.validate_template(rule["Output"], f"{at}.Output")
+    for index, catcher in enumerate(getattr(state, "catch", [])):
+        if "result_path" in catcher.model_fields_set:
+            yield f"{where}.Catch[{index}].ResultPath: is a JSONPath field; use Output and Assign"
+        if catcher.output is not None:
+            yield from jsonata.validate_template(catcher.output, f"{where}.Catch[{index}].Output")
+    for field, assign in _assigns(state):
+        if assign is not None:
+            yield from jsonata.validate_template(assign, f"{where}.{field}")
+
+
+def _jsonpath_only_problems(where: str, state: object) -> Iterator[str]:
+    assert isinstance(state, BaseModel)
+    given = state.model_fields_set
+    for field in ("arguments", "output"):
+        if field in given:
+            yield (
+                f"{where}.{to_pascal(field)}: is a JSONata field; set QueryLanguage to JSONata "
+                "on the state or the definition"
+            )
+    for field in _EXPRESSION_FIELDS:
+        if isinstance(getattr(state, field, None), str):
+            yield f"{where}.{to_pascal(field)}: a {{% %}} expression needs QueryLanguage JSONata"
+    for index, catcher in enumerate(getattr(state, "catch", [])):
+        if catcher.output is not None:
+            yield f"{where}.Catch[{index}].Output: is a JSONata field"
+
+
+def _assigns(state: object) -> list[tuple[str, JSON]]:
+    assigns = [("Assign", getattr(state, "assign", None))]
+    assigns += [
+        (f"Catch[{index}].Assign", catcher.assign)
+        for index, catcher in enumerate(getattr(state, "catch", []))
+    ]
+    assigns += [
+        (f"Choices[{index}].Assign", rule.get("Assign"))
+        for index, rule in enumerate(getattr(state, "choices", []))
+    ]
+    return assigns
+
+
 def _assign_problems(where: str, assign: JSON) -> Iterator[str]:
     if not isinstance(assign, dict):
         yield f"{where}: must be an object of variable names and values"
@@ -436,19 +563,24 @@ def _assign_problems(where: str, assign: JSON) -> Iterator[str]:
     yield from _template_problems(where, assign)
 
 
-def _task_problems(where: str, state: TaskState) -> Iterator[str]:
+def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]:
     if state.resource not in RESOURCES:
         known = ", ".join(RESOURCES)
         yield f"{where}.Resource: unknown resource {state.resource!r}; known: {known}"
         return
-    parameters = state.parameters if isinstance(state.parameters, dict) else {}
-    if state.resource in (SEND, SEND_WAIT):
+    field = "Arguments" if language == "JSONata" else "Parameters"
+    given = state.arguments if language == "JSONata" else state.parameters
+    parameters = given if isinstance(given, dict) else {}
+    if state.resource in (SEND, SEND_WAIT) and not (
+        language == "JSONata" and jsonata.is_expression(given)
+    ):
         if "Topic" not in parameters and "Topic.$" not in parameters:
-            yield f"{where}.Parameters: {state.resource} needs Topic"
+            yield f"{where}.{field}: {state.resource} needs Topic"
         if "Message" not in parameters and "Message.$" not in parameters:
-            yield f"{where}.Parameters: {state.resource} needs Message"
-    if state.resource == SEND_WAIT and "$$.Task.Token" not in repr(parameters):
-        yield f"{where}.Parameters: .waitForTaskToken needs $$.Task.Token in the message"
+            yield f"{where}.{field}: {state.resource} needs Message"
+    token = "$states.context.Task.Token" if language == "JSONata" else "$$.Task.Token"
+    if state.resource == SEND_WAIT and token not in repr(given):
+        yield f"{where}.{field}: .waitForTaskToken needs {token} in the message"
     if state.timeout_seconds is not None and state.timeout_seconds_path is not None:
         yield f"{where}: TimeoutSeconds and TimeoutSecondsPath are exclusive"
     if state.heartbeat_seconds is not None and state.heartbeat_seconds_path is not None:
@@ -456,6 +588,8 @@ def _task_problems(where: str, state: TaskState) -> Iterator[str]:
     if (
         state.heartbeat_seconds is not None
         and state.timeout_seconds is not None
+        and isinstance(state.heartbeat_seconds, int)
+        and isinstance(state.timeout_seconds, int)
         and state.heartbeat_seconds >= state.timeout_seconds
     ):
         yield f"{where}.HeartbeatSeconds: must be smaller than TimeoutSeconds"
