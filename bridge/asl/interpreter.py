@@ -59,6 +59,8 @@ _Number = TypeVar("_Number", int, float, int | None, float | None)
 #: Transitions one step may make without waiting; a loop of Pass and Choice states that never
 #: waits would otherwise hold a worker forever.
 MAX_TRANSITIONS_PER_STEP = 1000
+#: Step Functions' limit on a state's input and output.
+MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 class Entropy(Protocol):
@@ -248,6 +250,11 @@ class _Run:
         self, process: Process, scope: _Scope, position: Position, outcome: _Outcome
     ) -> _FrameResult | Position:
         """Where an outcome leads: a wait, the frame's end, or the next state to execute."""
+        if isinstance(outcome, _Next | _End) and _too_large(outcome.output):
+            outcome = Failure(
+                errors.DATA_LIMIT_EXCEEDED,
+                f"The state/task output of {position.state} exceeds {MAX_PAYLOAD_BYTES} bytes",
+            )
         match outcome:
             case _Blocked(position=blocked):
                 return _Waiting(blocked)
@@ -1180,6 +1187,14 @@ def _fixed(value: _Number | str) -> _Number:
     """A number field of a JSONPath state: validation refuses {% %} expressions there."""
     assert not isinstance(value, str), f"an expression in a JSONPath state: {value}"
     return value
+
+
+def _too_large(value: JSON) -> bool:
+    if value is None or isinstance(value, bool | int | float):
+        return False
+    if isinstance(value, str):
+        return len(value) > MAX_PAYLOAD_BYTES // 4 and len(value.encode()) > MAX_PAYLOAD_BYTES
+    return len(json.dumps(value, separators=(",", ":"))) > MAX_PAYLOAD_BYTES
 
 
 def _text(value: JSON) -> str:
