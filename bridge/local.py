@@ -345,11 +345,12 @@ def _mocks(mocks: Mapping[str, JSON] | str | None) -> Mapping[str, JSON]:
 def _data(source: Mapping[str, JSON] | str, what: str) -> Mapping[str, JSON]:
     """A mapping, or JSON/YAML text holding one; ``ValueError`` saying why not otherwise."""
     if isinstance(source, str):
+        text = source
         try:
-            source = json.loads(source)
+            source = json.loads(text)
         except ValueError:
             try:
-                source = yaml.safe_load(source)
+                source = yaml.safe_load(text)
             except yaml.YAMLError as exc:
                 raise ValueError(f"{what} is neither JSON nor YAML: {exc}") from None
     if not isinstance(source, Mapping):
