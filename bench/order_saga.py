@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
@@ -369,7 +370,7 @@ def peak_rss_mib(pid: int) -> float | None:
 def percentile(sorted_values: list[float], share: float) -> float | None:
     if not sorted_values:
         return None
-    index = min(len(sorted_values) - 1, max(0, int(round(share * len(sorted_values) + 0.5)) - 1))
+    index = min(len(sorted_values) - 1, max(0, round(share * len(sorted_values) + 0.5) - 1))
     return sorted_values[index]
 
 
@@ -477,10 +478,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         observed.expected = {warm}
         await (await producer.send(EVENTS, order_event(warm, 10.0), key=warm.encode()))
         t0 = now()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observed.done_event.wait(), args.startup_timeout)
-        except TimeoutError:
-            pass
         if warm not in observed.completed_at:
             raise RuntimeError(
                 f"the warm-up order did not complete within {args.startup_timeout}s "
@@ -528,10 +527,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         observed.expected = set(observed.sent_at)
         if observed.expected.issubset(observed.completed_at.keys()):
             observed.done_event.set()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observed.done_event.wait(), args.timeout)
-        except TimeoutError:
-            pass
         # A little longer, to catch late duplicates.
         await asyncio.sleep(args.settle)
         if approve.tasks:
@@ -604,7 +601,8 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         "warmup_s": round(warmup_s, 2),
         "stalled_send": stalled_send,
         "bridge_alive_at_end": bridge_alive,
-        "bridge_exited_s_after_first_send": None if observed.bridge_exited_at is None
+        "bridge_exited_s_after_first_send": None
+        if observed.bridge_exited_at is None
         else round(observed.bridge_exited_at - first_send, 2),
         "bridge_log": str(res.bridge_log),
     }
@@ -642,7 +640,7 @@ async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[s
         seen = [k for k in ("ReserveInventory", "ChargePayment", "approval") if kinds.get(k)]
         steps["saw " + ("+".join(seen) if seen else "nothing")] += 1
     states: Counter[str] = Counter()
-    samples = []
+    samples: list[dict[str, Any]] = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
         for order_id in lost[:200]:
             try:
@@ -689,53 +687,47 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def report(result: dict[str, Any]) -> None:
-    lat = result["latency_ms"]
-    print()
-    print(f"order saga bench, {result['database']}, {result['date']}")
-    print(
-        f"  orders sent          {result['orders_sent']} ({result['needing_approval']} need approval)"
-        + (
-            f", at most {result['concurrency']} in flight"
-            if result["concurrency"]
-            else ", flat out"
+def report(r: dict[str, Any]) -> None:
+    lat = r["latency_ms"]
+    pace = f"at most {r['concurrency']} in flight" if r["concurrency"] else "flat out"
+    lines = [
+        "",
+        f"order saga bench, {r['database']}, {r['date']}",
+        f"  orders sent          {r['orders_sent']} ({r['needing_approval']} need approval), "
+        f"{pace}, sent in {r['send_s']} s",
+        f"  completed            {r['completed']}",
+        f"  completed orders/s   {r['completed_per_s']} "
+        f"(over {r['window_s']} s, first send to last completion)",
+        f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
+        f"max {lat['max']}",
+        f"  median per hop ms    {r['stage_p50_ms']}",
+        f"  lost orders          {r['lost']} "
+        f"(not completed {r['timeout_s']} s after the last send)",
+        f"  duplicated completions         {r['duplicated_completions']}",
+        f"  redeliveries (same ce_id)      {r['redelivered_messages_same_ce_id']}",
+        f"  extra distinct msgs per order  {r['extra_distinct_messages_per_order']}, "
+        f"approvals for small orders {r['unexpected_approvals']}",
+    ]
+    if r["approval_failures"] or r["stray_records"]:
+        lines.append(
+            f"  approval failures {r['approval_failures']}, stray records {r['stray_records']}"
         )
-        + f", sent in {result['send_s']} s"
-    )
-    print(f"  completed            {result['completed']}")
-    print(
-        f"  completed orders/s   {result['completed_per_s']} (over {result['window_s']} s, first send to last completion)"
-    )
-    print(
-        f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  max {lat['max']}"
-    )
-    print(f"  median per hop ms    {result['stage_p50_ms']}")
-    print(
-        f"  lost orders          {result['lost']} (not completed {result['timeout_s']} s after the last send)"
-    )
-    print(f"  duplicated completions {result['duplicated_completions']}")
-    print(f"  redeliveries (same ce_id)      {result['redelivered_messages_same_ce_id']}")
-    print(
-        f"  extra distinct msgs per order  {result['extra_distinct_messages_per_order']}"
-        f", approvals for small orders {result['unexpected_approvals']}"
-    )
-    if result["approval_failures"] or result["stray_records"]:
-        print(
-            f"  approval failures {result['approval_failures']}, stray records {result['stray_records']}"
+    lines += [
+        f"  bridge peak RSS      {r['bridge_peak_rss_mib']} MiB "
+        f"(after warm-up {r['bridge_rss_after_warmup_mib']} MiB)",
+        f"  CPU seconds          bridge {r['bridge_cpu_s']}, bench {r['bench_cpu_s']}",
+    ]
+    if "lost_diagnosis" in r:
+        lines.append(f"  LOST: {json.dumps(r['lost_diagnosis'])}")
+    if not r["bridge_alive_at_end"]:
+        lines.append(
+            f"  THE BRIDGE EXITED {r['bridge_exited_s_after_first_send']} s after the first send "
+            f"with code {r.get('bridge_exit_code')} (0 and 'stopping...' on its stderr: it got "
+            "SIGTERM/SIGINT)"
         )
-    print(
-        f"  bridge peak RSS      {result['bridge_peak_rss_mib']} MiB (after warm-up {result['bridge_rss_after_warmup_mib']} MiB)"
-    )
-    print(
-        f"  CPU seconds          bridge {result['bridge_cpu_s']}, bench {result['bench_cpu_s']} (2 cores shared)"
-    )
-    if "lost_diagnosis" in result:
-        print(f"  LOST: {json.dumps(result['lost_diagnosis'])}")
-    if not result["bridge_alive_at_end"]:
-        print(f"  THE BRIDGE EXITED {result['bridge_exited_s_after_first_send']} s after the first send"
-              " (exit code 0 and 'stopping...' on its stderr mean it got SIGTERM/SIGINT)")
-    print(f"  bridge stderr        {result['bridge_log']}")
-    print(json.dumps(result, separators=(",", ":")))
+    lines.append(f"  bridge stderr        {r['bridge_log']}")
+    print("\n".join(lines))
+    print(json.dumps(r, separators=(",", ":")))
 
 
 def main() -> int:
@@ -785,6 +777,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     res = Resources()
     code = 0
     result = None
