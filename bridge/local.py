@@ -40,15 +40,24 @@ from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
     ExpectCallback,
+    ExpectEvent,
     HistoryEntry,
     RequestApproval,
     SendMessage,
     StartTimer,
 )
 from bridge.asl.errors import DefinitionError
-from bridge.asl.inputs import ApprovalDecided, Input, Start, TaskFailed, TaskSucceeded, TimerFired
+from bridge.asl.inputs import (
+    ApprovalDecided,
+    EventArrived,
+    Input,
+    Start,
+    TaskFailed,
+    TaskSucceeded,
+    TimerFired,
+)
 from bridge.asl.interpreter import step
-from bridge.asl.model import APPROVAL, SEND_WAIT, Definition, parse_definition
+from bridge.asl.model import APPROVAL, EVENT_WAIT, SEND_WAIT, Definition, parse_definition
 from bridge.asl.process import Process, ProcessStatus
 
 JSON = Any
@@ -187,7 +196,14 @@ class NeverAnswered:
     pass
 
 
-Answer = Returned | Thrown | Decided | NeverAnswered
+@dataclass(frozen=True)
+class Arrived:
+    """The event a ``bridge:event:waitFor`` state receives (its result)."""
+
+    event: JSON
+
+
+Answer = Returned | Thrown | Decided | Arrived | NeverAnswered
 
 
 class _Frozen(BaseModel):
@@ -244,10 +260,10 @@ def parse_mocks(mocks: Mapping[str, JSON], document: Mapping[str, JSON]) -> dict
             problems.append(f"{state}: no state of that name in the definition")
             continue
         resource = kinds[state]
-        if resource not in (SEND_WAIT, APPROVAL):
+        if resource not in (SEND_WAIT, APPROVAL, EVENT_WAIT):
             problems.append(
-                f"{state}: only tasks that wait for an answer ({SEND_WAIT}, {APPROVAL}) take "
-                f"mocks; this state is {resource or 'not a Task'}"
+                f"{state}: only tasks that wait for an answer ({SEND_WAIT}, {APPROVAL}, "
+                f"{EVENT_WAIT}) take mocks; this state is {resource or 'not a Task'}"
             )
             continue
         answers[state] = []
@@ -268,9 +284,14 @@ def _answer(response: _Response, resource: str, where: str, problems: list[str])
         if resource == APPROVAL:
             problems.append(f"{where}.Throw: an approval is decided, not thrown; use Return")
             return None
+        if resource == EVENT_WAIT:
+            problems.append(f"{where}.Throw: an event arrives or not; use Return or Timeout")
+            return None
         return Thrown(response.thrown.error, response.thrown.cause)
     if resource == SEND_WAIT:
         return Returned(response.returned)
+    if resource == EVENT_WAIT:
+        return Arrived(response.returned)
     try:
         decision = _Decision.model_validate(response.returned)
     except ValidationError as exc:
@@ -365,6 +386,7 @@ def _data(source: Mapping[str, JSON] | str, what: str) -> Mapping[str, JSON]:
 class _OpenWait:
     state: str
     answer: Answer | None
+    kind: str = "callback"
 
 
 @dataclass
@@ -460,6 +482,10 @@ class _Runner:
                         }
                     )
                     self.waits[effect.wait_id] = _OpenWait(effect.state, self._next(effect.state))
+                case ExpectEvent():
+                    self.waits[effect.wait_id] = _OpenWait(
+                        effect.state, self._next(effect.state), "event"
+                    )
                 case CloseWait():
                     self.waits.pop(effect.wait_id, None)
                 case StartTimer():
@@ -521,6 +547,8 @@ def _input(wait_id: str, answer: Answer) -> Input:
             return TaskFailed(wait_id, error, cause)
         case Decided():
             return ApprovalDecided(wait_id, answer.approved, answer.decided_by, answer.comment)
+        case Arrived(event=event):
+            return EventArrived(wait_id, copy.deepcopy(event))
         case NeverAnswered():
             raise AssertionError("a wait that is never answered is not answered")
     assert_never(answer)

@@ -47,6 +47,16 @@ class RequestApproval:
 
 
 @dataclass(frozen=True)
+class ExpectEvent:
+    """A process waits for the first event matching one of ``subscriptions``: (topic, event
+    type, correlation key). The shell indexes them and delivers a buffered early event at once."""
+
+    wait_id: str
+    state: str
+    subscriptions: tuple[tuple[str, str, str], ...]
+
+
+@dataclass(frozen=True)
 class CloseWait:
     """The wait ended (answered, timed out, aborted): its tokens and links stop working."""
 
@@ -64,7 +74,15 @@ class CancelTimer:
     timer_id: str
 
 
-Effect = SendMessage | ExpectCallback | RequestApproval | CloseWait | StartTimer | CancelTimer
+Effect = (
+    SendMessage
+    | ExpectCallback
+    | RequestApproval
+    | ExpectEvent
+    | CloseWait
+    | StartTimer
+    | CancelTimer
+)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,14 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True)
+class EventArrived:
+    """An event a process waits for: ``event`` becomes the wait's result."""
+
+    wait_id: str
+    event: JSON
+
+
+@dataclass(frozen=True)
 class TimerFired:
     timer_id: str
 
@@ -58,4 +66,13 @@ class Stop:
     cause: str = ""
 
 
-Input = Start | TaskSucceeded | TaskFailed | TaskHeartbeat | ApprovalDecided | TimerFired | Stop
+Input = (
+    Start
+    | TaskSucceeded
+    | TaskFailed
+    | TaskHeartbeat
+    | ApprovalDecided
+    | EventArrived
+    | TimerFired
+    | Stop
+)

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from bridge.asl import choice, errors, jsonata, paths
+from bridge.asl import choice, errors, intrinsics, jsonata, paths
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
     Effect,
     ExpectCallback,
+    ExpectEvent,
     HistoryEntry,
     RequestApproval,
     SendMessage,
@@ -28,6 +29,7 @@ from bridge.asl.effects import (
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import (
     ApprovalDecided,
+    EventArrived,
     Input,
     Start,
     Stop,
@@ -38,6 +40,7 @@ from bridge.asl.inputs import (
 )
 from bridge.asl.model import (
     APPROVAL,
+    EVENT_WAIT,
     SEND,
     SEND_WAIT,
     ChoiceState,
@@ -50,6 +53,7 @@ from bridge.asl.model import (
     SucceedState,
     TaskState,
     WaitState,
+    event_wait_specs,
 )
 from bridge.asl.process import Branch, Position, Process, ProcessStatus, Wait
 
@@ -295,8 +299,8 @@ class _Run:
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
                         return _End(self._output(state, bindings, position.input))
-                    data = _input_path(state.input_path, position.input)
-                    return _End(_output_path(state.output_path, data))
+                    data = _input_path(state.input_path, position.input, context)
+                    return _End(_output_path(state.output_path, data, context))
                 case FailState():
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
@@ -304,7 +308,7 @@ class _Run:
                             _text(self._evaluate(state.error, bindings, "Error")),
                             _text(self._evaluate(state.cause, bindings, "Cause")),
                         )
-                    return _fail_state(state, position.input)
+                    return self._fail_state(state, position.input, context)
                 case ParallelState():
                     return self._parallel(process, scope, state, position, context)
                 case MapState():
@@ -360,6 +364,16 @@ class _Run:
                 return self._heartbeat(position, wait)
             case ApprovalDecided():
                 return self._decided(process, scope, position, event)
+            case EventArrived(event=arrived):
+                self._record(
+                    "EventReceived",
+                    name,
+                    type=arrived.get("type") if isinstance(arrived, dict) else None,
+                    key=arrived.get("key") if isinstance(arrived, dict) else None,
+                    eventKey=arrived.get("eventKey") if isinstance(arrived, dict) else None,
+                )
+                self._abandon(position)
+                return self._completed(process, scope, position, arrived)
             case TimerFired(timer_id=timer_id) if timer_id == wait.timeout_timer:
                 self._abandon(position)
                 self._record("TaskTimedOut", name)
@@ -389,9 +403,11 @@ class _Run:
                         output = self._output(state, bindings, position.input)
                         self._assign_jsonata(scope, state.assign, bindings)
                         return _flow(state.next, bool(state.end), output)
-                    data = _input_path(state.input_path, position.input)
+                    data = _input_path(state.input_path, position.input, context)
                     self._assign(scope, state.assign, data, context)
-                    return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
+                    return _flow(
+                        state.next, bool(state.end), _output_path(state.output_path, data, context)
+                    )
                 except StatesError as exc:
                     return exc.as_failure()
         raise AssertionError(f"unexpected input {event!r}")
@@ -431,7 +447,7 @@ class _Run:
             return
         wait = position.wait
         if wait is not None:
-            if wait.kind in ("callback", "approval"):
+            if wait.kind in ("callback", "approval", "event"):
                 self.effects.append(CloseWait(wait.id))
             for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer):
                 if timer is not None:
@@ -448,7 +464,7 @@ class _Run:
             output = self._output(state, bindings, raw_input)
             self._assign_jsonata(scope, state.assign, bindings)
             return _flow(state.next, bool(state.end), output)
-        data = _input_path(state.input_path, raw_input)
+        data = _input_path(state.input_path, raw_input, context)
         if state.has_result:
             result = state.result
         elif state.parameters is not None:
@@ -457,7 +473,7 @@ class _Run:
             result = data
         self._assign(scope, state.assign, result, context)
         merged = paths.put_result(raw_input, state.result_path, result)
-        return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
+        return _flow(state.next, bool(state.end), _output_path(state.output_path, merged, context))
 
     def _choice(
         self, scope: _Scope, state: ChoiceState, position: Position, context: JSON
@@ -479,8 +495,8 @@ class _Run:
             output = self._output(state, bindings, position.input)
             self._assign_jsonata(scope, state.assign, bindings)
             return _Next(target, output)
-        data = _input_path(state.input_path, position.input)
-        output = _output_path(state.output_path, data)
+        data = _input_path(state.input_path, position.input, context)
+        output = _output_path(state.output_path, data, context)
         for rule in state.choices:
             if choice.evaluate_rule(rule, data, context):
                 self._assign(scope, rule.get("Assign"), data, context)
@@ -499,11 +515,13 @@ class _Run:
                 self._assign_jsonata(scope, state.assign, bindings)
                 return _flow(state.next, bool(state.end), output)
         else:
-            data = _input_path(state.input_path, position.input)
+            data = _input_path(state.input_path, position.input, context)
             due = _wait_due(state, data, context, self.now)
             if due <= self.now:
                 self._assign(scope, state.assign, data, context)
-                return _flow(state.next, bool(state.end), _output_path(state.output_path, data))
+                return _flow(
+                    state.next, bool(state.end), _output_path(state.output_path, data, context)
+                )
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
         self._record("WaitStarted", position.state, until=_iso(due))
@@ -536,7 +554,7 @@ class _Run:
             timeout = self._jsonata_seconds(state.timeout_seconds, bindings, "TimeoutSeconds")
             heartbeat = self._jsonata_seconds(state.heartbeat_seconds, bindings, "HeartbeatSeconds")
         else:
-            data = _input_path(state.input_path, position.input)
+            data = _input_path(state.input_path, position.input, context)
             parameters = (
                 self._template(state.parameters, data, context)
                 if state.parameters is not None
@@ -576,6 +594,17 @@ class _Run:
             self.effects.append(ExpectCallback(wait_id, token, position.state))
             wait = self._wait_with_timers(wait_id, "callback", timeout, heartbeat)
             return _Blocked(position.model_copy(update={"wait": wait}))
+        if state.resource == EVENT_WAIT:
+            subscriptions = _subscriptions(parameters, position.state)
+            wait_id = self.entropy.new_id()
+            self.effects.append(ExpectEvent(wait_id, position.state, subscriptions))
+            self._record(
+                "EventWaitStarted",
+                position.state,
+                events=[{"topic": t, "type": e, "key": k} for t, e, k in subscriptions],
+            )
+            wait = self._wait_with_timers(wait_id, "event", timeout, None)
+            return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == APPROVAL:
             request = parameters if isinstance(parameters, dict) else {}
             wait_id = self.entropy.new_id()
@@ -609,7 +638,7 @@ class _Run:
             )
         return Wait(
             id=wait_id,
-            kind="callback" if kind == "callback" else "approval",
+            kind="callback" if kind == "callback" else "event" if kind == "event" else "approval",
             timeout_timer=timeout_timer,
             heartbeat_timer=heartbeat_timer,
             heartbeat_seconds=heartbeat,
@@ -632,7 +661,9 @@ class _Run:
                 result = self._template(state.result_selector, result, context)
             self._assign(scope, state.assign, result, context)
             merged = paths.put_result(position.input, state.result_path, result)
-            return _flow(state.next, bool(state.end), _output_path(state.output_path, merged))
+            return _flow(
+                state.next, bool(state.end), _output_path(state.output_path, merged, context)
+            )
         except StatesError as exc:
             return exc.as_failure()
 
@@ -652,7 +683,7 @@ class _Run:
             if state.arguments is not None:
                 data = self._evaluate(state.arguments, bindings, "Arguments")
         else:
-            data = _input_path(state.input_path, position.input)
+            data = _input_path(state.input_path, position.input, context)
             if state.parameters is not None:
                 data = self._template(state.parameters, data, context)
         branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
@@ -683,11 +714,11 @@ class _Run:
                 ),
             }
         else:
-            data = _input_path(state.input_path, position.input)
+            data = _input_path(state.input_path, position.input, context)
             if state.items is not None:
                 items = self._template(state.items, data, context)
             else:
-                items = _read_or_runtime(state.items_path or "$", data)
+                items = _read_or_runtime(state.items_path or "$", data, context)
             limits = {
                 "max_concurrency": _count(
                     _fixed(state.max_concurrency),
@@ -1036,6 +1067,20 @@ class _Run:
         timestamp = self._evaluate(state.timestamp, bindings, "Timestamp")
         return _parse_timestamp(timestamp, "Timestamp")
 
+    def _fail_state(self, state: FailState, raw_input: JSON, context: JSON) -> Failure:
+        """Error and Cause, fixed or read by ErrorPath/CausePath (a path or an intrinsic)."""
+
+        def read(path: str) -> str:
+            if intrinsics.is_intrinsic(path):
+                value = intrinsics.evaluate(path, raw_input, context, self.entropy)
+            else:
+                value = _read_or_runtime(path, raw_input, context)
+            return value if isinstance(value, str) else json.dumps(value)
+
+        error = read(state.error_path) if state.error_path is not None else state.error
+        cause = read(state.cause_path) if state.cause_path is not None else state.cause
+        return Failure(error or "", cause or "")
+
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
         return paths.apply_template(template, data, context, intrinsics=self.entropy)
 
@@ -1051,6 +1096,8 @@ def _targets(wait: Wait, event: Input) -> bool:
             return wait.kind == "callback" and wait.id == wait_id
         case ApprovalDecided(wait_id=wait_id):
             return wait.kind == "approval" and wait.id == wait_id
+        case EventArrived(wait_id=wait_id):
+            return wait.kind == "event" and wait.id == wait_id
         case TimerFired(timer_id=timer_id):
             return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer)
     return False
@@ -1088,23 +1135,23 @@ def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:
     return _Next(next_name, output)
 
 
-def _input_path(path: str | None, data: JSON) -> JSON:
+def _input_path(path: str | None, data: JSON, context: JSON) -> JSON:
     if path is None:
         return {}
-    return _read_or_runtime(path, data)
+    return _read_or_runtime(path, data, context)
 
 
-def _output_path(path: str | None, data: JSON) -> JSON:
+def _output_path(path: str | None, data: JSON, context: JSON) -> JSON:
     if path is None:
         return {}
-    return _read_or_runtime(path, data)
+    return _read_or_runtime(path, data, context)
 
 
-def _read_or_runtime(path: str, data: JSON) -> JSON:
+def _read_or_runtime(path: str, data: JSON, context: JSON = None) -> JSON:
     if path == "$":
         return data
     try:
-        return paths.read_path(path, data, {})
+        return paths.read_path(path, data, context or {})
     except paths.PathNotFound:
         raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
 
@@ -1159,7 +1206,7 @@ def _wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> dat
     if state.timestamp is not None:
         return _parse_timestamp(state.timestamp, "Timestamp")
     if state.seconds_path is not None:
-        seconds = _read_or_runtime(state.seconds_path, data)
+        seconds = _read_or_runtime(state.seconds_path, data, context)
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
             raise StatesError(
                 errors.RUNTIME,
@@ -1167,7 +1214,7 @@ def _wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> dat
             )
         return now + timedelta(seconds=seconds)
     assert state.timestamp_path is not None
-    value = _read_or_runtime(state.timestamp_path, data)
+    value = _read_or_runtime(state.timestamp_path, data, context)
     return _parse_timestamp(value, f"TimestampPath {state.timestamp_path}")
 
 
@@ -1189,6 +1236,23 @@ def _fixed(value: _Number | str) -> _Number:
     return value
 
 
+def _subscriptions(parameters: JSON, state: str) -> tuple[tuple[str, str, str], ...]:
+    """(topic, type, key) for every event the wait accepts; the key comes from the process data."""
+    found: list[tuple[str, str, str]] = []
+    for spec in event_wait_specs(parameters):
+        key = spec.get("CorrelationKey")
+        if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
+            raise StatesError(
+                "Event.InvalidCorrelationKey",
+                f"State {state}: CorrelationKey must be a non-empty string or a number, "
+                f"not {key!r}",
+            )
+        types = spec["EventType"]
+        for event_type in [types] if isinstance(types, str) else types:
+            found.append((str(spec["Topic"]), str(event_type), str(key)))
+    return tuple(dict.fromkeys(found))
+
+
 def _too_large(value: JSON) -> bool:
     if value is None or isinstance(value, bool | int | float):
         return False
@@ -1201,16 +1265,6 @@ def _text(value: JSON) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value)
-
-
-def _fail_state(state: FailState, raw_input: JSON) -> Failure:
-    error = state.error
-    cause = state.cause
-    if state.error_path is not None:
-        error = str(_read_or_runtime(state.error_path, raw_input))
-    if state.cause_path is not None:
-        cause = str(_read_or_runtime(state.cause_path, raw_input))
-    return Failure(error or "", cause or "")
 
 
 def _message(parameters: JSON, resource: str) -> dict[str, Any]:

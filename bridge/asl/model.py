@@ -22,7 +22,8 @@ JSON = Any
 SEND = "bridge:kafka:send"
 SEND_WAIT = "bridge:kafka:send.waitForTaskToken"
 APPROVAL = "bridge:approval"
-RESOURCES = (SEND, SEND_WAIT, APPROVAL)
+EVENT_WAIT = "bridge:event:waitFor"
+RESOURCES = (SEND, SEND_WAIT, APPROVAL, EVENT_WAIT)
 
 
 class _Node(BaseModel):
@@ -206,7 +207,11 @@ Retryable = TaskState | ParallelState | MapState
 
 
 class Trigger(_Node):
-    """Bridge extension: which events start a process, and how to read them."""
+    """Bridge extension: which events start a process, and how to read them.
+
+    ``CorrelationKey`` and ``InputPath`` are JSONPath over the event's data, or JSONata
+    ``{% %}`` expressions over ``$states.input`` (the event's data).
+    """
 
     topic: str = Field(min_length=1)
     event_type: str | list[str]
@@ -214,10 +219,39 @@ class Trigger(_Node):
     event_id: str | None = None
     type_path: str = "$.type"
     input_path: str = "$"
+    #: A start event whose key already has a running process of this definition: start
+    #: another, ignore the event, or deliver it to the running process (to a wait for it).
+    on_running: Literal["StartNew", "Ignore", "Deliver"] = "StartNew"
+    #: With ``Deliver``: how long the event is kept when the running process does not wait yet.
+    buffer_seconds: int | None = Field(default=None, ge=0)
 
     def matches_type(self, event_type: str | None) -> bool:
-        wanted = [self.event_type] if isinstance(self.event_type, str) else self.event_type
-        return event_type in wanted
+        return event_type in _types(self.event_type)
+
+
+def _types(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+class EventInterest(_Node):
+    """Events of ``types`` on ``topic`` that some wait may want, keyed by ``key_path``.
+
+    Derived from a definition's event waits (and ``Deliver`` triggers) when it is loaded, so that
+    the workers know which topics to read and how to find an event's correlation key.
+    """
+
+    topic: str
+    types: tuple[str, ...]
+    key_path: str
+    type_path: str = "$.type"
+    buffer_seconds: int | None = None
+
+
+def event_wait_specs(parameters: JSON) -> list[dict[str, JSON]]:
+    """The event specs of a ``bridge:event:waitFor`` task: ``Events`` or the single-spec form."""
+    if isinstance(parameters, dict) and isinstance(parameters.get("Events"), list):
+        return [spec for spec in parameters["Events"] if isinstance(spec, dict)]
+    return [parameters] if isinstance(parameters, dict) else []
 
 
 class Definition(_Node):
@@ -233,6 +267,56 @@ class Definition(_Node):
     query_language: QueryLanguage = "JSONPath"
     triggers: list[Trigger] = Field(default_factory=list)
     asl_version: str | None = Field(default=None, alias="Version")
+
+
+def event_interests(definition: Definition) -> list[EventInterest]:
+    """Every (topic, types, key path) any wait or Deliver trigger of ``definition`` listens for."""
+    found: list[EventInterest] = []
+    for trigger in definition.triggers:
+        if trigger.on_running == "Deliver" and not trigger.correlation_key.startswith("{%"):
+            found.append(
+                EventInterest(
+                    topic=trigger.topic,
+                    types=tuple(_types(trigger.event_type)),
+                    key_path=trigger.correlation_key,
+                    type_path=trigger.type_path,
+                    buffer_seconds=trigger.buffer_seconds,
+                )
+            )
+    for state in _all_states(definition):
+        if isinstance(state, TaskState) and state.resource == EVENT_WAIT:
+            template = state.arguments if state.arguments is not None else state.parameters
+            for spec in event_wait_specs(template):
+                interest = _interest(spec)
+                if interest is not None:
+                    found.append(interest)
+    return found
+
+
+def _interest(spec: dict[str, JSON]) -> EventInterest | None:
+    topic, types, key_path = spec.get("Topic"), spec.get("EventType"), spec.get("KeyPath")
+    if not isinstance(topic, str) or not isinstance(key_path, str):
+        return None
+    if not (isinstance(types, str) or (isinstance(types, list) and types)):
+        return None
+    buffer = spec.get("BufferSeconds")
+    return EventInterest(
+        topic=topic,
+        types=tuple(_types(types)),
+        key_path=key_path,
+        type_path=str(spec.get("TypePath", "$.type")),
+        buffer_seconds=buffer if isinstance(buffer, int) else None,
+    )
+
+
+def _all_states(machine: Definition | Machine) -> Iterator[object]:
+    for state in machine.states.values():
+        yield state
+        if isinstance(state, ParallelState):
+            for branch in state.branches:
+                yield from _all_states(branch)
+        if isinstance(state, MapState):
+            yield from _all_states(state.processor)
 
 
 Machine.model_rebuild()
@@ -278,7 +362,13 @@ def _semantic_problems(definition: Definition) -> Iterator[str]:
     for index, trigger in enumerate(definition.triggers):
         for field in ("correlation_key", "event_id", "type_path", "input_path"):
             value = getattr(trigger, field)
-            if value is not None and (problem := paths.validate_path(value)):
+            if value is None:
+                continue
+            if field in ("correlation_key", "input_path") and jsonata.is_expression(value):
+                problem = jsonata.validate(value)
+            else:
+                problem = paths.validate_path(value)
+            if problem:
                 yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
 
 
@@ -417,7 +507,14 @@ def _path_problems(where: str, state: object) -> Iterator[str]:
         "cause_path",
     ):
         value = getattr(state, field, None)
-        if value is not None and (problem := paths.validate_path(value)):
+        if value is None:
+            continue
+        if field in ("error_path", "cause_path") and intrinsics.is_intrinsic(value):
+            # AWS allows an intrinsic function here (States.Format and a few others).
+            problem = intrinsics.validate(value)
+        else:
+            problem = paths.validate_path(value)
+        if problem:
             yield f"{where}.{to_pascal(field)}: {problem}"
     result_path = getattr(state, "result_path", None)
     if result_path is not None and (problem := paths.validate_reference_path(result_path)):
@@ -563,6 +660,49 @@ def _assign_problems(where: str, assign: JSON) -> Iterator[str]:
     yield from _template_problems(where, assign)
 
 
+def _event_wait_problems(where: str, given: JSON) -> Iterator[str]:
+    specs = event_wait_specs(given)
+    if not specs:
+        yield f"{where}: {EVENT_WAIT} needs Topic, EventType, CorrelationKey and KeyPath, or Events"
+    for index, spec in enumerate(specs):
+        at = (
+            where
+            if len(specs) == 1 and "Events" not in (given or {})
+            else f"{where}.Events[{index}]"
+        )
+        if not isinstance(spec.get("Topic"), str) or not spec["Topic"]:
+            yield f"{at}.Topic: a literal topic name, so that the workers know what to read"
+        types = spec.get("EventType")
+        if not (
+            isinstance(types, str)
+            or (isinstance(types, list) and types and all(isinstance(t, str) for t in types))
+        ):
+            yield f"{at}.EventType: a literal event type or list of types"
+        key_path = spec.get("KeyPath")
+        if not isinstance(key_path, str):
+            yield f"{at}.KeyPath: the JSONPath of the correlation key in the event's data"
+        elif problem := paths.validate_path(key_path):
+            yield f"{at}.KeyPath: {problem}"
+        if "CorrelationKey" not in spec and "CorrelationKey.$" not in spec:
+            yield f"{at}.CorrelationKey: the key to wait for (usually CorrelationKey.$)"
+        buffer = spec.get("BufferSeconds")
+        if buffer is not None and (
+            isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0
+        ):
+            yield f"{at}.BufferSeconds: a whole number of seconds"
+        unknown = set(spec) - {
+            "Topic",
+            "EventType",
+            "CorrelationKey",
+            "CorrelationKey.$",
+            "KeyPath",
+            "TypePath",
+            "BufferSeconds",
+        }
+        for key in sorted(unknown):
+            yield f"{at}.{key}: not a field of an event wait"
+
+
 def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]:
     if state.resource not in RESOURCES:
         known = ", ".join(RESOURCES)
@@ -570,6 +710,9 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
         return
     field = "Arguments" if language == "JSONata" else "Parameters"
     given = state.arguments if language == "JSONata" else state.parameters
+    if state.resource == EVENT_WAIT:
+        yield from _event_wait_problems(f"{where}.{field}", given)
+        return
     parameters = given if isinstance(given, dict) else {}
     if state.resource in (SEND, SEND_WAIT) and not (
         language == "JSONata" and jsonata.is_expression(given)

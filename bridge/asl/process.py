@@ -45,7 +45,7 @@ _TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
     ProcessStatus.ABORTED: frozenset(),
 }
 
-WaitKind = Literal["callback", "approval", "retry", "wait"]
+WaitKind = Literal["callback", "approval", "event", "retry", "wait"]
 
 
 class _Frozen(BaseModel):

@@ -117,12 +117,59 @@ outbox = Table(
     Index(None, "sent_at", "id"),
 )
 
+#: Identities of inputs already applied (the dedupe marks) and, for events, what became of them.
 inbox = Table(
     "inbox",
     metadata,
     Column("key", String(600), primary_key=True),
     Column("received_at", UTCDateTime, nullable=False),
     Column("outcome", String(200), nullable=False),
+    Column("event_id", String(500), nullable=True),
+    Column("source", String(500), nullable=True),
+    Column("topic", String(249), nullable=True),
+    Column("partition", Integer, nullable=True),
+    Column("offset", BigInteger, nullable=True),
+    Column("event_type", String(200), nullable=True),
+    Column("details", Json, nullable=True),
+    Column("duplicates", Integer, nullable=False, server_default="0"),
+    Column("last_duplicate_at", UTCDateTime, nullable=True),
+    Index(None, "event_id"),
+    Index(None, "received_at"),
+)
+
+#: Processes waiting for an event: one row per (topic, type, key) a wait listens for.
+event_waits = Table(
+    "event_waits",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("wait_id", String(64), nullable=False),
+    Column("process_id", String(64), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("correlation_key", String(500), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(None, "topic", "event_type", "correlation_key"),
+    Index(None, "wait_id"),
+)
+
+#: Events that arrived before anything waited for them, kept until their time to live ends.
+buffered_events = Table(
+    "buffered_events",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("event_key", String(600), nullable=False),
+    Column("topic", String(249), nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("correlation_key", String(500), nullable=False),
+    Column("event", Json, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("consumed_at", UTCDateTime, nullable=True),
+    Column("consumed_by", String(64), nullable=True),
+    Column("expired_at", UTCDateTime, nullable=True),
+    Index(None, "topic", "event_type", "correlation_key"),
+    Index(None, "expires_at"),
+    Index(None, "event_key"),
 )
 
 task_tokens = Table(

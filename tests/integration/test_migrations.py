@@ -71,8 +71,15 @@ def _table_names(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
-async def test_head_is_the_numbered_initial_revision() -> None:
-    assert HEAD == "0001"
+async def test_revisions_are_numbered_one_after_another() -> None:
+    from alembic.script import ScriptDirectory
+
+    from bridge.store.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    chain = [revision.revision for revision in script.walk_revisions()][::-1]
+    assert chain == [f"{number:04d}" for number in range(1, len(chain) + 1)]
+    assert chain[-1] == HEAD
 
 
 async def test_upgrade_builds_exactly_the_metadata(engine: AsyncEngine) -> None:
