@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from approvals.problems import STATUS_OF, problem
 from bridge.asl.process import Process, ProcessStatus
 from bridge.engine import CallbackReceived, Engine
+from bridge.store import inbox
 from bridge.store import processes as store
 from bridge.store.database import reading
 
@@ -176,3 +177,47 @@ async def task_callback(request: web.Request) -> web.Response:
             STATUS_OF.get(result.status, 400), titles.get(result.status, "Refused"), result.reason
         )
     return web.json_response({"status": "accepted", "processId": result.process_ids[0]})
+
+
+@routes.get("/events/{id:.+}")
+async def explain_event(request: web.Request) -> web.Response:
+    """What became of an event: by CloudEvents id, configured event id, identity key or
+    ``topic/partition/offset``."""
+    engine = request.app[ENGINE]
+    ident = request.match_info["id"]
+    async with reading(engine.db) as conn:
+        rows = await inbox.find(conn, ident)
+    if not rows:
+        return problem(
+            404,
+            "Event not found",
+            f"no event {ident!r} was received (or it is older than the dedupe retention)",
+        )
+    return web.json_response({"events": [_explained(row) for row in rows]})
+
+
+def _explained(row: dict[str, Any]) -> dict[str, Any]:
+    details = dict(row.get("details") or {})
+    return {
+        "key": row["key"],
+        "eventId": row["event_id"],
+        "source": row["source"],
+        "type": row["event_type"],
+        "topic": row["topic"],
+        "partition": row["partition"],
+        "offset": row["offset"],
+        "receivedAt": row["received_at"].isoformat(),
+        "outcome": row["outcome"],
+        "correlationKeys": details.pop("correlationKeys", []),
+        "waitKeys": details.pop("keys", []),
+        "started": details.pop("started", []),
+        "delivered": details.pop("delivered", []),
+        "ignored": details.pop("ignored", []),
+        "bufferedUntil": details.pop("bufferedUntil", None),
+        "deadLetter": details.pop("deadLetter", None),
+        "duplicates": row["duplicates"],
+        "lastDuplicateAt": row["last_duplicate_at"].isoformat()
+        if row["last_duplicate_at"]
+        else None,
+        **({"details": details} if details else {}),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import timedelta
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from approvals.app import build_app as build_web_app
 from bridge.asl.errors import DefinitionError
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
-from bridge.engine import Engine
+from bridge.engine import Engine, EngineConfig
 from bridge.relay import Relay
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
@@ -63,13 +64,16 @@ async def open_core(settings: Settings, *, deploy_definitions: bool = True) -> C
                 log.error("skipping an invalid definition:\n  %s", "\n  ".join(exc.problems))
         await deploy(db, documents)
     await registry.refresh(db)
-    engine = Engine(
-        db,
-        registry,
+    config = EngineConfig(
         base_url=settings.base_url,
         approvals_topic=settings.kafka_approvals_topic,
+        dlq_topic=settings.kafka_dlq_topic,
+        lifecycle_topic=settings.kafka_lifecycle_topic,
+        lifecycle_steps=settings.lifecycle_steps,
         max_event_bytes=settings.max_event_bytes,
+        buffer_seconds=settings.event_buffer_seconds,
     )
+    engine = Engine(db, registry, config)
     return Core(settings, db, registry, engine, problems)
 
 
@@ -83,10 +87,11 @@ class Worker:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
-            # Ordering per partition with retries; the outbox gives dedupe through ce_id.
+            # The outbox gives dedupe through ce_id; the test broker refuses idempotence.
             enable_idempotence=False,
+            # No linger: the relay already sends in batches, and with a linger the test broker
+            # was seen to leave a new producer's first batch unanswered.
             max_batch_size=256 * 1024,
-            linger_ms=1,
         )
         self.relay = Relay(
             core.db,
@@ -99,6 +104,7 @@ class Worker:
             core.engine,
             poll_seconds=settings.relay_poll_ms / 1000,
             batch_size=settings.relay_batch_size,
+            retention=timedelta(hours=settings.dedupe_retention_hours),
         )
         self.topics = sorted(core.registry.topics())
         self.app = build_processors(settings, core.engine, bootstrap, self.topics)

@@ -13,7 +13,7 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import Definition, Trigger, parse_definition
+from bridge.asl.model import Definition, EventInterest, Trigger, event_interests, parse_definition
 from bridge.store import definitions as stored
 from bridge.store.database import reading
 
@@ -89,12 +89,23 @@ class Registry:
     def __init__(self) -> None:
         self._versions: dict[tuple[str, int], Definition] = {}
         self._latest: dict[str, Definition] = {}
+        self._interests: dict[str, dict[tuple[object, ...], EventInterest]] = {}
 
     def add(self, definition: Definition) -> None:
         self._versions[(definition.name, definition.version)] = definition
         current = self._latest.get(definition.name)
         if current is None or definition.version > current.version:
             self._latest[definition.name] = definition
+        # Every version counts: a process on an old version may still wait for its events.
+        for interest in event_interests(definition):
+            same = (interest.types, interest.key_path, interest.type_path)
+            known = self._interests.setdefault(interest.topic, {}).get(same)
+            if known is None or (interest.buffer_seconds or 0) > (known.buffer_seconds or 0):
+                self._interests[interest.topic][same] = interest
+
+    def interests(self, topic: str) -> list[EventInterest]:
+        """What the waits of any loaded version want from ``topic``."""
+        return list(self._interests.get(topic, {}).values())
 
     def get(self, name: str, version: int) -> Definition | None:
         return self._versions.get((name, version))
@@ -115,9 +126,11 @@ class Registry:
         ]
 
     def topics(self) -> set[str]:
-        return {
+        """Every topic a trigger or an event wait reads."""
+        triggers = {
             trigger.topic for definition in self._latest.values() for trigger in definition.triggers
         }
+        return triggers | set(self._interests)
 
     async def refresh(self, engine: AsyncEngine) -> None:
         """Load versions deployed since the last look (by this or another process)."""

@@ -6,11 +6,14 @@ Pure functions over a ``KafkaRecord``; the processors build records from what th
 from __future__ import annotations
 
 import json
+import secrets
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.asl import paths
-from bridge.asl.model import Definition, Trigger
+from bridge.asl import jsonata, paths
+from bridge.asl.errors import StatesError
+from bridge.asl.model import Definition, EventInterest, Trigger
 
 JSON = Any
 
@@ -116,17 +119,93 @@ def match(event: DomainEvent, trigger: Trigger, definition: Definition) -> Match
     """
     if not trigger.matches_type(event_type(event, trigger)):
         return None
-    try:
-        key = paths.read_path(trigger.correlation_key, event.data, {})
-        data = paths.read_path(trigger.input_path, event.data, {})
-    except paths.PathNotFound as exc:
-        raise InvalidEvent(f"{definition.name}: the event has no value at {exc.path}") from None
+    key = _extract(trigger.correlation_key, event.data, definition.name)
+    data = _extract(trigger.input_path, event.data, definition.name)
     if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
         raise InvalidEvent(
             f"{definition.name}: the correlation key {trigger.correlation_key} must be a "
             "non-empty string or a number"
         )
     return Match(definition, trigger, str(key), data)
+
+
+class _Randomness:
+    """For the odd JSONata start expression that asks for randomness."""
+
+    def random_int(self, low: int, high: int) -> int:
+        return low + secrets.randbelow(max(high - low, 1))
+
+    def uuid4(self) -> str:
+        return str(uuid.uuid4())
+
+
+def _extract(expression: str, data: JSON, definition: str) -> JSON:
+    """A trigger's JSONPath or JSONata expression over the event's data."""
+    if jsonata.is_expression(expression):
+        try:
+            value = jsonata.evaluate(
+                expression, {"states": {"input": data}}, _Randomness(), field="Trigger"
+            )
+        except StatesError as exc:
+            raise InvalidEvent(f"{definition}: {exc.cause}") from None
+        if value is jsonata.UNDEFINED:
+            raise InvalidEvent(f"{definition}: {expression} yields nothing for this event")
+        return value
+    try:
+        return paths.read_path(expression, data, {})
+    except paths.PathNotFound as exc:
+        raise InvalidEvent(f"{definition}: the event has no value at {exc.path}") from None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An event as some wait could want it: (topic, type, key) and how long to keep it."""
+
+    topic: str
+    type: str
+    key: str
+    buffer_seconds: int | None
+
+
+def candidates(event: DomainEvent, interests: list[EventInterest]) -> list[Candidate]:
+    """The (topic, type, key) under which waits may want this event, one per distinct key."""
+    found: dict[tuple[str, str, str], Candidate] = {}
+    for interest in interests:
+        kind = event.type
+        if kind is None:
+            try:
+                kind = paths.read_path(interest.type_path, event.data, {})
+            except paths.PathNotFound:
+                continue
+        if not isinstance(kind, str) or kind not in interest.types:
+            continue
+        try:
+            key = paths.read_path(interest.key_path, event.data, {})
+        except paths.PathNotFound:
+            continue
+        if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
+            continue
+        ident = (interest.topic, kind, str(key))
+        known = found.get(ident)
+        if known is None or (interest.buffer_seconds or 0) > (known.buffer_seconds or 0):
+            found[ident] = Candidate(interest.topic, kind, str(key), interest.buffer_seconds)
+    return list(found.values())
+
+
+def payload(event: DomainEvent, event_type: str | None, key: str | None, event_key: str) -> JSON:
+    """What a wait receives as its result, and what the buffer keeps."""
+    record = event.record
+    return {
+        "type": event_type,
+        "key": key,
+        "id": event.id,
+        "source": event.source,
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "eventKey": event_key,
+        "data": event.data,
+    }
 
 
 def identity(event: DomainEvent, matches: list[Match]) -> str:

@@ -20,6 +20,8 @@ from bridge.store.database import is_postgres, reading
 
 log = logging.getLogger(__name__)
 
+SEND_TIMEOUT_SECONDS = 30.0
+
 
 def encode_value(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -94,7 +96,9 @@ class Relay:
             )
             for message in batch
         ]
-        await asyncio.gather(*sends)
+        # A send the broker never answers must not hold the relay forever: give up, and the
+        # next round publishes the batch again (same ce_id, so consumers drop the copies).
+        await asyncio.wait_for(asyncio.gather(*sends), timeout=SEND_TIMEOUT_SECONDS)
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Publish what is left, for a clean shutdown."""

@@ -1,27 +1,43 @@
-"""The timer scanner: turns due timers into ``TimerDue`` inputs of the engine."""
+"""The timer scanner: turns due timers and expired buffered events into engine inputs, and
+forgets event identities older than the dedupe retention."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 
-from bridge.engine import Engine, TimerDue
-from bridge.store import timers
+from bridge.engine import BufferExpired, Engine, TimerDue
+from bridge.store import correlation, inbox, timers
 from bridge.store.database import reading
 
 log = logging.getLogger(__name__)
 
+#: How often old dedupe marks are purged.
+PURGE_EVERY_SECONDS = 60.0
+
 
 class TimerScanner:
-    def __init__(self, engine: Engine, *, poll_seconds: float, batch_size: int) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        poll_seconds: float,
+        batch_size: int,
+        retention: timedelta = timedelta(days=7),
+    ) -> None:
         self.engine = engine
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
+        self.retention = retention
+        self._last_purge = 0.0
 
     async def run(self) -> None:
         while True:
             try:
                 fired = await self.fire_due()
+                await self._purge_now_and_then()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -31,8 +47,21 @@ class TimerScanner:
                 await asyncio.sleep(self.poll_seconds)
 
     async def fire_due(self) -> int:
+        now = datetime.now(UTC)
         async with reading(self.engine.db) as conn:
             due = await timers.due(conn, self.batch_size)
+            expired = await correlation.due_expiries(conn, now, self.batch_size)
         if due:
             await self.engine.apply([TimerDue(timer.id, timer.process_id) for timer in due])
-        return len(due)
+        if expired:
+            await self.engine.apply([BufferExpired(item.id) for item in expired])
+        return max(len(due), len(expired))
+
+    async def _purge_now_and_then(self) -> None:
+        if time.monotonic() - self._last_purge < PURGE_EVERY_SECONDS:
+            return
+        self._last_purge = time.monotonic()
+        async with self.engine.db.begin() as conn:
+            removed = await inbox.purge(conn, datetime.now(UTC) - self.retention)
+        if removed:
+            log.info("forgot %d event identities older than %s", removed, self.retention)

@@ -47,6 +47,24 @@ class Settings(BaseSettings):
     kafka_group_id: str = Field(default="bridge", description="Consumer group of the workers.")
     kafka_replies_topic: str = "bridge.replies"
     kafka_approvals_topic: str = "bridge.approvals"
+    kafka_dlq_topic: str = Field(
+        default="bridge.dlq", description="Dead letters: invalid and unmatched events."
+    )
+    kafka_lifecycle_topic: str = Field(
+        default="bridge.lifecycle",
+        description="Process lifecycle events (started, succeeded, ...); empty turns them off.",
+    )
+    lifecycle_steps: bool = Field(
+        default=False, description="Also publish a lifecycle event for every state entered/left."
+    )
+    event_buffer_seconds: int = Field(
+        default=3600,
+        ge=0,
+        description="How long an early event waits for its wait, unless the wait says.",
+    )
+    dedupe_retention_hours: int = Field(
+        default=168, ge=1, description="How long event identities are remembered."
+    )
     kafka_topic_partitions: int = Field(
         default=1, ge=1, description="Partitions for topics the bridge creates."
     )

@@ -1,12 +1,13 @@
 """The inbox: identities of inputs already applied, written in the same transaction as their
-effect."""
+effect, and for events what became of them (``GET /events/{id}`` reads it)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import inbox
@@ -20,13 +21,55 @@ async def seen(conn: AsyncConnection, keys: Iterable[str]) -> set[str]:
     return set(rows.scalars())
 
 
-async def mark(conn: AsyncConnection, marks: dict[str, str], now: datetime) -> None:
-    """``marks`` maps input identity to a short outcome."""
-    if marks:
-        await conn.execute(
-            insert(inbox),
-            [
-                {"key": key, "outcome": outcome[:200], "received_at": now}
-                for key, outcome in marks.items()
-            ],
+async def mark(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Rows with key, received_at, outcome and, for events, the event's columns and details."""
+    if rows:
+        await conn.execute(insert(inbox), rows)
+
+
+async def count_duplicate(conn: AsyncConnection, key: str, now: datetime) -> None:
+    await conn.execute(
+        update(inbox)
+        .where(inbox.c.key == key)
+        .values(duplicates=inbox.c.duplicates + 1, last_duplicate_at=now)
+    )
+
+
+async def add_details(conn: AsyncConnection, key: str, outcome: str, extra: dict[str, Any]) -> None:
+    """Merge ``extra`` into an event's details (a delivery from the buffer, an expiry)."""
+    row = (await conn.execute(select(inbox.c.details).where(inbox.c.key == key))).first()
+    if row is None:
+        return
+    details = dict(row.details or {})
+    for name, value in extra.items():
+        if isinstance(value, list):
+            details[name] = [*details.get(name, []), *value]
+        else:
+            details[name] = value
+    await conn.execute(
+        update(inbox).where(inbox.c.key == key).values(details=details, outcome=outcome[:200])
+    )
+
+
+async def find(conn: AsyncConnection, ident: str) -> list[dict[str, Any]]:
+    """Inbox rows for an identity key, an event id, or a ``topic/partition/offset`` position."""
+    conditions = [inbox.c.key == ident, inbox.c.event_id == ident]
+    head, _, offset = ident.rpartition("/")
+    topic_name, _, partition_text = head.rpartition("/")
+    if topic_name and partition_text.isdigit() and offset.isdigit():
+        conditions.append(
+            (inbox.c.topic == topic_name)
+            & (inbox.c.partition == int(partition_text))
+            & (inbox.c.offset == int(offset))
         )
+    rows = await conn.execute(
+        select(inbox).where(or_(*conditions)).order_by(inbox.c.received_at).limit(50)
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+async def purge(conn: AsyncConnection, before: datetime, limit: int = 10_000) -> int:
+    """Forget identities older than the retention; a later copy then counts as new."""
+    old = select(inbox.c.key).where(inbox.c.received_at < before).limit(limit)
+    result = await conn.execute(delete(inbox).where(inbox.c.key.in_(old.scalar_subquery())))
+    return int(result.rowcount or 0)

@@ -103,6 +103,20 @@ async def append_history(
     )
 
 
+async def running_ids(conn: AsyncConnection, definition: str, key: str) -> list[str]:
+    """Running processes of ``definition`` with correlation key ``key`` (for OnRunning)."""
+    rows = await conn.execute(
+        select(processes.c.id).where(
+            and_(
+                processes.c.definition == definition,
+                processes.c.correlation_key == key,
+                processes.c.status == "RUNNING",
+            )
+        )
+    )
+    return list(rows.scalars())
+
+
 # --------------------------------------------------------------------- reads for the API
 
 

@@ -1,0 +1,576 @@
+"""One transaction's worth of inputs: correlate, step, write.
+
+A ``Batch`` reads the processes its inputs touch, runs the pure interpreter for each input in
+order, and writes state, history, outbox rows, tokens, timers, event waits and the inputs' dedupe
+marks, all inside the caller's transaction.
+
+Events are correlated here: an event may start processes (triggers), complete event waits
+(``bridge:event:waitFor``), or, when something may want it later, be kept in the buffer until
+its time to live ends. A wait that begins takes a buffered event at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge import messages
+from bridge.asl import inputs as core
+from bridge.asl.effects import (
+    CancelTimer,
+    CloseWait,
+    Effect,
+    ExpectCallback,
+    ExpectEvent,
+    HistoryEntry,
+    RequestApproval,
+    SendMessage,
+    StartTimer,
+)
+from bridge.asl.interpreter import Step, step
+from bridge.asl.process import Process, ProcessStatus
+from bridge.events import (
+    Candidate,
+    DomainEvent,
+    InvalidEvent,
+    Match,
+    candidates,
+    decode,
+    event_type,
+    identity,
+    match,
+    payload,
+)
+from bridge.intake import (
+    BufferExpired,
+    CallbackReceived,
+    DecisionReceived,
+    EngineInput,
+    EventReceived,
+    Outcome,
+    TimerDue,
+)
+from bridge.store import correlation, inbox, outbox, timers, waits
+from bridge.store import processes as store
+from bridge.store.processes import ConcurrentUpdate, Loaded
+
+if TYPE_CHECKING:
+    from bridge.engine import Engine
+
+log = logging.getLogger(__name__)
+JSON = Any
+
+
+@dataclass
+class _Touched:
+    """A process changed in this batch and everything to write for it."""
+
+    process: Process
+    loaded: Loaded | None
+    history: list[HistoryEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Read:
+    """An event decoded, with what its triggers and the waits' interests make of it."""
+
+    event: DomainEvent
+    key: str
+    matches: list[Match]
+    candidates: list[Candidate]
+
+
+class Batch:
+    def __init__(self, engine: Engine, conn: AsyncConnection) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.conn = conn
+        self.now = engine.clock()
+        self.touched: dict[str, _Touched] = {}
+        self.effects: list[tuple[str, Effect]] = []
+        #: How far ``_correlate_effects`` has looked through ``effects``.
+        self.correlated = 0
+        self.marks: dict[str, dict[str, Any]] = {}
+        self.outbox_rows: list[dict[str, Any]] = []
+
+    async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
+        read = {
+            index: self._read_event(item)
+            for index, item in enumerate(batch)
+            if isinstance(item, EventReceived)
+        }
+        keys = [found.key if isinstance(found, _Read) else found[1] for found in read.values()]
+        already = await inbox.seen(self.conn, keys)
+        tokens = await waits.find_task_tokens(
+            self.conn, [item.token for item in batch if isinstance(item, CallbackReceived)]
+        )
+        links = {
+            item.link_token: await waits.find_link(self.conn, item.link_token)
+            for item in batch
+            if isinstance(item, DecisionReceived)
+        }
+        fired = await timers.claim(
+            self.conn, [item.timer_id for item in batch if isinstance(item, TimerDue)]
+        )
+        wanted = [target.process_id for target in tokens.values()]
+        wanted += [link.process_id for link in links.values() if link is not None]
+        wanted += [item.process_id for item in batch if isinstance(item, TimerDue)]
+        for process_id, loaded in (await store.load_for_update(self.conn, wanted)).items():
+            self.touched[process_id] = _Touched(loaded.process, loaded)
+
+        outcomes: list[Outcome] = []
+        for index, item in enumerate(batch):
+            match item:
+                case EventReceived():
+                    outcome = await self._event(item, read[index], already)
+                case CallbackReceived():
+                    outcome = self._callback(item, tokens.get(item.token))
+                case DecisionReceived():
+                    outcome = await self._decision(item, links.get(item.link_token))
+                case TimerDue():
+                    if item.timer_id not in fired:
+                        outcome = Outcome("ignored", "the timer was cancelled or fired")
+                    else:
+                        outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
+                case BufferExpired():
+                    outcome = await self._expired(item)
+            await self._correlate_effects()
+            outcomes.append(outcome)
+        await self._write()
+        return outcomes
+
+    # ----------------------------------------------------------------- events
+
+    def _read_event(self, item: EventReceived) -> _Read | tuple[str, str]:
+        """The event and what may become of it, or (reason, position key) when it is invalid."""
+        record = item.record
+        registry = self.engine.registry
+        try:
+            event = decode(record, self.config.max_event_bytes)
+            matches = [
+                found
+                for definition, trigger in registry.triggers(record.topic)
+                if (found := match(event, trigger, definition)) is not None
+            ]
+        except InvalidEvent as exc:
+            log.warning("invalid event at %s: %s", record.position, exc)
+            return str(exc), f"pos|{record.position}"
+        wanted = candidates(event, registry.interests(record.topic))
+        return _Read(event, identity(event, matches), matches, wanted)
+
+    async def _event(
+        self, item: EventReceived, read: _Read | tuple[str, str], already: set[str]
+    ) -> Outcome:
+        record = item.record
+        if not isinstance(read, _Read):
+            reason, key = read
+            if key in already or key in self.marks:
+                return Outcome("duplicate", f"event {key} was already dead-lettered")
+            self._dead_letter(record, reason, key)
+            self._mark_event(key, record, None, None, "dead-lettered", {"deadLetter": reason})
+            return Outcome("invalid", reason)
+        event, key = read.event, read.key
+        if key in already or key in self.marks:
+            if key in already:
+                await inbox.count_duplicate(self.conn, key, self.now)
+            return Outcome("duplicate", f"event {key} was already applied")
+        details: dict[str, Any] = {"started": [], "delivered": [], "ignored": []}
+        kind = (
+            event.type
+            or next((event_type(event, found.trigger) for found in read.matches), None)
+            or next((candidate.type for candidate in read.candidates), None)
+        )
+        if read.candidates:
+            details["keys"] = sorted({candidate.key for candidate in read.candidates})
+        if read.matches:
+            details["correlationKeys"] = sorted({found.correlation_key for found in read.matches})
+
+        delivered = await self._deliver(read, details)
+        started = await self._start(read, details)
+        if read.candidates and not delivered and not started:
+            await self._buffer(read, details)
+        outcome = _summary(details)
+        self._mark_event(key, record, event, kind, outcome, details)
+        if details["started"] or details["delivered"]:
+            ids = tuple(
+                [entry["processId"] for entry in details["started"]]
+                + [entry["processId"] for entry in details["delivered"]]
+            )
+            return Outcome("applied", outcome, ids)
+        return Outcome("ignored", outcome)
+
+    async def _deliver(self, read: _Read, details: dict[str, Any]) -> bool:
+        """Complete every wait for this event; whether any took it."""
+        delivered = False
+        for candidate in read.candidates:
+            waiting = await correlation.waiting_for(
+                self.conn, candidate.topic, candidate.type, candidate.key
+            )
+            for wait in waiting:
+                arrived = payload(read.event, candidate.type, candidate.key, read.key)
+                if await self._load(wait.process_id) is None:
+                    continue
+                outcome = self._step(wait.process_id, core.EventArrived(wait.wait_id, arrived))
+                if outcome.status == "applied":
+                    delivered = True
+                    details["delivered"].append(
+                        {"processId": wait.process_id, "waitId": wait.wait_id, "key": candidate.key}
+                    )
+                await self._correlate_effects()
+        return delivered
+
+    async def _start(self, read: _Read, details: dict[str, Any]) -> bool:
+        """Start a process for every trigger that matched, as its OnRunning policy says."""
+        started = False
+        for found in read.matches:
+            if found.trigger.on_running != "StartNew":
+                running = await self._running(found.definition.name, found.correlation_key)
+                if running:
+                    details["ignored"].append(
+                        {
+                            "definition": found.definition.name,
+                            "reason": f"a process with key {found.correlation_key} is running",
+                            "policy": found.trigger.on_running,
+                            "running": running,
+                        }
+                    )
+                    continue
+            process_id = self.engine.entropy.new_id()
+            record = read.event.record
+            origin = {"eventKey": read.key, "topic": record.topic, "offset": record.offset}
+            start = core.Start(process_id, found.input, found.correlation_key, origin)
+            result = step(found.definition, None, start, self.now, self.engine.entropy)
+            assert result.process is not None and result.rejected is None
+            self.touched[process_id] = _Touched(result.process, None)
+            self._effects(process_id, result)
+            details["started"].append(
+                {"processId": process_id, "definition": found.definition.name}
+            )
+            started = True
+            await self._correlate_effects()
+        return started
+
+    async def _running(self, definition: str, key: str) -> list[str]:
+        stored = await store.running_ids(self.conn, definition, key)
+        here = [
+            process_id
+            for process_id, touched in self.touched.items()
+            if touched.process.definition == definition
+            and touched.process.correlation_key == key
+            and touched.process.status is ProcessStatus.RUNNING
+        ]
+        return list(dict.fromkeys(stored + here))
+
+    async def _buffer(self, read: _Read, details: dict[str, Any]) -> None:
+        until = None
+        for candidate in read.candidates:
+            seconds = candidate.buffer_seconds
+            if seconds is None:
+                seconds = self.config.buffer_seconds
+            expires = self.now + timedelta(seconds=seconds)
+            until = max(until or expires, expires)
+            await correlation.buffer(
+                self.conn,
+                event_key=read.key,
+                topic=candidate.topic,
+                event_type=candidate.type,
+                key=candidate.key,
+                event=payload(read.event, candidate.type, candidate.key, read.key),
+                now=self.now,
+                expires_at=expires,
+            )
+        assert until is not None
+        details["bufferedUntil"] = until.isoformat()
+        details["bufferedFor"] = [
+            {"type": c.type, "key": c.key, "topic": c.topic} for c in read.candidates
+        ]
+
+    async def _expired(self, item: BufferExpired) -> Outcome:
+        event_key = await correlation.expire(self.conn, item.buffer_id, self.now)
+        if event_key is None:
+            return Outcome("ignored", "the buffered event was taken or already expired")
+        consumed, settled = await correlation.siblings_settled(self.conn, event_key)
+        if consumed or not settled:
+            return Outcome("ignored", "another copy of the event was taken or is still kept")
+        reason = "unmatched: no wait took the event before its time to live ended"
+        found = await inbox.find(self.conn, event_key)
+        self._dead_letter(None, reason, event_key, event=found[0]["details"] if found else None)
+        await inbox.add_details(
+            self.conn,
+            event_key,
+            "dead-lettered",
+            {"deadLetter": reason, "expiredAt": str(self.now)},
+        )
+        return Outcome("applied", reason)
+
+    def _dead_letter(self, record: Any, reason: str, event_key: str, *, event: JSON = None) -> None:
+        self.outbox_rows.append(
+            messages.dead_letter(
+                self.engine.entropy.new_id(),
+                self.config.dlq_topic,
+                record,
+                reason,
+                self.now,
+                event_key=event_key,
+                event=event,
+            )
+        )
+
+    def _mark_event(
+        self,
+        key: str,
+        record: Any,
+        event: DomainEvent | None,
+        kind: str | None,
+        outcome: str,
+        details: dict[str, Any],
+    ) -> None:
+        self.marks[key] = {
+            "key": key,
+            "received_at": self.now,
+            "outcome": outcome[:200],
+            "event_id": event.id if event else None,
+            "source": event.source if event else None,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "event_type": kind,
+            "details": details,
+            "duplicates": 0,
+        }
+
+    async def _correlate_effects(self) -> None:
+        """Index new event waits (taking a buffered event at once) and drop closed ones.
+
+        Done as effects appear, not at the end of the batch, so that a later event in the same
+        batch finds the wait, and a wait that begins finds an event buffered moments before.
+        """
+        while self.correlated < len(self.effects):
+            process_id, effect = self.effects[self.correlated]
+            self.correlated += 1
+            if isinstance(effect, CloseWait):
+                await correlation.remove_waits(self.conn, [effect.wait_id])
+            elif isinstance(effect, ExpectEvent):
+                taken = await correlation.take_buffered(
+                    self.conn, effect.subscriptions, process_id, self.now
+                )
+                if taken is None:
+                    await correlation.add_waits(
+                        self.conn, effect.wait_id, process_id, effect.subscriptions, self.now
+                    )
+                    continue
+                outcome = self._step(process_id, core.EventArrived(effect.wait_id, taken.event))
+                if outcome.status == "applied":
+                    await inbox.add_details(
+                        self.conn,
+                        taken.event_key,
+                        "delivered from the buffer",
+                        {
+                            "delivered": [
+                                {
+                                    "processId": process_id,
+                                    "waitId": effect.wait_id,
+                                    "fromBuffer": True,
+                                    "at": self.now.isoformat(),
+                                }
+                            ]
+                        },
+                    )
+
+    # ----------------------------------------------------------------- callbacks and decisions
+
+    def _callback(self, item: CallbackReceived, target: waits.TokenTarget | None) -> Outcome:
+        if target is None:
+            return Outcome("not_found", "unknown task token")
+        if not target.open:
+            return Outcome("conflict", "the task token was already used or has expired")
+        trigger: core.Input
+        if item.outcome == "success":
+            trigger = core.TaskSucceeded(target.wait_id, item.output)
+        elif item.outcome == "failure":
+            trigger = core.TaskFailed(target.wait_id, item.error or "", item.cause or "")
+        else:
+            trigger = core.TaskHeartbeat(target.wait_id)
+        return self._step(target.process_id, trigger)
+
+    async def _decision(self, item: DecisionReceived, link: waits.LinkTarget | None) -> Outcome:
+        if link is None:
+            return Outcome("not_found", "unknown approval link")
+        if link.status != "PENDING":
+            return Outcome("conflict", f"the approval is already {link.status.lower()}")
+        outcome = self._step(
+            link.process_id,
+            core.ApprovalDecided(link.wait_id, link.approve, item.decided_by, item.comment),
+        )
+        if outcome.status == "applied" and not await waits.record_decision(
+            self.conn,
+            link.approval_id,
+            approved=link.approve,
+            decided_by=item.decided_by,
+            comment=item.comment,
+            now=self.now,
+        ):
+            raise ConcurrentUpdate(link.process_id)
+        return outcome
+
+    # ----------------------------------------------------------------- stepping
+
+    async def _load(self, process_id: str) -> _Touched | None:
+        if process_id not in self.touched:
+            loaded = (await store.load_for_update(self.conn, [process_id])).get(process_id)
+            if loaded is None:
+                return None
+            self.touched[process_id] = _Touched(loaded.process, loaded)
+        return self.touched[process_id]
+
+    def _step(self, process_id: str, trigger: core.Input) -> Outcome:
+        touched = self.touched.get(process_id)
+        if touched is None:
+            return Outcome("not_found", "no such process")
+        process = touched.process
+        definition = self.engine.registry.get(process.definition, process.version)
+        if definition is None:
+            return Outcome(
+                "conflict", f"definition {process.definition} v{process.version} is not loaded"
+            )
+        result = step(definition, process, trigger, self.now, self.engine.entropy)
+        if result.rejected is not None:
+            return Outcome("conflict", result.rejected, (process_id,))
+        assert result.process is not None
+        touched.process = result.process
+        self._effects(process_id, result)
+        return Outcome("applied", "", (process_id,))
+
+    def _effects(self, process_id: str, result: Step) -> None:
+        self.touched[process_id].history.extend(result.history)
+        self.effects.extend((process_id, effect) for effect in result.effects)
+
+    # ----------------------------------------------------------------- writing
+
+    async def _write(self) -> None:
+        conn, now = self.conn, self.now
+        # Processes first: tokens, approvals, timers and history point at them.
+        history_rows = []
+        for process_id, touched in self.touched.items():
+            seq = touched.loaded.history_seq if touched.loaded else 0
+            for entry in touched.history:
+                seq += 1
+                history_rows.append((process_id, seq, entry))
+                self._lifecycle(touched.process, entry)
+            if touched.loaded is None:
+                await store.insert_process(conn, touched.process, seq, now)
+            elif touched.history or touched.process != touched.loaded.process:
+                await store.update_process(
+                    conn, touched.process, touched.loaded.row_version, seq, now
+                )
+        new_timers: dict[str, dict[str, Any]] = {}
+        cancelled: list[str] = []
+        closed: list[str] = []
+        for process_id, effect in self.effects:
+            process = self.touched[process_id].process
+            match effect:
+                case SendMessage():
+                    self.outbox_rows.append(messages.command(process, effect, now))
+                case ExpectCallback():
+                    await waits.add_task_token(
+                        conn, effect.token, process_id, effect.wait_id, effect.state, now
+                    )
+                case RequestApproval():
+                    self.outbox_rows.append(await self._approval(process, effect))
+                case CloseWait():
+                    closed.append(effect.wait_id)
+                case StartTimer():
+                    new_timers[effect.timer_id] = {
+                        "id": effect.timer_id,
+                        "process_id": process_id,
+                        "due_at": effect.due_at,
+                    }
+                case CancelTimer():
+                    if new_timers.pop(effect.timer_id, None) is None:
+                        cancelled.append(effect.timer_id)
+                case ExpectEvent():
+                    pass  # indexed as it happened, by _correlate_effects
+        await waits.close_waits(conn, closed, now)
+        await timers.cancel(conn, cancelled)
+        await timers.add(conn, list(new_timers.values()))
+        await outbox.add(conn, self.outbox_rows)
+        await store.append_history(conn, history_rows)
+        await inbox.mark(conn, list(self.marks.values()))
+
+    def _lifecycle(self, process: Process, entry: HistoryEntry) -> None:
+        topic = self.config.lifecycle_topic
+        if not topic:
+            return
+        kind = messages.LIFECYCLE.get(entry.type)
+        if kind is None and self.config.lifecycle_steps:
+            kind = messages.STEPS.get(entry.type)
+        if kind is not None:
+            self.outbox_rows.append(
+                messages.lifecycle(self.engine.entropy.new_id(), process, entry, kind, topic)
+            )
+
+    async def _approval(self, process: Process, effect: RequestApproval) -> dict[str, Any]:
+        approval_id = self.engine.entropy.new_id()
+        approve_token = secrets.token_urlsafe(32)
+        reject_token = secrets.token_urlsafe(32)
+        await waits.add_approval(
+            self.conn,
+            approval_id=approval_id,
+            process_id=process.id,
+            wait_id=effect.wait_id,
+            state=effect.state,
+            title=effect.title,
+            description=effect.description,
+            data=effect.data,
+            links={approve_token: True, reject_token: False},
+            now=self.now,
+        )
+        base = self.config.base_url
+        message_id = self.engine.entropy.new_id()
+        value = {
+            "type": "ApprovalRequested",
+            "approvalId": approval_id,
+            "processId": process.id,
+            "definition": process.definition,
+            "state": effect.state,
+            "title": effect.title,
+            "description": effect.description,
+            "data": effect.data,
+            "approveUrl": f"{base}/approve/{approve_token}",
+            "rejectUrl": f"{base}/reject/{reject_token}",
+            "requestedAt": self.now.isoformat(),
+            "statusUrl": f"{base}/processes/{process.id}",
+        }
+        found_headers = messages.headers(
+            message_id, "bridge.ApprovalRequested", f"bridge/{process.definition}", process.id
+        )
+        return messages.row(
+            message_id,
+            process.id,
+            self.config.approvals_topic,
+            process.id,
+            value,
+            found_headers,
+            self.now,
+        )
+
+
+def _summary(details: dict[str, Any]) -> str:
+    parts = []
+    if details["started"]:
+        parts.append(f"started {len(details['started'])} process(es)")
+    if details["delivered"]:
+        parts.append(f"delivered to {len(details['delivered'])} wait(s)")
+    if "bufferedUntil" in details:
+        parts.append(f"buffered until {details['bufferedUntil']}")
+    if details["ignored"] and not parts:
+        parts.append("ignored: a process with its key is running")
+    if not parts:
+        parts.append("ignored: no trigger or wait listens for this event")
+    return "; ".join(parts)

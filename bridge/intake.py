@@ -1,0 +1,82 @@
+"""What comes into the engine and what comes out of it: the shell's inputs and outcomes.
+
+Every entry point builds one of these inputs; ``Engine.apply`` answers each with an ``Outcome``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bridge.events import KafkaRecord
+
+JSON = Any
+
+
+@dataclass(frozen=True)
+class EventReceived:
+    record: KafkaRecord
+
+
+@dataclass(frozen=True)
+class CallbackReceived:
+    token: str
+    outcome: Literal["success", "failure", "heartbeat"]
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+    via: str = "http"
+
+
+@dataclass(frozen=True)
+class DecisionReceived:
+    link_token: str
+    comment: str | None = None
+    decided_by: str | None = None
+
+
+@dataclass(frozen=True)
+class TimerDue:
+    timer_id: str
+    process_id: str
+
+
+@dataclass(frozen=True)
+class BufferExpired:
+    """A buffered early event whose time to live ended without a wait taking it."""
+
+    buffer_id: int
+
+
+EngineInput = EventReceived | CallbackReceived | DecisionReceived | TimerDue | BufferExpired
+
+OutcomeStatus = Literal["applied", "duplicate", "ignored", "invalid", "not_found", "conflict"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: OutcomeStatus
+    reason: str = ""
+    process_ids: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("applied", "duplicate", "ignored")
+
+
+class SystemEntropy:
+    """Randomness for the interpreter: ids, unguessable tokens, intrinsic functions."""
+
+    def new_id(self) -> str:
+        return str(uuid.uuid4())
+
+    def new_token(self) -> str:
+        return secrets.token_urlsafe(32)
+
+    def random_int(self, low: int, high: int) -> int:
+        return low + secrets.randbelow(max(high - low, 1))
+
+    def uuid4(self) -> str:
+        return str(uuid.uuid4())

@@ -1,0 +1,152 @@
+"""The messages the bridge publishes, as outbox rows: commands, approval requests, lifecycle
+events and dead letters. Every one is a CloudEvent (binary mode) whose ``ce_id`` never changes,
+so that consumers can drop the copies an at-least-once relay may publish."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any
+
+from bridge.asl.effects import HistoryEntry, SendMessage
+from bridge.asl.process import Process
+from bridge.events import KafkaRecord
+
+JSON = Any
+
+#: History entries that become lifecycle events, and their CloudEvents types.
+LIFECYCLE = {
+    "ProcessStarted": "bridge.process.started",
+    "ProcessSucceeded": "bridge.process.succeeded",
+    "ProcessFailed": "bridge.process.failed",
+    "ProcessTimedOut": "bridge.process.timed_out",
+    "ProcessAborted": "bridge.process.aborted",
+}
+STEPS = {
+    "StateEntered": "bridge.process.state_entered",
+    "StateExited": "bridge.process.state_exited",
+}
+
+
+def headers(message_id: str, kind: str, source: str, subject: str | None) -> dict[str, str]:
+    """CloudEvents binary-mode headers."""
+    found = {
+        "ce_specversion": "1.0",
+        "ce_id": message_id,
+        "ce_source": source,
+        "ce_type": kind,
+        "content-type": "application/json",
+    }
+    if subject is not None:
+        found["ce_subject"] = subject
+        found["bridge_process_id"] = subject
+    return found
+
+
+def command(process: Process, effect: SendMessage, now: datetime) -> dict[str, Any]:
+    value = effect.value
+    kind = value.get("type") if isinstance(value, dict) else None
+    found = headers(
+        effect.message_id,
+        kind if isinstance(kind, str) else "bridge.Command",
+        f"bridge/{process.definition}",
+        process.id,
+    )
+    found.update(effect.headers)
+    return row(effect.message_id, process.id, effect.topic, effect.key, value, found, now)
+
+
+def lifecycle(
+    message_id: str, process: Process, entry: HistoryEntry, kind: str, topic: str
+) -> dict[str, Any]:
+    value: dict[str, JSON] = {
+        "type": kind,
+        "processId": process.id,
+        "definition": process.definition,
+        "version": process.version,
+        "correlationKey": process.correlation_key,
+        "status": process.status.value,
+        "state": entry.state,
+        "at": entry.at.isoformat(),
+    }
+    for key in ("output", "error", "cause"):
+        if key in entry.details:
+            value[key] = entry.details[key]
+    return row(
+        message_id,
+        process.id,
+        topic,
+        process.correlation_key or process.id,
+        value,
+        headers(message_id, kind, f"bridge/{process.definition}", process.id),
+        entry.at,
+    )
+
+
+def dead_letter(
+    message_id: str,
+    topic: str,
+    record: KafkaRecord | None,
+    reason: str,
+    now: datetime,
+    *,
+    event_key: str | None = None,
+    event: JSON = None,
+) -> dict[str, Any]:
+    """A dead letter: the reason, where the event came from, when, and the event itself."""
+    value: dict[str, JSON] = {"type": "bridge.DeadLetter", "reason": reason, "at": now.isoformat()}
+    if event_key is not None:
+        value["eventKey"] = event_key
+    if record is not None:
+        value.update(
+            {
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "key": _text(record.key),
+                "value": _text(record.value),
+                "headers": {name: _text(data) for name, data in record.headers},
+            }
+        )
+    if event is not None:
+        value["event"] = event
+    key = record.key.decode("utf-8", "replace") if record and record.key else None
+    return row(
+        message_id,
+        None,
+        topic,
+        key,
+        value,
+        headers(message_id, "bridge.DeadLetter", "bridge", None),
+        now,
+    )
+
+
+def _text(data: bytes | None) -> JSON:
+    """UTF-8 text as it is; anything else as {"base64": ...}, so no byte is lost."""
+    if data is None:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode()}
+
+
+def row(
+    message_id: str,
+    process_id: str | None,
+    topic: str,
+    key: str | None,
+    value: JSON,
+    found_headers: dict[str, str],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "message_id": message_id,
+        "process_id": process_id,
+        "topic": topic,
+        "key": key,
+        "value": value,
+        "headers": found_headers,
+        "created_at": now,
+    }
