@@ -46,9 +46,11 @@ def test_bridge_dev_starts_answers_and_stops(tmp_path: Path) -> None:
                     break
             except OSError:
                 time.sleep(0.2)
-        assert health == {"status": "ok", "definitions": ["order-saga"]}, Path(
-            output.name
-        ).read_text()
+        printed = Path(output.name).read_text()
+        assert health == {
+            "status": "ok",
+            "definitions": ["order-saga", "shipment-follow-up"],
+        }, printed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         printed = Path(output.name).read_text()
