@@ -64,6 +64,10 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/processes/{id}")
 async def get_process(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    from approvals.inbox import process_page, wants_html
+
+    if wants_html(request):
+        return await process_page(request, request.match_info["id"])
     async with reading(engine.db) as conn:
         process = await store.get(conn, request.match_info["id"])
     if process is None:

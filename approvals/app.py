@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import api, pages
+from approvals import api, inbox, pages
 from bridge.engine import Engine
 
 HERE = Path(__file__).resolve().parent
@@ -18,6 +19,8 @@ def build_app(engine: Engine, secret_key: str) -> web.Application:
     app = web.Application(client_max_size=api.MAX_BODY + 1024)
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()
+    public = urlsplit(engine.base_url)
+    app[pages.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -25,5 +28,6 @@ def build_app(engine: Engine, secret_key: str) -> web.Application:
     )
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
+    app.add_routes(inbox.routes)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -17,12 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvals.api import ENGINE, MAX_BODY
 from approvals.problems import STATUS_OF, problem
-from bridge.engine import DecisionReceived
+from bridge.engine import ApprovalViewed, DecisionReceived
 from bridge.store import processes as store
 from bridge.store import waits
 from bridge.store.database import reading
 
 SECRET = web.AppKey("secret", bytes)
+PUBLIC_ORIGIN = web.AppKey("public_origin", str)
 routes = web.RouteTableDef()
 
 PAGE_HEADERS = {
@@ -59,6 +60,10 @@ def _refused(request: web.Request, status: int, title: str, detail: str) -> web.
     return _render(request, "message.html", status=status, title=title, detail=detail)
 
 
+#: One answer for unknown, forged and wrong-path tokens, so that guessing reveals nothing.
+NOT_VALID = "This approval link is unknown or no longer valid."
+
+
 async def _link(request: web.Request) -> tuple[str, bool, waits.LinkTarget | None]:
     approve = request.match_info["action"] == "approve"
     token = request.match_info["token"]
@@ -71,23 +76,40 @@ async def _link(request: web.Request) -> tuple[str, bool, waits.LinkTarget | Non
 
 @routes.get(r"/{action:approve|reject}/{token}")
 async def show(request: web.Request) -> web.Response:
+    """The decision page. Viewing is audited; it never decides (mail scanners open links)."""
     token, approve, link = await _link(request)
     if link is None:
-        return _refused(
-            request, 404, "Link not valid", "This approval link is unknown or no longer valid."
-        )
-    async with reading(request.app[ENGINE].db) as conn:
+        return _refused(request, 404, "Link not valid", NOT_VALID)
+    engine = request.app[ENGINE]
+    await engine.apply_one(ApprovalViewed(token, viewer=_who(request)))
+    async with reading(engine.db) as conn:
         process = await store.get(conn, link.process_id)
+    approval = link.approval
     return _render(
         request,
         "approval.html",
-        link=link,
+        approval=approval,
+        seat=link.seat,
         approve=approve,
         process=process,
-        data=json.dumps(link.data, indent=2, ensure_ascii=False, sort_keys=True),
+        data=json.dumps(approval.data, indent=2, ensure_ascii=False, sort_keys=True),
         csrf=csrf_nonce(request.app[SECRET], token),
-        pending=link.status == "PENDING",
+        pending=approval.status == "PENDING"
+        and not any(vote["seat"] == link.seat for vote in approval.votes),
     )
+
+
+def _who(request: web.Request) -> str | None:
+    """Who acts, when a proxy in front of the bridge authenticated them."""
+    return request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
+
+
+def _same_origin(request: web.Request) -> bool:
+    """A browser's form post must come from our own pages (``Origin`` is sent on POST)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return origin == f"{request.scheme}://{request.host}" or origin == request.app[PUBLIC_ORIGIN]
 
 
 @routes.post(r"/{action:approve|reject}/{token}")
@@ -100,31 +122,37 @@ async def decide(request: web.Request) -> web.Response:
     try:
         if is_form:
             form = await request.post()
-            if not hmac.compare_digest(
-                str(form.get("csrf", "")), csrf_nonce(request.app[SECRET], token)
+            nonce = str(form.get("csrf", ""))
+            if not _same_origin(request) or not hmac.compare_digest(
+                nonce, csrf_nonce(request.app[SECRET], token)
             ):
-                return _refused(request, 403, "Form expired", "Open the link again and resubmit.")
-            decision = Decision(comment=str(form.get("comment") or "") or None)
+                if link is not None:
+                    await request.app[ENGINE].apply_one(
+                        DecisionReceived(token, decided_by=_who(request), forged=True)
+                    )
+                return _refused(
+                    request, 403, "Not accepted", "Open the link again and decide on its page."
+                )
+            choice = str(form.get("decision") or ("approve" if approve else "reject"))
+            decision = Decision(decision=choice, comment=str(form.get("comment") or "") or None)
         else:
             decision = Decision.model_validate(json.loads(raw) if raw.strip() else {})
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         return problem(400, "Invalid decision body", str(exc).splitlines()[0])
-    if decision.decision is not None and (decision.decision == "approve") != approve:
-        return problem(
-            400,
-            "Decision does not match the link",
-            f"this link can only {request.match_info['action']}",
-        )
     if link is None:
         if is_form:
-            return _refused(
-                request, 404, "Link not valid", "This approval link is unknown or no longer valid."
-            )
+            return _refused(request, 404, "Link not valid", NOT_VALID)
         return problem(404, "Unknown approval link", "the link is unknown or no longer valid")
+    approved = approve if decision.decision is None else decision.decision == "approve"
     result = await request.app[ENGINE].apply_one(
-        DecisionReceived(token, comment=decision.comment, decided_by=decision.decided_by)
+        DecisionReceived(
+            token,
+            comment=decision.comment,
+            decided_by=decision.decided_by or _who(request),
+            approve=approved,
+        )
     )
-    outcome = "approved" if approve else "rejected"
+    outcome = "approved" if approved else "rejected"
     if is_form:
         if not result.ok:
             return _refused(
@@ -134,10 +162,15 @@ async def decide(request: web.Request) -> web.Response:
             request,
             "message.html",
             title=f"Thank you: {outcome}",
-            detail=f"“{link.title}” is {outcome}.",
+            detail=f"Your decision on “{link.title}” is recorded: {outcome}.",
         )
     if not result.ok:
         return problem(STATUS_OF.get(result.status, 409), "Decision refused", result.reason)
     return web.json_response(
-        {"status": outcome, "approvalId": link.approval_id, "processId": link.process_id}
+        {
+            "status": outcome,
+            "approvalId": link.approval_id,
+            "processId": link.process_id,
+            "seat": link.seat,
+        }
     )

@@ -25,10 +25,13 @@ from bridge.asl import inputs as core
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
+    ConcludeApproval,
     Effect,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    RecordVote,
+    RemindApproval,
     RequestApproval,
     SendMessage,
     StartTimer,
@@ -48,6 +51,7 @@ from bridge.events import (
     payload,
 )
 from bridge.intake import (
+    ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
@@ -58,7 +62,7 @@ from bridge.intake import (
 )
 from bridge.store import correlation, inbox, outbox, timers, waits
 from bridge.store import processes as store
-from bridge.store.processes import ConcurrentUpdate, Loaded
+from bridge.store.processes import Loaded
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -140,6 +144,8 @@ class Batch:
                         outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
                 case BufferExpired():
                     outcome = await self._expired(item)
+                case ApprovalViewed():
+                    outcome = await self._viewed(item)
             await self._correlate_effects()
             outcomes.append(outcome)
         await self._write()
@@ -161,7 +167,7 @@ class Batch:
         except InvalidEvent as exc:
             log.warning("invalid event at %s: %s", record.position, exc)
             return str(exc), f"pos|{record.position}"
-        wanted = candidates(event, registry.interests(record.topic))
+        wanted = candidates(event, registry.interests(record.topic), self.config.buffer_seconds)
         return _Read(event, identity(event, matches), matches, wanted)
 
     async def _event(
@@ -193,8 +199,11 @@ class Batch:
 
         delivered = await self._deliver(read, details)
         started = await self._start(read, details)
-        if read.candidates and not delivered and not started:
-            await self._buffer(read, details)
+        # A start event is kept for the waits that want it too (another definition's, say), but
+        # not for a Deliver trigger: it has just started the process it would go to.
+        keep = [c for c in read.candidates if c.for_wait or not started]
+        if keep and not delivered:
+            await self._buffer(read, keep, details)
         outcome = _summary(details)
         self._mark_event(key, record, event, kind, outcome, details)
         if details["started"] or details["delivered"]:
@@ -267,13 +276,10 @@ class Batch:
         ]
         return list(dict.fromkeys(stored + here))
 
-    async def _buffer(self, read: _Read, details: dict[str, Any]) -> None:
+    async def _buffer(self, read: _Read, keep: list[Candidate], details: dict[str, Any]) -> None:
         until = None
-        for candidate in read.candidates:
-            seconds = candidate.buffer_seconds
-            if seconds is None:
-                seconds = self.config.buffer_seconds
-            expires = self.now + timedelta(seconds=seconds)
+        for candidate in keep:
+            expires = self.now + timedelta(seconds=candidate.buffer_seconds)
             until = max(until or expires, expires)
             await correlation.buffer(
                 self.conn,
@@ -287,9 +293,7 @@ class Batch:
             )
         assert until is not None
         details["bufferedUntil"] = until.isoformat()
-        details["bufferedFor"] = [
-            {"type": c.type, "key": c.key, "topic": c.topic} for c in read.candidates
-        ]
+        details["bufferedFor"] = [{"type": c.type, "key": c.key, "topic": c.topic} for c in keep]
 
     async def _expired(self, item: BufferExpired) -> Outcome:
         event_key = await correlation.expire(self.conn, item.buffer_id, self.now)
@@ -402,22 +406,42 @@ class Batch:
     async def _decision(self, item: DecisionReceived, link: waits.LinkTarget | None) -> Outcome:
         if link is None:
             return Outcome("not_found", "unknown approval link")
+        approve = link.approve if item.approve is None else item.approve
+        decision = "approve" if approve else "reject"
+        if item.forged:
+            reason = "a form from another page or with a wrong nonce"
+            self._audit(link, "ApprovalAttemptRefused", item, reason=reason, decision=decision)
+            return Outcome("conflict", reason)
         if link.status != "PENDING":
-            return Outcome("conflict", f"the approval is already {link.status.lower()}")
+            reason = f"the approval is already {link.status.lower()}"
+            self._audit(link, "ApprovalAttemptRefused", item, reason=reason, decision=decision)
+            return Outcome("conflict", reason)
         outcome = self._step(
             link.process_id,
-            core.ApprovalDecided(link.wait_id, link.approve, item.decided_by, item.comment),
+            core.ApprovalDecided(
+                link.wait_id, approve, item.decided_by, item.comment, seat=link.seat
+            ),
         )
-        if outcome.status == "applied" and not await waits.record_decision(
-            self.conn,
-            link.approval_id,
-            approved=link.approve,
-            decided_by=item.decided_by,
-            comment=item.comment,
-            now=self.now,
-        ):
-            raise ConcurrentUpdate(link.process_id)
+        if outcome.status != "applied":
+            self._audit(
+                link, "ApprovalAttemptRefused", item, reason=outcome.reason, decision=decision
+            )
         return outcome
+
+    def _audit(self, link: waits.LinkTarget, kind: str, item: Any, **details: Any) -> None:
+        """A history entry that changes nothing: who looked at or tried a decision link."""
+        by = getattr(item, "decided_by", None) or getattr(item, "viewer", None)
+        entry = {"approvalId": link.approval_id, "seat": link.seat, "by": by, **details}
+        self._step(link.process_id, core.Audit(kind, link.approval.state, entry))
+
+    async def _viewed(self, item: ApprovalViewed) -> Outcome:
+        link = await waits.find_link(self.conn, item.link_token)
+        if link is None:
+            return Outcome("not_found", "unknown approval link")
+        if await self._load(link.process_id) is None:
+            return Outcome("not_found", "no such process")
+        self._audit(link, "ApprovalViewed", item, action="approve" if link.approve else "reject")
+        return Outcome("applied", "", (link.process_id,))
 
     # ----------------------------------------------------------------- stepping
 
@@ -483,6 +507,19 @@ class Batch:
                     )
                 case RequestApproval():
                     self.outbox_rows.append(await self._approval(process, effect))
+                case RecordVote():
+                    vote = {
+                        "seat": effect.seat,
+                        "decision": "approve" if effect.approved else "reject",
+                        "by": effect.decided_by,
+                        "comment": effect.comment,
+                        "at": now.isoformat(),
+                    }
+                    await waits.record_vote(conn, effect.wait_id, vote)
+                case ConcludeApproval():
+                    await waits.conclude(conn, effect.wait_id, effect.outcome, now)
+                case RemindApproval():
+                    self.outbox_rows.append(self._reminder(process, effect))
                 case CloseWait():
                     closed.append(effect.wait_id)
                 case StartTimer():
@@ -516,39 +553,89 @@ class Batch:
             )
 
     async def _approval(self, process: Process, effect: RequestApproval) -> dict[str, Any]:
+        """The approval row, a pair of links per seat, and the request on the approvals topic."""
         approval_id = self.engine.entropy.new_id()
-        approve_token = secrets.token_urlsafe(32)
-        reject_token = secrets.token_urlsafe(32)
+        base = self.config.base_url
+        links: dict[str, tuple[bool, str]] = {}
+        published = []
+        for seat in effect.seats:
+            approve, reject = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+            links[approve] = (True, seat)
+            links[reject] = (False, seat)
+            kind, _, name = seat.partition(":")
+            published.append(
+                {
+                    "seat": seat,
+                    "assignee": name if kind == "user" else None,
+                    "group": name if kind == "group" else None,
+                    "approveUrl": f"{base}/approve/{approve}",
+                    "rejectUrl": f"{base}/reject/{reject}",
+                }
+            )
         await waits.add_approval(
             self.conn,
             approval_id=approval_id,
             process_id=process.id,
+            definition=process.definition,
             wait_id=effect.wait_id,
             state=effect.state,
             title=effect.title,
             description=effect.description,
             data=effect.data,
-            links={approve_token: True, reject_token: False},
+            seats=list(effect.seats),
+            rule=effect.rule,
+            expires_at=effect.expires_at,
+            on_expiry=effect.on_expiry,
+            links=links,
             now=self.now,
         )
-        base = self.config.base_url
         message_id = self.engine.entropy.new_id()
         value = {
             "type": "ApprovalRequested",
             "approvalId": approval_id,
             "processId": process.id,
             "definition": process.definition,
+            "correlationKey": process.correlation_key,
             "state": effect.state,
             "title": effect.title,
             "description": effect.description,
             "data": effect.data,
-            "approveUrl": f"{base}/approve/{approve_token}",
-            "rejectUrl": f"{base}/reject/{reject_token}",
+            "rule": effect.rule,
+            "expiresAt": effect.expires_at.isoformat() if effect.expires_at else None,
+            "onExpiry": effect.on_expiry,
+            "links": published,
+            # The first seat's links, for the common single-approver case.
+            "approveUrl": published[0]["approveUrl"],
+            "rejectUrl": published[0]["rejectUrl"],
             "requestedAt": self.now.isoformat(),
-            "statusUrl": f"{base}/processes/{process.id}",
+            "statusUrl": f"{base}/approvals/{approval_id}",
         }
         found_headers = messages.headers(
             message_id, "bridge.ApprovalRequested", f"bridge/{process.definition}", process.id
+        )
+        return messages.row(
+            message_id,
+            process.id,
+            self.config.approvals_topic,
+            process.id,
+            value,
+            found_headers,
+            self.now,
+        )
+
+    def _reminder(self, process: Process, effect: RemindApproval) -> dict[str, Any]:
+        message_id = self.engine.entropy.new_id()
+        value = {
+            "type": "ApprovalReminder",
+            "processId": process.id,
+            "definition": process.definition,
+            "state": effect.state,
+            "pending": list(effect.pending),
+            "expiresAt": effect.expires_at.isoformat() if effect.expires_at else None,
+            "remindedAt": self.now.isoformat(),
+        }
+        found_headers = messages.headers(
+            message_id, "bridge.ApprovalReminder", f"bridge/{process.definition}", process.id
         )
         return messages.row(
             message_id,

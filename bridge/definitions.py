@@ -89,7 +89,7 @@ class Registry:
     def __init__(self) -> None:
         self._versions: dict[tuple[str, int], Definition] = {}
         self._latest: dict[str, Definition] = {}
-        self._interests: dict[str, dict[tuple[object, ...], EventInterest]] = {}
+        self._interests: dict[str, dict[EventInterest, None]] = {}
 
     def add(self, definition: Definition) -> None:
         self._versions[(definition.name, definition.version)] = definition
@@ -98,14 +98,11 @@ class Registry:
             self._latest[definition.name] = definition
         # Every version counts: a process on an old version may still wait for its events.
         for interest in event_interests(definition):
-            same = (interest.types, interest.key_path, interest.type_path)
-            known = self._interests.setdefault(interest.topic, {}).get(same)
-            if known is None or (interest.buffer_seconds or 0) > (known.buffer_seconds or 0):
-                self._interests[interest.topic][same] = interest
+            self._interests.setdefault(interest.topic, {})[interest] = None
 
     def interests(self, topic: str) -> list[EventInterest]:
         """What the waits of any loaded version want from ``topic``."""
-        return list(self._interests.get(topic, {}).values())
+        return list(self._interests.get(topic, {}))
 
     def get(self, name: str, version: int) -> Definition | None:
         return self._versions.get((name, version))

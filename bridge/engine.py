@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.batch import Batch
 from bridge.definitions import Registry
 from bridge.intake import (
+    ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
@@ -33,6 +34,7 @@ from bridge.intake import (
 from bridge.store.processes import ConcurrentUpdate
 
 __all__ = [
+    "ApprovalViewed",
     "BufferExpired",
     "CallbackReceived",
     "DecisionReceived",

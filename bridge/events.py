@@ -164,10 +164,15 @@ class Candidate:
     topic: str
     type: str
     key: str
-    buffer_seconds: int | None
+    #: The longest time to live of the interests behind it (the default for those without one).
+    buffer_seconds: int
+    #: Whether an event wait (not only a Deliver trigger) wants it.
+    for_wait: bool
 
 
-def candidates(event: DomainEvent, interests: list[EventInterest]) -> list[Candidate]:
+def candidates(
+    event: DomainEvent, interests: list[EventInterest], default_seconds: int
+) -> list[Candidate]:
     """The (topic, type, key) under which waits may want this event, one per distinct key."""
     found: dict[tuple[str, str, str], Candidate] = {}
     for interest in interests:
@@ -186,9 +191,15 @@ def candidates(event: DomainEvent, interests: list[EventInterest]) -> list[Candi
         if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
             continue
         ident = (interest.topic, kind, str(key))
+        seconds = default_seconds if interest.buffer_seconds is None else interest.buffer_seconds
         known = found.get(ident)
-        if known is None or (interest.buffer_seconds or 0) > (known.buffer_seconds or 0):
-            found[ident] = Candidate(interest.topic, kind, str(key), interest.buffer_seconds)
+        found[ident] = Candidate(
+            interest.topic,
+            kind,
+            str(key),
+            max(seconds, known.buffer_seconds if known else 0),
+            (known.for_wait if known else False) or not interest.from_trigger,
+        )
     return list(found.values())
 
 

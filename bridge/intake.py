@@ -35,6 +35,18 @@ class DecisionReceived:
     link_token: str
     comment: str | None = None
     decided_by: str | None = None
+    #: The decision; None takes the link's own (approve link: approve).
+    approve: bool | None = None
+    #: A form post without a valid nonce or from another origin: audited, never applied.
+    forged: bool = False
+
+
+@dataclass(frozen=True)
+class ApprovalViewed:
+    """Someone opened a decision page: kept in the process history, nothing else changes."""
+
+    link_token: str
+    viewer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,9 @@ class BufferExpired:
     buffer_id: int
 
 
-EngineInput = EventReceived | CallbackReceived | DecisionReceived | TimerDue | BufferExpired
+EngineInput = (
+    EventReceived | CallbackReceived | DecisionReceived | ApprovalViewed | TimerDue | BufferExpired
+)
 
 OutcomeStatus = Literal["applied", "duplicate", "ignored", "invalid", "not_found", "conflict"]
 

@@ -39,9 +39,12 @@ from pydantic import (
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
+    ConcludeApproval,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    RecordVote,
+    RemindApproval,
     RequestApproval,
     SendMessage,
     StartTimer,
@@ -94,6 +97,7 @@ class LocalResult:
     process_id: str
     messages: list[dict[str, JSON]] = field(default_factory=list)
     approvals: list[dict[str, JSON]] = field(default_factory=list)
+    reminders: list[dict[str, JSON]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -387,6 +391,7 @@ class _OpenWait:
     state: str
     answer: Answer | None
     kind: str = "callback"
+    seats: tuple[str, ...] = ()
 
 
 @dataclass
@@ -409,6 +414,7 @@ class _Runner:
     history: list[dict[str, JSON]] = field(default_factory=list)
     messages: list[dict[str, JSON]] = field(default_factory=list)
     approvals: list[dict[str, JSON]] = field(default_factory=list)
+    reminders: list[dict[str, JSON]] = field(default_factory=list)
 
     def run(self, data: JSON) -> LocalResult:
         self.now = self.clock()
@@ -435,7 +441,21 @@ class _Runner:
                     )
                 del self.waits[wait_id]
                 self._tick()
-                self._apply(_input(wait_id, wait.answer))
+                if isinstance(wait.answer, Decided):
+                    # Every seat casts the mocked decision until the approval's rule decides.
+                    for seat in wait.seats:
+                        decided = ApprovalDecided(
+                            wait_id,
+                            wait.answer.approved,
+                            wait.answer.decided_by,
+                            wait.answer.comment,
+                            seat=seat,
+                        )
+                        self._apply(decided)
+                        if self.process is None or not self._waiting(wait_id):
+                            break
+                else:
+                    self._apply(_input(wait_id, wait.answer))
             elif self.timers:
                 timer_id = min(self.timers, key=lambda timer: self.timers[timer])
                 self._until(self.timers.pop(timer_id))
@@ -481,19 +501,42 @@ class _Runner:
                             "data": effect.data,
                         }
                     )
-                    self.waits[effect.wait_id] = _OpenWait(effect.state, self._next(effect.state))
+                    self.waits[effect.wait_id] = _OpenWait(
+                        effect.state, self._next(effect.state), "approval", effect.seats
+                    )
                 case ExpectEvent():
                     self.waits[effect.wait_id] = _OpenWait(
                         effect.state, self._next(effect.state), "event"
                     )
                 case CloseWait():
                     self.waits.pop(effect.wait_id, None)
+                case RemindApproval():
+                    self.reminders.append(
+                        {"state": effect.state, "pending": list(effect.pending), "at": self.now}
+                    )
+                case RecordVote() | ConcludeApproval():
+                    pass  # the history has them; only the engine keeps approval rows
                 case StartTimer():
                     self.timers[effect.timer_id] = effect.due_at
                 case CancelTimer():
                     self.timers.pop(effect.timer_id, None)
                 case _:
                     assert_never(effect)
+
+    def _waiting(self, wait_id: str) -> bool:
+        """Whether the process still waits on ``wait_id`` (an approval may need more votes)."""
+        found: list[str] = []
+
+        def walk(position: Any) -> None:
+            if position is None:
+                return
+            if position.wait is not None:
+                found.append(position.wait.id)
+            for branch in position.branches:
+                walk(branch.position)
+
+        walk(self.process.position if self.process else None)
+        return wait_id in found
 
     def _next(self, state: str) -> Answer | None:
         """The mocked answer for this invocation of ``state``: the next in its list, or the last."""
@@ -536,6 +579,7 @@ class _Runner:
             process_id=self.process.id,
             messages=self.messages,
             approvals=self.approvals,
+            reminders=self.reminders,
         )
 
 

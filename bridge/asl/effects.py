@@ -37,13 +37,47 @@ class ExpectCallback:
 
 @dataclass(frozen=True)
 class RequestApproval:
-    """Open a human approval for ``wait_id``; the shell makes the links and publishes it."""
+    """Open a human approval for ``wait_id``; the shell makes a pair of links (approve, reject)
+    for every seat and publishes the request."""
 
     wait_id: str
     state: str
     title: str
     description: str | None
     data: JSON
+    seats: tuple[str, ...] = ("anyone",)
+    rule: str | int = "Any"
+    expires_at: datetime | None = None
+    on_expiry: str = "Fail"
+
+
+@dataclass(frozen=True)
+class RecordVote:
+    """A seat decided; the approval keeps the vote for its pages and API."""
+
+    wait_id: str
+    seat: str
+    approved: bool
+    decided_by: str | None
+    comment: str | None
+
+
+@dataclass(frozen=True)
+class ConcludeApproval:
+    """The approval is decided (APPROVED, REJECTED) or EXPIRED."""
+
+    wait_id: str
+    outcome: str
+
+
+@dataclass(frozen=True)
+class RemindApproval:
+    """Remind the seats that have not decided yet, before the deadline."""
+
+    wait_id: str
+    state: str
+    pending: tuple[str, ...]
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -78,6 +112,9 @@ Effect = (
     SendMessage
     | ExpectCallback
     | RequestApproval
+    | RecordVote
+    | ConcludeApproval
+    | RemindApproval
     | ExpectEvent
     | CloseWait
     | StartTimer

@@ -45,6 +45,18 @@ class ApprovalDecided:
     approved: bool
     decided_by: str | None = None
     comment: str | None = None
+    #: The seat that decides (``user:NAME``, ``group:NAME``); None for a single-seat approval.
+    seat: str | None = None
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Something worth keeping in the history that changes nothing (a page viewed, a refused
+    attempt). Accepted whatever the process's status."""
+
+    kind: str
+    state: str | None
+    details: dict[str, JSON] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -75,4 +87,5 @@ Input = (
     | EventArrived
     | TimerFired
     | Stop
+    | Audit
 )

@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from bridge.asl import choice, errors, intrinsics, jsonata, paths
+from bridge.asl import approvals, choice, errors, intrinsics, jsonata, paths
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
+    ConcludeApproval,
     Effect,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    RecordVote,
+    RemindApproval,
     RequestApproval,
     SendMessage,
     StartTimer,
@@ -29,6 +32,7 @@ from bridge.asl.effects import (
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import (
     ApprovalDecided,
+    Audit,
     EventArrived,
     Input,
     Start,
@@ -97,6 +101,11 @@ def step(
     entropy: Entropy,
 ) -> Step:
     """Apply ``event`` to ``process`` (None for a start) and run until the process waits or ends."""
+    if isinstance(event, Audit):
+        if process is None:
+            return Step(None, rejected="no such process")
+        entry = HistoryEntry(now, event.kind, event.state, dict(event.details))
+        return Step(process, (), (entry,))
     if isinstance(event, Start):
         if process is not None:
             return Step(process, rejected=f"process {process.id} already exists")
@@ -106,6 +115,10 @@ def step(
     if process.status.ended:
         return Step(process, rejected=f"process is {process.status.value}")
     return _Run(definition, now, entropy).resume(process, event)
+
+
+class _Refused(Exception):
+    """The input is refused as a whole (a seat that already voted); nothing changes."""
 
 
 @dataclass(frozen=True)
@@ -215,7 +228,10 @@ class _Run:
         if process.position is None:
             return self._reject(process, "the process is not waiting")
         scope = _Scope(self.definition, own=dict(process.variables))
-        result = self._deliver(process, scope, process.position, event)
+        try:
+            result = self._deliver(process, scope, process.position, event)
+        except _Refused as refused:
+            return self._reject(process, str(refused))
         if result is None:
             return self._reject(process, "the input does not match what the process waits for")
         return self._conclude(process, scope, result)
@@ -374,6 +390,23 @@ class _Run:
                 )
                 self._abandon(position)
                 return self._completed(process, scope, position, arrived)
+            case TimerFired(timer_id=timer_id) if (
+                timer_id == wait.timeout_timer and wait.ballot is not None
+            ):
+                return self._approval_expired(process, scope, position, wait.ballot)
+            case TimerFired(timer_id=timer_id) if (
+                wait.ballot is not None and timer_id in wait.ballot.reminder_timers
+            ):
+                ballot = wait.ballot
+                self.effects.append(
+                    RemindApproval(wait.id, name, tuple(ballot.pending()), ballot.expires_at)
+                )
+                self._record("ApprovalReminded", name, pending=ballot.pending())
+                remaining = tuple(t for t in ballot.reminder_timers if t != timer_id)
+                ballot = ballot.model_copy(update={"reminder_timers": remaining})
+                return _Blocked(
+                    position.model_copy(update={"wait": wait.model_copy(update={"ballot": ballot})})
+                )
             case TimerFired(timer_id=timer_id) if timer_id == wait.timeout_timer:
                 self._abandon(position)
                 self._record("TaskTimedOut", name)
@@ -425,21 +458,82 @@ class _Run:
     def _decided(
         self, process: Process, scope: _Scope, position: Position, event: ApprovalDecided
     ) -> _Outcome:
-        outcome = "APPROVED" if event.approved else "REJECTED"
-        decision = {
-            "outcome": outcome,
-            "decidedBy": event.decided_by,
-            "decidedAt": _iso(self.now),
-            "comment": event.comment,
-        }
-        self._record("ApprovalDecided", position.state, **decision)
+        wait = position.wait
+        assert wait is not None
+        ballot = wait.ballot or approvals.Ballot(seats=(approvals.ANYONE,))
+        seat = event.seat or (ballot.seats[0] if len(ballot.seats) == 1 else None)
+        if seat is None or seat not in ballot.seats:
+            raise _Refused(f"{event.seat!r} is not a seat of this approval")
+        if ballot.voted(seat):
+            raise _Refused(f"{seat} has already decided")
+        vote = approvals.Vote(
+            seat=seat,
+            approved=event.approved,
+            decided_by=event.decided_by,
+            comment=event.comment,
+            at=self.now,
+        )
+        ballot = ballot.model_copy(update={"votes": (*ballot.votes, vote)})
+        self.effects.append(
+            RecordVote(wait.id, seat, event.approved, event.decided_by, event.comment)
+        )
+        self._record(
+            "ApprovalVoted",
+            position.state,
+            seat=seat,
+            decision="approve" if event.approved else "reject",
+            decidedBy=event.decided_by,
+            comment=event.comment,
+        )
+        outcome = ballot.tally()
+        if outcome is None:
+            updated = wait.model_copy(update={"ballot": ballot})
+            return _Blocked(position.model_copy(update={"wait": updated}))
+        return self._conclude_approval(process, scope, position, ballot, outcome)
+
+    def _conclude_approval(
+        self,
+        process: Process,
+        scope: _Scope,
+        position: Position,
+        ballot: approvals.Ballot,
+        outcome: approvals.Outcome,
+        *,
+        expired: bool = False,
+    ) -> _Outcome:
+        assert position.wait is not None
+        decision = approvals.record(ballot, outcome, self.now, expired=expired)
+        self._record(
+            "ApprovalDecided",
+            position.state,
+            outcome=outcome,
+            expired=expired,
+            decidedBy=decision["decidedBy"],
+            comment=decision["comment"],
+            votes=decision["votes"],
+        )
+        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED" if expired else outcome))
         self._abandon(position)
-        if event.approved:
+        if outcome == "APPROVED":
             return self._completed(process, scope, position, decision)
-        cause = f"Rejected by {event.decided_by or 'an approver'}"
-        if event.comment:
-            cause += f": {event.comment}"
-        return Failure(errors.APPROVAL_REJECTED, cause)
+        return approvals.rejection(ballot, expired=expired).as_failure()
+
+    def _approval_expired(
+        self, process: Process, scope: _Scope, position: Position, ballot: approvals.Ballot
+    ) -> _Outcome:
+        self._record("ApprovalExpired", position.state, onExpiry=ballot.on_expiry)
+        if ballot.on_expiry == "Approve":
+            return self._conclude_approval(
+                process, scope, position, ballot, "APPROVED", expired=True
+            )
+        if ballot.on_expiry == "Reject":
+            return self._conclude_approval(
+                process, scope, position, ballot, "REJECTED", expired=True
+            )
+        assert position.wait is not None
+        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED"))
+        self._abandon(position)
+        return Failure(errors.TIMEOUT, f"The approval in {position.state} expired")
 
     def _abandon(self, position: Position | None) -> None:
         """Close every wait in this subtree: tokens and links stop working, timers are cancelled."""
@@ -449,7 +543,8 @@ class _Run:
         if wait is not None:
             if wait.kind in ("callback", "approval", "event"):
                 self.effects.append(CloseWait(wait.id))
-            for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer):
+            reminders = wait.ballot.reminder_timers if wait.ballot else ()
+            for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders):
                 if timer is not None:
                     self.effects.append(CancelTimer(timer))
         for branch in position.branches:
@@ -606,23 +701,60 @@ class _Run:
             wait = self._wait_with_timers(wait_id, "event", timeout, None)
             return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == APPROVAL:
-            request = parameters if isinstance(parameters, dict) else {}
-            wait_id = self.entropy.new_id()
-            title = request.get("Title") or f"{self.definition.name}: {position.state}"
-            description = request.get("Description")
-            self.effects.append(
-                RequestApproval(
-                    wait_id=wait_id,
-                    state=position.state,
-                    title=str(title),
-                    description=None if description is None else str(description),
-                    data=request.get("Data", data),
-                )
-            )
-            self._record("ApprovalRequested", position.state, title=str(title))
-            wait = self._wait_with_timers(wait_id, "approval", timeout, None)
-            return _Blocked(position.model_copy(update={"wait": wait}))
+            return self._request_approval(state, position, parameters, data, timeout)
         raise AssertionError(f"unvalidated resource {state.resource}")
+
+    def _request_approval(
+        self,
+        state: TaskState,
+        position: Position,
+        parameters: JSON,
+        data: JSON,
+        timeout: int | None,
+    ) -> _Outcome:
+        request = parameters if isinstance(parameters, dict) else {}
+        ballot = approvals.ballot_of(request, position.state)
+        reminders = approvals.reminders_of(request, position.state)
+        wait_id = self.entropy.new_id()
+        title = request.get("Title") or f"{self.definition.name}: {position.state}"
+        description = request.get("Description")
+        expires_at = self.now + timedelta(seconds=timeout) if timeout is not None else None
+        self.effects.append(
+            RequestApproval(
+                wait_id=wait_id,
+                state=position.state,
+                title=str(title),
+                description=None if description is None else str(description),
+                data=request.get("Data", data),
+                seats=ballot.seats,
+                rule=ballot.rule,
+                expires_at=expires_at,
+                on_expiry=ballot.on_expiry,
+            )
+        )
+        timers = []
+        if expires_at is not None:
+            for seconds in reminders:
+                due = expires_at - timedelta(seconds=seconds)
+                if due > self.now:
+                    timer = self.entropy.new_id()
+                    self.effects.append(StartTimer(timer, due))
+                    timers.append(timer)
+        self._record(
+            "ApprovalRequested",
+            position.state,
+            title=str(title),
+            seats=list(ballot.seats),
+            rule=ballot.rule,
+            expiresAt=_iso(expires_at) if expires_at else None,
+        )
+        wait = self._wait_with_timers(wait_id, "approval", timeout, None)
+        ballot = ballot.model_copy(
+            update={"reminder_timers": tuple(timers), "expires_at": expires_at}
+        )
+        return _Blocked(
+            position.model_copy(update={"wait": wait.model_copy(update={"ballot": ballot})})
+        )
 
     def _wait_with_timers(
         self, wait_id: str, kind: str, timeout: int | None, heartbeat: int | None
@@ -1099,7 +1231,8 @@ def _targets(wait: Wait, event: Input) -> bool:
         case EventArrived(wait_id=wait_id):
             return wait.kind == "event" and wait.id == wait_id
         case TimerFired(timer_id=timer_id):
-            return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer)
+            reminders = wait.ballot.reminder_timers if wait.ballot else ()
+            return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders)
     return False
 
 

@@ -244,7 +244,10 @@ class EventInterest(_Node):
     types: tuple[str, ...]
     key_path: str
     type_path: str = "$.type"
+    #: None: the configured default.
     buffer_seconds: int | None = None
+    #: From a ``Deliver`` trigger rather than an event wait.
+    from_trigger: bool = False
 
 
 def event_wait_specs(parameters: JSON) -> list[dict[str, JSON]]:
@@ -281,6 +284,7 @@ def event_interests(definition: Definition) -> list[EventInterest]:
                     key_path=trigger.correlation_key,
                     type_path=trigger.type_path,
                     buffer_seconds=trigger.buffer_seconds,
+                    from_trigger=True,
                 )
             )
     for state in _all_states(definition):

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from bridge.asl.approvals import Ballot
+
 JSON = Any
 
 
@@ -61,6 +63,8 @@ class Wait(_Frozen):
     heartbeat_timer: str | None = None
     heartbeat_seconds: int | None = None
     timer: str | None = None
+    #: Approval waits: seats, rule and votes so far.
+    ballot: Ballot | None = None
 
 
 BranchStatus = Literal["pending", "running", "succeeded", "failed", "aborted"]

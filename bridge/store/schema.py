@@ -199,6 +199,12 @@ approvals = Table(
     Column("decided_at", UTCDateTime, nullable=True),
     Column("decided_by", String(200), nullable=True),
     Column("comment", Text, nullable=True),
+    Column("definition", String(200), nullable=True),
+    Column("seats", Json, nullable=True),
+    Column("rule", String(20), nullable=True),
+    Column("votes", Json, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("on_expiry", String(10), nullable=True),
     Index(None, "status", "created_at"),
     Index(None, "process_id"),
 )
@@ -209,6 +215,7 @@ approval_links = Table(
     Column("token_hash", String(64), primary_key=True),
     Column("approval_id", String(64), ForeignKey("approvals.id"), nullable=False),
     Column("approve", Boolean, nullable=False),
+    Column("seat", String(210), nullable=True),
     Index(None, "approval_id"),
 )
 

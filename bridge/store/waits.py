@@ -86,19 +86,25 @@ async def add_approval(
     *,
     approval_id: str,
     process_id: str,
+    definition: str,
     wait_id: str,
     state: str,
     title: str,
     description: str | None,
     data: Any,
-    links: dict[str, bool],
+    seats: list[str],
+    rule: str | int,
+    expires_at: datetime | None,
+    on_expiry: str,
+    links: dict[str, tuple[bool, str]],
     now: datetime,
 ) -> None:
-    """``links`` maps each link token to whether it approves."""
+    """``links`` maps each link token to (whether it approves, the seat it decides for)."""
     await conn.execute(
         insert(approvals).values(
             id=approval_id,
             process_id=process_id,
+            definition=definition,
             wait_id=wait_id,
             state=state,
             title=title,
@@ -106,93 +112,206 @@ async def add_approval(
             data=data,
             status="PENDING",
             created_at=now,
+            seats=seats,
+            rule=str(rule),
+            votes=[],
+            expires_at=expires_at,
+            on_expiry=on_expiry,
         )
     )
     await conn.execute(
         insert(approval_links),
         [
-            {"token_hash": token_hash(token), "approval_id": approval_id, "approve": approve}
-            for token, approve in links.items()
+            {
+                "token_hash": token_hash(token),
+                "approval_id": approval_id,
+                "approve": approve,
+                "seat": seat,
+            }
+            for token, (approve, seat) in links.items()
         ],
     )
 
 
 @dataclass(frozen=True)
-class LinkTarget:
-    approval_id: str
+class Approval:
+    id: str
     process_id: str
+    definition: str | None
     wait_id: str
-    approve: bool
-    status: str
+    state: str
     title: str
     description: str | None
     data: Any
-    state: str
+    status: str
     created_at: datetime
     decided_at: datetime | None
-    decided_by: str | None
-    comment: str | None
+    seats: list[str]
+    rule: str | None
+    votes: list[dict[str, Any]]
+    expires_at: datetime | None
+    on_expiry: str | None
+
+    def as_json(self, base_url: str = "") -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "processId": self.process_id,
+            "definition": self.definition,
+            "state": self.state,
+            "title": self.title,
+            "description": self.description,
+            "data": self.data,
+            "status": self.status,
+            "createdAt": self.created_at.isoformat(),
+            "decidedAt": self.decided_at.isoformat() if self.decided_at else None,
+            "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
+            "onExpiry": self.on_expiry,
+            "rule": self.rule,
+            "seats": self.seats,
+            "votes": self.votes,
+            "pending": [
+                seat for seat in self.seats if not any(v["seat"] == seat for v in self.votes)
+            ],
+            "links": {
+                "self": f"{base_url}/approvals/{self.id}",
+                "process": f"{base_url}/processes/{self.process_id}",
+            },
+        }
+
+
+_APPROVAL_COLUMNS = (
+    approvals.c.id,
+    approvals.c.process_id,
+    approvals.c.definition,
+    approvals.c.wait_id,
+    approvals.c.state,
+    approvals.c.title,
+    approvals.c.description,
+    approvals.c.data,
+    approvals.c.status,
+    approvals.c.created_at,
+    approvals.c.decided_at,
+    approvals.c.seats,
+    approvals.c.rule,
+    approvals.c.votes,
+    approvals.c.expires_at,
+    approvals.c.on_expiry,
+)
+
+
+def _approval(row: Any) -> Approval:
+    return Approval(
+        id=row.id,
+        process_id=row.process_id,
+        definition=row.definition,
+        wait_id=row.wait_id,
+        state=row.state,
+        title=row.title,
+        description=row.description,
+        data=row.data,
+        status=row.status,
+        created_at=row.created_at,
+        decided_at=row.decided_at,
+        seats=list(row.seats or ["anyone"]),
+        rule=row.rule,
+        votes=list(row.votes or []),
+        expires_at=row.expires_at,
+        on_expiry=row.on_expiry,
+    )
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    approval: Approval
+    approve: bool
+    seat: str
+
+    @property
+    def approval_id(self) -> str:
+        return self.approval.id
+
+    @property
+    def process_id(self) -> str:
+        return self.approval.process_id
+
+    @property
+    def wait_id(self) -> str:
+        return self.approval.wait_id
+
+    @property
+    def status(self) -> str:
+        return self.approval.status
+
+    @property
+    def title(self) -> str:
+        return self.approval.title
 
 
 async def find_link(conn: AsyncConnection, token: str) -> LinkTarget | None:
     row = (
         await conn.execute(
-            select(
-                approvals.c.id,
-                approvals.c.process_id,
-                approvals.c.wait_id,
-                approval_links.c.approve,
-                approvals.c.status,
-                approvals.c.title,
-                approvals.c.description,
-                approvals.c.data,
-                approvals.c.state,
-                approvals.c.created_at,
-                approvals.c.decided_at,
-                approvals.c.decided_by,
-                approvals.c.comment,
-            )
+            select(*_APPROVAL_COLUMNS, approval_links.c.approve, approval_links.c.seat)
             .join(approvals, approvals.c.id == approval_links.c.approval_id)
             .where(approval_links.c.token_hash == token_hash(token))
         )
     ).first()
     if row is None:
         return None
-    return LinkTarget(
-        approval_id=row.id,
-        process_id=row.process_id,
-        wait_id=row.wait_id,
-        approve=row.approve,
-        status=row.status,
-        title=row.title,
-        description=row.description,
-        data=row.data,
-        state=row.state,
-        created_at=row.created_at,
-        decided_at=row.decided_at,
-        decided_by=row.decided_by,
-        comment=row.comment,
+    return LinkTarget(_approval(row), row.approve, row.seat or "anyone")
+
+
+async def get_approval(conn: AsyncConnection, approval_id: str) -> Approval | None:
+    row = (
+        await conn.execute(select(*_APPROVAL_COLUMNS).where(approvals.c.id == approval_id))
+    ).first()
+    return None if row is None else _approval(row)
+
+
+async def approvals_of_process(conn: AsyncConnection, process_id: str) -> list[Approval]:
+    rows = await conn.execute(
+        select(*_APPROVAL_COLUMNS)
+        .where(approvals.c.process_id == process_id)
+        .order_by(approvals.c.created_at)
     )
+    return [_approval(row) for row in rows]
 
 
-async def record_decision(
+async def list_approvals(
     conn: AsyncConnection,
-    approval_id: str,
     *,
-    approved: bool,
-    decided_by: str | None,
-    comment: str | None,
-    now: datetime,
-) -> bool:
-    """First decision wins: a conditional update that only a PENDING approval passes."""
-    result = await conn.execute(
-        update(approvals)
-        .where(and_(approvals.c.id == approval_id, approvals.c.status == "PENDING"))
-        .values(
-            status="APPROVED" if approved else "REJECTED",
-            decided_at=now,
-            decided_by=decided_by,
-            comment=comment,
+    status: str | None = "PENDING",
+    definition: str | None = None,
+    created_before: datetime | None = None,
+    limit: int = 200,
+) -> list[Approval]:
+    """Approvals, oldest first; seat filters (assignee, group) are applied by the caller."""
+    query = select(*_APPROVAL_COLUMNS)
+    if status is not None:
+        query = query.where(approvals.c.status == status)
+    if definition is not None:
+        query = query.where(approvals.c.definition == definition)
+    if created_before is not None:
+        query = query.where(approvals.c.created_at <= created_before)
+    rows = await conn.execute(query.order_by(approvals.c.created_at).limit(limit))
+    return [_approval(row) for row in rows]
+
+
+async def record_vote(conn: AsyncConnection, wait_id: str, vote: dict[str, Any]) -> None:
+    row = (
+        await conn.execute(
+            select(approvals.c.id, approvals.c.votes).where(approvals.c.wait_id == wait_id)
         )
+    ).first()
+    if row is None:
+        return
+    await conn.execute(
+        update(approvals).where(approvals.c.id == row.id).values(votes=[*(row.votes or []), vote])
     )
-    return result.rowcount == 1
+
+
+async def conclude(conn: AsyncConnection, wait_id: str, outcome: str, now: datetime) -> None:
+    await conn.execute(
+        update(approvals)
+        .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == "PENDING"))
+        .values(status=outcome, decided_at=now)
+    )

@@ -335,12 +335,20 @@ def test_an_approved_order_completes_with_the_decision_in_its_output() -> None:
     assert CancelTimer(approval.timeout_timer or "") in decided.effects
     assert one(decided.effects, SendMessage).topic == "orders.done"
     assert run.running.status is ProcessStatus.SUCCEEDED
-    assert run.running.output["approval"] == {
-        "outcome": "APPROVED",
-        "decidedBy": "alice",
-        "decidedAt": "2024-05-01T12:01:00.000Z",
-        "comment": "fine",
-    }
+    decision = run.running.output["approval"]
+    assert decision["outcome"] == "APPROVED"
+    assert decision["decidedBy"] == "alice"
+    assert decision["decidedAt"] == "2024-05-01T12:01:00.000Z"
+    assert decision["comment"] == "fine"
+    assert decision["votes"] == [
+        {
+            "seat": "anyone",
+            "decision": "approve",
+            "by": "alice",
+            "at": "2024-05-01T12:01:00.000Z",
+            "comment": "fine",
+        }
+    ]
 
 
 def test_a_rejected_order_fails_with_approval_rejected_naming_the_decider() -> None:

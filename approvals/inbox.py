@@ -1,0 +1,114 @@
+"""The approvals inbox and the read-only pages: pending approvals, one approval, one process.
+
+The same paths answer JSON to API clients and HTML to browsers (by the Accept header). These
+pages never decide: deciding takes the link an approver received.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from approvals.api import ENGINE, process_json
+from approvals.pages import PAGE_HEADERS
+from approvals.problems import problem
+from bridge.store import processes as store
+from bridge.store import waits
+from bridge.store.database import reading
+
+routes = web.RouteTableDef()
+STATUSES = ("PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED")
+
+
+def wants_html(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+def _page(request: web.Request, template: str, **context: Any) -> web.Response:
+    response = aiohttp_jinja2.render_template(template, request, context)
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+@routes.get("/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    """Approvals (pending by default), filtered by assignee, group, definition and age."""
+    engine = request.app[ENGINE]
+    query = request.query
+    status = query.get("status", "PENDING").upper()
+    if status != "ALL" and status not in STATUSES:
+        return problem(400, "Invalid status", f"status is one of {', '.join(STATUSES)} or ALL")
+    try:
+        min_age = int(query.get("minAgeMinutes", "0"))
+        if min_age < 0:
+            raise ValueError
+    except ValueError:
+        return problem(400, "Invalid minAgeMinutes", "a whole number of minutes, 0 or more")
+    created_before = datetime.now(UTC) - timedelta(minutes=min_age) if min_age else None
+    async with reading(engine.db) as conn:
+        found = await waits.list_approvals(
+            conn,
+            status=None if status == "ALL" else status,
+            definition=query.get("definition") or None,
+            created_before=created_before,
+        )
+    assignee, group = query.get("assignee") or None, query.get("group") or None
+    if assignee:
+        found = [a for a in found if f"user:{assignee}" in a.seats]
+    if group:
+        found = [a for a in found if f"group:{group}" in a.seats]
+    if wants_html(request):
+        return _page(
+            request,
+            "inbox.html",
+            approvals=found,
+            status=status,
+            assignee=assignee or "",
+            group=group or "",
+            definition=query.get("definition", ""),
+            min_age=min_age or "",
+            now=datetime.now(UTC),
+        )
+    return web.json_response({"items": [a.as_json(engine.base_url) for a in found]})
+
+
+@routes.get("/approvals/{id}")
+async def get_approval(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    async with reading(engine.db) as conn:
+        approval = await waits.get_approval(conn, request.match_info["id"])
+    if approval is None:
+        return problem(404, "Approval not found", f"no approval {request.match_info['id']!r}")
+    if wants_html(request):
+        data = json.dumps(approval.data, indent=2, ensure_ascii=False, sort_keys=True)
+        return _page(request, "approval_view.html", approval=approval, data=data)
+    return web.json_response(approval.as_json(engine.base_url))
+
+
+async def process_page(request: web.Request, process_id: str) -> web.Response:
+    """The process with its history and decisions, for people."""
+    engine = request.app[ENGINE]
+    async with reading(engine.db) as conn:
+        process = await store.get(conn, process_id)
+        if process is None:
+            return problem(404, "Process not found", f"no process {process_id!r}")
+        history = await store.read_history(conn, process_id, limit=2000)
+        decisions = await waits.approvals_of_process(conn, process_id)
+    for entry in history:
+        entry["details_json"] = (
+            json.dumps(entry["details"], ensure_ascii=False, sort_keys=True)
+            if entry["details"]
+            else ""
+        )
+    return _page(
+        request,
+        "process.html",
+        process=process_json(process, engine.base_url),
+        history=history,
+        approvals=decisions,
+    )

@@ -1,0 +1,162 @@
+"""Human approvals in the core: who may decide, how votes add up, and the decision record.
+
+An approval step has seats (assigned users and groups; one anonymous seat when none is named).
+Each seat votes once; the rule decides: ``Any`` (the first vote decides), ``All`` (every seat must
+approve; one rejection rejects), or a number N (N approvals approve; when too few seats are left to
+reach N, the approval is rejected). On expiry the step fails with States.Timeout, or approves, or
+rejects, as ``OnExpiry`` says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.asl import errors
+from bridge.asl.errors import StatesError
+
+JSON = Any
+Outcome = Literal["APPROVED", "REJECTED"]
+OnExpiry = Literal["Fail", "Approve", "Reject"]
+ANYONE = "anyone"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Vote(_Frozen):
+    seat: str
+    approved: bool
+    decided_by: str | None = None
+    comment: str | None = None
+    at: datetime
+
+
+class Ballot(_Frozen):
+    """The state of one approval: its seats, rule, votes so far, and pending reminders."""
+
+    seats: tuple[str, ...]
+    rule: str | int = "Any"
+    on_expiry: OnExpiry = "Fail"
+    votes: tuple[Vote, ...] = ()
+    reminder_timers: tuple[str, ...] = ()
+    expires_at: datetime | None = None
+
+    def voted(self, seat: str) -> bool:
+        return any(vote.seat == seat for vote in self.votes)
+
+    def pending(self) -> list[str]:
+        return [seat for seat in self.seats if not self.voted(seat)]
+
+    def tally(self) -> Outcome | None:
+        """The outcome the votes so far decide, or None while it is open."""
+        approvals = sum(1 for vote in self.votes if vote.approved)
+        rejections = len(self.votes) - approvals
+        if self.rule == "Any":
+            if not self.votes:
+                return None
+            return "APPROVED" if self.votes[0].approved else "REJECTED"
+        needed = len(self.seats) if self.rule == "All" else int(self.rule)
+        if approvals >= needed:
+            return "APPROVED"
+        if len(self.seats) - rejections < needed:
+            return "REJECTED"
+        return None
+
+
+def seats_of(request: Mapping[str, JSON], state: str) -> tuple[str, ...]:
+    """``user:NAME`` and ``group:NAME`` seats from Assignees and Groups; ``anyone`` if none."""
+    found: list[str] = []
+    for field, kind in (("Assignees", "user"), ("Groups", "group")):
+        names = request.get(field) or []
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+            raise StatesError(
+                "Approval.InvalidParameters", f"State {state}: {field} must be a list of names"
+            )
+        found.extend(f"{kind}:{name}" for name in names)
+    return tuple(dict.fromkeys(found)) or (ANYONE,)
+
+
+def ballot_of(request: Mapping[str, JSON], state: str) -> Ballot:
+    seats = seats_of(request, state)
+    rule = request.get("Rule", "Any")
+    if isinstance(rule, bool) or not (
+        rule in ("Any", "All") or (isinstance(rule, int) and 1 <= rule <= len(seats))
+    ):
+        raise StatesError(
+            "Approval.InvalidParameters",
+            f"State {state}: Rule must be Any, All or a number from 1 to {len(seats)} "
+            f"(the seats), not {rule!r}",
+        )
+    on_expiry = request.get("OnExpiry", "Fail")
+    if on_expiry not in ("Fail", "Approve", "Reject"):
+        raise StatesError(
+            "Approval.InvalidParameters",
+            f"State {state}: OnExpiry must be Fail, Approve or Reject, not {on_expiry!r}",
+        )
+    return Ballot(seats=seats, rule=rule, on_expiry=on_expiry)
+
+
+def reminders_of(request: Mapping[str, JSON], state: str) -> list[int]:
+    """Seconds before the deadline at which to remind the pending approvers."""
+    before = request.get("RemindBeforeSeconds") or []
+    if isinstance(before, int) and not isinstance(before, bool):
+        before = [before]
+    if not isinstance(before, list) or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in before
+    ):
+        raise StatesError(
+            "Approval.InvalidParameters",
+            f"State {state}: RemindBeforeSeconds must be positive whole seconds",
+        )
+    return sorted(set(before), reverse=True)
+
+
+def record(ballot: Ballot, outcome: Outcome, now: datetime, *, expired: bool = False) -> JSON:
+    """The step's result: the outcome, who decided and when, the comments and every vote."""
+    deciding = [vote for vote in ballot.votes if vote.approved == (outcome == "APPROVED")]
+    last = deciding[-1] if deciding else None
+    return {
+        "outcome": outcome,
+        "expired": expired,
+        "decidedBy": last.decided_by or last.seat if last else None,
+        "decidedAt": _iso(now),
+        "comment": last.comment if last else None,
+        "comments": [
+            {"seat": vote.seat, "by": vote.decided_by, "comment": vote.comment}
+            for vote in ballot.votes
+            if vote.comment
+        ],
+        "votes": [
+            {
+                "seat": vote.seat,
+                "decision": "approve" if vote.approved else "reject",
+                "by": vote.decided_by,
+                "at": _iso(vote.at),
+                "comment": vote.comment,
+            }
+            for vote in ballot.votes
+        ],
+        "rule": ballot.rule,
+    }
+
+
+def rejection(ballot: Ballot, *, expired: bool = False) -> StatesError:
+    if expired:
+        return StatesError(errors.APPROVAL_REJECTED, "The approval expired without a decision")
+    rejecting = [vote for vote in ballot.votes if not vote.approved]
+    who = ", ".join(vote.decided_by or vote.seat for vote in rejecting) or "the approvers"
+    comments = "; ".join(vote.comment for vote in rejecting if vote.comment)
+    return StatesError(
+        errors.APPROVAL_REJECTED, f"Rejected by {who}" + (f": {comments}" if comments else "")
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
