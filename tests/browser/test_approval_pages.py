@@ -85,7 +85,7 @@ async def test_approve_in_the_browser(browser: Browser, tmp_path: Path, kafka: s
         assert "nothing more to do" in await page.inner_text("main")
         assert await page.query_selector("form") is None
 
-        status, history = await bridge.get(f"/processes/{process['id']}/history")
+        _, history = await bridge.get(f"/processes/{process['id']}/history")
         kinds = [entry["type"] for entry in history["items"]]
         assert kinds.count("ApprovalViewed") >= 2 and "ApprovalVoted" in kinds
         await page.close()
@@ -121,7 +121,7 @@ async def test_a_form_from_another_origin_is_refused(
             await runner.cleanup()
         process = await bridge.process_for("o-csrf", "RUNNING")
         assert process["currentState"] == "ApproveOrder"
-        status, history = await bridge.get(f"/processes/{process['id']}/history")
+        _, history = await bridge.get(f"/processes/{process['id']}/history")
         assert "ApprovalAttemptRefused" in [entry["type"] for entry in history["items"]]
 
 
