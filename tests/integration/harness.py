@@ -155,23 +155,36 @@ async def _body(response: aiohttp.ClientResponse) -> Any:
 
 @asynccontextmanager
 async def running_bridge(
-    database_url: str, kafka: str, tmp_path: Path, **overrides: Any
+    database_url: str,
+    kafka: str,
+    tmp_path: Path,
+    *,
+    definitions: Path | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Bridge]:
+    """A bridge running the order saga (topics renamed per call), or, given ``definitions``, the
+    definitions of that folder as they are. ``overrides`` replace any Settings field, including
+    the ones set here (e.g. ``kafka_group_id`` to restart a worker in the same group)."""
     suffix = uuid.uuid4().hex[:8]
-    topics = saga_definition(tmp_path / "definitions", suffix)
+    if definitions is None:
+        definitions = tmp_path / "definitions"
+        topics = saga_definition(definitions, suffix)
+    else:
+        topics = {}
     topics["bridge.replies"] = f"bridge.replies.{suffix}"
     topics["bridge.approvals"] = f"bridge.approvals.{suffix}"
-    settings = Settings(
-        database_url=database_url,
-        kafka_bootstrap=kafka,
-        http_port=free_port(),
-        kafka_group_id=f"bridge-{suffix}",
-        kafka_replies_topic=topics["bridge.replies"],
-        kafka_approvals_topic=topics["bridge.approvals"],
-        definitions_dir=tmp_path / "definitions",
-        relay_poll_ms=20,
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "kafka_bootstrap": kafka,
+        "http_port": free_port(),
+        "kafka_group_id": f"bridge-{suffix}",
+        "kafka_replies_topic": topics["bridge.replies"],
+        "kafka_approvals_topic": topics["bridge.approvals"],
+        "definitions_dir": definitions,
+        "relay_poll_ms": 20,
+    }
+    values.update(overrides)
+    settings = Settings(**values)
     core = await open_core(settings)
     worker = Worker(core, kafka)
     web = Web(core, settings.http_host, settings.http_port)
