@@ -167,8 +167,9 @@ class Batch:
         except InvalidEvent as exc:
             log.warning("invalid event at %s: %s", record.position, exc)
             return str(exc), f"pos|{record.position}"
-        wanted = candidates(event, registry.interests(record.topic), self.config.buffer_seconds)
-        return _Read(event, identity(event, matches), matches, wanted)
+        interests = registry.interests(record.topic)
+        wanted = candidates(event, interests, self.config.buffer_seconds)
+        return _Read(event, identity(event, matches, interests), matches, wanted)
 
     async def _event(
         self, item: EventReceived, read: _Read | tuple[str, str], already: set[str]

@@ -219,17 +219,23 @@ def payload(event: DomainEvent, event_type: str | None, key: str | None, event_k
     }
 
 
-def identity(event: DomainEvent, matches: list[Match]) -> str:
-    """The event's dedupe key: CloudEvents source + id, a trigger's EventId, else its position."""
+def identity(
+    event: DomainEvent, matches: list[Match], interests: list[EventInterest] | None = None
+) -> str:
+    """The event's dedupe key: CloudEvents source + id, the EventId of a trigger or event wait,
+    else its position (topic, partition, offset)."""
     record = event.record
     if event.id is not None:
         return f"ce|{event.source or ''}|{event.id}"
-    for found in matches:
-        if found.trigger.event_id is not None:
-            try:
-                value = paths.read_path(found.trigger.event_id, event.data, {})
-            except paths.PathNotFound:
-                continue
-            if value is not None and value != "":
-                return f"id|{record.topic}|{value}"
+    id_paths = [found.trigger.event_id for found in matches]
+    id_paths += [interest.id_path for interest in interests or []]
+    for id_path in id_paths:
+        if id_path is None:
+            continue
+        try:
+            value = paths.read_path(id_path, event.data, {})
+        except paths.PathNotFound:
+            continue
+        if value is not None and value != "":
+            return f"id|{record.topic}|{value}"
     return f"pos|{record.position}"

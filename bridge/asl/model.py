@@ -248,6 +248,8 @@ class EventInterest(_Node):
     buffer_seconds: int | None = None
     #: From a ``Deliver`` trigger rather than an event wait.
     from_trigger: bool = False
+    #: Where plain JSON events keep their identity, for deduplication.
+    id_path: str | None = None
 
 
 def event_wait_specs(parameters: JSON) -> list[dict[str, JSON]]:
@@ -285,6 +287,7 @@ def event_interests(definition: Definition) -> list[EventInterest]:
                     type_path=trigger.type_path,
                     buffer_seconds=trigger.buffer_seconds,
                     from_trigger=True,
+                    id_path=trigger.event_id,
                 )
             )
     for state in _all_states(definition):
@@ -310,6 +313,7 @@ def _interest(spec: dict[str, JSON]) -> EventInterest | None:
         key_path=key_path,
         type_path=str(spec.get("TypePath", "$.type")),
         buffer_seconds=buffer if isinstance(buffer, int) else None,
+        id_path=spec["EventId"] if isinstance(spec.get("EventId"), str) else None,
     )
 
 
@@ -689,6 +693,11 @@ def _event_wait_problems(where: str, given: JSON) -> Iterator[str]:
             yield f"{at}.KeyPath: {problem}"
         if "CorrelationKey" not in spec and "CorrelationKey.$" not in spec:
             yield f"{at}.CorrelationKey: the key to wait for (usually CorrelationKey.$)"
+        event_id = spec.get("EventId")
+        if event_id is not None and (
+            not isinstance(event_id, str) or paths.validate_path(event_id) is not None
+        ):
+            yield f"{at}.EventId: the JSONPath of the event's identity"
         buffer = spec.get("BufferSeconds")
         if buffer is not None and (
             isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0
@@ -702,6 +711,7 @@ def _event_wait_problems(where: str, given: JSON) -> Iterator[str]:
             "KeyPath",
             "TypePath",
             "BufferSeconds",
+            "EventId",
         }
         for key in sorted(unknown):
             yield f"{at}.{key}: not a field of an event wait"
