@@ -105,7 +105,9 @@ def ballot_of(request: Mapping[str, JSON], state: str) -> Ballot:
 
 def reminders_of(request: Mapping[str, JSON], state: str) -> list[int]:
     """Seconds before the deadline at which to remind the pending approvers."""
-    before = request.get("RemindBeforeSeconds") or []
+    before = request.get("RemindBeforeSeconds")
+    if before is None:
+        return []
     if isinstance(before, int) and not isinstance(before, bool):
         before = [before]
     if not isinstance(before, list) or not all(
