@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import messages
@@ -58,11 +59,12 @@ from bridge.intake import (
     EngineInput,
     EventReceived,
     Outcome,
+    PoisonInput,
     TimerDue,
 )
 from bridge.store import correlation, inbox, outbox, timers, waits
 from bridge.store import processes as store
-from bridge.store.processes import Loaded
+from bridge.store.processes import ConcurrentUpdate, Loaded
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -102,6 +104,8 @@ class Batch:
         self.correlated = 0
         self.marks: dict[str, dict[str, Any]] = {}
         self.outbox_rows: list[dict[str, Any]] = []
+        #: The processes stepped for the input at hand, to blame if it raises.
+        self.stepping: list[str] = []
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         read = {
@@ -130,26 +134,61 @@ class Batch:
 
         outcomes: list[Outcome] = []
         for index, item in enumerate(batch):
-            match item:
-                case EventReceived():
-                    outcome = await self._event(item, read[index], already)
-                case CallbackReceived():
-                    outcome = self._callback(item, tokens.get(item.token))
-                case DecisionReceived():
-                    outcome = await self._decision(item, links.get(item.link_token))
-                case TimerDue():
-                    if item.timer_id not in fired:
-                        outcome = Outcome("ignored", "the timer was cancelled or fired")
-                    else:
-                        outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
-                case BufferExpired():
-                    outcome = await self._expired(item)
-                case ApprovalViewed():
-                    outcome = await self._viewed(item)
-            await self._correlate_effects()
-            outcomes.append(outcome)
+            self.stepping = []
+            try:
+                outcomes.append(
+                    await self._one(item, read.get(index), already, tokens, links, fired)
+                )
+            except (ConcurrentUpdate, DBAPIError):
+                raise
+            except Exception as exc:
+                raise PoisonInput(index, tuple(dict.fromkeys(self.stepping)), exc) from exc
         await self._write()
         return outcomes
+
+    async def _one(
+        self,
+        item: EngineInput,
+        read: _Read | tuple[str, str] | None,
+        already: set[str],
+        tokens: dict[str, waits.TokenTarget],
+        links: dict[str, waits.LinkTarget | None],
+        fired: set[str],
+    ) -> Outcome:
+        match item:
+            case EventReceived():
+                assert read is not None
+                outcome = await self._event(item, read, already)
+            case CallbackReceived():
+                outcome = self._callback(item, tokens.get(item.token))
+            case DecisionReceived():
+                outcome = await self._decision(item, links.get(item.link_token))
+            case TimerDue():
+                if item.timer_id not in fired:
+                    outcome = Outcome("ignored", "the timer was cancelled or fired")
+                else:
+                    outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
+            case BufferExpired():
+                outcome = await self._expired(item)
+            case ApprovalViewed():
+                outcome = await self._viewed(item)
+        await self._correlate_effects()
+        return outcome
+
+    async def quarantine(self, item: EngineInput, reason: str, process_ids: Sequence[str]) -> None:
+        """An input that keeps failing: dead-letter it (events) and fail the processes it hit."""
+        if isinstance(item, EventReceived):
+            record = item.record
+            read = self._read_event(item)
+            key = read.key if isinstance(read, _Read) else read[1]
+            if key not in await inbox.seen(self.conn, [key]):
+                self._dead_letter(record, reason, key)
+                self._mark_event(key, record, None, None, "dead-lettered", {"deadLetter": reason})
+        for process_id in process_ids:
+            if await self._load(process_id) is not None:
+                self._step(process_id, core.Fault("Bridge.InputFailed", reason))
+        await self._correlate_effects()
+        await self._write()
 
     # ----------------------------------------------------------------- events
 
@@ -455,6 +494,7 @@ class Batch:
         return self.touched[process_id]
 
     def _step(self, process_id: str, trigger: core.Input) -> Outcome:
+        self.stepping.append(process_id)
         touched = self.touched.get(process_id)
         if touched is None:
             return Outcome("not_found", "no such process")

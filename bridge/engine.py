@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge import faults
 from bridge.batch import Batch
 from bridge.definitions import Registry
 from bridge.intake import (
@@ -28,6 +29,7 @@ from bridge.intake import (
     EventReceived,
     Outcome,
     OutcomeStatus,
+    PoisonInput,
     SystemEntropy,
     TimerDue,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "EventReceived",
     "Outcome",
     "OutcomeStatus",
+    "PoisonInput",
     "SystemEntropy",
     "TimerDue",
 ]
@@ -94,6 +97,7 @@ class Engine:
             try:
                 async with self.db.begin() as conn:
                     outcomes = await Batch(self, conn).run(batch)
+                    faults.point("after-step-before-commit")
                 self.committed.set()
                 return outcomes
             except (ConcurrentUpdate, IntegrityError) as exc:
@@ -106,6 +110,14 @@ class Engine:
                 log.info("retrying a batch after a transient database error: %s", exc.orig)
             await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
+
+    async def quarantine(
+        self, item: EngineInput, reason: str, process_ids: Sequence[str] = ()
+    ) -> None:
+        """Give up on an input that keeps failing: dead-letter it and fail its processes."""
+        async with self.db.begin() as conn:
+            await Batch(self, conn).quarantine(item, reason, process_ids)
+        self.committed.set()
 
     async def apply_one(self, item: EngineInput) -> Outcome:
         return (await self.apply([item]))[0]

@@ -66,6 +66,18 @@ EngineInput = (
     EventReceived | CallbackReceived | DecisionReceived | ApprovalViewed | TimerDue | BufferExpired
 )
 
+
+class PoisonInput(Exception):
+    """Processing one input raised (a bug or a definition the data breaks); ``index`` is its
+    place in the batch, ``process_ids`` the processes it was stepping."""
+
+    def __init__(self, index: int, process_ids: tuple[str, ...], cause: BaseException) -> None:
+        super().__init__(f"input {index} failed: {cause!r}")
+        self.index = index
+        self.process_ids = process_ids
+        self.cause = cause
+
+
 OutcomeStatus = Literal["applied", "duplicate", "ignored", "invalid", "not_found", "conflict"]
 
 

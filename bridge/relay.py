@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge import faults
 from bridge.store import outbox
 from bridge.store.database import is_postgres, reading
 
@@ -99,6 +100,8 @@ class Relay:
         # A send the broker never answers must not hold the relay forever: give up, and the
         # next round publishes the batch again (same ce_id, so consumers drop the copies).
         await asyncio.wait_for(asyncio.gather(*sends), timeout=SEND_TIMEOUT_SECONDS)
+        if batch:
+            faults.point("after-publish-before-mark")
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Publish what is left, for a clean shutdown."""

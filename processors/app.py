@@ -17,7 +17,15 @@ from typing import Any
 from faust.types import EventT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.engine import CallbackReceived, Engine, EngineInput, EventReceived, Outcome
+from bridge import faults
+from bridge.engine import (
+    CallbackReceived,
+    Engine,
+    EngineInput,
+    EventReceived,
+    Outcome,
+    PoisonInput,
+)
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
 from processors.transport import BridgeApp, transport_class
@@ -77,31 +85,57 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
+#: How often one input is tried before it is given up on (dead-lettered, its processes failed).
+MAX_ATTEMPTS = 3
+
+
 async def apply_batch(engine: Engine, inputs: Sequence[EngineInput]) -> list[Outcome]:
     """Apply ``inputs``; keep retrying while the database is away, so no offset moves past them.
 
-    An input whose processing raises is isolated by applying the batch one input at a time; the
-    one that keeps failing is logged and skipped so that the partition keeps flowing.
+    An input whose processing raises is isolated (the batch is applied without it, one input at
+    a time), tried ``MAX_ATTEMPTS`` times, then dead-lettered with its reason and the processes
+    it was stepping are failed, so that the partition keeps flowing.
     """
     if not inputs:
         return []
     delay = 0.1
+    attempts = 0
     while True:
         try:
             return await engine.apply(inputs)
-        except (OSError, ConnectionError) as exc:
-            log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
-        except Exception as exc:
-            if _is_connection_problem(exc):
-                log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
-            elif len(inputs) > 1:
-                log.warning("a batch failed (%r); applying its inputs one by one", exc)
+        except PoisonInput as poison:
+            if len(inputs) > 1:
+                log.warning("a batch failed (%r); applying its inputs one by one", poison.cause)
                 return [outcome for item in inputs for outcome in await apply_batch(engine, [item])]
+            attempts += 1
+            if attempts >= MAX_ATTEMPTS:
+                reason = f"processing failed {attempts} times: {poison.cause!r}"[:2000]
+                log.error("giving up on an input: %s", reason)
+                await _quarantine(engine, inputs[0], reason, poison.process_ids)
+                return [Outcome("invalid", reason, poison.process_ids)]
+            log.warning("an input failed (attempt %d): %r", attempts, poison.cause)
+        except Exception as exc:
+            # The database away, or a failure outside any one input: retry, never lose the batch.
+            if _is_connection_problem(exc) or isinstance(exc, OSError):
+                log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
             else:
-                log.exception("skipping an input whose processing fails")
-                return [Outcome("invalid", f"processing failed: {exc!r}")]
+                log.exception("applying a batch failed; retrying in %.1fs", delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 5.0)
+
+
+async def _quarantine(
+    engine: Engine, item: EngineInput, reason: str, process_ids: Sequence[str]
+) -> None:
+    delay = 0.1
+    while True:
+        try:
+            await engine.quarantine(item, reason, process_ids)
+            return
+        except Exception as exc:
+            log.warning("could not dead-letter an input yet (%r); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _is_connection_problem(exc: BaseException) -> bool:
@@ -143,6 +177,7 @@ def build_app(
             async for batch in stream.take_events(settings.batch_max_events, within=within):
                 inputs = [EventReceived(record_of(event)) for event in batch]
                 await apply_batch(engine, inputs)
+                faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(
         settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw"

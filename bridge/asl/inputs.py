@@ -50,6 +50,14 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True)
+class Fault:
+    """Processing an input for this process kept failing: the process fails with the reason."""
+
+    error: str
+    cause: str = ""
+
+
+@dataclass(frozen=True)
 class Audit:
     """Something worth keeping in the history that changes nothing (a page viewed, a refused
     attempt). Accepted whatever the process's status."""
@@ -87,5 +95,6 @@ Input = (
     | EventArrived
     | TimerFired
     | Stop
+    | Fault
     | Audit
 )

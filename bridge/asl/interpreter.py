@@ -34,6 +34,7 @@ from bridge.asl.inputs import (
     ApprovalDecided,
     Audit,
     EventArrived,
+    Fault,
     Input,
     Start,
     Stop,
@@ -217,6 +218,9 @@ class _Run:
             return self._finish(
                 process, ProcessStatus.ABORTED, error=event.error, cause=event.cause
             )
+        if isinstance(event, Fault):
+            self._abandon(process.position)
+            return self._finish(process, ProcessStatus.FAILED, error=event.error, cause=event.cause)
         if isinstance(event, TimerFired) and event.timer_id == process.timeout_timer:
             self._abandon(process.position)
             return self._finish(
