@@ -118,8 +118,14 @@ class Worker:
         ]
         await self.app.start()
 
-    async def stop(self) -> None:
-        await self.app.stop()
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Finish the batch at hand, stop consuming, flush the outbox; bounded by ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.app.busy:
+                    await self.app.stop()
+        except TimeoutError:
+            log.warning("the stream processors did not stop within %.0fs", timeout)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
