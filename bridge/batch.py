@@ -336,15 +336,15 @@ class Batch:
         details["bufferedFor"] = [{"type": c.type, "key": c.key, "topic": c.topic} for c in keep]
 
     async def _expired(self, item: BufferExpired) -> Outcome:
-        event_key = await correlation.expire(self.conn, item.buffer_id, self.now)
-        if event_key is None:
+        expired = await correlation.expire(self.conn, item.buffer_id, self.now)
+        if expired is None:
             return Outcome("ignored", "the buffered event was taken or already expired")
+        event_key = expired.event_key
         consumed, settled = await correlation.siblings_settled(self.conn, event_key)
         if consumed or not settled:
             return Outcome("ignored", "another copy of the event was taken or is still kept")
         reason = "unmatched: no wait took the event before its time to live ended"
-        found = await inbox.find(self.conn, event_key)
-        self._dead_letter(None, reason, event_key, event=found[0]["details"] if found else None)
+        self._dead_letter(None, reason, event_key, event=expired.event)
         await inbox.add_details(
             self.conn,
             event_key,

@@ -305,3 +305,71 @@ def run_command(
         invalid([f"{mocks_file.name if mocks_file else 'mocks'}: {p}" for p in exc.problems])
     click.echo(json.dumps(result.to_dict(), indent=2, default=str))
     sys.exit(0 if result.succeeded else 1)
+
+
+@main.group()
+def dlq() -> None:
+    """Dead letters: list them, and replay them once their cause is fixed."""
+
+
+def _bootstrap(settings: Settings) -> str:
+    if settings.kafka_bootstrap is None:
+        raise click.UsageError("name the cluster with BRIDGE_KAFKA_BOOTSTRAP")
+    return settings.kafka_bootstrap
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the letters as JSON.")
+def dlq_list(as_json: bool) -> None:
+    """The letters on the dead-letter topic, oldest first."""
+    from bridge.dlq import read_letters
+
+    settings = _settings()
+    letters = asyncio.run(
+        read_letters(
+            _bootstrap(settings), settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
+        )
+    )
+    summaries = [letter.summary() for letter in letters]
+    if as_json:
+        click.echo(json.dumps(summaries, indent=2))
+        return
+    for item in summaries:
+        click.echo(f"{item['partition']}/{item['offset']}  {item['source']}  {item['reason']}")
+    click.echo(f"{len(summaries)} dead letter(s)")
+
+
+@dlq.command("replay")
+@click.argument("offsets", nargs=-1, type=int)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every letter.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was replayed as JSON.")
+def dlq_replay(offsets: tuple[int, ...], replay_all: bool, as_json: bool) -> None:
+    """Publish the events of the letters at OFFSETS (or --all) again to their topics."""
+    from bridge.dlq import read_letters, replay
+    from bridge.store.database import open_engine
+
+    if not offsets and not replay_all:
+        raise click.UsageError("name the letters' offsets, or --all")
+    settings = _settings()
+    bootstrap = _bootstrap(settings)
+
+    async def run() -> list[dict[str, Any]]:
+        letters = await read_letters(
+            bootstrap, settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
+        )
+        chosen = letters if replay_all else [x for x in letters if x.offset in set(offsets)]
+        missing = set(offsets) - {letter.offset for letter in chosen}
+        if missing:
+            raise click.UsageError(f"no dead letter at offset(s) {sorted(missing)}")
+        db = open_engine(settings.database_url)
+        try:
+            return await replay(chosen, bootstrap, db)
+        finally:
+            await db.dispose()
+
+    done = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(done, indent=2))
+        return
+    for item in done:
+        click.echo(f"replayed letter {item['offset']} to {item['topic']} at {item['newOffset']}")

@@ -166,8 +166,8 @@ async def due_expiries(conn: AsyncConnection, now: datetime, limit: int) -> list
     return [Expired(row.id, row.event_key) for row in rows]
 
 
-async def expire(conn: AsyncConnection, buffer_id: int, now: datetime) -> str | None:
-    """Mark one buffered event expired; its event key when this call did it, else None."""
+async def expire(conn: AsyncConnection, buffer_id: int, now: datetime) -> Buffered | None:
+    """Mark one buffered event expired; the event when this call did it, else None."""
     result = await conn.execute(
         update(buffered_events)
         .where(
@@ -178,10 +178,10 @@ async def expire(conn: AsyncConnection, buffer_id: int, now: datetime) -> str | 
             )
         )
         .values(expired_at=now)
-        .returning(buffered_events.c.event_key)
+        .returning(buffered_events.c.id, buffered_events.c.event_key, buffered_events.c.event)
     )
     row = result.first()
-    return None if row is None else str(row.event_key)
+    return None if row is None else Buffered(row.id, row.event_key, row.event)
 
 
 async def siblings_settled(conn: AsyncConnection, event_key: str) -> tuple[bool, bool]:
