@@ -50,17 +50,17 @@ async def list_approvals(request: web.Request) -> web.Response:
     except ValueError:
         return problem(400, "Invalid minAgeMinutes", "a whole number of minutes, 0 or more")
     created_before = datetime.now(UTC) - timedelta(minutes=min_age) if min_age else None
+    assignee, group = query.get("assignee") or None, query.get("group") or None
+    seat = f"user:{assignee}" if assignee else f"group:{group}" if group else None
     async with reading(engine.db) as conn:
         found = await waits.list_approvals(
             conn,
             status=None if status == "ALL" else status,
             definition=query.get("definition") or None,
             created_before=created_before,
+            seat=seat,
         )
-    assignee, group = query.get("assignee") or None, query.get("group") or None
-    if assignee:
-        found = [a for a in found if f"user:{assignee}" in a.seats]
-    if group:
+    if assignee and group:
         found = [a for a in found if f"group:{group}" in a.seats]
     if wants_html(request):
         return _page(

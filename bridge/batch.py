@@ -560,7 +560,7 @@ class Batch:
                 case ConcludeApproval():
                     await waits.conclude(conn, effect.wait_id, effect.outcome, now)
                 case RemindApproval():
-                    self.outbox_rows.append(self._reminder(process, effect))
+                    self.outbox_rows.append(await self._reminder(process, effect))
                 case CloseWait():
                     closed.append(effect.wait_id)
                 case StartTimer():
@@ -664,16 +664,18 @@ class Batch:
             self.now,
         )
 
-    def _reminder(self, process: Process, effect: RemindApproval) -> dict[str, Any]:
+    async def _reminder(self, process: Process, effect: RemindApproval) -> dict[str, Any]:
         message_id = self.engine.entropy.new_id()
         value = {
             "type": "ApprovalReminder",
+            "approvalId": await waits.approval_id_of(self.conn, effect.wait_id),
             "processId": process.id,
             "definition": process.definition,
             "state": effect.state,
             "pending": list(effect.pending),
             "expiresAt": effect.expires_at.isoformat() if effect.expires_at else None,
             "remindedAt": self.now.isoformat(),
+            "statusUrl": f"{self.config.base_url}/processes/{process.id}",
         }
         found_headers = messages.headers(
             message_id, "bridge.ApprovalReminder", f"bridge/{process.definition}", process.id

@@ -166,7 +166,7 @@ class Approval:
             "decidedAt": self.decided_at.isoformat() if self.decided_at else None,
             "expiresAt": self.expires_at.isoformat() if self.expires_at else None,
             "onExpiry": self.on_expiry,
-            "rule": self.rule,
+            "rule": int(self.rule) if self.rule and self.rule.isdigit() else self.rule,
             "seats": self.seats,
             "votes": self.votes,
             "pending": [
@@ -282,9 +282,10 @@ async def list_approvals(
     status: str | None = "PENDING",
     definition: str | None = None,
     created_before: datetime | None = None,
+    seat: str | None = None,
     limit: int = 200,
 ) -> list[Approval]:
-    """Approvals, oldest first; seat filters (assignee, group) are applied by the caller."""
+    """Approvals, oldest first, at most ``limit``; ``seat`` keeps those that asked that seat."""
     query = select(*_APPROVAL_COLUMNS)
     if status is not None:
         query = query.where(approvals.c.status == status)
@@ -292,8 +293,17 @@ async def list_approvals(
         query = query.where(approvals.c.definition == definition)
     if created_before is not None:
         query = query.where(approvals.c.created_at <= created_before)
-    rows = await conn.execute(query.order_by(approvals.c.created_at).limit(limit))
-    return [_approval(row) for row in rows]
+    query = query.order_by(approvals.c.created_at, approvals.c.id)
+    found: list[Approval] = []
+    page, offset = 500, 0
+    # Seats are a JSON list, searched alike on SQLite and PostgreSQL by reading page by page.
+    while len(found) < limit:
+        rows = (await conn.execute(query.limit(page).offset(offset))).all()
+        found += [a for a in map(_approval, rows) if seat is None or seat in a.seats]
+        if len(rows) < page:
+            break
+        offset += page
+    return found[:limit]
 
 
 async def record_vote(conn: AsyncConnection, wait_id: str, vote: dict[str, Any]) -> None:
@@ -315,3 +325,7 @@ async def conclude(conn: AsyncConnection, wait_id: str, outcome: str, now: datet
         .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == "PENDING"))
         .values(status=outcome, decided_at=now)
     )
+
+
+async def approval_id_of(conn: AsyncConnection, wait_id: str) -> str | None:
+    return await conn.scalar(select(approvals.c.id).where(approvals.c.wait_id == wait_id))
