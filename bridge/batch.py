@@ -15,7 +15,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import DBAPIError
@@ -64,6 +64,7 @@ from bridge.intake import (
 )
 from bridge.store import correlation, inbox, outbox, timers, waits
 from bridge.store import processes as store
+from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate, Loaded
 
 if TYPE_CHECKING:
@@ -97,7 +98,7 @@ class Batch:
         self.engine = engine
         self.config = engine.config
         self.conn = conn
-        self.now = engine.clock()
+        self.now = engine.clock() if engine.clock is not None else datetime.now(UTC)
         self.touched: dict[str, _Touched] = {}
         self.effects: list[tuple[str, Effect]] = []
         #: How far ``_correlate_effects`` has looked through ``effects``.
@@ -108,6 +109,8 @@ class Batch:
         self.stepping: list[str] = []
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
+        if self.engine.clock is None:
+            self.now = await database_now(self.conn)
         read = {
             index: self._read_event(item)
             for index, item in enumerate(batch)
@@ -225,6 +228,9 @@ class Batch:
         if key in already or key in self.marks:
             if key in already:
                 await inbox.count_duplicate(self.conn, key, self.now)
+            else:
+                self.marks[key]["duplicates"] += 1
+                self.marks[key]["last_duplicate_at"] = self.now
             return Outcome("duplicate", f"event {key} was already applied")
         details: dict[str, Any] = {"started": [], "delivered": [], "ignored": []}
         kind = (
@@ -379,7 +385,7 @@ class Batch:
             "key": key,
             "received_at": self.now,
             "outcome": outcome[:200],
-            "event_id": event.id if event else None,
+            "event_id": (event.id if event else None) or _configured_id(key),
             "source": event.source if event else None,
             "topic": record.topic,
             "partition": record.partition,
@@ -689,6 +695,12 @@ class Batch:
             found_headers,
             self.now,
         )
+
+
+def _configured_id(key: str) -> str | None:
+    """The id a trigger's or wait's EventId found (identity keys ``id|topic|value``)."""
+    kind, _, rest = key.partition("|")
+    return rest.partition("|")[2] or None if kind == "id" else None
 
 
 def _summary(details: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -77,12 +77,14 @@ class Engine:
         config: EngineConfig | None = None,
         *,
         entropy: SystemEntropy | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
         self.config = config or EngineConfig()
         self.entropy = entropy or SystemEntropy()
+        #: None: the database's clock, read at the start of every batch, so that every worker
+        #: and web process judges due times alike, whatever its own clock says.
         self.clock = clock
         #: Set after every commit, to wake the relay at once.
         self.committed = asyncio.Event()

@@ -22,6 +22,12 @@ LIFECYCLE = {
     "ProcessTimedOut": "bridge.process.timed_out",
     "ProcessAborted": "bridge.process.aborted",
 }
+STATUS_AFTER = {
+    "ProcessSucceeded": "SUCCEEDED",
+    "ProcessFailed": "FAILED",
+    "ProcessTimedOut": "TIMED_OUT",
+    "ProcessAborted": "ABORTED",
+}
 STEPS = {
     "StateEntered": "bridge.process.state_entered",
     "StateExited": "bridge.process.state_exited",
@@ -65,7 +71,8 @@ def lifecycle(
         "definition": process.definition,
         "version": process.version,
         "correlationKey": process.correlation_key,
-        "status": process.status.value,
+        # The status this entry tells of, not the one at the end of the batch.
+        "status": STATUS_AFTER.get(entry.type, "RUNNING"),
         "state": entry.state,
         "at": entry.at.isoformat(),
     }

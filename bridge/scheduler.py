@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.engine import BufferExpired, Engine, TimerDue
 from bridge.store import correlation, inbox, timers
-from bridge.store.database import reading
+from bridge.store.database import database_now, reading
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ class TimerScanner:
                 await asyncio.sleep(self.poll_seconds)
 
     async def fire_due(self) -> int:
-        now = datetime.now(UTC)
         async with reading(self.engine.db) as conn:
+            now = await database_now(conn)
             due = await timers.due(conn, self.batch_size)
             expired = await correlation.due_expiries(conn, now, self.batch_size)
         if due:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -53,3 +54,13 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 def is_postgres(connection: AsyncConnection | AsyncEngine) -> bool:
     return connection.dialect.name == "postgresql"
+
+
+async def database_now(conn: AsyncConnection) -> datetime:
+    """The database server's time, aware UTC: the one clock all processes agree on."""
+    if conn.dialect.name == "sqlite":
+        text_now = await conn.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        return datetime.fromisoformat(str(text_now)).replace(tzinfo=UTC)
+    moment = await conn.scalar(text("SELECT clock_timestamp()"))
+    assert isinstance(moment, datetime)
+    return moment.astimezone(UTC)
