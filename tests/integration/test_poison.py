@@ -113,3 +113,30 @@ async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason
     assert row.status == "FAILED"
     assert row.state["error"] == "Bridge.InputFailed"
     assert "cannot digest this output" in row.state["cause"]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (json.dumps({"type": "Go", "id": "x"}).encode(), "no value at $.k"),
+        (json.dumps({"type": "Go", "id": "y", "k": {"a": 1}}).encode(), "non-empty string"),
+        (b"[" * 10_000 + b"]" * 10_000, "not JSON"),
+        (json.dumps({"type": "Go", "k": "z", "pad": "x" * 300_000}).encode(), "larger than"),
+    ],
+    ids=["malformed", "invalid-utf8", "missing-key", "wrong-type", "deep-nesting", "too-large"],
+)
+async def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_flows(
+    engine: Engine, value: bytes, reason: str
+) -> None:
+    bad = EventReceived(KafkaRecord("t", 0, 7, b"k", value))
+    outcomes = await apply_batch(engine, [bad, record(8, "after")])
+    assert [outcome.status for outcome in outcomes] == ["invalid", "applied"]
+    async with reading(engine.db) as conn:
+        letters = (await conn.execute(select(outbox.c.value).where(outbox.c.topic == "dlq"))).all()
+    assert len(letters) == 1
+    letter = letters[0].value
+    assert reason in letter["reason"]
+    assert (letter["topic"], letter["partition"], letter["offset"]) == ("t", 0, 7)
+    assert letter["at"]
