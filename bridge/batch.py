@@ -393,6 +393,8 @@ class Batch:
             "event_type": kind,
             "details": details,
             "duplicates": 0,
+            # Every row of one INSERT needs the same columns.
+            "last_duplicate_at": None,
         }
 
     async def _correlate_effects(self) -> None:
