@@ -225,3 +225,11 @@ def _explained(row: dict[str, Any]) -> dict[str, Any]:
         else None,
         **({"details": details} if details else {}),
     }
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition: this process's counters and the database's gauges."""
+    engine = request.app[ENGINE]
+    body = await engine.metrics.scrape(engine.db)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

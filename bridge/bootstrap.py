@@ -99,6 +99,7 @@ class Worker:
             core.engine.committed,
             poll_seconds=settings.relay_poll_ms / 1000,
             batch_size=settings.relay_batch_size,
+            metrics=core.engine.metrics,
         )
         self.scanner = TimerScanner(
             core.engine,

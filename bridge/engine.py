@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +34,7 @@ from bridge.intake import (
     SystemEntropy,
     TimerDue,
 )
+from bridge.metrics import Metrics
 from bridge.store.processes import ConcurrentUpdate
 
 __all__ = [
@@ -86,6 +88,7 @@ class Engine:
         #: None: the database's clock, read at the start of every batch, so that every worker
         #: and web process judges due times alike, whatever its own clock says.
         self.clock = clock
+        self.metrics = Metrics()
         #: Set after every commit, to wake the relay at once.
         self.committed = asyncio.Event()
 
@@ -97,10 +100,12 @@ class Engine:
         """Apply ``batch`` in one transaction; retried when a concurrent writer got in between."""
         for attempt in range(10):
             try:
+                started = time.perf_counter()
                 async with self.db.begin() as conn:
                     outcomes = await Batch(self, conn).run(batch)
                     faults.point("after-step-before-commit")
                 self.committed.set()
+                self.metrics.applied(batch, outcomes, time.perf_counter() - started)
                 return outcomes
             except (ConcurrentUpdate, IntegrityError) as exc:
                 if attempt == 9:

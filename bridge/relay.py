@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge import faults
+from bridge.metrics import Metrics
 from bridge.store import outbox
 from bridge.store.database import is_postgres, reading
 
@@ -37,7 +38,9 @@ class Relay:
         *,
         poll_seconds: float,
         batch_size: int,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.db = db
         self.producer = producer
         self.wake = wake
@@ -85,6 +88,8 @@ class Relay:
                         conn, [message.id for message in batch], datetime.now(UTC)
                     )
         self.published += len(batch)
+        if self.metrics is not None:
+            self.metrics.published.inc(len(batch))
         return len(batch)
 
     async def _publish(self, batch: list[outbox.OutboxMessage]) -> None:

@@ -178,5 +178,11 @@ async def test_task_callbacks_over_http(database_url: str, kafka: str, tmp_path:
         assert status == 200 and [p["correlationKey"] for p in body["items"]] == ["o-cb"]
         status, body = await bridge.get("/healthz")
         assert status == 200 and body["status"] == "ok"
+        status, text = await bridge.get("/metrics")
+        assert status == 200
+        assert 'bridge_processes{definition="order-saga",status="FAILED"} 1.0' in text
+        assert 'bridge_inputs_total{kind="event",result="applied"}' in text
+        assert 'bridge_inputs_total{kind="callback",result="not_found"}' in text
+        assert "bridge_outbox_backlog" in text and "bridge_batch_seconds_bucket" in text
         status, body = await bridge.get("/approve/unknown-token")
         assert status == 404

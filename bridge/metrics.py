@@ -1,0 +1,129 @@
+"""Prometheus metrics: counters and histograms the engine updates as it works, and gauges read
+from the database when ``/metrics`` is scraped (processes by status, outbox backlog, timer lag).
+
+Each bridge process has its own ``Metrics`` (its own registry), so tests and several apps in one
+process do not mix their figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.intake import (
+    ApprovalViewed,
+    BufferExpired,
+    CallbackReceived,
+    DecisionReceived,
+    EngineInput,
+    EventReceived,
+    Outcome,
+    TimerDue,
+)
+from bridge.store.database import database_now, reading
+from bridge.store.schema import approvals, outbox, processes, timers
+
+_KIND = {
+    EventReceived: "event",
+    CallbackReceived: "callback",
+    DecisionReceived: "decision",
+    ApprovalViewed: "approval_view",
+    TimerDue: "timer",
+    BufferExpired: "buffer_expiry",
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.inputs = Counter(
+            "bridge_inputs", "Inputs applied, by kind and result", ["kind", "result"], registry=r
+        )
+        self.dead_letters = Counter(
+            "bridge_dead_letters", "Inputs sent to the dead-letter topic", registry=r
+        )
+        self.batch_size = Histogram(
+            "bridge_batch_size",
+            "Inputs per engine transaction",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "bridge_batch_seconds",
+            "Time to apply one batch (one transaction)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.published = Counter(
+            "bridge_outbox_published", "Outbox messages published to Kafka", registry=r
+        )
+        self.processes = Gauge(
+            "bridge_processes",
+            "Processes by definition and status",
+            ["definition", "status"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "bridge_outbox_backlog", "Outbox messages not yet published", registry=r
+        )
+        self.outbox_age = Gauge(
+            "bridge_outbox_oldest_seconds", "Age of the oldest unpublished message", registry=r
+        )
+        self.timer_lag = Gauge(
+            "bridge_timer_lag_seconds", "How late the most overdue timer is", registry=r
+        )
+        self.pending_approvals = Gauge(
+            "bridge_approvals_pending", "Approvals waiting for a decision", registry=r
+        )
+
+    def applied(
+        self, batch: Sequence[EngineInput], outcomes: Sequence[Outcome], seconds: float
+    ) -> None:
+        self.batch_size.observe(len(batch))
+        self.batch_seconds.observe(seconds)
+        for item, outcome in zip(batch, outcomes, strict=False):
+            self.inputs.labels(_KIND.get(type(item), "other"), outcome.status).inc()
+            if outcome.status == "invalid" or outcome.reason.startswith("unmatched"):
+                self.dead_letters.inc()
+
+    async def scrape(self, db: AsyncEngine) -> bytes:
+        """The text exposition, with the database gauges read now."""
+        async with reading(db) as conn:
+            now = await database_now(conn)
+            rows = await conn.execute(
+                select(processes.c.definition, processes.c.status, func.count()).group_by(
+                    processes.c.definition, processes.c.status
+                )
+            )
+            self.processes.clear()
+            for definition, status, count in rows:
+                self.processes.labels(definition, status).set(count)
+            backlog, oldest = (
+                await conn.execute(
+                    select(func.count(), func.min(outbox.c.created_at)).where(
+                        outbox.c.sent_at.is_(None)
+                    )
+                )
+            ).one()
+            self.outbox_backlog.set(backlog)
+            self.outbox_age.set(_age(now, oldest))
+            overdue = await conn.scalar(select(func.min(timers.c.due_at)))
+            self.timer_lag.set(max(_age(now, overdue), 0.0))
+            pending = await conn.scalar(
+                select(func.count()).select_from(approvals).where(approvals.c.status == "PENDING")
+            )
+            self.pending_approvals.set(pending or 0)
+        return generate_latest(self.registry)
+
+
+def _age(now: datetime, then: datetime | None) -> float:
+    if then is None:
+        return 0.0
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=now.tzinfo)
+    return max((now - then).total_seconds(), 0.0)
