@@ -50,6 +50,11 @@ class ApprovalDecided:
 
 
 @dataclass(frozen=True)
+class Redrive:
+    """Run an ended (failed, timed-out, stopped) process again from the state it ended in."""
+
+
+@dataclass(frozen=True)
 class Fault:
     """Processing an input for this process kept failing: the process fails with the reason."""
 
@@ -95,6 +100,7 @@ Input = (
     | EventArrived
     | TimerFired
     | Stop
+    | Redrive
     | Fault
     | Audit
 )

@@ -36,6 +36,7 @@ from bridge.asl.inputs import (
     EventArrived,
     Fault,
     Input,
+    Redrive,
     Start,
     Stop,
     TaskFailed,
@@ -113,6 +114,10 @@ def step(
         return _Run(definition, now, entropy).start(event)
     if process is None:
         return Step(None, rejected="no such process")
+    if isinstance(event, Redrive):
+        if not process.status.can_become(ProcessStatus.RUNNING) or process.position is None:
+            return Step(process, rejected=f"a {process.status.value} process cannot be redriven")
+        return _Run(definition, now, entropy).redrive(process)
     if process.status.ended:
         return Step(process, rejected=f"process is {process.status.value}")
     return _Run(definition, now, entropy).resume(process, event)
@@ -210,6 +215,30 @@ class _Run:
             process = process.model_copy(update={"timeout_timer": timer})
         position = self._enter(self.definition.start_at, event.input)
         scope = _Scope(self.definition)
+        return self._conclude(process, scope, self._drive(process, scope, position))
+
+    def redrive(self, process: Process) -> Step:
+        """Like Step Functions' RedriveExecution: the same process, from the state that ended it."""
+        assert process.position is not None
+        last = process.position
+        process = process.model_copy(
+            update={
+                "status": ProcessStatus.RUNNING,
+                "output": None,
+                "error": None,
+                "cause": None,
+                "ended_at": None,
+                "redrive_count": process.redrive_count + 1,
+            }
+        )
+        self._record("ProcessRedriven", last.state, redriveCount=process.redrive_count)
+        if self.definition.timeout_seconds is not None:
+            timer = self.entropy.new_id()
+            due = self.now + timedelta(seconds=self.definition.timeout_seconds)
+            self.effects.append(StartTimer(timer, due))
+            process = process.model_copy(update={"timeout_timer": timer})
+        scope = _Scope(self.definition, own=dict(process.variables))
+        position = self._enter(last.state, last.input)
         return self._conclude(process, scope, self._drive(process, scope, position))
 
     def resume(self, process: Process, event: Input) -> Step:
@@ -1300,7 +1329,7 @@ def _context(process: Process, scope: _Scope, position: Position) -> dict[str, J
             "Name": process.id,
             "Input": process.input,
             "StartTime": _iso(process.started_at),
-            "RedriveCount": 0,
+            "RedriveCount": process.redrive_count,
         },
         "State": {
             "Name": position.state,

@@ -42,9 +42,10 @@ _TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
         }
     ),
     ProcessStatus.SUCCEEDED: frozenset(),
-    ProcessStatus.FAILED: frozenset(),
-    ProcessStatus.TIMED_OUT: frozenset(),
-    ProcessStatus.ABORTED: frozenset(),
+    # A redrive runs a failed, timed-out or stopped process again from the state it ended in.
+    ProcessStatus.FAILED: frozenset({ProcessStatus.RUNNING}),
+    ProcessStatus.TIMED_OUT: frozenset({ProcessStatus.RUNNING}),
+    ProcessStatus.ABORTED: frozenset({ProcessStatus.RUNNING}),
 }
 
 WaitKind = Literal["callback", "approval", "event", "retry", "wait"]
@@ -129,6 +130,7 @@ class Process(_Frozen):
     variables: dict[str, JSON] = {}
     timeout_timer: str | None = None
     transitions: int = 0
+    redrive_count: int = 0
 
     @property
     def current_state(self) -> str | None:

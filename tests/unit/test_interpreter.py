@@ -956,7 +956,10 @@ def test_a_loop_that_never_waits_fails_with_states_runtime() -> None:
 @pytest.mark.parametrize("target", list(ProcessStatus))
 @pytest.mark.parametrize("source", list(ProcessStatus))
 def test_status_transition_table(source: ProcessStatus, target: ProcessStatus) -> None:
-    allowed = source is ProcessStatus.RUNNING and target is not ProcessStatus.RUNNING
+    redrivable = {ProcessStatus.FAILED, ProcessStatus.TIMED_OUT, ProcessStatus.ABORTED}
+    allowed = (source is ProcessStatus.RUNNING and target is not ProcessStatus.RUNNING) or (
+        source in redrivable and target is ProcessStatus.RUNNING
+    )
     assert source.can_become(target) is allowed
     assert source.ended is (source is not ProcessStatus.RUNNING)
 
