@@ -1,4 +1,4 @@
-"""Redrive: an ended process runs again from the state it ended in (Step Functions' RedriveExecution)."""
+"""Redrive: an ended process runs again from the state it ended in (like RedriveExecution)."""
 
 from __future__ import annotations
 
