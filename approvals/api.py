@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvals.problems import STATUS_OF, problem
 from bridge.asl.process import Process, ProcessStatus
-from bridge.engine import CallbackReceived, Engine
+from bridge.engine import (
+    CallbackReceived,
+    Engine,
+    Outcome,
+    RedriveRequested,
+    StartRequested,
+    StopRequested,
+)
 from bridge.store import inbox
 from bridge.store import processes as store
 from bridge.store.database import reading
 
 ENGINE = web.AppKey("engine", Engine)
+BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 routes = web.RouteTableDef()
 MAX_BODY = 256 * 1024
 
@@ -233,3 +242,115 @@ async def metrics(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     body = await engine.metrics.scrape(engine.db)
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    definition: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(default=None, ge=1)
+    input: Any = Field(default_factory=dict)
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    correlation_key: str | None = Field(default=None, alias="correlationKey", max_length=500)
+
+
+class StopBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(default="Process.Stopped", max_length=256)
+    cause: str = Field(default="", max_length=32_768)
+
+
+#: The longest ``?wait=`` a start may ask for; past it the answer is 202 and a status URL.
+MAX_WAIT_SECONDS = 60.0
+
+
+async def _body_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
+    try:
+        body = await _json_body(request)
+        return model.model_validate(body if body is not None else {})
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValidationError):
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(part) for part in first["loc"])
+            return problem(
+                400, "Invalid body", f"{where}: {first['msg']}" if where else first["msg"]
+            )
+        return problem(400, "Invalid JSON body", str(exc))
+
+
+@routes.post("/processes")
+async def start_process(request: web.Request) -> web.Response:
+    """Start a process; ``?wait=SECONDS`` answers with its result when it ends in time."""
+    engine = request.app[ENGINE]
+    try:
+        wait = float(request.query.get("wait", "0"))
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise ValueError
+    except ValueError:
+        return problem(
+            400, "Invalid wait", f"wait is a number of seconds from 0 to {MAX_WAIT_SECONDS:g}"
+        )
+    body = await _body_of(request, StartBody)
+    if isinstance(body, web.Response):
+        return body
+    result = await engine.apply_one(
+        StartRequested(body.definition, body.input, body.name, body.version, body.correlation_key)
+    )
+    if result.status == "not_found":
+        return problem(404, "Definition not found", result.reason)
+    if not result.process_ids:
+        return problem(409, "Not started", result.reason)
+    process_id = result.process_ids[0]
+    process = await _until_ended(engine, process_id, wait)
+    assert process is not None
+    if wait:
+        status = 200 if process.status.ended else 202
+    else:
+        status = 200 if result.status == "duplicate" else 201
+    location = f"{engine.base_url}/processes/{process_id}"
+    return web.json_response(
+        process_json(process, engine.base_url), status=status, headers={"Location": location}
+    )
+
+
+async def _until_ended(engine: Engine, process_id: str, wait: float) -> Process | None:
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        async with reading(engine.db) as conn:
+            process = await store.get(conn, process_id)
+        if process is None or process.status.ended:
+            return process
+        if asyncio.get_running_loop().time() >= deadline:
+            return process
+        await asyncio.sleep(0.02)
+
+
+@routes.post("/processes/{id}/stop")
+async def stop_process(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    body = await _body_of(request, StopBody)
+    if isinstance(body, web.Response):
+        return body
+    result = await engine.apply_one(StopRequested(request.match_info["id"], body.error, body.cause))
+    return await _after_action(engine, request.match_info["id"], result, "Not stopped")
+
+
+@routes.post("/processes/{id}/redrive")
+async def redrive_process(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    result = await engine.apply_one(RedriveRequested(request.match_info["id"]))
+    return await _after_action(engine, request.match_info["id"], result, "Not redriven")
+
+
+async def _after_action(
+    engine: Engine, process_id: str, result: Outcome, title: str
+) -> web.Response:
+    if result.status == "not_found":
+        return problem(404, "Process not found", f"no process {process_id!r}")
+    if not result.ok:
+        return problem(409, title, result.reason)
+    async with reading(engine.db) as conn:
+        process = await store.get(conn, process_id)
+    assert process is not None
+    return web.json_response(process_json(process, engine.base_url))

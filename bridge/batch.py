@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,9 @@ from bridge.intake import (
     EventReceived,
     Outcome,
     PoisonInput,
+    RedriveRequested,
+    StartRequested,
+    StopRequested,
     TimerDue,
 )
 from bridge.store import correlation, inbox, outbox, timers, waits
@@ -175,8 +179,63 @@ class Batch:
                 outcome = await self._expired(item)
             case ApprovalViewed():
                 outcome = await self._viewed(item)
+            case StartRequested():
+                outcome = await self._start_requested(item)
+            case StopRequested():
+                if await self._load(item.process_id) is None:
+                    outcome = Outcome("not_found", "no such process")
+                else:
+                    outcome = self._step(item.process_id, core.Stop(item.error, item.cause))
+            case RedriveRequested():
+                if await self._load(item.process_id) is None:
+                    outcome = Outcome("not_found", "no such process")
+                else:
+                    outcome = self._step(item.process_id, core.Redrive())
         await self._correlate_effects()
         return outcome
+
+    async def _start_requested(self, item: StartRequested) -> Outcome:
+        registry = self.engine.registry
+        definition = (
+            registry.latest(item.definition)
+            if item.version is None
+            else registry.get(item.definition, item.version)
+        )
+        if definition is None:
+            return Outcome("not_found", f"no definition {item.definition!r}")
+        key = f"start|{item.definition}|{item.name}" if item.name else None
+        if key is not None:
+            found = await inbox.find(self.conn, key)
+            if found or key in self.marks:
+                known = found[0]["details"] if found else self.marks[key]["details"]
+                return Outcome("duplicate", "started before", (known["processId"],))
+        process_id = (
+            str(uuid.uuid5(uuid.NAMESPACE_URL, f"bridge:{item.definition}:{item.name}"))
+            if item.name
+            else self.engine.entropy.new_id()
+        )
+        origin = {"via": "http", **({"name": item.name} if item.name else {})}
+        start = core.Start(process_id, item.input, item.correlation_key, origin)
+        result = step(definition, None, start, self.now, self.engine.entropy)
+        assert result.process is not None and result.rejected is None
+        self.touched[process_id] = _Touched(result.process, None)
+        self._effects(process_id, result)
+        if key is not None:
+            self.marks[key] = {
+                "key": key,
+                "received_at": self.now,
+                "outcome": "started",
+                "event_id": item.name,
+                "source": "http",
+                "topic": None,
+                "partition": None,
+                "offset": None,
+                "event_type": None,
+                "details": {"processId": process_id},
+                "duplicates": 0,
+                "last_duplicate_at": None,
+            }
+        return Outcome("applied", "started", (process_id,))
 
     async def quarantine(self, item: EngineInput, reason: str, process_ids: Sequence[str]) -> None:
         """An input that keeps failing: dead-letter it (events) and fail the processes it hit."""

@@ -31,6 +31,9 @@ from bridge.intake import (
     Outcome,
     OutcomeStatus,
     PoisonInput,
+    RedriveRequested,
+    StartRequested,
+    StopRequested,
     SystemEntropy,
     TimerDue,
 )
@@ -49,6 +52,9 @@ __all__ = [
     "Outcome",
     "OutcomeStatus",
     "PoisonInput",
+    "RedriveRequested",
+    "StartRequested",
+    "StopRequested",
     "SystemEntropy",
     "TimerDue",
 ]

@@ -56,6 +56,29 @@ class TimerDue:
 
 
 @dataclass(frozen=True)
+class StartRequested:
+    """Start a process over HTTP; a ``name`` makes the start idempotent per definition."""
+
+    definition: str
+    input: JSON
+    name: str | None = None
+    version: int | None = None
+    correlation_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    process_id: str
+    error: str = "Process.Stopped"
+    cause: str = ""
+
+
+@dataclass(frozen=True)
+class RedriveRequested:
+    process_id: str
+
+
+@dataclass(frozen=True)
 class BufferExpired:
     """A buffered early event whose time to live ended without a wait taking it."""
 
@@ -63,7 +86,15 @@ class BufferExpired:
 
 
 EngineInput = (
-    EventReceived | CallbackReceived | DecisionReceived | ApprovalViewed | TimerDue | BufferExpired
+    EventReceived
+    | CallbackReceived
+    | DecisionReceived
+    | ApprovalViewed
+    | TimerDue
+    | BufferExpired
+    | StartRequested
+    | StopRequested
+    | RedriveRequested
 )
 
 

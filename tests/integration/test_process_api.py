@@ -1,0 +1,71 @@
+"""Operating processes over HTTP: start (idempotent, synchronous with ?wait), stop, redrive."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.harness import running_bridge, saga_definition
+
+pytestmark = pytest.mark.integration
+
+ECHO = {
+    "StartAt": "Shape",
+    "States": {
+        "Shape": {"Type": "Pass", "Parameters": {"hello.$": "$.name"}, "End": True},
+    },
+}
+
+
+async def test_start_stop_and_redrive(database_url: str, kafka: str, tmp_path: Path) -> None:
+    folder = tmp_path / "definitions"
+    suffix = uuid.uuid4().hex[:8]
+    topics = saga_definition(folder, suffix)
+    (folder / "echo.asl.json").write_text(json.dumps(ECHO))
+    async with running_bridge(database_url, kafka, tmp_path, definitions=folder) as bridge:
+        bridge.topics.update(topics)
+
+        status, body = await bridge.post(
+            "/processes?wait=5", {"definition": "echo", "input": {"name": "ann"}}
+        )
+        assert status == 200 and body["status"] == "SUCCEEDED"
+        assert body["output"] == {"hello": "ann"}
+
+        first = await bridge.post(
+            "/processes", {"definition": "echo", "name": "once", "input": {"name": "a"}}
+        )
+        again = await bridge.post(
+            "/processes", {"definition": "echo", "name": "once", "input": {"name": "b"}}
+        )
+        assert first[0] == 201 and again[0] == 200
+        assert first[1]["id"] == again[1]["id"] and again[1]["input"] == {"name": "a"}
+
+        assert (await bridge.post("/processes", {"definition": "nope"}))[0] == 404
+        assert (await bridge.post("/processes", {"definition": "echo", "extra": 1}))[0] == 400
+        assert (await bridge.post("/processes?wait=-1", {"definition": "echo"}))[0] == 400
+
+        order = {"orderId": "o-api", "amount": 10, "customerId": "c", "items": []}
+        status, started = await bridge.post(
+            "/processes?wait=0.2",
+            {"definition": "order-saga", "input": order, "correlationKey": "o-api"},
+        )
+        assert status == 202 and started["currentState"] == "ReserveInventory"
+        first_command = await bridge.command("inventory.commands", "o-api")
+
+        status, stopped = await bridge.post(
+            f"/processes/{started['id']}/stop", {"error": "Ops.Stopped", "cause": "wrong order"}
+        )
+        assert status == 200 and stopped["status"] == "ABORTED"
+        assert stopped["error"] == "Ops.Stopped"
+        status, _ = await bridge.post(f"/tasks/{first_command['taskToken']}/success", {})
+        assert status == 409, "the stopped step's token no longer works"
+        assert (await bridge.post(f"/processes/{started['id']}/stop", {}))[0] == 409
+
+        status, redriven = await bridge.post(f"/processes/{started['id']}/redrive")
+        assert status == 200 and redriven["status"] == "RUNNING"
+        second_command = await bridge.command("inventory.commands", "o-api")
+        assert second_command["taskToken"] != first_command["taskToken"]
+        assert (await bridge.post("/processes/missing/redrive"))[0] == 404
