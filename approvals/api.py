@@ -11,7 +11,10 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from approvals.problems import STATUS_OF, problem
+from bridge.asl.errors import DefinitionError
+from bridge.asl.model import Definition, parse_definition
 from bridge.asl.process import Process, ProcessStatus
+from bridge.definitions import deploy
 from bridge.engine import (
     CallbackReceived,
     Engine,
@@ -20,6 +23,7 @@ from bridge.engine import (
     StartRequested,
     StopRequested,
 )
+from bridge.store import definitions as definitions_store
 from bridge.store import inbox
 from bridge.store import processes as store
 from bridge.store.database import reading
@@ -354,3 +358,68 @@ async def _after_action(
         process = await store.get(conn, process_id)
     assert process is not None
     return web.json_response(process_json(process, engine.base_url))
+
+
+def _definition_json(definition: Definition, base_url: str) -> dict[str, Any]:
+    return {
+        "name": definition.name,
+        "version": definition.version,
+        "comment": definition.comment,
+        "startAt": definition.start_at,
+        "states": sorted(definition.states),
+        "triggers": [trigger.model_dump(by_alias=True) for trigger in definition.triggers],
+        "links": {"self": f"{base_url}/definitions/{definition.name}"},
+    }
+
+
+@routes.get("/definitions")
+async def list_definitions(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    await engine.registry.refresh(engine.db)
+    items = [engine.registry.latest(name) for name in engine.registry.names()]
+    return web.json_response(
+        {"items": [_definition_json(d, engine.base_url) for d in items if d is not None]}
+    )
+
+
+@routes.get("/definitions/{name}")
+async def get_definition(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    await engine.registry.refresh(engine.db)
+    name = request.match_info["name"]
+    version = request.query.get("version")
+    definition = (
+        engine.registry.latest(name)
+        if version is None
+        else engine.registry.get(name, int(version) if version.isdigit() else -1)
+    )
+    if definition is None:
+        return problem(404, "Definition not found", f"no definition {name!r}")
+    async with reading(engine.db) as conn:
+        stored = await definitions_store.get_version(conn, name, definition.version)
+    return web.json_response({**_definition_json(definition, engine.base_url), "document": stored})
+
+
+@routes.put("/definitions/{name}")
+async def deploy_definition(request: web.Request) -> web.Response:
+    """Deploy the body (an ASL document) as the next version of ``name``, once it validates."""
+    engine = request.app[ENGINE]
+    name = request.match_info["name"]
+    try:
+        document = await _json_body(request)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return problem(400, "Invalid JSON body", str(exc))
+    if not isinstance(document, dict):
+        return problem(400, "Invalid definition", "the body must be a JSON object")
+    try:
+        parse_definition(document, name)
+    except DefinitionError as exc:
+        return problem(422, "Invalid definition", "; ".join(exc.problems), problems=exc.problems)
+    [deployed] = await deploy(engine.db, [(name, document)])
+    await engine.registry.refresh(engine.db)
+    definition = engine.registry.get(name, deployed.version)
+    assert definition is not None
+    return web.json_response(
+        {**_definition_json(definition, engine.base_url), "new": deployed.new},
+        status=201 if deployed.new else 200,
+    )

@@ -78,6 +78,13 @@ log = logging.getLogger(__name__)
 JSON = Any
 
 
+class MissingDefinition(Exception):
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"definition {name} v{version} is not loaded")
+        self.name = name
+        self.version = version
+
+
 @dataclass
 class _Touched:
     """A process changed in this batch and everything to write for it."""
@@ -146,7 +153,7 @@ class Batch:
                 outcomes.append(
                     await self._one(item, read.get(index), already, tokens, links, fired)
                 )
-            except (ConcurrentUpdate, DBAPIError):
+            except (ConcurrentUpdate, DBAPIError, MissingDefinition):
                 raise
             except Exception as exc:
                 raise PoisonInput(index, tuple(dict.fromkeys(self.stepping)), exc) from exc
@@ -568,9 +575,8 @@ class Batch:
         process = touched.process
         definition = self.engine.registry.get(process.definition, process.version)
         if definition is None:
-            return Outcome(
-                "conflict", f"definition {process.definition} v{process.version} is not loaded"
-            )
+            # Deployed by another process since this one looked: the engine reloads and retries.
+            raise MissingDefinition(process.definition, process.version)
         result = step(definition, process, trigger, self.now, self.engine.entropy)
         if result.rejected is not None:
             return Outcome("conflict", result.rejected, (process_id,))

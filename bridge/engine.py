@@ -19,7 +19,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge import faults
-from bridge.batch import Batch
+from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
 from bridge.intake import (
     ApprovalViewed,
@@ -117,6 +117,11 @@ class Engine:
                 if attempt == 9:
                     raise
                 log.info("retrying a batch after a concurrent update: %s", type(exc).__name__)
+            except MissingDefinition as missing:
+                await self.registry.refresh(self.db)
+                if self.registry.get(missing.name, missing.version) is None or attempt == 9:
+                    raise
+                continue
             except DBAPIError as exc:
                 if attempt == 9 or not _is_transient(exc):
                     raise

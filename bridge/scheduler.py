@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 #: How often old dedupe marks are purged.
 PURGE_EVERY_SECONDS = 60.0
+#: How often deployed definition versions are looked for.
+REFRESH_EVERY_SECONDS = 5.0
 
 
 class TimerScanner:
@@ -32,6 +34,7 @@ class TimerScanner:
         self.batch_size = batch_size
         self.retention = retention
         self._last_purge = 0.0
+        self._last_refresh = time.monotonic()
 
     async def run(self) -> None:
         while True:
@@ -58,6 +61,10 @@ class TimerScanner:
         return max(len(due), len(expired))
 
     async def _purge_now_and_then(self) -> None:
+        if time.monotonic() - self._last_refresh >= REFRESH_EVERY_SECONDS:
+            # Versions deployed through another process (PUT /definitions) become known here.
+            self._last_refresh = time.monotonic()
+            await self.engine.registry.refresh(self.engine.db)
         if time.monotonic() - self._last_purge < PURGE_EVERY_SECONDS:
             return
         self._last_purge = time.monotonic()

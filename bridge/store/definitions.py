@@ -74,3 +74,14 @@ async def version_count(conn: AsyncConnection) -> int:
 
 
 __all__ = ["IntegrityError", "StoredDefinition", "add_version", "all_versions", "digest", "latest"]
+
+
+async def get_version(conn: AsyncConnection, name: str, version: int) -> dict[str, Any] | None:
+    row = (
+        await conn.execute(
+            select(definitions.c.document).where(
+                (definitions.c.name == name) & (definitions.c.version == version)
+            )
+        )
+    ).first()
+    return None if row is None else dict(row.document)

@@ -131,6 +131,10 @@ class Bridge:
         async with self.http.post(url, **kwargs) as response:
             return response.status, await _body(response)
 
+    async def http_put(self, path: str, body: Any) -> tuple[int, Any]:
+        async with self.http.put(self.url + path, json=body) as response:
+            return response.status, await _body(response)
+
     async def process_for(
         self, order_id: str, status: str | None = None, timeout: float = 20.0
     ) -> dict[str, Any]:

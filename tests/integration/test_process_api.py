@@ -69,3 +69,36 @@ async def test_start_stop_and_redrive(database_url: str, kafka: str, tmp_path: P
         second_command = await bridge.command("inventory.commands", "o-api")
         assert second_command["taskToken"] != first_command["taskToken"]
         assert (await bridge.post("/processes/missing/redrive"))[0] == 404
+
+
+async def test_definitions_list_get_and_deploy(kafka: str, tmp_path: Path) -> None:
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    (folder / "echo.asl.json").write_text(json.dumps(ECHO))
+    database = f"sqlite+aiosqlite:///{tmp_path}/b.db"
+    async with running_bridge(database, kafka, tmp_path, definitions=folder) as bridge:
+        status, listed = await bridge.get("/definitions")
+        assert status == 200 and [d["name"] for d in listed["items"]] == ["echo"]
+        status, one = await bridge.get("/definitions/echo")
+        assert one["version"] == 1 and one["document"] == ECHO
+
+        invalid = {"StartAt": "Missing", "States": {"A": {"Type": "Pass", "End": True}}}
+        status, body = await bridge.http_put("/definitions/echo", invalid)
+        assert status == 422 and any("StartAt" in p for p in body["problems"])
+
+        changed = json.loads(json.dumps(ECHO))
+        changed["States"]["Shape"]["Parameters"] = {"bye.$": "$.name"}
+        status, body = await bridge.http_put("/definitions/echo", changed)
+        assert status == 201 and body["version"] == 2
+        status, body = await bridge.http_put("/definitions/echo", changed)
+        assert status == 200 and body["version"] == 2 and body["new"] is False
+
+        # New starts take the newest version; a start may still name an older one.
+        _, new = await bridge.post(
+            "/processes?wait=5", {"definition": "echo", "input": {"name": "x"}}
+        )
+        _, old = await bridge.post(
+            "/processes?wait=5", {"definition": "echo", "version": 1, "input": {"name": "x"}}
+        )
+        assert (new["version"], new["output"]) == (2, {"bye": "x"})
+        assert (old["version"], old["output"]) == (1, {"hello": "x"})
