@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -10,13 +11,23 @@ import jinja2
 from aiohttp import web
 
 from approvals import api, inbox, pages
+from approvals.access import access_control
 from bridge.engine import Engine
 
 HERE = Path(__file__).resolve().parent
 
 
-def build_app(engine: Engine, secret_key: str) -> web.Application:
-    app = web.Application(client_max_size=api.MAX_BODY + 1024)
+def build_app(
+    engine: Engine,
+    secret_key: str,
+    *,
+    admin_tokens: Sequence[str] = (),
+    read_tokens: Sequence[str] = (),
+) -> web.Application:
+    app = web.Application(
+        client_max_size=api.MAX_BODY + 1024,
+        middlewares=[access_control(admin_tokens, read_tokens)],
+    )
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()
     public = urlsplit(engine.base_url)

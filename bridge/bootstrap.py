@@ -142,7 +142,13 @@ class Web:
         self.core = core
         self.host = host
         self.port = port
-        self.app = build_web_app(core.engine, core.settings.secret_key.get_secret_value())
+        settings = core.settings
+        self.app = build_web_app(
+            core.engine,
+            settings.secret_key.get_secret_value(),
+            admin_tokens=[token.get_secret_value() for token in settings.api_admin_tokens],
+            read_tokens=[token.get_secret_value() for token in settings.api_read_tokens],
+        )
         self.runner = web.AppRunner(self.app, access_log=None)
 
     async def start(self) -> None:

@@ -7,10 +7,10 @@ it to the bootstrap; nothing else reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -99,7 +99,23 @@ class Settings(BaseSettings):
         default=SecretStr("dev-only-secret-change-me"),
         description="Signs CSRF nonces. Set a long random value in production.",
     )
+    api_admin_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens (comma-separated) for every management call. With no tokens "
+        "at all, the management API is open (fine on your laptop, not in production).",
+    )
+    api_read_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Bearer tokens (comma-separated) that may only read.",
+    )
     log_level: str = "INFO"
+
+    @field_validator("api_admin_tokens", "api_read_tokens", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [token.strip() for token in value.split(",") if token.strip()]
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -102,3 +102,34 @@ async def test_definitions_list_get_and_deploy(kafka: str, tmp_path: Path) -> No
         )
         assert (new["version"], new["output"]) == (2, {"bye": "x"})
         assert (old["version"], old["output"]) == (1, {"hello": "x"})
+
+
+async def test_api_tokens_guard_the_management_api(kafka: str, tmp_path: Path) -> None:
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    (folder / "echo.asl.json").write_text(json.dumps(ECHO))
+    database = f"sqlite+aiosqlite:///{tmp_path}/b.db"
+    async with running_bridge(
+        database,
+        kafka,
+        tmp_path,
+        definitions=folder,
+        api_admin_tokens="admin-token",
+        api_read_tokens="reader-token",
+    ) as bridge:
+        start = {"definition": "echo", "input": {"name": "x"}}
+        assert (await bridge.get("/healthz"))[0] == 200
+        status, body = await bridge.get("/processes")
+        assert status == 401 and body["title"] == "API token needed"
+        reader = {"Authorization": "Bearer reader-token"}
+        admin = {"Authorization": "Bearer admin-token"}
+        async with bridge.http.get(bridge.url + "/processes", headers=reader) as response:
+            assert response.status == 200
+        assert (await bridge.post("/processes", start, headers=reader))[0] == 403
+        assert (await bridge.post("/processes", start, headers={"Authorization": "Bearer x"}))[
+            0
+        ] == 403
+        assert (await bridge.post("/processes", start, headers=admin))[0] == 201
+        # Task callbacks and approval links carry their own secrets: no API token.
+        assert (await bridge.post("/tasks/unknown/success", {}))[0] == 404
+        assert (await bridge.get("/approve/unknown"))[0] == 404
