@@ -133,3 +133,44 @@ async def test_api_tokens_guard_the_management_api(kafka: str, tmp_path: Path) -
         # Task callbacks and approval links carry their own secrets: no API token.
         assert (await bridge.post("/tasks/unknown/success", {}))[0] == 404
         assert (await bridge.get("/approve/unknown"))[0] == 404
+
+
+async def test_cli_mirrors_the_api(kafka: str, tmp_path: Path) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    folder = tmp_path / "definitions"
+    folder.mkdir()
+    (folder / "echo.asl.json").write_text(json.dumps(ECHO))
+    database = f"sqlite+aiosqlite:///{tmp_path}/b.db"
+    async with running_bridge(database, kafka, tmp_path, definitions=folder) as bridge:
+
+        async def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            command = [sys.executable, "-m", "bridge", *args, "--url", bridge.url]
+            return await asyncio.to_thread(
+                subprocess.run, command, capture_output=True, text=True, timeout=60
+            )
+
+        other = tmp_path / "greet.asl.json"
+        other.write_text(json.dumps(ECHO))
+        deployed = await cli("definitions", "deploy", str(other), "--json")
+        assert deployed.returncode == 0, deployed.stderr
+        assert json.loads(deployed.stdout)[0]["name"] == "greet"
+        listed = await cli("definitions", "list")
+        assert "echo v1" in listed.stdout and "greet v1" in listed.stdout
+
+        waiting = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+        await bridge.http_put("/definitions/sleepy", waiting)
+        _, process = await bridge.post("/processes", {"definition": "sleepy"})
+        shown = await cli("processes", "show", process["id"], "--history", "--json")
+        assert json.loads(shown.stdout)["status"] == "RUNNING"
+        assert json.loads(shown.stdout)["history"][0]["type"] == "ProcessStarted"
+        stopped = await cli("processes", "stop", process["id"], "--cause", "enough")
+        assert stopped.returncode == 0 and "ABORTED" in stopped.stdout
+        listed = await cli("processes", "list", "--status", "ABORTED", "--json")
+        assert [p["id"] for p in json.loads(listed.stdout)["items"]] == [process["id"]]
+        redriven = await cli("processes", "redrive", process["id"])
+        assert "RUNNING" in redriven.stdout
+        missing = await cli("processes", "show", "nope")
+        assert missing.returncode == 1 and "404" in missing.stderr
