@@ -137,14 +137,16 @@ class Batch:
             for item in batch
             if isinstance(item, DecisionReceived)
         }
-        fired = await timers.claim(
-            self.conn, [item.timer_id for item in batch if isinstance(item, TimerDue)]
-        )
         wanted = [target.process_id for target in tokens.values()]
         wanted += [link.process_id for link in links.values() if link is not None]
         wanted += [item.process_id for item in batch if isinstance(item, TimerDue)]
         for process_id, loaded in (await store.load_for_update(self.conn, wanted)).items():
             self.touched[process_id] = _Touched(loaded.process, loaded)
+        # Processes are locked before their timers are claimed, the order every path takes
+        # (a callback locks its process, then cancels the timer): no deadlock between them.
+        fired = await timers.claim(
+            self.conn, [item.timer_id for item in batch if isinstance(item, TimerDue)]
+        )
 
         outcomes: list[Outcome] = []
         for index, item in enumerate(batch):

@@ -121,11 +121,11 @@ class Worker:
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish the batch at hand, stop consuming, flush the outbox; bounded by ``timeout``."""
-        try:
-            async with asyncio.timeout(timeout):
-                async with self.app.busy:
-                    await self.app.stop()
-        except TimeoutError:
+        # faust's stop waits for the events in hand to be applied and acknowledged. It does not
+        # always give way to cancellation, so the bound is kept by not waiting any longer.
+        stopping = asyncio.ensure_future(self.app.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=timeout)
+        if not done:
             log.warning("the stream processors did not stop within %.0fs", timeout)
         for task in self._tasks:
             task.cancel()

@@ -444,6 +444,7 @@ def processes_list(
     }
     path = "/processes?" + urlencode({k: v for k, v in query.items() if v is not None})
     found = _call(url, token, "GET", path)
+
     def lines(value: dict[str, Any]) -> None:
         for process in value["items"]:
             _process_line(process)

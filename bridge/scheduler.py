@@ -37,15 +37,19 @@ class TimerScanner:
         self._last_refresh = time.monotonic()
 
     async def run(self) -> None:
+        backoff = self.poll_seconds
         while True:
             try:
                 fired = await self.fire_due()
                 await self._purge_now_and_then()
+                backoff = self.poll_seconds
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("the timer scan failed")
-                fired = 0
+            except Exception as exc:
+                log.warning("the timer scan failed (%r); trying again in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
             if fired < self.batch_size:
                 await asyncio.sleep(self.poll_seconds)
 

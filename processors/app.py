@@ -176,8 +176,7 @@ def build_app(
         async def events(stream: Any) -> None:
             async for batch in stream.take_events(settings.batch_max_events, within=within):
                 inputs = [EventReceived(record_of(event)) for event in batch]
-                async with app.busy:
-                    await apply_batch(engine, inputs)
+                await apply_batch(engine, inputs)
                 faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(
@@ -188,8 +187,7 @@ def build_app(
     async def replies(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max_events, within=within):
             inputs = [found for event in batch if (found := reply_input(record_of(event)))]
-            async with app.busy:
-                outcomes = await apply_batch(engine, inputs)
+            outcomes = await apply_batch(engine, inputs)
             for outcome in outcomes:
                 if not outcome.ok:
                     log.warning("reply not applied: %s (%s)", outcome.status, outcome.reason)

@@ -7,7 +7,6 @@ every hop, so the bridge sets its own value.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 import aiokafka
@@ -46,11 +45,6 @@ class BridgeApp(faust.App):
     """A faust app using ``transport_cls`` for its consumer."""
 
     transport_cls: type[driver.Transport] = driver.Transport
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        #: Held while a batch is applied: a clean stop waits for it instead of cutting it off.
-        self.busy = asyncio.Lock()
 
     def _new_transport(self) -> Any:
         return self.transport_cls(self.conf.broker_consumer, self)

@@ -374,6 +374,10 @@ class _Run:
         """Apply ``event`` to the frame in this subtree that waits for it; None if none does."""
         wait = position.wait
         if wait is not None and _targets(wait, event):
+            if not isinstance(event, TimerFired):
+                missed = [due for due in (wait.timeout_at, wait.heartbeat_at) if due is not None]
+                if missed and min(missed) <= self.now:
+                    raise _Refused(f"too late: the step's deadline passed at {_iso(min(missed))}")
             outcome = self._answer(process, scope, position, wait, event)
             followed = self._follow(process, scope, position, outcome)
             if isinstance(followed, Position):
@@ -485,7 +489,12 @@ class _Run:
         timer = self.entropy.new_id()
         self.effects.append(CancelTimer(wait.heartbeat_timer))
         self.effects.append(StartTimer(timer, self.now + timedelta(seconds=wait.heartbeat_seconds)))
-        new_wait = wait.model_copy(update={"heartbeat_timer": timer})
+        new_wait = wait.model_copy(
+            update={
+                "heartbeat_timer": timer,
+                "heartbeat_at": self.now + timedelta(seconds=wait.heartbeat_seconds),
+            }
+        )
         return _Blocked(position.model_copy(update={"wait": new_wait}))
 
     def _decided(
@@ -804,6 +813,8 @@ class _Run:
         return Wait(
             id=wait_id,
             kind="callback" if kind == "callback" else "event" if kind == "event" else "approval",
+            timeout_at=self.now + timedelta(seconds=timeout) if timeout is not None else None,
+            heartbeat_at=self.now + timedelta(seconds=heartbeat) if heartbeat is not None else None,
             timeout_timer=timeout_timer,
             heartbeat_timer=heartbeat_timer,
             heartbeat_seconds=heartbeat,

@@ -64,6 +64,10 @@ class Wait(_Frozen):
     heartbeat_timer: str | None = None
     heartbeat_seconds: int | None = None
     timer: str | None = None
+    #: When the timeout and heartbeat timers are due: an answer after either is refused even
+    #: before the timer has fired, so that a late answer never beats its own timeout.
+    timeout_at: datetime | None = None
+    heartbeat_at: datetime | None = None
     #: Approval waits: seats, rule and votes so far.
     ballot: Ballot | None = None
 

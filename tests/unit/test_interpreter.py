@@ -250,7 +250,12 @@ def test_saga_below_the_threshold_reserves_charges_and_completes() -> None:
     assert run.running.status is ProcessStatus.RUNNING
     assert run.running.correlation_key == "o-1"
     assert run.running.current_state == "ReserveInventory"
-    assert run.wait == Wait(id=expect.wait_id, kind="callback", timeout_timer=timeout.timer_id)
+    assert run.wait == Wait(
+        id=expect.wait_id,
+        kind="callback",
+        timeout_timer=timeout.timer_id,
+        timeout_at=T0 + timedelta(seconds=86400),
+    )
     assert timeout.due_at == T0 + timedelta(seconds=86400)
 
     reserved = run.apply(TaskSucceeded(expect.wait_id, {"reservationId": "r-9"}), after=5)
@@ -1005,7 +1010,7 @@ def saga_runs(draw: st.DrawFn) -> tuple[Driver, float, bool]:
         approved=approved,
         inventory=draw(json_values),
         payment=draw(json_values),
-        pause=draw(st.integers(min_value=0, max_value=10**6)),
+        pause=draw(st.integers(min_value=0, max_value=86_399)),
     )
     return run, amount, approved
 
@@ -1070,3 +1075,15 @@ def test_every_process_round_trips_through_json(case: tuple[Driver, float, bool]
     for applied in run.log:
         assert applied.result.process is not None
         assert round_trip(applied.result.process) == applied.result.process
+
+
+def test_an_answer_after_the_deadline_is_refused_even_before_the_timer_fires() -> None:
+    run, _ = start_saga(120)
+    wait = run.wait
+    late = run.offer(TaskSucceeded(wait.id, {"reserved": True}), after=86_400)
+    assert late.rejected and "deadline" in late.rejected
+    assert_rejected(late, run.running)
+    assert wait.timeout_timer is not None
+    run.apply(TimerFired(wait.timeout_timer))
+    assert run.running.status is ProcessStatus.FAILED
+    assert run.running.error == errors.TIMEOUT
