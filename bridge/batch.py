@@ -726,16 +726,12 @@ class Batch:
             "requestedAt": self.now.isoformat(),
             "statusUrl": f"{base}/approvals/{approval_id}",
         }
-        found_headers = messages.headers(
-            message_id, "bridge.ApprovalRequested", f"bridge/{process.definition}", process.id
-        )
-        return messages.row(
+        return messages.about_process(
             message_id,
-            process.id,
+            process,
             self.config.approvals_topic,
-            process.id,
+            "bridge.ApprovalRequested",
             value,
-            found_headers,
             self.now,
         )
 
@@ -752,16 +748,12 @@ class Batch:
             "remindedAt": self.now.isoformat(),
             "statusUrl": f"{self.config.base_url}/processes/{process.id}",
         }
-        found_headers = messages.headers(
-            message_id, "bridge.ApprovalReminder", f"bridge/{process.definition}", process.id
-        )
-        return messages.row(
+        return messages.about_process(
             message_id,
-            process.id,
+            process,
             self.config.approvals_topic,
-            process.id,
+            "bridge.ApprovalReminder",
             value,
-            found_headers,
             self.now,
         )
 

@@ -49,6 +49,14 @@ def headers(message_id: str, kind: str, source: str, subject: str | None) -> dic
     return found
 
 
+def about_process(
+    message_id: str, process: Process, topic: str, kind: str, value: JSON, now: datetime
+) -> dict[str, Any]:
+    """A message about one process (approval requests, reminders), keyed by its id."""
+    found = headers(message_id, kind, f"bridge/{process.definition}", process.id)
+    return row(message_id, process.id, topic, process.id, value, found, now)
+
+
 def command(process: Process, effect: SendMessage, now: datetime) -> dict[str, Any]:
     value = effect.value
     kind = value.get("type") if isinstance(value, dict) else None
