@@ -5,7 +5,6 @@ It keeps everything in memory; it is for the demo and the tests, not for product
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import importlib.util
 import os
@@ -79,6 +78,9 @@ class EmbeddedBroker:
             stderr=self.log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             preexec_fn=_die_with_parent,
+            # Its own process group: a Ctrl-C in the terminal reaches the bridge, which stops
+            # its workers first and the broker last, not the broker first.
+            process_group=0,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -92,7 +94,8 @@ class EmbeddedBroker:
         raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} in {timeout}s")
 
     async def start_async(self) -> None:
-        await asyncio.to_thread(self.start)
+        # Not in a worker thread: the broker is told to die with the thread that started it.
+        self.start()
 
     def stop(self) -> None:
         if self.process is None:
@@ -107,7 +110,8 @@ class EmbeddedBroker:
 
 
 def _die_with_parent() -> None:
-    """Linux: the broker gets SIGTERM when the bridge dies, even by SIGKILL; no orphans."""
+    """Linux: the broker gets SIGTERM when the thread that started it ends, so it never outlives
+    the bridge, even one killed by SIGKILL."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
