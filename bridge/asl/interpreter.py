@@ -11,10 +11,28 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from bridge.asl import approvals, choice, errors, intrinsics, jsonata, paths
+from bridge.asl.dataflow import (
+    MAX_PAYLOAD_BYTES,
+    count,
+    event_subscriptions,
+    fixed,
+    input_path,
+    iso,
+    kafka_message,
+    optional_count,
+    optional_percentage,
+    output_path,
+    parse_timestamp,
+    read_or_runtime,
+    seconds,
+    text,
+    too_large,
+    wait_due,
+)
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
@@ -59,18 +77,14 @@ from bridge.asl.model import (
     SucceedState,
     TaskState,
     WaitState,
-    event_wait_specs,
 )
 from bridge.asl.process import Branch, Position, Process, ProcessStatus, Wait
 
 JSON = Any
-_Number = TypeVar("_Number", int, float, int | None, float | None)
 
 #: Transitions one step may make without waiting; a loop of Pass and Choice states that never
 #: waits would otherwise hold a worker forever.
 MAX_TRANSITIONS_PER_STEP = 1000
-#: Step Functions' limit on a state's input and output.
-MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 class Entropy(Protocol):
@@ -303,7 +317,7 @@ class _Run:
         self, process: Process, scope: _Scope, position: Position, outcome: _Outcome
     ) -> _FrameResult | Position:
         """Where an outcome leads: a wait, the frame's end, or the next state to execute."""
-        if isinstance(outcome, _Next | _End) and _too_large(outcome.output):
+        if isinstance(outcome, _Next | _End) and too_large(outcome.output):
             outcome = Failure(
                 errors.DATA_LIMIT_EXCEEDED,
                 f"The state/task output of {position.state} exceeds {MAX_PAYLOAD_BYTES} bytes",
@@ -348,14 +362,14 @@ class _Run:
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
                         return _End(self._output(state, bindings, position.input))
-                    data = _input_path(state.input_path, position.input, context)
-                    return _End(_output_path(state.output_path, data, context))
+                    data = input_path(state.input_path, position.input, context)
+                    return _End(output_path(state.output_path, data, context))
                 case FailState():
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
                         return Failure(
-                            _text(self._evaluate(state.error, bindings, "Error")),
-                            _text(self._evaluate(state.cause, bindings, "Cause")),
+                            text(self._evaluate(state.error, bindings, "Error")),
+                            text(self._evaluate(state.cause, bindings, "Cause")),
                         )
                     return self._fail_state(state, position.input, context)
                 case ParallelState():
@@ -377,7 +391,7 @@ class _Run:
             if not isinstance(event, TimerFired):
                 missed = [due for due in (wait.timeout_at, wait.heartbeat_at) if due is not None]
                 if missed and min(missed) <= self.now:
-                    raise _Refused(f"too late: the step's deadline passed at {_iso(min(missed))}")
+                    raise _Refused(f"too late: the step's deadline passed at {iso(min(missed))}")
             outcome = self._answer(process, scope, position, wait, event)
             followed = self._follow(process, scope, position, outcome)
             if isinstance(followed, Position):
@@ -473,10 +487,10 @@ class _Run:
                         output = self._output(state, bindings, position.input)
                         self._assign_jsonata(scope, state.assign, bindings)
                         return _flow(state.next, bool(state.end), output)
-                    data = _input_path(state.input_path, position.input, context)
+                    data = input_path(state.input_path, position.input, context)
                     self._assign(scope, state.assign, data, context)
                     return _flow(
-                        state.next, bool(state.end), _output_path(state.output_path, data, context)
+                        state.next, bool(state.end), output_path(state.output_path, data, context)
                     )
                 except StatesError as exc:
                     return exc.as_failure()
@@ -601,7 +615,7 @@ class _Run:
             output = self._output(state, bindings, raw_input)
             self._assign_jsonata(scope, state.assign, bindings)
             return _flow(state.next, bool(state.end), output)
-        data = _input_path(state.input_path, raw_input, context)
+        data = input_path(state.input_path, raw_input, context)
         if state.has_result:
             result = state.result
         elif state.parameters is not None:
@@ -610,7 +624,7 @@ class _Run:
             result = data
         self._assign(scope, state.assign, result, context)
         merged = paths.put_result(raw_input, state.result_path, result)
-        return _flow(state.next, bool(state.end), _output_path(state.output_path, merged, context))
+        return _flow(state.next, bool(state.end), output_path(state.output_path, merged, context))
 
     def _choice(
         self, scope: _Scope, state: ChoiceState, position: Position, context: JSON
@@ -632,8 +646,8 @@ class _Run:
             output = self._output(state, bindings, position.input)
             self._assign_jsonata(scope, state.assign, bindings)
             return _Next(target, output)
-        data = _input_path(state.input_path, position.input, context)
-        output = _output_path(state.output_path, data, context)
+        data = input_path(state.input_path, position.input, context)
+        output = output_path(state.output_path, data, context)
         for rule in state.choices:
             if choice.evaluate_rule(rule, data, context):
                 self._assign(scope, rule.get("Assign"), data, context)
@@ -652,16 +666,16 @@ class _Run:
                 self._assign_jsonata(scope, state.assign, bindings)
                 return _flow(state.next, bool(state.end), output)
         else:
-            data = _input_path(state.input_path, position.input, context)
-            due = _wait_due(state, data, context, self.now)
+            data = input_path(state.input_path, position.input, context)
+            due = wait_due(state, data, context, self.now)
             if due <= self.now:
                 self._assign(scope, state.assign, data, context)
                 return _flow(
-                    state.next, bool(state.end), _output_path(state.output_path, data, context)
+                    state.next, bool(state.end), output_path(state.output_path, data, context)
                 )
         timer = self.entropy.new_id()
         self.effects.append(StartTimer(timer, due))
-        self._record("WaitStarted", position.state, until=_iso(due))
+        self._record("WaitStarted", position.state, until=iso(due))
         return _Blocked(
             position.model_copy(update={"wait": Wait(id=timer, kind="wait", timer=timer)})
         )
@@ -691,20 +705,20 @@ class _Run:
             timeout = self._jsonata_seconds(state.timeout_seconds, bindings, "TimeoutSeconds")
             heartbeat = self._jsonata_seconds(state.heartbeat_seconds, bindings, "HeartbeatSeconds")
         else:
-            data = _input_path(state.input_path, position.input, context)
+            data = input_path(state.input_path, position.input, context)
             parameters = (
                 self._template(state.parameters, data, context)
                 if state.parameters is not None
                 else data
             )
-            timeout = _seconds(
-                _fixed(state.timeout_seconds), state.timeout_seconds_path, data, context
+            timeout = seconds(
+                fixed(state.timeout_seconds), state.timeout_seconds_path, data, context
             )
-            heartbeat = _seconds(
-                _fixed(state.heartbeat_seconds), state.heartbeat_seconds_path, data, context
+            heartbeat = seconds(
+                fixed(state.heartbeat_seconds), state.heartbeat_seconds_path, data, context
             )
         if state.resource in (SEND, SEND_WAIT):
-            message = _message(parameters, state.resource)
+            message = kafka_message(parameters, state.resource)
             message_id = self.entropy.new_id()
             self.effects.append(
                 SendMessage(
@@ -732,7 +746,7 @@ class _Run:
             wait = self._wait_with_timers(wait_id, "callback", timeout, heartbeat)
             return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == EVENT_WAIT:
-            subscriptions = _subscriptions(parameters, position.state)
+            subscriptions = event_subscriptions(parameters, position.state)
             wait_id = self.entropy.new_id()
             self.effects.append(ExpectEvent(wait_id, position.state, subscriptions))
             self._record(
@@ -788,7 +802,7 @@ class _Run:
             title=str(title),
             seats=list(ballot.seats),
             rule=ballot.rule,
-            expiresAt=_iso(expires_at) if expires_at else None,
+            expiresAt=iso(expires_at) if expires_at else None,
         )
         wait = self._wait_with_timers(wait_id, "approval", timeout, None)
         ballot = ballot.model_copy(
@@ -838,7 +852,7 @@ class _Run:
             self._assign(scope, state.assign, result, context)
             merged = paths.put_result(position.input, state.result_path, result)
             return _flow(
-                state.next, bool(state.end), _output_path(state.output_path, merged, context)
+                state.next, bool(state.end), output_path(state.output_path, merged, context)
             )
         except StatesError as exc:
             return exc.as_failure()
@@ -859,7 +873,7 @@ class _Run:
             if state.arguments is not None:
                 data = self._evaluate(state.arguments, bindings, "Arguments")
         else:
-            data = _input_path(state.input_path, position.input, context)
+            data = input_path(state.input_path, position.input, context)
             if state.parameters is not None:
                 data = self._template(state.parameters, data, context)
         branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
@@ -890,25 +904,25 @@ class _Run:
                 ),
             }
         else:
-            data = _input_path(state.input_path, position.input, context)
+            data = input_path(state.input_path, position.input, context)
             if state.items is not None:
                 items = self._template(state.items, data, context)
             else:
-                items = _read_or_runtime(state.items_path or "$", data, context)
+                items = read_or_runtime(state.items_path or "$", data, context)
             limits = {
-                "max_concurrency": _count(
-                    _fixed(state.max_concurrency),
+                "max_concurrency": count(
+                    fixed(state.max_concurrency),
                     state.max_concurrency_path,
                     data,
                     "MaxConcurrency",
                 ),
-                "tolerated_failure_count": _optional_count(
-                    _fixed(state.tolerated_failure_count),
+                "tolerated_failure_count": optional_count(
+                    fixed(state.tolerated_failure_count),
                     state.tolerated_failure_count_path,
                     data,
                 ),
-                "tolerated_failure_percentage": _optional_percentage(
-                    _fixed(state.tolerated_failure_percentage),
+                "tolerated_failure_percentage": optional_percentage(
+                    fixed(state.tolerated_failure_percentage),
                     state.tolerated_failure_percentage_path,
                     data,
                 ),
@@ -1241,7 +1255,7 @@ class _Run:
                 )
             return self.now + timedelta(seconds=seconds)
         timestamp = self._evaluate(state.timestamp, bindings, "Timestamp")
-        return _parse_timestamp(timestamp, "Timestamp")
+        return parse_timestamp(timestamp, "Timestamp")
 
     def _fail_state(self, state: FailState, raw_input: JSON, context: JSON) -> Failure:
         """Error and Cause, fixed or read by ErrorPath/CausePath (a path or an intrinsic)."""
@@ -1250,7 +1264,7 @@ class _Run:
             if intrinsics.is_intrinsic(path):
                 value = intrinsics.evaluate(path, raw_input, context, self.entropy)
             else:
-                value = _read_or_runtime(path, raw_input, context)
+                value = read_or_runtime(path, raw_input, context)
             return value if isinstance(value, str) else json.dumps(value)
 
         error = read(state.error_path) if state.error_path is not None else state.error
@@ -1280,57 +1294,10 @@ def _targets(wait: Wait, event: Input) -> bool:
     return False
 
 
-def _count(fixed: int, path: str | None, data: JSON, field_name: str) -> int:
-    if path is None:
-        return fixed
-    value = _read_or_runtime(path, data)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StatesError(errors.RUNTIME, f"{field_name}Path {path} must be a non-negative integer")
-    return value
-
-
-def _optional_count(fixed: int | None, path: str | None, data: JSON) -> int | None:
-    if path is None:
-        return fixed
-    return _count(0, path, data, "ToleratedFailureCount")
-
-
-def _optional_percentage(fixed: float | None, path: str | None, data: JSON) -> float | None:
-    if path is None:
-        return fixed
-    value = _read_or_runtime(path, data)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
-        raise StatesError(
-            errors.RUNTIME, f"ToleratedFailurePercentagePath {path} must be a number from 0 to 100"
-        )
-    return float(value)
-
-
 def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:
     if end or next_name is None:
         return _End(output)
     return _Next(next_name, output)
-
-
-def _input_path(path: str | None, data: JSON, context: JSON) -> JSON:
-    if path is None:
-        return {}
-    return _read_or_runtime(path, data, context)
-
-
-def _output_path(path: str | None, data: JSON, context: JSON) -> JSON:
-    if path is None:
-        return {}
-    return _read_or_runtime(path, data, context)
-
-
-def _read_or_runtime(path: str, data: JSON, context: JSON = None) -> JSON:
-    if path == "$":
-        return data
-    try:
-        return paths.read_path(path, data, context or {})
-    except paths.PathNotFound:
-        raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
 
 
 def _context(process: Process, scope: _Scope, position: Position) -> dict[str, JSON]:
@@ -1339,12 +1306,12 @@ def _context(process: Process, scope: _Scope, position: Position) -> dict[str, J
             "Id": process.id,
             "Name": process.id,
             "Input": process.input,
-            "StartTime": _iso(process.started_at),
+            "StartTime": iso(process.started_at),
             "RedriveCount": process.redrive_count,
         },
         "State": {
             "Name": position.state,
-            "EnteredTime": _iso(position.entered_at),
+            "EnteredTime": iso(position.entered_at),
             "RetryCount": position.retry_count,
         },
         "StateMachine": {
@@ -1357,113 +1324,3 @@ def _context(process: Process, scope: _Scope, position: Position) -> dict[str, J
         context["Map"] = {"Item": {"Index": index, "Value": value}}
     context[paths.VARIABLES] = scope.variables()
     return context
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _seconds(fixed: int | None, path: str | None, data: JSON, context: JSON) -> int | None:
-    if fixed is not None:
-        return fixed
-    if path is None:
-        return None
-    try:
-        value = paths.read_path(path, data, context)
-    except paths.PathNotFound:
-        raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise StatesError(errors.RUNTIME, f"The value at {path} must be a positive integer")
-    return value
-
-
-def _wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> datetime:
-    if state.seconds is not None:
-        return now + timedelta(seconds=_fixed(state.seconds))
-    if state.timestamp is not None:
-        return _parse_timestamp(state.timestamp, "Timestamp")
-    if state.seconds_path is not None:
-        seconds = _read_or_runtime(state.seconds_path, data, context)
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise StatesError(
-                errors.RUNTIME,
-                f"SecondsPath {state.seconds_path} must point to a non-negative number",
-            )
-        return now + timedelta(seconds=seconds)
-    assert state.timestamp_path is not None
-    value = _read_or_runtime(state.timestamp_path, data, context)
-    return _parse_timestamp(value, f"TimestampPath {state.timestamp_path}")
-
-
-def _parse_timestamp(value: JSON, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise StatesError(errors.RUNTIME, f"{where} is not an RFC 3339 timestamp")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise StatesError(errors.RUNTIME, f"{where} is not an RFC 3339 timestamp") from None
-    if moment.tzinfo is None:
-        raise StatesError(errors.RUNTIME, f"{where} needs a time zone")
-    return moment
-
-
-def _fixed(value: _Number | str) -> _Number:
-    """A number field of a JSONPath state: validation refuses {% %} expressions there."""
-    assert not isinstance(value, str), f"an expression in a JSONPath state: {value}"
-    return value
-
-
-def _subscriptions(parameters: JSON, state: str) -> tuple[tuple[str, str, str], ...]:
-    """(topic, type, key) for every event the wait accepts; the key comes from the process data."""
-    found: list[tuple[str, str, str]] = []
-    for spec in event_wait_specs(parameters):
-        key = spec.get("CorrelationKey")
-        if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
-            raise StatesError(
-                "Event.InvalidCorrelationKey",
-                f"State {state}: CorrelationKey must be a non-empty string or a number, "
-                f"not {key!r}",
-            )
-        types = spec["EventType"]
-        for event_type in [types] if isinstance(types, str) else types:
-            found.append((str(spec["Topic"]), str(event_type), str(key)))
-    return tuple(dict.fromkeys(found))
-
-
-def _too_large(value: JSON) -> bool:
-    if value is None or isinstance(value, bool | int | float):
-        return False
-    if isinstance(value, str):
-        return len(value) > MAX_PAYLOAD_BYTES // 4 and len(value.encode()) > MAX_PAYLOAD_BYTES
-    return len(json.dumps(value, separators=(",", ":"))) > MAX_PAYLOAD_BYTES
-
-
-def _text(value: JSON) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def _message(parameters: JSON, resource: str) -> dict[str, Any]:
-    """The Kafka message a send task asks for, checked: Topic, Key, Message, Headers."""
-    if not isinstance(parameters, Mapping):
-        raise StatesError("Kafka.InvalidParameters", f"{resource} needs an object of parameters")
-    topic = parameters.get("Topic")
-    if not isinstance(topic, str) or not topic:
-        raise StatesError("Kafka.InvalidParameters", "Topic must be a non-empty string")
-    if "Message" not in parameters:
-        raise StatesError("Kafka.InvalidParameters", "Message is missing")
-    key = parameters.get("Key")
-    if key is not None and not isinstance(key, str | int):
-        raise StatesError("Kafka.InvalidParameters", "Key must be a string or a number")
-    headers = parameters.get("Headers") or {}
-    if not isinstance(headers, Mapping) or not all(
-        isinstance(value, str) for value in headers.values()
-    ):
-        raise StatesError("Kafka.InvalidParameters", "Headers must map names to strings")
-    return {
-        "topic": topic,
-        "key": None if key is None else str(key),
-        "value": parameters["Message"],
-        "headers": dict(headers),
-    }
