@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -151,6 +152,7 @@ class Batch:
         outcomes: list[Outcome] = []
         for index, item in enumerate(batch):
             self.stepping = []
+            structlog.contextvars.unbind_contextvars("process_id")
             try:
                 outcomes.append(
                     await self._one(item, read.get(index), already, tokens, links, fired)
@@ -571,6 +573,7 @@ class Batch:
 
     def _step(self, process_id: str, trigger: core.Input) -> Outcome:
         self.stepping.append(process_id)
+        structlog.contextvars.bind_contextvars(process_id=process_id)
         touched = self.touched.get(process_id)
         if touched is None:
             return Outcome("not_found", "no such process")

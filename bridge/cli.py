@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import signal
 import sys
 from pathlib import Path
@@ -30,23 +29,10 @@ def _settings(**overrides: Any) -> Settings:
         raise click.UsageError(f"invalid configuration: {problems}") from None
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # faust and mode log every service start and stop under the module of their class.
-    for noisy in (
-        "aiokafka",
-        "faust",
-        "mode",
-        "abc",
-        "processors.transport",
-        "alembic",
-        "aiohttp.access",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _logging(settings: Settings) -> None:
+    from bridge.logs import configure
+
+    configure(settings.log_level, settings.log_format)
 
 
 async def _until_signalled() -> None:
@@ -79,7 +65,7 @@ def dev(
     settings = _settings(
         kafka_bootstrap=kafka, http_port=port, definitions_dir=definitions, database_url=database
     )
-    _logging(settings.log_level)
+    _logging(settings)
     asyncio.run(_dev(settings))
 
 
@@ -142,7 +128,7 @@ def worker() -> None:
     settings = _settings()
     if settings.kafka_bootstrap is None:
         raise click.UsageError("bridge worker needs BRIDGE_KAFKA_BOOTSTRAP")
-    _logging(settings.log_level)
+    _logging(settings)
     asyncio.run(_worker(settings, settings.kafka_bootstrap))
 
 
@@ -168,7 +154,7 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
 def web(port: int | None) -> None:
     """The HTTP endpoint: approvals, task callbacks, process status (production half two)."""
     settings = _settings(http_port=port)
-    _logging(settings.log_level)
+    _logging(settings)
     asyncio.run(_web(settings))
 
 

@@ -7,7 +7,7 @@ it to the bootstrap; nothing else reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         description="Bearer tokens (comma-separated) that may only read.",
     )
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json for log collectors."
+    )
 
     @field_validator("api_admin_tokens", "api_read_tokens", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import structlog
 from faust.types import EventT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -176,7 +177,11 @@ def build_app(
         async def events(stream: Any) -> None:
             async for batch in stream.take_events(settings.batch_max_events, within=within):
                 inputs = [EventReceived(record_of(event)) for event in batch]
-                await apply_batch(engine, inputs)
+                first = inputs[0].record
+                with structlog.contextvars.bound_contextvars(
+                    topic=first.topic, partition=first.partition, offset=first.offset
+                ):
+                    await apply_batch(engine, inputs)
                 faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(

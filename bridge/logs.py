@@ -1,0 +1,74 @@
+"""Logging: human-readable lines by default, JSON lines for log collectors (``BRIDGE_LOG_FORMAT``).
+
+Every record goes through structlog's processors, so that records from libraries (aiokafka,
+faust, aiohttp) and our own carry the same fields, including the context bound with
+``structlog.contextvars`` (process id, correlation key, event position). Secrets are scrubbed:
+task tokens and approval link tokens never reach a log line in full.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+#: Paths and fields that carry a token: only its first characters are kept.
+_TOKEN_IN_PATH = re.compile(r"(/(?:tasks|approve|reject)/)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+")
+_TOKEN_FIELD = re.compile(r'("?task_?[Tt]oken"?\s*[:=]\s*"?)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+')
+
+NOISY = ("aiokafka", "faust", "mode", "abc", "processors.transport", "alembic", "aiohttp.access")
+
+
+def scrub(text: str) -> str:
+    text = _TOKEN_IN_PATH.sub(r"\1\2…", text)
+    return _TOKEN_FIELD.sub(r"\1\2…", text)
+
+
+def _scrub_event(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            event[key] = scrub(value)
+    return event
+
+
+def configure(level: str = "INFO", fmt: str = "text") -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.stdlib.ExtraAdder(),
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            _scrub_event,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
