@@ -241,6 +241,11 @@ class Resources:
             "BRIDGE_KAFKA_GROUP_ID": self.group_id,
         }
         env.pop("BRIDGE_KAFKA_BOOTSTRAP", None)
+        # The order saga alone: the shipment follow-up example would start a second process
+        # for every completed order and measure two things at once.
+        definitions = self.workdir / "definitions"
+        definitions.mkdir(exist_ok=True)
+        shutil.copy(EXAMPLES / "order-saga.asl.yaml", definitions)
         command = [
             sys.executable,
             "-m",
@@ -253,7 +258,7 @@ class Resources:
             "--database",
             database_url,
             "--definitions",
-            str(EXAMPLES),
+            str(definitions),
         ]
         self.bridge = subprocess.Popen(
             command,
