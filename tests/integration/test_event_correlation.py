@@ -296,8 +296,16 @@ def duplicates(count: int) -> Callable[[dict[str, Any]], bool]:
     return lambda explained: bool(explained["duplicates"] == count)
 
 
-def from_position(topic: str, offset: int) -> Callable[[dict[str, Any]], bool]:
-    return lambda letter: letter.get("topic") == topic and letter.get("offset") == offset
+def from_position(topic: str, partition: int, offset: int) -> Callable[[dict[str, Any]], bool]:
+    """The dead letter of the record at topic/partition/offset (offsets repeat per partition)."""
+    return lambda letter: (
+        (letter.get("topic"), letter.get("partition"), letter.get("offset"))
+        == (
+            topic,
+            partition,
+            offset,
+        )
+    )
 
 
 def unique(prefix: str) -> str:
@@ -738,7 +746,9 @@ async def test_invalid_events_are_dead_lettered_and_the_partition_keeps_flowing(
         (no_key, "follow: the event has no value at $.orderId"),
     ):
         topic, partition, offset = position.rsplit("/", 2)
-        letter, headers = await events.dead_letter(from_position(topic, int(offset)))
+        letter, headers = await events.dead_letter(
+            from_position(topic, int(partition), int(offset))
+        )
         assert letter["reason"].startswith(reason), letter
         assert letter["partition"] == int(partition)
         assert letter["eventKey"] == f"pos|{position}"
