@@ -326,25 +326,27 @@ def dlq_list(as_json: bool) -> None:
 
 
 @dlq.command("replay")
-@click.argument("letters", nargs=-1)
+@click.argument("offsets", nargs=-1, type=int)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every letter.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was replayed as JSON.")
-def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> None:
-    """Publish the events of LETTERS (PARTITION/OFFSET, or OFFSET when only one partition has
-    it; see `bridge dlq list`), or of --all, again to their topics."""
+def dlq_replay(offsets: tuple[int, ...], replay_all: bool, as_json: bool) -> None:
+    """Publish the events of the letters at OFFSETS (or --all) again to their topics."""
     from bridge.dlq import read_letters, replay
     from bridge.store.database import open_engine
 
-    if not letters and not replay_all:
-        raise click.UsageError("name the letters (PARTITION/OFFSET or OFFSET), or --all")
+    if not offsets and not replay_all:
+        raise click.UsageError("name the letters' offsets, or --all")
     settings = _settings()
     bootstrap = _bootstrap(settings)
 
     async def run() -> list[dict[str, Any]]:
-        found = await read_letters(
+        letters = await read_letters(
             bootstrap, settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
         )
-        chosen = found if replay_all else [_letter(found, name) for name in letters]
+        chosen = letters if replay_all else [x for x in letters if x.offset in set(offsets)]
+        missing = set(offsets) - {letter.offset for letter in chosen}
+        if missing:
+            raise click.UsageError(f"no dead letter at offset(s) {sorted(missing)}")
         db = open_engine(settings.database_url)
         try:
             return await replay(chosen, bootstrap, db)
@@ -359,17 +361,176 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
         click.echo(f"replayed letter {item['offset']} to {item['topic']} at {item['newOffset']}")
 
 
-def _letter(found: list[Any], name: str) -> Any:
-    partition, _, offset = name.rpartition("/")
-    if not offset.isdigit() or (partition and not partition.isdigit()):
-        raise click.UsageError(f"{name!r} is not PARTITION/OFFSET or OFFSET")
-    matching = [
-        letter
-        for letter in found
-        if letter.offset == int(offset) and (not partition or letter.partition == int(partition))
-    ]
-    if not matching:
-        raise click.UsageError(f"no dead letter at {name}")
-    if len(matching) > 1:
-        raise click.UsageError(f"several partitions have a letter at offset {offset}: name one")
-    return matching[0]
+# ---------------------------------------------------------------------------- operating over HTTP
+
+_url = click.option(
+    "--url", envvar="BRIDGE_URL", help="The web endpoint (default: 127.0.0.1:8080)."
+)
+_token = click.option("--token", envvar="BRIDGE_TOKEN", help="An API token, if the API needs one.")
+_json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _call(url: str | None, token: str | None, method: str, path: str, body: Any = None) -> Any:
+    from bridge.client import ApiError, Client
+
+    try:
+        return Client(url, token).call(method, path, body)
+    except ApiError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot reach the bridge: {exc}") from None
+
+
+def _show(value: Any, as_json: bool, line: Any) -> None:
+    if as_json:
+        click.echo(json.dumps(value, indent=2))
+    else:
+        line(value)
+
+
+def _process_line(process: dict[str, Any]) -> None:
+    state = process.get("currentState") or process.get("lastState") or ""
+    click.echo(
+        f"{process['id']}  {process['status']:<9}  {process['definition']} v{process['version']}"
+        f"  {process.get('correlationKey') or '-'}  {state}"
+        + (f"  {process['error']}: {process['cause']}" if process.get("error") else "")
+    )
+
+
+@main.group()
+def processes() -> None:
+    """Processes: list, show, stop, redrive (over the HTTP API)."""
+
+
+@processes.command("list")
+@click.option("--status", help="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED.")
+@click.option("--definition", help="A definition name.")
+@click.option("--key", "correlation_key", help="A correlation key.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@_url
+@_token
+@_json_flag
+def processes_list(
+    status: str | None,
+    definition: str | None,
+    correlation_key: str | None,
+    limit: int,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """The newest processes, filtered."""
+    from urllib.parse import urlencode
+
+    query = {
+        "limit": limit,
+        "status": status,
+        "definition": definition,
+        "correlationKey": correlation_key,
+    }
+    path = "/processes?" + urlencode({k: v for k, v in query.items() if v is not None})
+    found = _call(url, token, "GET", path)
+
+    def lines(value: dict[str, Any]) -> None:
+        for process in value["items"]:
+            _process_line(process)
+
+    _show(found, as_json, lines)
+
+
+@processes.command("show")
+@click.argument("process_id")
+@click.option("--history", is_flag=True, help="Also print the history.")
+@_url
+@_token
+@_json_flag
+def processes_show(
+    process_id: str, history: bool, url: str | None, token: str | None, as_json: bool
+) -> None:
+    """One process (and its history)."""
+    process = _call(url, token, "GET", f"/processes/{process_id}")
+    if history:
+        process["history"] = _call(url, token, "GET", f"/processes/{process_id}/history")["items"]
+
+    def line(value: dict[str, Any]) -> None:
+        _process_line(value)
+        for entry in value.get("history", []):
+            click.echo(
+                f"  {entry['seq']:>4} {entry['at']}  {entry['type']:<18} {entry['state'] or ''}"
+            )
+
+    _show(process, as_json, line)
+
+
+@processes.command("stop")
+@click.argument("process_id")
+@click.option("--error", default="Process.Stopped", show_default=True)
+@click.option("--cause", default="")
+@_url
+@_token
+@_json_flag
+def processes_stop(
+    process_id: str, error: str, cause: str, url: str | None, token: str | None, as_json: bool
+) -> None:
+    """Stop a running process (ABORTED)."""
+    body = {"error": error, "cause": cause}
+    _show(_call(url, token, "POST", f"/processes/{process_id}/stop", body), as_json, _process_line)
+
+
+@processes.command("redrive")
+@click.argument("process_id")
+@_url
+@_token
+@_json_flag
+def processes_redrive(process_id: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """Run a failed, timed-out or stopped process again from the state it ended in."""
+    _show(_call(url, token, "POST", f"/processes/{process_id}/redrive"), as_json, _process_line)
+
+
+@main.group()
+def definitions() -> None:
+    """Definitions: list and deploy (over the HTTP API)."""
+
+
+@definitions.command("list")
+@_url
+@_token
+@_json_flag
+def definitions_list(url: str | None, token: str | None, as_json: bool) -> None:
+    """The live definitions and their newest versions."""
+    found = _call(url, token, "GET", "/definitions")
+
+    def lines(value: dict[str, Any]) -> None:
+        for item in value["items"]:
+            triggers = ", ".join(f"{t['EventType']} on {t['Topic']}" for t in item["triggers"])
+            click.echo(f"{item['name']} v{item['version']}  {triggers or 'no triggers'}")
+
+    _show(found, as_json, lines)
+
+
+@definitions.command("deploy")
+@click.argument(
+    "files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@_url
+@_token
+@_json_flag
+def definitions_deploy(
+    files: tuple[Path, ...], url: str | None, token: str | None, as_json: bool
+) -> None:
+    """Validate and deploy each file as the next version of its definition."""
+    from bridge.definitions import definition_name, read_document
+
+    results = []
+    for path in files:
+        try:
+            document = read_document(path)
+        except DefinitionError as exc:
+            raise click.ClickException("; ".join(exc.problems)) from None
+        results.append(_call(url, token, "PUT", f"/definitions/{definition_name(path)}", document))
+
+    def lines(value: list[dict[str, Any]]) -> None:
+        for item in value:
+            click.echo(f"{item['name']} v{item['version']}{'' if item['new'] else ' (unchanged)'}")
+
+    _show(results, as_json, lines)
