@@ -84,6 +84,9 @@ processes = Table(
     Column("ended_at", UTCDateTime, nullable=True),
     Column("history_seq", Integer, nullable=False, default=0),
     Column("row_version", Integer, nullable=False, default=1),
+    #: W3C trace context the process runs in: inputs without their own continue this trace.
+    Column("traceparent", String(55), nullable=True),
+    Column("tracestate", String(512), nullable=True),
     Index(None, "correlation_key"),
     Index(None, "status", "definition"),
     Index(None, "started_at"),
@@ -114,6 +117,9 @@ outbox = Table(
     Column("headers", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime, nullable=True),
+    #: W3C trace context of the step that wrote the message; the relay sends it as headers.
+    Column("traceparent", String(55), nullable=True),
+    Column("tracestate", String(512), nullable=True),
     Index(None, "sent_at", "id"),
 )
 
