@@ -22,6 +22,12 @@ RUN groupadd --system --gid 10001 bridge \
             --shell /usr/sbin/nologin bridge \
  && install -d -o bridge -g bridge -m 0750 /data
 
+# Graphviz's `dot` draws definitions as SVG on the status pages (without it they show the
+# Mermaid text instead).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends graphviz \
+ && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md LICENSE ./
 COPY bridge/ bridge/
