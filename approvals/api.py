@@ -8,13 +8,38 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from approvals.problems import STATUS_OF, problem
+from approvals.schemas import (
+    AliasBody,
+    AliasView,
+    DefinitionDeployed,
+    DefinitionDocument,
+    DefinitionLinks,
+    DefinitionList,
+    DefinitionView,
+    EventExplained,
+    EventExplanations,
+    HistoryEntry,
+    HistoryPage,
+    HistoryQuery,
+    ProcessPage,
+    ProcessQuery,
+    ProcessView,
+    StartBody,
+    StartQuery,
+    StopBody,
+    TaskAccepted,
+    TaskFailure,
+    VersionQuery,
+    utc,
+)
+from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, parse_definition
-from bridge.asl.process import Process, ProcessStatus
-from bridge.definitions import deploy
+from bridge.asl.process import Process
+from bridge.definitions import deploy, set_alias
 from bridge.engine import (
     CallbackReceived,
     Engine,
@@ -23,9 +48,11 @@ from bridge.engine import (
     StartRequested,
     StopRequested,
 )
+from bridge.store import aliases as aliases_store
 from bridge.store import definitions as definitions_store
 from bridge.store import inbox
 from bridge.store import processes as store
+from bridge.store.aliases import Alias
 from bridge.store.database import reading
 
 ENGINE = web.AppKey("engine", Engine)
@@ -34,33 +61,22 @@ routes = web.RouteTableDef()
 MAX_BODY = 256 * 1024
 
 
-class Failure(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    error: str = Field(default="", max_length=256)
-    cause: str = Field(default="", max_length=32_768)
-
-
 def process_json(process: Process, base_url: str = "") -> dict[str, Any]:
-    return {
-        "id": process.id,
-        "definition": process.definition,
-        "version": process.version,
-        "correlationKey": process.correlation_key,
-        "status": process.status.value,
-        "currentState": process.current_state if process.status is ProcessStatus.RUNNING else None,
-        "lastState": process.current_state,
-        "input": process.input,
-        "output": process.output,
-        "error": process.error,
-        "cause": process.cause,
-        "startedAt": process.started_at.isoformat(),
-        "endedAt": process.ended_at.isoformat() if process.ended_at else None,
-        "links": {
-            "self": f"{base_url}/processes/{process.id}",
-            "history": f"{base_url}/processes/{process.id}/history",
-        },
-    }
+    return ProcessView.of(process, base_url).dump()
+
+
+def _invalid(exc: ValidationError, title: str) -> web.Response:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return problem(400, title, f"{where}: {first['msg']}" if where else first["msg"])
+
+
+def query_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
+    """The query string validated by ``model``, or a 400 problem naming the parameter."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        return _invalid(exc, "Invalid query parameter")
 
 
 @routes.get("/healthz")
@@ -91,66 +107,67 @@ async def get_process(request: web.Request) -> web.Response:
 @routes.get("/processes")
 async def list_processes(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    query = request.query
-    status = query.get("status")
-    if status is not None and status not in ProcessStatus.__members__:
-        return problem(400, "Invalid status", f"status must be one of {', '.join(ProcessStatus)}")
-    try:
-        limit = int(query.get("limit", "100"))
-        if not 1 <= limit <= 1000:
-            raise ValueError
-    except ValueError:
-        return problem(400, "Invalid limit", "limit must be an integer from 1 to 1000")
+    query = query_of(request, ProcessQuery)
+    if isinstance(query, web.Response):
+        return query
     before = None
-    if cursor := query.get("cursor"):
+    if query.cursor:
         try:
-            moment, _, process_id = cursor.partition("|")
-            before = (datetime.fromisoformat(moment), process_id)
+            moment, _, process_id = query.cursor.partition("|")
+            before = (utc(datetime.fromisoformat(moment)), process_id)
+            if not process_id:
+                raise ValueError
         except ValueError:
             return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
     async with reading(engine.db) as conn:
         found = await store.find(
             conn,
-            correlation_key=query.get("correlationKey"),
-            status=status,
-            definition=query.get("definition"),
-            limit=limit,
+            correlation_key=query.correlation_key,
+            status=query.status,
+            definition=query.definition,
+            version=query.version,
+            started_after=query.started_after,
+            started_before=query.started_before,
+            limit=query.limit,
             before=before,
         )
     next_cursor = (
-        f"{found[-1].started_at.isoformat()}|{found[-1].id}" if len(found) == limit else None
+        f"{found[-1].started_at.isoformat()}|{found[-1].id}" if len(found) == query.limit else None
     )
-    return web.json_response(
-        {"items": [process_json(p, engine.base_url) for p in found], "nextCursor": next_cursor}
+    page = ProcessPage(
+        items=[ProcessView.of(p, engine.base_url) for p in found], next_cursor=next_cursor
     )
+    return web.json_response(page.dump())
 
 
 @routes.get("/processes/{id}/history")
 async def get_history(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     process_id = request.match_info["id"]
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = int(request.query.get("limit", "1000"))
-        if after < 0 or not 1 <= limit <= 10_000:
-            raise ValueError
-    except ValueError:
-        return problem(400, "Invalid paging", "after >= 0 and 1 <= limit <= 10000")
+    query = query_of(request, HistoryQuery)
+    if isinstance(query, web.Response):
+        return query
     async with reading(engine.db) as conn:
         if await store.get(conn, process_id) is None:
             return problem(404, "Process not found", f"no process {process_id!r}")
-        entries = await store.read_history(conn, process_id, after_seq=after, limit=limit)
-    items = [
-        {
-            "seq": entry["seq"],
-            "at": entry["at"].isoformat(),
-            "type": entry["type"],
-            "state": entry["state"],
-            **({"details": entry["details"]} if entry["details"] else {}),
-        }
-        for entry in entries
-    ]
-    return web.json_response({"processId": process_id, "items": items})
+        entries = await store.read_history(
+            conn, process_id, after_seq=query.after, limit=query.limit
+        )
+    page = HistoryPage(
+        process_id=process_id,
+        items=[
+            HistoryEntry(
+                seq=entry["seq"],
+                at=entry["at"],
+                type=entry["type"],
+                state=entry["state"],
+                details=entry["details"] or None,
+            )
+            for entry in entries
+        ],
+        next_after=entries[-1]["seq"] if len(entries) == query.limit else None,
+    )
+    return web.json_response(page.dump())
 
 
 async def _json_body(request: web.Request) -> Any:
@@ -175,9 +192,9 @@ async def task_callback(request: web.Request) -> web.Response:
         return problem(400, "Invalid JSON body", str(exc))
     if outcome == "failure":
         try:
-            failure = Failure.model_validate(body or {})
+            failure = TaskFailure.model_validate(body if body is not None else {})
         except ValidationError as exc:
-            return problem(400, "Invalid failure body", exc.errors(include_url=False)[0]["msg"])
+            return _invalid(exc, "Invalid failure body")
         item = CallbackReceived(token, "failure", error=failure.error, cause=failure.cause)
     elif outcome == "success":
         item = CallbackReceived(token, "success", output=body if body is not None else {})
@@ -193,7 +210,9 @@ async def task_callback(request: web.Request) -> web.Response:
         return problem(
             STATUS_OF.get(result.status, 400), titles.get(result.status, "Refused"), result.reason
         )
-    return web.json_response({"status": "accepted", "processId": result.process_ids[0]})
+    return web.json_response(
+        TaskAccepted(status="accepted", process_id=result.process_ids[0]).dump()
+    )
 
 
 @routes.get("/events/{id:.+}")
@@ -210,34 +229,33 @@ async def explain_event(request: web.Request) -> web.Response:
             "Event not found",
             f"no event {ident!r} was received (or it is older than the dedupe retention)",
         )
-    return web.json_response({"events": [_explained(row) for row in rows]})
+    explained = EventExplanations(events=[_explained(row) for row in rows])
+    return web.json_response(explained.dump())
 
 
-def _explained(row: dict[str, Any]) -> dict[str, Any]:
+def _explained(row: dict[str, Any]) -> EventExplained:
     details = dict(row.get("details") or {})
-    return {
-        "key": row["key"],
-        "eventId": row["event_id"],
-        "source": row["source"],
-        "type": row["event_type"],
-        "topic": row["topic"],
-        "partition": row["partition"],
-        "offset": row["offset"],
-        "receivedAt": row["received_at"].isoformat(),
-        "outcome": row["outcome"],
-        "correlationKeys": details.pop("correlationKeys", []),
-        "waitKeys": details.pop("keys", []),
-        "started": details.pop("started", []),
-        "delivered": details.pop("delivered", []),
-        "ignored": details.pop("ignored", []),
-        "bufferedUntil": details.pop("bufferedUntil", None),
-        "deadLetter": details.pop("deadLetter", None),
-        "duplicates": row["duplicates"],
-        "lastDuplicateAt": row["last_duplicate_at"].isoformat()
-        if row["last_duplicate_at"]
-        else None,
-        **({"details": details} if details else {}),
-    }
+    return EventExplained(
+        key=row["key"],
+        event_id=row["event_id"],
+        source=row["source"],
+        type=row["event_type"],
+        topic=row["topic"],
+        partition=row["partition"],
+        offset=row["offset"],
+        received_at=row["received_at"],
+        outcome=row["outcome"],
+        correlation_keys=details.pop("correlationKeys", []),
+        wait_keys=details.pop("keys", []),
+        started=details.pop("started", []),
+        delivered=details.pop("delivered", []),
+        ignored=details.pop("ignored", []),
+        buffered_until=details.pop("bufferedUntil", None),
+        dead_letter=details.pop("deadLetter", None),
+        duplicates=row["duplicates"],
+        last_duplicate_at=row["last_duplicate_at"],
+        details=details or None,
+    )
 
 
 @routes.get("/metrics")
@@ -248,38 +266,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-class StartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    definition: str = Field(min_length=1, max_length=200)
-    version: int | None = Field(default=None, ge=1)
-    input: Any = Field(default_factory=dict)
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    correlation_key: str | None = Field(default=None, alias="correlationKey", max_length=500)
-
-
-class StopBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    error: str = Field(default="Process.Stopped", max_length=256)
-    cause: str = Field(default="", max_length=32_768)
-
-
-#: The longest ``?wait=`` a start may ask for; past it the answer is 202 and a status URL.
-MAX_WAIT_SECONDS = 60.0
-
-
 async def _body_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
     try:
         body = await _json_body(request)
         return model.model_validate(body if body is not None else {})
+    except ValidationError as exc:
+        return _invalid(exc, "Invalid body")
     except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, ValidationError):
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            return problem(
-                400, "Invalid body", f"{where}: {first['msg']}" if where else first["msg"]
-            )
         return problem(400, "Invalid JSON body", str(exc))
 
 
@@ -287,20 +280,23 @@ async def _body_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT 
 async def start_process(request: web.Request) -> web.Response:
     """Start a process; ``?wait=SECONDS`` answers with its result when it ends in time."""
     engine = request.app[ENGINE]
-    try:
-        wait = float(request.query.get("wait", "0"))
-        if not 0 <= wait <= MAX_WAIT_SECONDS:
-            raise ValueError
-    except ValueError:
-        return problem(
-            400, "Invalid wait", f"wait is a number of seconds from 0 to {MAX_WAIT_SECONDS:g}"
-        )
+    query = query_of(request, StartQuery)
+    if isinstance(query, web.Response):
+        return query
+    wait = query.wait
     body = await _body_of(request, StartBody)
     if isinstance(body, web.Response):
         return body
-    result = await engine.apply_one(
-        StartRequested(body.definition, body.input, body.name, body.version, body.correlation_key)
+    start = StartRequested(
+        body.definition, body.input, body.name, body.version, body.correlation_key
     )
+    result = await engine.apply_one(start)
+    if result.status == "not_found":
+        # Perhaps deployed through another replica since this one last looked.
+        await engine.registry.refresh(engine.db)
+        result = await engine.apply_one(start)
+    if result.status == "invalid":
+        return problem(400, "Invalid start", result.reason)
     if result.status == "not_found":
         return problem(404, "Definition not found", result.reason)
     if not result.process_ids:
@@ -360,16 +356,19 @@ async def _after_action(
     return web.json_response(process_json(process, engine.base_url))
 
 
-def _definition_json(definition: Definition, base_url: str) -> dict[str, Any]:
-    return {
-        "name": definition.name,
-        "version": definition.version,
-        "comment": definition.comment,
-        "startAt": definition.start_at,
-        "states": sorted(definition.states),
-        "triggers": [trigger.model_dump(by_alias=True) for trigger in definition.triggers],
-        "links": {"self": f"{base_url}/definitions/{definition.name}"},
-    }
+def _definition_view(definition: Definition, base_url: str) -> dict[str, Any]:
+    url = f"{base_url}/definitions/{definition.name}"
+    return DefinitionView(
+        name=definition.name,
+        version=definition.version,
+        comment=definition.comment,
+        start_at=definition.start_at,
+        states=sorted(definition.states),
+        triggers=[
+            trigger.model_dump(mode="json", by_alias=True) for trigger in definition.triggers
+        ],
+        links=DefinitionLinks(self=url, aliases=f"{url}/aliases"),
+    ).dump()
 
 
 @routes.get("/definitions")
@@ -377,27 +376,33 @@ async def list_definitions(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     await engine.registry.refresh(engine.db)
     items = [engine.registry.latest(name) for name in engine.registry.names()]
-    return web.json_response(
-        {"items": [_definition_json(d, engine.base_url) for d in items if d is not None]}
+    listed = DefinitionList.model_validate(
+        {"items": [_definition_view(d, engine.base_url) for d in items if d is not None]}
     )
+    return web.json_response(listed.dump())
 
 
 @routes.get("/definitions/{name}")
 async def get_definition(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
+    query = query_of(request, VersionQuery)
+    if isinstance(query, web.Response):
+        return query
     await engine.registry.refresh(engine.db)
     name = request.match_info["name"]
-    version = request.query.get("version")
     definition = (
         engine.registry.latest(name)
-        if version is None
-        else engine.registry.get(name, int(version) if version.isdigit() else -1)
+        if query.version is None
+        else engine.registry.get(name, query.version)
     )
     if definition is None:
         return problem(404, "Definition not found", f"no definition {name!r}")
     async with reading(engine.db) as conn:
         stored = await definitions_store.get_version(conn, name, definition.version)
-    return web.json_response({**_definition_json(definition, engine.base_url), "document": stored})
+    view = DefinitionDocument.model_validate(
+        {**_definition_view(definition, engine.base_url), "document": stored}
+    )
+    return web.json_response(view.dump())
 
 
 @routes.put("/definitions/{name}")
@@ -409,6 +414,12 @@ async def deploy_definition(request: web.Request) -> web.Response:
         document = await _json_body(request)
     except (ValueError, UnicodeDecodeError) as exc:
         return problem(400, "Invalid JSON body", str(exc))
+    if not DEFINITION_NAME.match(name):
+        return problem(
+            400,
+            "Invalid definition name",
+            "letters, digits, '_', '.' and '-', starting with a letter or digit, 200 at most",
+        )
     if not isinstance(document, dict):
         return problem(400, "Invalid definition", "the body must be a JSON object")
     try:
@@ -419,7 +430,79 @@ async def deploy_definition(request: web.Request) -> web.Response:
     await engine.registry.refresh(engine.db)
     definition = engine.registry.get(name, deployed.version)
     assert definition is not None
-    return web.json_response(
-        {**_definition_json(definition, engine.base_url), "new": deployed.new},
-        status=201 if deployed.new else 200,
+    view = DefinitionDeployed.model_validate(
+        {**_definition_view(definition, engine.base_url), "new": deployed.new}
     )
+    return web.json_response(view.dump(), status=201 if deployed.new else 200)
+
+
+def _alias_view(alias: Alias) -> dict[str, Any]:
+    return AliasView(
+        definition=alias.definition,
+        name=alias.name,
+        description=alias.description,
+        routes=[{"version": r.version, "weight": r.weight} for r in alias.routes],
+        updated_at=alias.updated_at,
+    ).dump()
+
+
+async def _known_definition(engine: Engine, name: str) -> bool:
+    async with reading(engine.db) as conn:
+        return bool(await definitions_store.versions_of(conn, name))
+
+
+@routes.get("/definitions/{name}/aliases")
+async def list_aliases(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    name = request.match_info["name"]
+    if not await _known_definition(engine, name):
+        return problem(404, "Definition not found", f"no definition {name!r}")
+    async with reading(engine.db) as conn:
+        found = await aliases_store.of_definition(conn, name)
+    return web.json_response({"items": [_alias_view(alias) for alias in found]})
+
+
+@routes.get("/definitions/{name}/aliases/{alias}")
+async def get_alias(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    name, alias_name = request.match_info["name"], request.match_info["alias"]
+    async with reading(engine.db) as conn:
+        alias = await aliases_store.get(conn, name, alias_name)
+    if alias is None:
+        return problem(404, "Alias not found", f"no alias {alias_name!r} of {name!r}")
+    return web.json_response(_alias_view(alias))
+
+
+@routes.put("/definitions/{name}/aliases/{alias}")
+async def put_alias(request: web.Request) -> web.Response:
+    """Route starts of ``NAME:ALIAS`` to one version, or to two by weight."""
+    engine = request.app[ENGINE]
+    name, alias_name = request.match_info["name"], request.match_info["alias"]
+    if not ALIAS_NAME.match(alias_name):
+        return problem(
+            400,
+            "Invalid alias name",
+            "a letter, then letters, digits, '_', '.' or '-', 80 at most",
+        )
+    body = await _body_of(request, AliasBody)
+    if isinstance(body, web.Response):
+        return body
+    if not await _known_definition(engine, name):
+        return problem(404, "Definition not found", f"no definition {name!r}")
+    routes_ = [Route(route.version, route.weight) for route in body.routes]
+    alias = await set_alias(engine.db, name, alias_name, body.description, routes_)
+    if isinstance(alias, list):
+        return problem(422, "Invalid routes", "; ".join(alias), problems=alias)
+    await engine.registry.refresh(engine.db)
+    return web.json_response(_alias_view(alias))
+
+
+@routes.delete("/definitions/{name}/aliases/{alias}")
+async def delete_alias(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    name, alias_name = request.match_info["name"], request.match_info["alias"]
+    async with engine.db.begin() as conn:
+        removed = await aliases_store.remove(conn, name, alias_name)
+    if not removed:
+        return problem(404, "Alias not found", f"no alias {alias_name!r} of {name!r}")
+    return web.Response(status=204)

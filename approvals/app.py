@@ -10,8 +10,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import api, inbox, pages
+from approvals import api, inbox, openapi, pages
 from approvals.access import access_control
+from approvals.problems import problems_for_errors
 from bridge.engine import Engine
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +27,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=api.MAX_BODY + 1024,
-        middlewares=[access_control(admin_tokens, read_tokens)],
+        middlewares=[problems_for_errors, access_control(admin_tokens, read_tokens)],
     )
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()
@@ -40,5 +41,6 @@ def build_app(
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
     app.add_routes(inbox.routes)
+    app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app

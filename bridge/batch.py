@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import messages
+from bridge.aliases import Reference, choose_version, parse_reference
 from bridge.asl import inputs as core
 from bridge.asl.effects import (
     CancelTimer,
@@ -67,7 +68,7 @@ from bridge.intake import (
     StopRequested,
     TimerDue,
 )
-from bridge.store import correlation, inbox, outbox, timers, waits
+from bridge.store import aliases, correlation, inbox, outbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate, Loaded
@@ -206,26 +207,30 @@ class Batch:
         return outcome
 
     async def _start_requested(self, item: StartRequested) -> Outcome:
-        registry = self.engine.registry
-        definition = (
-            registry.latest(item.definition)
-            if item.version is None
-            else registry.get(item.definition, item.version)
-        )
-        if definition is None:
-            return Outcome("not_found", f"no definition {item.definition!r}")
-        key = f"start|{item.definition}|{item.name}" if item.name else None
+        reference = parse_reference(item.definition)
+        name = reference.definition
+        key = f"start|{name}|{item.name}" if item.name else None
         if key is not None:
             found = await inbox.find(self.conn, key)
             if found or key in self.marks:
                 known = found[0]["details"] if found else self.marks[key]["details"]
                 return Outcome("duplicate", "started before", (known["processId"],))
         process_id = (
-            str(uuid.uuid5(uuid.NAMESPACE_URL, f"bridge:{item.definition}:{item.name}"))
+            str(uuid.uuid5(uuid.NAMESPACE_URL, f"bridge:{name}:{item.name}"))
             if item.name
             else self.engine.entropy.new_id()
         )
-        origin = {"via": "http", **({"name": item.name} if item.name else {})}
+        chosen = await self._version_to_start(reference, item.version, process_id)
+        if isinstance(chosen, Outcome):
+            return chosen
+        definition = self.engine.registry.get(name, chosen)
+        if definition is None:
+            return Outcome("not_found", f"no definition {name!r} version {chosen}")
+        origin = {
+            "via": "http",
+            **({"name": item.name} if item.name else {}),
+            **({"alias": reference.alias} if reference.alias else {}),
+        }
         start = core.Start(process_id, item.input, item.correlation_key, origin)
         result = step(definition, None, start, self.now, self.engine.entropy)
         assert result.process is not None and result.rejected is None
@@ -247,6 +252,26 @@ class Batch:
                 "last_duplicate_at": None,
             }
         return Outcome("applied", "started", (process_id,))
+
+    async def _version_to_start(
+        self, reference: Reference, version: int | None, process_id: str
+    ) -> int | Outcome:
+        """The version a start runs: asked for, routed by an alias, or the newest."""
+        if version is not None and reference.version not in (None, version):
+            return Outcome("invalid", "the version field and NAME:VERSION disagree")
+        if reference.alias is not None:
+            alias = await aliases.get(self.conn, reference.definition, reference.alias)
+            if alias is None:
+                return Outcome(
+                    "not_found", f"no alias {reference.alias!r} of {reference.definition!r}"
+                )
+            return choose_version(alias.routes, process_id)
+        if (asked := version or reference.version) is not None:
+            return asked
+        latest = self.engine.registry.latest(reference.definition)
+        if latest is None:
+            return Outcome("not_found", f"no definition {reference.definition!r}")
+        return latest.version
 
     async def quarantine(self, item: EngineInput, reason: str, process_ids: Sequence[str]) -> None:
         """An input that keeps failing: dead-letter it (events) and fail the processes it hit."""

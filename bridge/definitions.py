@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,10 +12,13 @@ from typing import Any
 import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.aliases import Route, route_problems
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, EventInterest, Trigger, event_interests, parse_definition
+from bridge.store import aliases as stored_aliases
 from bridge.store import definitions as stored
-from bridge.store.database import reading
+from bridge.store.aliases import Alias
+from bridge.store.database import database_now, reading
 
 SUFFIXES = (".asl.json", ".asl.yaml", ".asl.yml", ".json", ".yaml", ".yml")
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -81,6 +84,20 @@ async def deploy(
                     raise
         result.append(Deployed(name, version.version, new))
     return result
+
+
+async def set_alias(
+    engine: AsyncEngine, definition: str, name: str, description: str, routes: Sequence[Route]
+) -> Alias | list[str]:
+    """Create or change an alias once its routes name deployed versions; else the problems."""
+    async with engine.begin() as conn:
+        known = set(await stored.versions_of(conn, definition))
+        problems = route_problems(routes, known)
+        if problems:
+            return problems
+        alias = Alias(definition, name, description, tuple(routes), await database_now(conn))
+        await stored_aliases.put(conn, alias)
+    return alias
 
 
 class Registry:

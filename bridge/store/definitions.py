@@ -69,6 +69,11 @@ async def all_versions(conn: AsyncConnection) -> list[StoredDefinition]:
     return [StoredDefinition(**row._mapping) for row in rows]
 
 
+async def versions_of(conn: AsyncConnection, name: str) -> list[int]:
+    query = select(definitions.c.version).where(definitions.c.name == name)
+    return list((await conn.scalars(query.order_by(definitions.c.version))).all())
+
+
 async def version_count(conn: AsyncConnection) -> int:
     return int(await conn.scalar(select(func.count()).select_from(definitions)) or 0)
 

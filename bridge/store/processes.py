@@ -133,6 +133,9 @@ async def find(
     correlation_key: str | None = None,
     status: str | None = None,
     definition: str | None = None,
+    version: int | None = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
     limit: int = 100,
     before: tuple[datetime, str] | None = None,
 ) -> list[Process]:
@@ -144,6 +147,12 @@ async def find(
         query = query.where(processes.c.status == status)
     if definition is not None:
         query = query.where(processes.c.definition == definition)
+    if version is not None:
+        query = query.where(processes.c.version == version)
+    if started_after is not None:
+        query = query.where(processes.c.started_at >= started_after)
+    if started_before is not None:
+        query = query.where(processes.c.started_at < started_before)
     if before is not None:
         started_at, process_id = before
         query = query.where(

@@ -69,6 +69,18 @@ definitions = Table(
     PrimaryKeyConstraint("name", "version"),
 )
 
+definition_aliases = Table(
+    "definition_aliases",
+    metadata,
+    Column("definition", String(200), nullable=False),
+    Column("name", String(80), nullable=False),
+    Column("description", Text, nullable=False),
+    # [{"version": 2, "weight": 90}, {"version": 3, "weight": 10}]
+    Column("routes", Json, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("definition", "name"),
+)
+
 processes = Table(
     "processes",
     metadata,

@@ -1,0 +1,529 @@
+"""The OpenAPI 3.1 document of the HTTP API, generated from the pydantic models in
+approvals/schemas.py, and the docs page rendered from that document.
+
+Each operation is declared once here (path, method, models, answers); the handlers validate their
+input with the same models, and tests/integration/test_openapi.py runs schemathesis against the
+running server to hold the two together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.metadata import version
+from typing import Any, Literal
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from approvals import schemas as s
+from approvals.pages import PAGE_HEADERS
+
+routes = web.RouteTableDef()
+REF = "#/components/schemas/{model}"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+HTML = "text/html"
+
+Access = Literal["public", "read", "admin", "token"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    description: str
+    model: type[BaseModel] | None = None
+    media: str = JSON
+    also_html: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    id: str
+    summary: str
+    tag: str
+    answers: Mapping[int, Answer]
+    access: Access = "read"
+    body: type[BaseModel] | Literal["any", "form-or-json"] | None = None
+    query: type[BaseModel] | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+_PROBLEMS = {
+    400: "The request is malformed: the problem names the parameter or field",
+    401: "An API token is needed (only when API tokens are configured)",
+    403: "The token may not do that",
+    404: "Not found",
+    409: "Refused in the resource's present state",
+    413: "The body is too large (256 KiB at most)",
+    422: "The definition does not validate: `problems` lists each finding",
+}
+
+
+def _problems(*statuses: int) -> dict[int, Answer]:
+    return {status: Answer(_PROBLEMS[status], s.Problem, PROBLEM) for status in statuses}
+
+
+PROCESS_ID = {"id": "The process id"}
+_TASK_OUTCOMES: tuple[tuple[str, str, type[BaseModel] | Literal["any"] | None], ...] = (
+    ("success", "Complete a waiting task: the body is its result", "any"),
+    ("failure", "Fail a waiting task with an error and cause", s.TaskFailure),
+    ("heartbeat", "Tell a waiting task its worker is alive", None),
+)
+DEFINITION_NAME = {"name": "The definition's name"}
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "get",
+        "/healthz",
+        "health",
+        "Health: the database answers",
+        "service",
+        {200: Answer("Healthy", s.Health), 503: Answer("The database is away", s.Problem, PROBLEM)},
+        access="public",
+    ),
+    Operation(
+        "post",
+        "/processes",
+        "startProcess",
+        "Start a process",
+        "processes",
+        {
+            200: Answer("Ended within ?wait=, or started before under this name", s.ProcessView),
+            201: Answer("Started", s.ProcessView),
+            202: Answer("Still running after ?wait= seconds: follow Location", s.ProcessView),
+            **_problems(400, 401, 403, 404, 409, 413),
+        },
+        access="admin",
+        body=s.StartBody,
+        query=s.StartQuery,
+        description=(
+            "Starts a process of a definition (by name, NAME:ALIAS or NAME:VERSION). With "
+            "`?wait=SECONDS` the answer waits for the end, like Step Functions' "
+            "StartSyncExecution. A `name` makes the start idempotent."
+        ),
+    ),
+    Operation(
+        "get",
+        "/processes",
+        "listProcesses",
+        "List processes, newest first",
+        "processes",
+        {200: Answer("A page of processes", s.ProcessPage, also_html=True), **_problems(400, 401)},
+        query=s.ProcessQuery,
+    ),
+    Operation(
+        "get",
+        "/processes/{id}",
+        "getProcess",
+        "Describe a process",
+        "processes",
+        {200: Answer("The process", s.ProcessView, also_html=True), **_problems(401, 404)},
+        params=PROCESS_ID,
+    ),
+    Operation(
+        "get",
+        "/processes/{id}/history",
+        "getProcessHistory",
+        "A process's history, oldest first",
+        "processes",
+        {200: Answer("A page of history entries", s.HistoryPage), **_problems(400, 401, 404)},
+        query=s.HistoryQuery,
+        params=PROCESS_ID,
+    ),
+    Operation(
+        "post",
+        "/processes/{id}/stop",
+        "stopProcess",
+        "Stop a running process (ABORTED with error and cause)",
+        "processes",
+        {200: Answer("Stopped", s.ProcessView), **_problems(400, 401, 403, 404, 409, 413)},
+        access="admin",
+        body=s.StopBody,
+        params=PROCESS_ID,
+    ),
+    Operation(
+        "post",
+        "/processes/{id}/redrive",
+        "redriveProcess",
+        "Redrive a failed, timed-out or aborted process from the state that failed",
+        "processes",
+        {200: Answer("Running again", s.ProcessView), **_problems(401, 403, 404, 409)},
+        access="admin",
+        params=PROCESS_ID,
+    ),
+    *(
+        Operation(
+            "post",
+            f"/tasks/{{token}}/{outcome}",
+            f"task{outcome.title()}",
+            summary,
+            "tasks",
+            {200: Answer("Accepted", s.TaskAccepted), **_problems(400, 404, 409, 413)},
+            access="token",
+            body=body,
+            params={"token": "The task token the command carried"},
+        )
+        for outcome, summary, body in _TASK_OUTCOMES
+    ),
+    Operation(
+        "get",
+        "/events/{id}",
+        "explainEvent",
+        "What became of an event",
+        "events",
+        {200: Answer("The event as received", s.EventExplanations), **_problems(401, 404)},
+        params={
+            "id": "CloudEvents id, the configured event id, or TOPIC/PARTITION/OFFSET",
+        },
+    ),
+    Operation(
+        "get",
+        "/definitions",
+        "listDefinitions",
+        "Definitions, each at its newest version",
+        "definitions",
+        {200: Answer("The definitions", s.DefinitionList), **_problems(401)},
+    ),
+    Operation(
+        "get",
+        "/definitions/{name}",
+        "getDefinition",
+        "A definition version and its document",
+        "definitions",
+        {200: Answer("The definition", s.DefinitionDocument), **_problems(400, 401, 404)},
+        query=s.VersionQuery,
+        params=DEFINITION_NAME,
+    ),
+    Operation(
+        "put",
+        "/definitions/{name}",
+        "deployDefinition",
+        "Deploy the body (an ASL document) as the next version",
+        "definitions",
+        {
+            200: Answer("Equal to the newest version: nothing deployed", s.DefinitionDeployed),
+            201: Answer("Deployed as a new version", s.DefinitionDeployed),
+            **_problems(400, 401, 403, 413, 422),
+        },
+        access="admin",
+        body="any",
+        params=DEFINITION_NAME,
+    ),
+    Operation(
+        "get",
+        "/definitions/{name}/aliases",
+        "listAliases",
+        "A definition's aliases",
+        "definitions",
+        {200: Answer("The aliases", s.AliasList), **_problems(401, 404)},
+        params=DEFINITION_NAME,
+    ),
+    Operation(
+        "get",
+        "/definitions/{name}/aliases/{alias}",
+        "getAlias",
+        "An alias and its routes",
+        "definitions",
+        {200: Answer("The alias", s.AliasView), **_problems(401, 404)},
+        params={**DEFINITION_NAME, "alias": "The alias's name"},
+    ),
+    Operation(
+        "put",
+        "/definitions/{name}/aliases/{alias}",
+        "putAlias",
+        "Create or change an alias routing starts to one or two versions by weight",
+        "definitions",
+        {200: Answer("The alias", s.AliasView), **_problems(400, 401, 403, 404, 413, 422)},
+        access="admin",
+        body=s.AliasBody,
+        params={**DEFINITION_NAME, "alias": "The alias's name"},
+    ),
+    Operation(
+        "delete",
+        "/definitions/{name}/aliases/{alias}",
+        "deleteAlias",
+        "Delete an alias",
+        "definitions",
+        {204: Answer("Deleted", media=""), **_problems(401, 403, 404)},
+        access="admin",
+        params={**DEFINITION_NAME, "alias": "The alias's name"},
+    ),
+    Operation(
+        "get",
+        "/approvals",
+        "listApprovals",
+        "Approvals (pending by default)",
+        "approvals",
+        {200: Answer("The approvals", s.ApprovalList, also_html=True), **_problems(400, 401)},
+        query=s.ApprovalQuery,
+    ),
+    Operation(
+        "get",
+        "/approvals/{id}",
+        "getApproval",
+        "An approval with its votes",
+        "approvals",
+        {200: Answer("The approval", s.ApprovalView, also_html=True), **_problems(401, 404)},
+        params={"id": "The approval id"},
+    ),
+    *(
+        Operation(
+            "post",
+            f"/{action}/{{token}}",
+            f"{action}Link",
+            f"{action.title()} through an approval link (machines POST JSON or nothing)",
+            "approvals",
+            {200: Answer("Recorded", s.DecisionRecorded), **_problems(400, 404, 409, 413)},
+            access="token",
+            body="form-or-json",
+            params={"token": "The link's token"},
+            description="A GET of the same link shows the decision page and never decides.",
+        )
+        for action in ("approve", "reject")
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        "service",
+        {200: Answer("Text exposition format", media="text/plain"), **_problems(401)},
+    ),
+)
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter is absent or has a value: drop ``null`` from its schema."""
+    options = schema.get("anyOf")
+    if options is None:
+        return schema
+    rest = [option for option in options if option.get("type") != "null"]
+    kept = {key: value for key, value in schema.items() if key not in ("anyOf", "default")}
+    return {**kept, **rest[0]} if len(rest) == 1 else {**kept, "anyOf": rest}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    schema = model.model_json_schema(ref_template=REF)
+    required = set(schema.get("required", ()))
+    parameters = []
+    for name, prop in schema["properties"].items():
+        prop = _without_null(dict(prop))
+        description = prop.pop("description", None)
+        prop.pop("title", None)
+        parameter: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "schema": prop,
+        }
+        if description:
+            parameter["description"] = description
+        parameters.append(parameter)
+    return parameters
+
+
+def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
+    found: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for op in OPERATIONS:
+        if isinstance(op.body, type):
+            found[(op.body, "validation")] = None
+        for answer in op.answers.values():
+            if answer.model is not None:
+                found[(answer.model, "serialization")] = None
+    return list(found)
+
+
+def _content(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
+    if not answer.media:
+        return {}
+    if answer.model is None:
+        schema: dict[str, Any] = {"type": "string"}
+    else:
+        schema = refs[(answer.model, "serialization")]
+    content = {answer.media: {"schema": schema}}
+    if answer.also_html:
+        content[HTML] = {"schema": {"type": "string"}}
+    return {"content": content}
+
+
+def _request_body(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any] | None:
+    if op.body is None:
+        return None
+    if op.body == "any":
+        return {"required": False, "content": {JSON: {"schema": {}}}}
+    if op.body == "form-or-json":
+        return {
+            "required": False,
+            "content": {JSON: {"schema": refs[(s.DecisionBody, "validation")]}},
+        }
+    assert isinstance(op.body, type)
+    return {"required": False, "content": {JSON: {"schema": refs[(op.body, "validation")]}}}
+
+
+_SECURITY: dict[Access, list[dict[str, list[str]]]] = {
+    "public": [],
+    "token": [],
+    "read": [{"apiToken": []}],
+    "admin": [{"apiToken": []}],
+}
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once: it depends on the code only)."""
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        *_models(),
+        (s.DecisionBody, "validation"),
+    ]
+    refs, definitions = models_json_schema(list(dict.fromkeys(pairs)), ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        parameters = [
+            {"name": name, "in": "path", "required": True, "description": text,
+             "schema": {"type": "string", "minLength": 1}}
+            for name, text in op.params.items()
+        ]  # fmt: skip
+        if op.query is not None:
+            parameters += _query_parameters(op.query)
+        operation: dict[str, Any] = {
+            "operationId": op.id,
+            "summary": op.summary,
+            "tags": [op.tag],
+            "security": _SECURITY[op.access],
+            "responses": {
+                str(status): {"description": answer.description, **_content(answer, refs)}
+                for status, answer in sorted(op.answers.items())
+            },
+        }
+        if op.description:
+            operation["description"] = op.description
+        if op.access == "admin":
+            operation["x-bridge-access"] = "admin token"
+        if parameters:
+            operation["parameters"] = parameters
+        if (body := _request_body(op, refs)) is not None:
+            operation["requestBody"] = body
+        paths.setdefault(op.path, {})[op.method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "bridge",
+            "version": version("bridge"),
+            "description": (
+                "Start, follow, stop and redrive processes; answer task callbacks and approval "
+                "links; deploy definitions. Errors are RFC 9457 problem details."
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {
+                "apiToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": (
+                        "BRIDGE_API_READ_TOKENS may read, BRIDGE_API_ADMIN_TOKENS may also act; "
+                        "with neither set, the API is open"
+                    ),
+                }
+            },
+        },
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document(), headers={"Cache-Control": "no-cache"})
+
+
+@routes.get("/docs")
+async def docs_page(request: web.Request) -> web.Response:
+    spec = document()
+    schemas = spec["components"]["schemas"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path, methods in spec["paths"].items():
+        for method, operation in methods.items():
+            groups.setdefault(operation["tags"][0], []).append(
+                {
+                    "method": method.upper(),
+                    "path": path,
+                    "anchor": operation["operationId"],
+                    "op": operation,
+                    "body": _body_fields(operation, schemas),
+                    "answers": [
+                        (status, answer["description"], _response_model(answer))
+                        for status, answer in operation["responses"].items()
+                    ],
+                }
+            )
+    response = aiohttp_jinja2.render_template(
+        "docs.html",
+        request,
+        {
+            "groups": groups,
+            "info": spec["info"],
+            "models": _model_tables(schemas),
+            "models_by_name": set(schemas),
+        },
+    )
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+def _ref_name(schema: Mapping[str, Any]) -> str | None:
+    ref = schema.get("$ref")
+    return ref.rsplit("/", 1)[-1] if isinstance(ref, str) else None
+
+
+def _response_model(answer: Mapping[str, Any]) -> str | None:
+    for media in answer.get("content", {}).values():
+        if name := _ref_name(media["schema"]):
+            return name
+    return None
+
+
+def _body_fields(operation: Mapping[str, Any], schemas: Mapping[str, Any]) -> str | None:
+    body = operation.get("requestBody")
+    if body is None:
+        return None
+    schema = body["content"][JSON]["schema"]
+    return _ref_name(schema) or "any JSON value"
+
+
+def type_text(schema: Mapping[str, Any]) -> str:
+    """A short human reading of a JSON schema: ``string``, ``integer | null``, ``list of X``."""
+    if name := _ref_name(schema):
+        return name
+    if "anyOf" in schema:
+        return " | ".join(type_text(option) for option in schema["anyOf"])
+    if "enum" in schema:
+        return " | ".join(str(value) for value in schema["enum"])
+    if "const" in schema:
+        return str(schema["const"])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"list of {type_text(schema.get('items', {}))}"
+    if kind == "object" and "additionalProperties" in schema:
+        return "object"
+    if isinstance(kind, str):
+        return f"{kind} ({schema['format']})" if "format" in schema else kind
+    return "any JSON"
+
+
+def _model_tables(schemas: Mapping[str, Any]) -> list[dict[str, Any]]:
+    tables = []
+    for name, schema in sorted(schemas.items()):
+        required = set(schema.get("required", ()))
+        fields: Sequence[tuple[str, str, bool, str]] = [
+            (field_name, type_text(prop), field_name in required, prop.get("description", ""))
+            for field_name, prop in schema.get("properties", {}).items()
+        ]
+        tables.append({"name": name, "doc": schema.get("description", ""), "fields": fields})
+    return tables

@@ -1,0 +1,349 @@
+"""The HTTP API's bodies as pydantic models: requests are validated with them, responses are built
+from them, and the OpenAPI document (approvals/openapi.py) is generated from them, so the three
+cannot drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from bridge.asl.process import Process, ProcessStatus
+
+JSONValue = Any
+Status = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
+
+
+class View(BaseModel):
+    """A response body: camelCase on the wire."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class Request(BaseModel):
+    """A request body: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+# ------------------------------------------------------------------------------------ errors
+
+
+class Problem(View):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+
+
+# --------------------------------------------------------------------------------- processes
+
+
+class ProcessLinks(View):
+    self: str
+    history: str
+
+
+class ProcessView(View):
+    id: str
+    definition: str
+    version: int
+    correlation_key: str | None
+    status: Status
+    current_state: str | None = Field(description="The state it waits in, while RUNNING")
+    last_state: str | None = Field(description="The state it was last in")
+    input: JSONValue
+    output: JSONValue
+    error: str | None
+    cause: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    links: ProcessLinks
+
+    @classmethod
+    def of(cls, process: Process, base_url: str = "") -> ProcessView:
+        return cls(
+            id=process.id,
+            definition=process.definition,
+            version=process.version,
+            correlation_key=process.correlation_key,
+            status=process.status.value,
+            current_state=process.current_state
+            if process.status is ProcessStatus.RUNNING
+            else None,
+            last_state=process.current_state,
+            input=process.input,
+            output=process.output,
+            error=process.error,
+            cause=process.cause,
+            started_at=process.started_at,
+            ended_at=process.ended_at,
+            links=ProcessLinks(
+                self=f"{base_url}/processes/{process.id}",
+                history=f"{base_url}/processes/{process.id}/history",
+            ),
+        )
+
+
+class ProcessPage(View):
+    items: list[ProcessView]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next (older) page")
+
+
+class HistoryEntry(View):
+    seq: int
+    at: datetime
+    type: str
+    state: str | None
+    details: dict[str, JSONValue] | None = None
+
+
+class HistoryPage(View):
+    process_id: str
+    items: list[HistoryEntry]
+    next_after: int | None = Field(description="Pass as ?after= for the next page")
+
+
+class StartBody(Request):
+    definition: str = Field(
+        min_length=1,
+        max_length=200,
+        description="A definition name, or NAME:ALIAS to route by an alias, or NAME:VERSION",
+    )
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    input: JSONValue = Field(default_factory=dict)
+    name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Makes the start idempotent: a second start with this name answers the first",
+    )
+    correlation_key: str | None = Field(default=None, max_length=500)
+
+
+class StopBody(Request):
+    error: str = Field(default="Process.Stopped", max_length=256)
+    cause: str = Field(default="", max_length=32_768)
+
+
+# ------------------------------------------------------------------------------------- tasks
+
+
+class TaskFailure(Request):
+    error: str = Field(default="", max_length=256)
+    cause: str = Field(default="", max_length=32_768)
+
+
+class TaskAccepted(View):
+    status: Literal["accepted"]
+    process_id: str
+
+
+# ------------------------------------------------------------------------------------ events
+
+
+class EventExplained(View):
+    key: str
+    event_id: str | None
+    source: str | None
+    type: str | None
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    received_at: datetime
+    outcome: str
+    correlation_keys: list[str]
+    wait_keys: list[str]
+    started: list[str]
+    delivered: list[str]
+    ignored: list[str]
+    buffered_until: str | None
+    dead_letter: str | None
+    duplicates: int
+    last_duplicate_at: datetime | None
+    details: dict[str, JSONValue] | None = None
+
+
+class EventExplanations(View):
+    events: list[EventExplained]
+
+
+# ------------------------------------------------------------------------------- definitions
+
+
+class DefinitionLinks(View):
+    self: str
+    aliases: str
+
+
+class DefinitionView(View):
+    name: str
+    version: int
+    comment: str | None
+    start_at: str
+    states: list[str]
+    triggers: list[dict[str, JSONValue]]
+    links: DefinitionLinks
+
+
+class DefinitionList(View):
+    items: list[DefinitionView]
+
+
+class DefinitionDocument(DefinitionView):
+    document: dict[str, JSONValue] | None
+
+
+class DefinitionDeployed(DefinitionView):
+    new: bool = Field(description="False when the body equals the newest version")
+
+
+class AliasRoute(Request):
+    version: int = Field(ge=1, le=2**31 - 1)
+    weight: int = Field(ge=0, le=100)
+
+
+class AliasBody(Request):
+    description: str = Field(default="", max_length=1000)
+    routes: list[AliasRoute] = Field(
+        min_length=1,
+        max_length=2,
+        description="One or two versions whose weights add up to 100 (Step Functions' rule)",
+    )
+
+
+class AliasView(View):
+    definition: str
+    name: str
+    description: str
+    routes: list[dict[str, int]]
+    updated_at: datetime
+
+
+class AliasList(View):
+    items: list[AliasView]
+
+
+# ---------------------------------------------------------------------------------- approvals
+
+
+class ApprovalLinks(View):
+    self: str
+    process: str
+
+
+class ApprovalView(View):
+    id: str
+    process_id: str
+    definition: str | None
+    state: str
+    title: str
+    description: str | None
+    data: JSONValue
+    status: str
+    created_at: datetime
+    decided_at: datetime | None
+    expires_at: datetime | None
+    on_expiry: str | None
+    rule: str | int | None
+    seats: list[str]
+    votes: list[dict[str, JSONValue]]
+    pending: list[str]
+    links: ApprovalLinks
+
+
+class ApprovalList(View):
+    items: list[ApprovalView]
+
+
+class DecisionBody(Request):
+    decision: Literal["approve", "reject"] | None = None
+    comment: str | None = Field(default=None, max_length=4000)
+    decided_by: str | None = Field(default=None, max_length=200)
+
+
+class DecisionRecorded(View):
+    status: Literal["approved", "rejected"]
+    approval_id: str
+    process_id: str
+    seat: str
+
+
+# ------------------------------------------------------------------------------------- health
+
+
+class Health(View):
+    status: Literal["ok"]
+    definitions: list[str]
+
+
+# ------------------------------------------------------------------------------ query strings
+
+
+class Query(BaseModel):
+    """Query parameters: camelCase, strings coerced, unknown parameters ignored."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+def utc(moment: datetime) -> datetime:
+    """A moment from a query string in UTC; one without a zone is read as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("the moment is out of range") from exc
+
+
+class ProcessQuery(Query):
+    definition: str | None = Field(default=None, max_length=200)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    status: Status | None = None
+    correlation_key: str | None = Field(default=None, max_length=500)
+    started_after: datetime | None = Field(default=None, description="Started at or after")
+    started_before: datetime | None = Field(default=None, description="Started before")
+    limit: int = Field(default=100, ge=1, le=1000)
+    cursor: str | None = Field(
+        default=None, max_length=300, description="The nextCursor of the previous page"
+    )
+
+    @field_validator("started_after", "started_before")
+    @classmethod
+    def _in_utc(cls, moment: datetime | None) -> datetime | None:
+        return None if moment is None else utc(moment)
+
+
+class HistoryQuery(Query):
+    after: int = Field(default=0, ge=0, le=2**62, description="Entries after this seq")
+    limit: int = Field(default=1000, ge=1, le=10_000)
+
+
+class StartQuery(Query):
+    wait: float = Field(
+        default=0,
+        ge=0,
+        le=60,
+        description="Seconds to wait for the end; the answer is 202 when it runs longer",
+    )
+
+
+class VersionQuery(Query):
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+
+
+class ApprovalQuery(Query):
+    status: Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED", "ALL"] = "PENDING"
+    assignee: str | None = Field(default=None, max_length=200)
+    group: str | None = Field(default=None, max_length=200)
+    definition: str | None = Field(default=None, max_length=200)
+    min_age_minutes: int = Field(default=0, ge=0, le=10_000_000)
