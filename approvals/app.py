@@ -13,6 +13,7 @@ from aiohttp import web
 from approvals import api, inbox, openapi, pages
 from approvals.access import access_control
 from approvals.problems import problems_for_errors
+from approvals.tracing import trace_requests
 from bridge.engine import Engine
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +28,12 @@ def build_app(
 ) -> web.Application:
     app = web.Application(
         client_max_size=api.MAX_BODY + 1024,
-        middlewares=[problems_for_errors, access_control(admin_tokens, read_tokens)],
+        # Tracing outermost: refused requests are in the caller's trace too.
+        middlewares=[
+            trace_requests,
+            problems_for_errors,
+            access_control(admin_tokens, read_tokens),
+        ],
     )
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()

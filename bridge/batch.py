@@ -7,6 +7,10 @@ marks, all inside the caller's transaction.
 Events are correlated here: an event may start processes (triggers), complete event waits
 (``bridge:event:waitFor``), or, when something may want it later, be kept in the buffer until
 its time to live ends. A wait that begins takes a buffered event at once.
+
+Each input is applied in a span ("bridge.apply <kind>") under the trace context it brought (an
+event's headers, an HTTP request's) or, when it brought none, under its process's. What a step
+writes (outbox rows, the trace context of a new process) carries the context it ran in.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanContext, StatusCode
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import messages
+from bridge import messages, tracing
 from bridge.aliases import Reference, choose_version, parse_reference
 from bridge.asl import inputs as core
 from bridge.asl.effects import (
@@ -55,6 +62,7 @@ from bridge.events import (
     payload,
 )
 from bridge.intake import (
+    KINDS,
     ApprovalViewed,
     BufferExpired,
     CallbackReceived,
@@ -68,6 +76,7 @@ from bridge.intake import (
     StopRequested,
     TimerDue,
 )
+from bridge.metrics import Tally
 from bridge.store import aliases, correlation, inbox, outbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
@@ -94,6 +103,16 @@ class _Touched:
     process: Process
     loaded: Loaded | None
     history: list[HistoryEntry] = field(default_factory=list)
+    #: The trace context each history entry was written in, entry by entry.
+    traces: list[SpanContext | None] = field(default_factory=list)
+    #: The process's own trace context (the one it started in), kept with its row.
+    trace: SpanContext | None = None
+
+    @classmethod
+    def of(cls, loaded: Loaded) -> _Touched:
+        return cls(
+            loaded.process, loaded, trace=tracing.parse(loaded.traceparent, loaded.tracestate)
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +139,13 @@ class Batch:
         self.outbox_rows: list[dict[str, Any]] = []
         #: The processes stepped for the input at hand, to blame if it raises.
         self.stepping: list[str] = []
+        self.tracing = engine.tracing
+        #: The span context of the input at hand, and whether the input brought its own.
+        self.trace: SpanContext | None = None
+        self.own_trace = False
+        #: The trace context each effect was written in, effect by effect.
+        self.effect_traces: list[SpanContext | None] = []
+        self.tally = Tally()
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         if self.engine.clock is None:
@@ -143,7 +169,7 @@ class Batch:
         wanted += [link.process_id for link in links.values() if link is not None]
         wanted += [item.process_id for item in batch if isinstance(item, TimerDue)]
         for process_id, loaded in (await store.load_for_update(self.conn, wanted)).items():
-            self.touched[process_id] = _Touched(loaded.process, loaded)
+            self.touched[process_id] = _Touched.of(loaded)
         # Processes are locked before their timers are claimed, the order every path takes
         # (a callback locks its process, then cancels the timer): no deadlock between them.
         fired = await timers.claim(
@@ -151,19 +177,120 @@ class Batch:
         )
 
         outcomes: list[Outcome] = []
-        for index, item in enumerate(batch):
-            self.stepping = []
-            structlog.contextvars.unbind_contextvars("process_id")
-            try:
-                outcomes.append(
-                    await self._one(item, read.get(index), already, tokens, links, fired)
+        # An HTTP request's trace context (its handler runs in this task).
+        ambient = tracing.current()
+        spans: list[Span] = []
+        try:
+            for index, item in enumerate(batch):
+                self.stepping = []
+                structlog.contextvars.unbind_contextvars(
+                    "process_id", "correlation_key", "event_id"
                 )
-            except (ConcurrentUpdate, DBAPIError, MissingDefinition):
-                raise
-            except Exception as exc:
-                raise PoisonInput(index, tuple(dict.fromkeys(self.stepping)), exc) from exc
-        await self._write()
+                found = read.get(index)
+                span = await self._begin(item, found, ambient, tokens, links)
+                spans.append(span)
+                attached = (
+                    otel_context.attach(trace.set_span_in_context(span))
+                    if self.trace is not None
+                    else None
+                )
+                try:
+                    outcome = await self._one(item, found, already, tokens, links, fired)
+                except (ConcurrentUpdate, DBAPIError, MissingDefinition):
+                    raise
+                except Exception as exc:
+                    if span.is_recording():
+                        span.record_exception(exc)
+                        span.set_status(StatusCode.ERROR, type(exc).__name__)
+                    raise PoisonInput(index, tuple(dict.fromkeys(self.stepping)), exc) from exc
+                finally:
+                    if attached is not None:
+                        otel_context.detach(attached)
+                outcomes.append(outcome)
+                if span.is_recording():
+                    self._describe(span, item, found, outcome)
+            self.trace, self.own_trace = None, False
+            await self._write()
+        finally:
+            # The spans last until the batch is written (or fails).
+            for span in spans:
+                span.end()
         return outcomes
+
+    async def _begin(
+        self,
+        item: EngineInput,
+        read: _Read | tuple[str, str] | None,
+        ambient: SpanContext | None,
+        tokens: dict[str, waits.TokenTarget],
+        links: dict[str, waits.LinkTarget | None],
+    ) -> Span:
+        """The span ``item`` is applied in: under the trace context it brought, else under the
+        context of the one process it is for (a callback, a decision, a timer, a stop)."""
+        own: SpanContext | None
+        if isinstance(item, EventReceived):
+            own = tracing.from_headers(item.record.headers)
+            if isinstance(read, _Read):
+                structlog.contextvars.bind_contextvars(event_id=read.event.id or read.key)
+        elif isinstance(item, CallbackReceived) and item.traceparent is not None:
+            own = tracing.parse(item.traceparent, item.tracestate)
+        else:
+            own = ambient
+        parent = own
+        if parent is None:
+            target: str | None = None
+            if isinstance(item, CallbackReceived):
+                found = tokens.get(item.token)
+                target = found.process_id if found else None
+            elif isinstance(item, DecisionReceived):
+                link = links.get(item.link_token)
+                target = link.process_id if link else None
+            elif isinstance(item, TimerDue):
+                target = item.process_id
+            elif isinstance(item, StopRequested | RedriveRequested):
+                target = item.process_id
+                await self._load(target)
+            touched = self.touched.get(target) if target is not None else None
+            parent = touched.trace if touched is not None else None
+        span = self.tracing.start(f"bridge.apply {KINDS.get(type(item), 'input')}", parent)
+        context = span.get_span_context()
+        self.trace = context if context.is_valid else None
+        self.own_trace = own is not None
+        return span
+
+    def _describe(
+        self, span: Span, item: EngineInput, read: _Read | tuple[str, str] | None, outcome: Outcome
+    ) -> None:
+        """What a span shows of its input: process, definition, correlation key, event id.
+        Never a token."""
+        span.set_attribute("bridge.outcome", outcome.status)
+        ids = outcome.process_ids
+        if ids:
+            span.set_attribute("bridge.process.id", ids[0])
+            if len(ids) > 1:
+                span.set_attribute("bridge.process.ids", list(ids))
+            touched = self.touched.get(ids[0])
+            if touched is not None:
+                span.set_attribute("bridge.definition", touched.process.definition)
+                if touched.process.correlation_key is not None:
+                    span.set_attribute("bridge.correlation_key", touched.process.correlation_key)
+        if isinstance(item, EventReceived):
+            record = item.record
+            span.set_attribute("messaging.system", "kafka")
+            span.set_attribute("messaging.destination.name", record.topic)
+            span.set_attribute("messaging.destination.partition.id", str(record.partition))
+            span.set_attribute("messaging.kafka.offset", record.offset)
+            if isinstance(read, _Read):
+                span.set_attribute("bridge.event.id", read.event.id or read.key)
+                if read.event.type is not None:
+                    span.set_attribute("bridge.event.type", read.event.type)
+        elif isinstance(item, CallbackReceived):
+            span.set_attribute("bridge.callback.outcome", item.outcome)
+            span.set_attribute("bridge.callback.via", item.via)
+        elif isinstance(item, StartRequested):
+            span.set_attribute("bridge.definition", item.definition)
+            if item.name is not None:
+                span.set_attribute("bridge.start.name", item.name)
 
     async def _one(
         self,
@@ -455,7 +582,8 @@ class Batch:
         return Outcome("applied", reason)
 
     def _dead_letter(self, record: Any, reason: str, event_key: str, *, event: JSON = None) -> None:
-        self.outbox_rows.append(
+        self.tally.dead_letters += 1
+        self._send(
             messages.dead_letter(
                 self.engine.entropy.new_id(),
                 self.config.dlq_topic,
@@ -464,7 +592,8 @@ class Batch:
                 self.now,
                 event_key=event_key,
                 event=event,
-            )
+            ),
+            self.trace,
         )
 
     def _mark_event(
@@ -593,7 +722,7 @@ class Batch:
             loaded = (await store.load_for_update(self.conn, [process_id])).get(process_id)
             if loaded is None:
                 return None
-            self.touched[process_id] = _Touched(loaded.process, loaded)
+            self.touched[process_id] = _Touched.of(loaded)
         return self.touched[process_id]
 
     def _step(self, process_id: str, trigger: core.Input) -> Outcome:
@@ -603,6 +732,8 @@ class Batch:
         if touched is None:
             return Outcome("not_found", "no such process")
         process = touched.process
+        if process.correlation_key is not None:
+            structlog.contextvars.bind_contextvars(correlation_key=process.correlation_key)
         definition = self.engine.registry.get(process.definition, process.version)
         if definition is None:
             # Deployed by another process since this one looked: the engine reloads and retries.
@@ -616,8 +747,24 @@ class Batch:
         return Outcome("applied", "", (process_id,))
 
     def _effects(self, process_id: str, result: Step) -> None:
-        self.touched[process_id].history.extend(result.history)
+        touched = self.touched[process_id]
+        context = self._context_for(touched)
+        touched.history.extend(result.history)
+        touched.traces.extend([context] * len(result.history))
         self.effects.extend((process_id, effect) for effect in result.effects)
+        self.effect_traces.extend([context] * len(result.effects))
+
+    def _context_for(self, touched: _Touched) -> SpanContext | None:
+        """The trace context a step of ``touched`` writes in: the input's when it brought one
+        (or the input runs in the process's trace), else the process's own. A process without
+        one (new, or started untraced) takes the input's."""
+        here, stored = self.trace, touched.trace
+        if here is None:
+            return stored
+        if stored is None:
+            touched.trace = here
+            return here
+        return here if self.own_trace or here.trace_id == stored.trace_id else stored
 
     # ----------------------------------------------------------------- writing
 
@@ -627,30 +774,33 @@ class Batch:
         history_rows = []
         for process_id, touched in self.touched.items():
             seq = touched.loaded.history_seq if touched.loaded else 0
-            for entry in touched.history:
+            for entry, context in zip(touched.history, touched.traces, strict=True):
                 seq += 1
                 history_rows.append((process_id, seq, entry))
-                self._lifecycle(touched.process, entry)
+                self._lifecycle(touched.process, entry, context)
+                if entry.type == "StateEntered":
+                    self.tally.steps[touched.process.definition] += 1
+            trace_columns = tracing.columns(touched.trace)
             if touched.loaded is None:
-                await store.insert_process(conn, touched.process, seq, now)
+                await store.insert_process(conn, touched.process, seq, now, trace_columns)
             elif touched.history or touched.process != touched.loaded.process:
                 await store.update_process(
-                    conn, touched.process, touched.loaded.row_version, seq, now
+                    conn, touched.process, touched.loaded.row_version, seq, now, trace_columns
                 )
         new_timers: dict[str, dict[str, Any]] = {}
         cancelled: list[str] = []
         closed: list[str] = []
-        for process_id, effect in self.effects:
+        for (process_id, effect), context in zip(self.effects, self.effect_traces, strict=True):
             process = self.touched[process_id].process
             match effect:
                 case SendMessage():
-                    self.outbox_rows.append(messages.command(process, effect, now))
+                    self._send(messages.command(process, effect, now), context)
                 case ExpectCallback():
                     await waits.add_task_token(
                         conn, effect.token, process_id, effect.wait_id, effect.state, now
                     )
                 case RequestApproval():
-                    self.outbox_rows.append(await self._approval(process, effect))
+                    self._send(await self._approval(process, effect), context)
                 case RecordVote():
                     vote = {
                         "seat": effect.seat,
@@ -662,8 +812,9 @@ class Batch:
                     await waits.record_vote(conn, effect.wait_id, vote)
                 case ConcludeApproval():
                     await waits.conclude(conn, effect.wait_id, effect.outcome, now)
+                    self.tally.approvals[effect.outcome] += 1
                 case RemindApproval():
-                    self.outbox_rows.append(await self._reminder(process, effect))
+                    self._send(await self._reminder(process, effect), context)
                 case CloseWait():
                     closed.append(effect.wait_id)
                 case StartTimer():
@@ -684,7 +835,15 @@ class Batch:
         await store.append_history(conn, history_rows)
         await inbox.mark(conn, list(self.marks.values()))
 
-    def _lifecycle(self, process: Process, entry: HistoryEntry) -> None:
+    def _send(self, row: dict[str, Any], context: SpanContext | None) -> None:
+        """An outbox row, sent on in the trace context of the step that wrote it."""
+        if context is not None:
+            row.update(tracing.columns(context))
+        self.outbox_rows.append(row)
+
+    def _lifecycle(
+        self, process: Process, entry: HistoryEntry, context: SpanContext | None
+    ) -> None:
         topic = self.config.lifecycle_topic
         if not topic:
             return
@@ -692,8 +851,9 @@ class Batch:
         if kind is None and self.config.lifecycle_steps:
             kind = messages.STEPS.get(entry.type)
         if kind is not None:
-            self.outbox_rows.append(
-                messages.lifecycle(self.engine.entropy.new_id(), process, entry, kind, topic)
+            self._send(
+                messages.lifecycle(self.engine.entropy.new_id(), process, entry, kind, topic),
+                context,
             )
 
     async def _approval(self, process: Process, effect: RequestApproval) -> dict[str, Any]:

@@ -16,11 +16,13 @@ from approvals.app import build_app as build_web_app
 from bridge.asl.errors import DefinitionError
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
 from bridge.engine import Engine, EngineConfig
+from bridge.lag import ConsumerLag
 from bridge.relay import Relay
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
 from bridge.store.database import open_engine
 from bridge.store.migrate import upgrade
+from bridge.tracing import Tracing, from_settings
 from processors.app import build_app as build_processors
 
 log = logging.getLogger(__name__)
@@ -44,10 +46,17 @@ class Core:
 
     async def close(self) -> None:
         await self.db.dispose()
+        # Flushes the spans not exported yet.
+        self.engine.tracing.shutdown()
 
 
-async def open_core(settings: Settings, *, deploy_definitions: bool = True) -> Core:
-    """Open the database (migrating it when configured), deploy definitions, build the engine."""
+async def open_core(
+    settings: Settings, *, deploy_definitions: bool = True, tracing: Tracing | None = None
+) -> Core:
+    """Open the database (migrating it when configured), deploy definitions, build the engine.
+
+    ``tracing``: the tracer to use; by default the one the settings ask for.
+    """
     db = open_engine(settings.database_url)
     if settings.database_migrate:
         await upgrade(db)
@@ -73,7 +82,9 @@ async def open_core(settings: Settings, *, deploy_definitions: bool = True) -> C
         max_event_bytes=settings.max_event_bytes,
         buffer_seconds=settings.event_buffer_seconds,
     )
-    engine = Engine(db, registry, config)
+    if tracing is None:
+        tracing = from_settings(settings.tracing_exporter, settings.otlp_endpoint, "bridge")
+    engine = Engine(db, registry, config, tracing=tracing)
     return Core(settings, db, registry, engine, problems)
 
 
@@ -100,6 +111,7 @@ class Worker:
             poll_seconds=settings.relay_poll_ms / 1000,
             batch_size=settings.relay_batch_size,
             metrics=core.engine.metrics,
+            tracing=core.engine.tracing,
         )
         self.scanner = TimerScanner(
             core.engine,
@@ -110,6 +122,9 @@ class Worker:
         self.topics = sorted(core.registry.topics())
         self.app = build_processors(settings, core.engine, bootstrap, self.topics)
         self._tasks: list[asyncio.Task[None]] = []
+        # /metrics (served by the web endpoint of this or another process) shows the lag.
+        self.lag = ConsumerLag(bootstrap, settings.kafka_group_id)
+        core.engine.metrics.lag_source = self.lag
 
     async def start(self) -> None:
         await self.producer.start()
@@ -135,6 +150,7 @@ class Worker:
         except Exception:
             log.exception("could not flush the outbox; it is published at the next start")
         await self.producer.stop()
+        await self.lag.close()
 
 
 class Web:
@@ -150,6 +166,12 @@ class Web:
             read_tokens=[token.get_secret_value() for token in settings.api_read_tokens],
         )
         self.runner = web.AppRunner(self.app, access_log=None)
+        #: A web process of its own reads the consumer lag itself, when it knows the brokers.
+        self.lag: ConsumerLag | None = None
+        metrics = core.engine.metrics
+        if metrics.lag_source is None and settings.kafka_bootstrap:
+            self.lag = ConsumerLag(settings.kafka_bootstrap, settings.kafka_group_id)
+            metrics.lag_source = self.lag
 
     async def start(self) -> None:
         await self.runner.setup()
@@ -158,3 +180,5 @@ class Web:
 
     async def stop(self) -> None:
         await self.runner.cleanup()
+        if self.lag is not None:
+            await self.lag.close()

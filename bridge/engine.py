@@ -39,6 +39,7 @@ from bridge.intake import (
 )
 from bridge.metrics import Metrics
 from bridge.store.processes import ConcurrentUpdate
+from bridge.tracing import Tracing
 
 __all__ = [
     "ApprovalViewed",
@@ -86,6 +87,7 @@ class Engine:
         *,
         entropy: SystemEntropy | None = None,
         clock: Callable[[], datetime] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.db = db
         self.registry = registry
@@ -95,6 +97,8 @@ class Engine:
         #: and web process judges due times alike, whatever its own clock says.
         self.clock = clock
         self.metrics = Metrics()
+        #: Spans per input applied; trace context goes on from inputs to processes and outbox.
+        self.tracing = tracing or Tracing()
         #: Set after every commit, to wake the relay at once.
         self.committed = asyncio.Event()
 
@@ -108,10 +112,11 @@ class Engine:
             try:
                 started = time.perf_counter()
                 async with self.db.begin() as conn:
-                    outcomes = await Batch(self, conn).run(batch)
+                    work = Batch(self, conn)
+                    outcomes = await work.run(batch)
                     faults.point("after-step-before-commit")
                 self.committed.set()
-                self.metrics.applied(batch, outcomes, time.perf_counter() - started)
+                self.metrics.applied(batch, outcomes, time.perf_counter() - started, work.tally)
                 return outcomes
             except (ConcurrentUpdate, IntegrityError) as exc:
                 if attempt == 9:
@@ -134,8 +139,10 @@ class Engine:
     ) -> None:
         """Give up on an input that keeps failing: dead-letter it and fail its processes."""
         async with self.db.begin() as conn:
-            await Batch(self, conn).quarantine(item, reason, process_ids)
+            work = Batch(self, conn)
+            await work.quarantine(item, reason, process_ids)
         self.committed.set()
+        self.metrics.counted(work.tally)
 
     async def apply_one(self, item: EngineInput) -> Outcome:
         return (await self.apply([item]))[0]

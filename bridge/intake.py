@@ -28,6 +28,9 @@ class CallbackReceived:
     error: str | None = None
     cause: str | None = None
     via: str = "http"
+    #: The W3C trace context of a reply on Kafka (over HTTP: the request's, found in context).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,19 @@ EngineInput = (
     | StopRequested
     | RedriveRequested
 )
+
+#: Short names of the inputs, for metric labels and span names.
+KINDS: dict[type, str] = {
+    EventReceived: "event",
+    CallbackReceived: "callback",
+    DecisionReceived: "decision",
+    ApprovalViewed: "approval_view",
+    TimerDue: "timer",
+    BufferExpired: "buffer_expiry",
+    StartRequested: "start",
+    StopRequested: "stop",
+    RedriveRequested: "redrive",
+}
 
 
 class PoisonInput(Exception):

@@ -2,8 +2,9 @@
 
 Every record goes through structlog's processors, so that records from libraries (aiokafka,
 faust, aiohttp) and our own carry the same fields, including the context bound with
-``structlog.contextvars`` (process id, correlation key, event position). Secrets are scrubbed:
-task tokens and approval link tokens never reach a log line in full.
+``structlog.contextvars`` (process id, correlation key, event id and position) and the trace id
+and span id of the OpenTelemetry span at hand. Secrets are scrubbed: task tokens and approval
+link tokens never reach a log line in full.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 #: Paths and fields that carry a token: only its first characters are kept.
 _TOKEN_IN_PATH = re.compile(r"(/(?:tasks|approve|reject)/)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+")
@@ -37,9 +39,21 @@ def _scrub_event(
     return event
 
 
+def add_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """The trace and span id of the span at hand (an input's, a request's), when there is one."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", f"{context.trace_id:032x}")
+        event.setdefault("span_id", f"{context.span_id:016x}")
+    return event
+
+
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

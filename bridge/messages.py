@@ -164,4 +164,7 @@ def row(
         "value": value,
         "headers": found_headers,
         "created_at": now,
+        # Set by the engine to the trace context of the step that wrote the message.
+        "traceparent": None,
+        "tracestate": None,
     }

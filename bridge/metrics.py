@@ -1,5 +1,6 @@
 """Prometheus metrics: counters and histograms the engine updates as it works, and gauges read
-from the database when ``/metrics`` is scraped (processes by status, outbox backlog, timer lag).
+when ``/metrics`` is scraped: from the database (processes by status, outbox backlog, timer lag)
+and from Kafka (consumer lag, through ``bridge.lag``, cached and bounded in time).
 
 Each bridge process has its own ``Metrics`` (its own registry), so tests and several apps in one
 process do not mix their figures.
@@ -7,34 +8,36 @@ process do not mix their figures.
 
 from __future__ import annotations
 
+from collections import Counter as Tallies
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.intake import (
-    ApprovalViewed,
-    BufferExpired,
-    CallbackReceived,
-    DecisionReceived,
-    EngineInput,
-    EventReceived,
-    Outcome,
-    TimerDue,
-)
+from bridge.intake import KINDS, CallbackReceived, EngineInput, Outcome
 from bridge.store.database import database_now, reading
 from bridge.store.schema import approvals, outbox, processes, timers
 
-_KIND = {
-    EventReceived: "event",
-    CallbackReceived: "callback",
-    DecisionReceived: "decision",
-    ApprovalViewed: "approval_view",
-    TimerDue: "timer",
-    BufferExpired: "buffer_expiry",
-}
+
+@dataclass
+class Tally:
+    """What one batch did besides its outcomes, counted as it wrote."""
+
+    #: States entered, by definition.
+    steps: Tallies[str] = field(default_factory=Tallies)
+    #: Approvals concluded, by outcome (APPROVED, REJECTED, EXPIRED).
+    approvals: Tallies[str] = field(default_factory=Tallies)
+    dead_letters: int = 0
+
+
+class LagSource(Protocol):
+    """Consumer lag per (topic, partition); empty when it cannot be read just now."""
+
+    async def read(self) -> dict[tuple[str, int], int]: ...
 
 
 class Metrics:
@@ -46,6 +49,27 @@ class Metrics:
         )
         self.dead_letters = Counter(
             "bridge_dead_letters", "Inputs sent to the dead-letter topic", registry=r
+        )
+        self.dedupe_hits = Counter(
+            "bridge_dedupe_hits",
+            "Inputs recognised as already applied (events, named starts), by kind",
+            ["kind"],
+            registry=r,
+        )
+        self.steps = Counter(
+            "bridge_steps", "States entered, by definition", ["definition"], registry=r
+        )
+        self.callbacks = Counter(
+            "bridge_callbacks",
+            "Task callbacks (success, failure, heartbeat) by channel (http, kafka) and result",
+            ["outcome", "via", "result"],
+            registry=r,
+        )
+        self.approvals_decided = Counter(
+            "bridge_approvals_concluded",
+            "Approvals concluded, by outcome (APPROVED, REJECTED, EXPIRED)",
+            ["outcome"],
+            registry=r,
         )
         self.batch_size = Histogram(
             "bridge_batch_size",
@@ -80,16 +104,42 @@ class Metrics:
         self.pending_approvals = Gauge(
             "bridge_approvals_pending", "Approvals waiting for a decision", registry=r
         )
+        self.consumer_lag = Gauge(
+            "bridge_consumer_lag",
+            "Records not yet consumed by the bridge's consumer group (high watermark minus "
+            "committed offset), by topic and partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        #: Where consumer lag is read from; None: not shown (no Kafka known to this process).
+        self.lag_source: LagSource | None = None
 
     def applied(
-        self, batch: Sequence[EngineInput], outcomes: Sequence[Outcome], seconds: float
+        self,
+        batch: Sequence[EngineInput],
+        outcomes: Sequence[Outcome],
+        seconds: float,
+        tally: Tally | None = None,
     ) -> None:
         self.batch_size.observe(len(batch))
         self.batch_seconds.observe(seconds)
         for item, outcome in zip(batch, outcomes, strict=False):
-            self.inputs.labels(_KIND.get(type(item), "other"), outcome.status).inc()
-            if outcome.status == "invalid" or outcome.reason.startswith("unmatched"):
-                self.dead_letters.inc()
+            kind = KINDS.get(type(item), "other")
+            self.inputs.labels(kind, outcome.status).inc()
+            if outcome.status == "duplicate":
+                self.dedupe_hits.labels(kind).inc()
+            if isinstance(item, CallbackReceived):
+                self.callbacks.labels(item.outcome, item.via, outcome.status).inc()
+        if tally is not None:
+            self.counted(tally)
+
+    def counted(self, tally: Tally) -> None:
+        for definition, count in tally.steps.items():
+            self.steps.labels(definition).inc(count)
+        for outcome, count in tally.approvals.items():
+            self.approvals_decided.labels(outcome).inc(count)
+        if tally.dead_letters:
+            self.dead_letters.inc(tally.dead_letters)
 
     async def scrape(self, db: AsyncEngine) -> bytes:
         """The text exposition, with the database gauges read now."""
@@ -118,6 +168,11 @@ class Metrics:
                 select(func.count()).select_from(approvals).where(approvals.c.status == "PENDING")
             )
             self.pending_approvals.set(pending or 0)
+        if self.lag_source is not None:
+            lag = await self.lag_source.read()
+            self.consumer_lag.clear()
+            for (topic, partition), behind in lag.items():
+                self.consumer_lag.labels(topic, str(partition)).set(behind)
         return generate_latest(self.registry)
 
 

@@ -1,7 +1,9 @@
 """The outbox relay: publishes committed outbox rows to Kafka, at least once, in order.
 
 A crash between publishing and marking sent publishes the rows again with the same ``ce_id``
-header, which is what consumers deduplicate on.
+header, which is what consumers deduplicate on. A row's trace context goes out as its
+``traceparent``/``tracestate`` headers: the context of a publish span when tracing records, else
+the one stored with the row.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import logging
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge import faults
 from bridge.metrics import Metrics
 from bridge.store import outbox
 from bridge.store.database import is_postgres, reading
+from bridge.tracing import Tracing, format_traceparent, format_tracestate, kafka_headers, parse
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +43,10 @@ class Relay:
         poll_seconds: float,
         batch_size: int,
         metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
         self.db = db
         self.producer = producer
         self.wake = wake
@@ -93,20 +99,59 @@ class Relay:
         return len(batch)
 
     async def _publish(self, batch: list[outbox.OutboxMessage]) -> None:
-        sends = [
-            await self.producer.send(
-                message.topic,
-                value=encode_value(message.value),
-                key=None if message.key is None else message.key.encode("utf-8"),
-                headers=[(name, value.encode("utf-8")) for name, value in message.headers.items()],
+        spans: list[Span] = []
+        sends = []
+        for message in batch:
+            traceparent, tracestate = message.traceparent, message.tracestate
+            if traceparent is not None and self.tracing.recording:
+                span = self._span(message)
+                spans.append(span)
+                context = span.get_span_context()
+                traceparent, tracestate = format_traceparent(context), format_tracestate(context)
+            sends.append(
+                await self.producer.send(
+                    message.topic,
+                    value=encode_value(message.value),
+                    key=None if message.key is None else message.key.encode("utf-8"),
+                    headers=kafka_headers(message.headers, traceparent, tracestate),
+                )
             )
-            for message in batch
-        ]
-        # A send the broker never answers must not hold the relay forever: give up, and the
-        # next round publishes the batch again (same ce_id, so consumers drop the copies).
-        await asyncio.wait_for(asyncio.gather(*sends), timeout=SEND_TIMEOUT_SECONDS)
+        try:
+            # A send the broker never answers must not hold the relay forever: give up, and the
+            # next round publishes the batch again (same ce_id, so consumers drop the copies).
+            await asyncio.wait_for(asyncio.gather(*sends), timeout=SEND_TIMEOUT_SECONDS)
+        except BaseException as exc:
+            for span in spans:
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+        finally:
+            for span in spans:
+                span.end()
         if batch:
             faults.point("after-publish-before-mark")
+
+    def _span(self, message: outbox.OutboxMessage) -> Span:
+        """A producer span under the step that wrote the message (messages of a traced step)."""
+        source = message.headers.get("ce_source", "")
+        attributes: dict[str, str] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": message.topic,
+            "messaging.message.id": message.message_id,
+        }
+        if message.process_id is not None:
+            attributes["bridge.process.id"] = message.process_id
+        if source.startswith("bridge/"):
+            attributes["bridge.definition"] = source.removeprefix("bridge/")
+        kind = message.headers.get("ce_type")
+        if kind is not None:
+            attributes["bridge.message.type"] = kind
+        return self.tracing.start(
+            "bridge.relay publish",
+            parse(message.traceparent, message.tracestate),
+            kind=SpanKind.PRODUCER,
+            attributes=attributes,
+        )
 
     async def drain(self, timeout: float = 5.0) -> None:
         """Publish what is left, for a clean shutdown."""

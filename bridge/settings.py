@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json for log collectors."
+    )
+    tracing_exporter: Literal["auto", "otlp", "console", "none"] = Field(
+        default="auto",
+        description="Where OpenTelemetry spans go. auto: OTLP over HTTP when "
+        "OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) is set, else none. With none, "
+        "trace context is still passed on from events and requests to the commands.",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"
+        ),
+        description="The standard OpenTelemetry variable; the exporter reads the other "
+        "OTEL_EXPORTER_OTLP_* variables (headers, timeout, certificates) itself.",
     )
 
     @field_validator("api_admin_tokens", "api_read_tokens", mode="before")

@@ -73,13 +73,23 @@ def reply_input(record: KafkaRecord) -> CallbackReceived | None:
     except ValidationError as exc:
         log.warning("invalid reply at %s: %s", record.position, _short(exc))
         return None
+    # The reply's trace context goes in as it came; the engine checks it.
+    headers = {name.lower(): value for name, value in record.headers}
+    trace = {
+        "traceparent": _latin1(headers.get("traceparent")),
+        "tracestate": _latin1(headers.get("tracestate")),
+    }
     if reply.heartbeat:
-        return CallbackReceived(reply.task_token, "heartbeat", via="kafka")
+        return CallbackReceived(reply.task_token, "heartbeat", via="kafka", **trace)
     if reply.error is not None:
         return CallbackReceived(
-            reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka"
+            reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka", **trace
         )
-    return CallbackReceived(reply.task_token, "success", output=reply.output, via="kafka")
+    return CallbackReceived(reply.task_token, "success", output=reply.output, via="kafka", **trace)
+
+
+def _latin1(value: bytes | None) -> str | None:
+    return value.decode("latin-1") if value else None
 
 
 def _short(exc: ValidationError) -> str:

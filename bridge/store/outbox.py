@@ -25,10 +25,15 @@ class OutboxMessage:
     key: str | None
     value: Any
     headers: dict[str, str]
+    process_id: str | None = None
+    #: The W3C trace context of the step that wrote the message.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 async def add(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows with message_id, process_id, topic, key, value, headers, created_at."""
+    """Rows with message_id, process_id, topic, key, value, headers, created_at, traceparent,
+    tracestate."""
     if rows:
         await conn.execute(insert(outbox), list(rows))
 
@@ -50,6 +55,9 @@ async def claim(conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
                 outbox.c.key,
                 outbox.c.value,
                 outbox.c.headers,
+                outbox.c.process_id,
+                outbox.c.traceparent,
+                outbox.c.tracestate,
             )
             .where(outbox.c.sent_at.is_(None))
             .order_by(outbox.c.id)
@@ -57,7 +65,17 @@ async def claim(conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
         )
     ).all()
     return [
-        OutboxMessage(row.id, row.message_id, row.topic, row.key, row.value, dict(row.headers))
+        OutboxMessage(
+            row.id,
+            row.message_id,
+            row.topic,
+            row.key,
+            row.value,
+            dict(row.headers),
+            row.process_id,
+            row.traceparent,
+            row.tracestate,
+        )
         for row in rows
     ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,9 @@ class Loaded:
     process: Process
     row_version: int
     history_seq: int
+    #: The W3C trace context the process runs in (see bridge.tracing).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 class ConcurrentUpdate(Exception):
@@ -34,33 +37,61 @@ async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str
     if not wanted:
         return {}
     query = select(
-        processes.c.id, processes.c.state, processes.c.row_version, processes.c.history_seq
+        processes.c.id,
+        processes.c.state,
+        processes.c.row_version,
+        processes.c.history_seq,
+        processes.c.traceparent,
+        processes.c.tracestate,
     ).where(processes.c.id.in_(wanted))
     if is_postgres(conn):
         # Sorted ids and row locks: a Kafka worker and an HTTP request cannot both win.
         query = query.order_by(processes.c.id).with_for_update()
     rows = (await conn.execute(query)).all()
     return {
-        row.id: Loaded(Process.model_validate(row.state), row.row_version, row.history_seq)
+        row.id: Loaded(
+            Process.model_validate(row.state),
+            row.row_version,
+            row.history_seq,
+            row.traceparent,
+            row.tracestate,
+        )
         for row in rows
     }
 
 
 async def insert_process(
-    conn: AsyncConnection, process: Process, history_seq: int, now: datetime
+    conn: AsyncConnection,
+    process: Process,
+    history_seq: int,
+    now: datetime,
+    trace: Mapping[str, str | None] | None = None,
 ) -> None:
+    """``trace``: the traceparent and tracestate columns (bridge.tracing.columns)."""
     await conn.execute(
-        insert(processes).values(**_columns(process, now), history_seq=history_seq, row_version=1)
+        insert(processes).values(
+            **_columns(process, now), **(trace or {}), history_seq=history_seq, row_version=1
+        )
     )
 
 
 async def update_process(
-    conn: AsyncConnection, process: Process, row_version: int, history_seq: int, now: datetime
+    conn: AsyncConnection,
+    process: Process,
+    row_version: int,
+    history_seq: int,
+    now: datetime,
+    trace: Mapping[str, str | None] | None = None,
 ) -> None:
     result = await conn.execute(
         update(processes)
         .where(and_(processes.c.id == process.id, processes.c.row_version == row_version))
-        .values(**_columns(process, now), row_version=row_version + 1, history_seq=history_seq)
+        .values(
+            **_columns(process, now),
+            **(trace or {}),
+            row_version=row_version + 1,
+            history_seq=history_seq,
+        )
     )
     if result.rowcount != 1:
         raise ConcurrentUpdate(process.id)
