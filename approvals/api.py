@@ -73,8 +73,13 @@ def _invalid(exc: ValidationError, title: str) -> web.Response:
 
 def query_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
     """The query string validated by ``model``, or a 400 problem naming the parameter."""
+    return query_of_raw(dict(request.query), model)
+
+
+def query_of_raw(query: dict[str, str], model: type[BaseModelT]) -> BaseModelT | web.Response:
     try:
-        return model.model_validate(dict(request.query))
+        # A blank field of a filter form means "no filter".
+        return model.model_validate({key: value for key, value in query.items() if value != ""})
     except ValidationError as exc:
         return _invalid(exc, "Invalid query parameter")
 

@@ -13,9 +13,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from approvals.api import ENGINE, process_json
+from approvals.api import ENGINE, process_json, query_of_raw
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
+from approvals.schemas import ApprovalQuery
 from bridge.store import processes as store
 from bridge.store import waits
 from bridge.store.database import reading
@@ -39,24 +40,21 @@ def _page(request: web.Request, template: str, **context: Any) -> web.Response:
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals (pending by default), filtered by assignee, group, definition and age."""
     engine = request.app[ENGINE]
-    query = request.query
-    status = query.get("status", "PENDING").upper()
-    if status != "ALL" and status not in STATUSES:
-        return problem(400, "Invalid status", f"status is one of {', '.join(STATUSES)} or ALL")
-    try:
-        min_age = int(query.get("minAgeMinutes", "0"))
-        if min_age < 0:
-            raise ValueError
-    except ValueError:
-        return problem(400, "Invalid minAgeMinutes", "a whole number of minutes, 0 or more")
+    raw = dict(request.query)
+    if "status" in raw:
+        raw["status"] = raw["status"].upper()  # ?status=pending reads as well
+    query = query_of_raw(raw, ApprovalQuery)
+    if isinstance(query, web.Response):
+        return query
+    status, min_age = query.status, query.min_age_minutes
     created_before = datetime.now(UTC) - timedelta(minutes=min_age) if min_age else None
-    assignee, group = query.get("assignee") or None, query.get("group") or None
+    assignee, group = query.assignee, query.group
     seat = f"user:{assignee}" if assignee else f"group:{group}" if group else None
     async with reading(engine.db) as conn:
         found = await waits.list_approvals(
             conn,
             status=None if status == "ALL" else status,
-            definition=query.get("definition") or None,
+            definition=query.definition,
             created_before=created_before,
             seat=seat,
         )
@@ -70,7 +68,7 @@ async def list_approvals(request: web.Request) -> web.Response:
             status=status,
             assignee=assignee or "",
             group=group or "",
-            definition=query.get("definition", ""),
+            definition=query.definition or "",
             min_age=min_age or "",
             now=datetime.now(UTC),
         )

@@ -21,6 +21,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from approvals import schemas as s
 from approvals.pages import PAGE_HEADERS
+from bridge import aliases as naming
 
 routes = web.RouteTableDef()
 REF = "#/components/schemas/{model}"
@@ -48,7 +49,7 @@ class Operation:
     tag: str
     answers: Mapping[int, Answer]
     access: Access = "read"
-    body: type[BaseModel] | Literal["any", "form-or-json"] | None = None
+    body: type[BaseModel] | Literal["any", "definition", "form-or-json"] | None = None
     query: type[BaseModel] | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
@@ -70,6 +71,11 @@ def _problems(*statuses: int) -> dict[int, Answer]:
 
 
 PROCESS_ID = {"id": "The process id"}
+#: Path parameters whose values follow a pattern (others are any non-empty string).
+PATTERNS = {
+    "name": naming.DEFINITION_NAME.pattern,
+    "alias": naming.ALIAS_NAME.pattern,
+}
 _TASK_OUTCOMES: tuple[tuple[str, str, type[BaseModel] | Literal["any"] | None], ...] = (
     ("success", "Complete a waiting task: the body is its result", "any"),
     ("failure", "Fail a waiting task with an error and cause", s.TaskFailure),
@@ -212,7 +218,7 @@ OPERATIONS: tuple[Operation, ...] = (
             **_problems(400, 401, 403, 413, 422),
         },
         access="admin",
-        body="any",
+        body="definition",
         params=DEFINITION_NAME,
     ),
     Operation(
@@ -271,6 +277,22 @@ OPERATIONS: tuple[Operation, ...] = (
         "approvals",
         {200: Answer("The approval", s.ApprovalView, also_html=True), **_problems(401, 404)},
         params={"id": "The approval id"},
+    ),
+    *(
+        Operation(
+            "get",
+            f"/{action}/{{token}}",
+            f"{action}Page",
+            f"The page to {action} through an approval link (shows, never decides)",
+            "approvals",
+            {
+                200: Answer("The decision page", media=HTML),
+                404: Answer("The link is unknown or no longer valid", media=HTML),
+            },
+            access="token",
+            params={"token": "The link's token"},
+        )
+        for action in ("approve", "reject")
     ),
     *(
         Operation(
@@ -357,13 +379,26 @@ def _request_body(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any] | No
         return None
     if op.body == "any":
         return {"required": False, "content": {JSON: {"schema": {}}}}
+    if op.body == "definition":
+        schema = {
+            "type": "object",
+            "description": "An Amazon States Language document with the bridge's extensions",
+            "required": ["StartAt", "States"],
+            "properties": {
+                "StartAt": {"type": "string"},
+                "States": {"type": "object"},
+                "Comment": {"type": "string"},
+            },
+        }
+        return {"required": True, "content": {JSON: {"schema": schema}}}
     if op.body == "form-or-json":
         return {
             "required": False,
             "content": {JSON: {"schema": refs[(s.DecisionBody, "validation")]}},
         }
     assert isinstance(op.body, type)
-    return {"required": False, "content": {JSON: {"schema": refs[(op.body, "validation")]}}}
+    required = any(field.is_required() for field in op.body.model_fields.values())
+    return {"required": required, "content": {JSON: {"schema": refs[(op.body, "validation")]}}}
 
 
 _SECURITY: dict[Access, list[dict[str, list[str]]]] = {
@@ -386,7 +421,8 @@ def document() -> dict[str, Any]:
     for op in OPERATIONS:
         parameters = [
             {"name": name, "in": "path", "required": True, "description": text,
-             "schema": {"type": "string", "minLength": 1}}
+             "schema": {"type": "string", "minLength": 1}
+             | ({"pattern": PATTERNS[name]} if name in PATTERNS else {})}
             for name, text in op.params.items()
         ]  # fmt: skip
         if op.query is not None:
