@@ -70,7 +70,7 @@ async def test_aliases_route_starts_to_versions_by_weight(
 
         _, history = await bridge.get(f"/processes/{body['id']}/history")
         started = history["items"][0]
-        assert started["details"]["origin"]["alias"] == "live", started
+        assert started["details"]["alias"] == "live", started
 
         status, problem = await bridge.http_put(
             "/definitions/echo/aliases/live",
