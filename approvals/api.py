@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from datetime import datetime
 from typing import Any, TypeVar
@@ -109,6 +110,22 @@ async def get_process(request: web.Request) -> web.Response:
     return web.json_response(process_json(process, engine.base_url))
 
 
+def _cursor(last: Process) -> str:
+    """An opaque, URL-safe mark of the last row of a page."""
+    return base64.urlsafe_b64encode(f"{last.started_at.isoformat()}|{last.id}".encode()).decode()
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, str] | None:
+    try:
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        moment, _, process_id = text.partition("|")
+        if not process_id:
+            return None
+        return utc(datetime.fromisoformat(moment)), process_id
+    except ValueError:  # bad base64, bad UTF-8, bad time
+        return None
+
+
 @routes.get("/processes")
 async def list_processes(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
@@ -117,12 +134,8 @@ async def list_processes(request: web.Request) -> web.Response:
         return query
     before = None
     if query.cursor:
-        try:
-            moment, _, process_id = query.cursor.partition("|")
-            before = (utc(datetime.fromisoformat(moment)), process_id)
-            if not process_id:
-                raise ValueError
-        except ValueError:
+        before = _read_cursor(query.cursor)
+        if before is None:
             return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
     async with reading(engine.db) as conn:
         found = await store.find(
@@ -136,9 +149,7 @@ async def list_processes(request: web.Request) -> web.Response:
             limit=query.limit,
             before=before,
         )
-    next_cursor = (
-        f"{found[-1].started_at.isoformat()}|{found[-1].id}" if len(found) == query.limit else None
-    )
+    next_cursor = _cursor(found[-1]) if len(found) == query.limit else None
     page = ProcessPage(
         items=[ProcessView.of(p, engine.base_url) for p in found], next_cursor=next_cursor
     )
