@@ -25,6 +25,7 @@ from bridge.bootstrap import Core, Web, Worker, open_core
 from bridge.broker import free_port
 from bridge.definitions import EXAMPLES_DIR
 from bridge.settings import Settings
+from bridge.tracing import Tracing
 
 TOPICS = ("orders.events", "inventory.commands", "payments.commands", "orders.done")
 
@@ -164,11 +165,13 @@ async def running_bridge(
     tmp_path: Path,
     *,
     definitions: Path | None = None,
+    tracing: Tracing | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Bridge]:
     """A bridge running the order saga (topics renamed per call), or, given ``definitions``, the
     definitions of that folder as they are. ``overrides`` replace any Settings field, including
-    the ones set here (e.g. ``kafka_group_id`` to restart a worker in the same group)."""
+    the ones set here (e.g. ``kafka_group_id`` to restart a worker in the same group).
+    ``tracing``: the tracer to record spans with (default: none)."""
     suffix = uuid.uuid4().hex[:8]
     if definitions is None:
         definitions = tmp_path / "definitions"
@@ -189,7 +192,7 @@ async def running_bridge(
     }
     values.update(overrides)
     settings = Settings(**values)
-    core = await open_core(settings)
+    core = await open_core(settings, tracing=tracing or Tracing())
     worker = Worker(core, kafka)
     web = Web(core, settings.http_host, settings.http_port)
     producer = AIOKafkaProducer(bootstrap_servers=kafka, enable_idempotence=False)
