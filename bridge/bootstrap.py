@@ -123,7 +123,8 @@ class Worker:
         self.app = build_processors(settings, core.engine, bootstrap, self.topics)
         self._tasks: list[asyncio.Task[None]] = []
         # /metrics (served by the web endpoint of this or another process) shows the lag.
-        self.lag = ConsumerLag(bootstrap, settings.kafka_group_id)
+        consumed = [*self.topics, settings.kafka_replies_topic]
+        self.lag = ConsumerLag(bootstrap, settings.kafka_group_id, lambda: consumed)
         core.engine.metrics.lag_source = self.lag
 
     async def start(self) -> None:
@@ -170,7 +171,11 @@ class Web:
         self.lag: ConsumerLag | None = None
         metrics = core.engine.metrics
         if metrics.lag_source is None and settings.kafka_bootstrap:
-            self.lag = ConsumerLag(settings.kafka_bootstrap, settings.kafka_group_id)
+            self.lag = ConsumerLag(
+                settings.kafka_bootstrap,
+                settings.kafka_group_id,
+                lambda: [*core.registry.topics(), settings.kafka_replies_topic],
+            )
             metrics.lag_source = self.lag
 
     async def start(self) -> None:

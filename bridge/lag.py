@@ -6,6 +6,9 @@ Kafka when scraped, not exported by the workers. Reads are cached for ``ttl`` se
 waits for a fresh read at most ``wait`` seconds (else it shows the figures it has), and when
 Kafka cannot be reached the lag is simply not shown: ``/metrics`` never fails because of it.
 Partitions the group has never committed an offset for are not shown.
+
+The partitions are those of the topics the bridge consumes, named by the caller: asking the
+group for all its offsets at once is not understood by every Kafka-compatible broker.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -38,6 +42,7 @@ class ConsumerLag:
         self,
         bootstrap: str,
         group_id: str,
+        topics: Callable[[], Iterable[str]],
         *,
         ttl: float = 5.0,
         wait: float = 1.0,
@@ -45,6 +50,7 @@ class ConsumerLag:
     ) -> None:
         self.bootstrap = bootstrap
         self.group_id = group_id
+        self.topics = topics
         self.ttl = ttl
         self.wait = wait
         self.timeout = timeout
@@ -94,7 +100,18 @@ class ConsumerLag:
             )
             await consumer.start()
             self._consumer = consumer
-        offsets = await self._admin.list_consumer_group_offsets(self.group_id)
+        names = sorted(set(self.topics()))
+        if not names:
+            return {}
+        partitions = [
+            TopicPartition(found["topic"], partition["partition"])
+            for found in await self._admin.describe_topics(names)
+            if not found["error_code"]
+            for partition in found["partitions"]
+        ]
+        offsets = await self._admin.list_consumer_group_offsets(
+            self.group_id, partitions=partitions
+        )
         committed = {tp: meta.offset for tp, meta in offsets.items()}
         wanted = [tp for tp, offset in committed.items() if offset >= 0]
         ends = await self._consumer.end_offsets(wanted) if wanted else {}

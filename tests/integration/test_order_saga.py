@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -76,6 +77,9 @@ async def test_large_order_through_kafka_http_and_approval(
         # The link decided once; a second decision is refused and changes nothing.
         status, body = await bridge.post(request["approveUrl"], {})
         assert status == 409
+        _, text = await bridge.get("/metrics")
+        assert 'bridge_approvals_concluded_total{outcome="APPROVED"} 1.0' in text
+        assert 'bridge_callbacks_total{outcome="success",result="applied",via="kafka"} 1.0' in text
 
 
 async def test_small_order_skips_approval_and_rejection_fails(
@@ -142,6 +146,10 @@ async def test_duplicates_and_bad_events_do_not_stop_the_worker(
         _, body = await bridge.get("/processes?correlationKey=o-other")
         assert body["items"] == []
 
+        _, text = await bridge.get("/metrics")
+        assert 'bridge_dedupe_hits_total{kind="event"} 1.0' in text
+        assert "bridge_dead_letters_total 4.0" in text
+
 
 async def test_task_callbacks_over_http(database_url: str, kafka: str, tmp_path: Path) -> None:
     async with running_bridge(database_url, kafka, tmp_path) as bridge:
@@ -184,5 +192,18 @@ async def test_task_callbacks_over_http(database_url: str, kafka: str, tmp_path:
         assert 'bridge_inputs_total{kind="event",result="applied"}' in text
         assert 'bridge_inputs_total{kind="callback",result="not_found"}' in text
         assert "bridge_outbox_backlog" in text and "bridge_batch_seconds_bucket" in text
+        assert 'bridge_callbacks_total{outcome="heartbeat",result="applied",via="http"} 1.0' in text
+        assert 'bridge_callbacks_total{outcome="failure",result="applied",via="http"} 1.0' in text
+        assert 'bridge_callbacks_total{outcome="success",result="conflict",via="http"} 1.0' in text
+        assert 'bridge_steps_total{definition="order-saga"} 1.0' in text
+        # Consumer lag is read from Kafka in the background: the first scrape may come early.
+        events = bridge.topics["orders.events"]
+        lag = f'bridge_consumer_lag{{partition="0",topic="{events}"}} 0.0'
+        for _ in range(50):
+            if lag in text:
+                break
+            await asyncio.sleep(0.2)
+            status, text = await bridge.get("/metrics")
+        assert lag in text, text
         status, body = await bridge.get("/approve/unknown-token")
         assert status == 404
