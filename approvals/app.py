@@ -10,7 +10,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import api, inbox, openapi, pages
+from approvals import access, api, diagrams, inbox, openapi, pages, status
 from approvals.access import access_control
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
@@ -33,12 +33,17 @@ def build_app(
             trace_requests,
             problems_for_errors,
             access_control(admin_tokens, read_tokens),
+            # Inside access control: browsers get pages where API clients get JSON.
+            status.html_pages,
         ],
     )
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()
     public = urlsplit(engine.base_url)
     app[pages.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
+    access.setup(app, admin_tokens, read_tokens)
+    diagrams.setup(app)
+    status.setup(app)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),

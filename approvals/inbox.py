@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from approvals import access, diagrams, status
+from approvals.access import wants_html as wants_html
 from approvals.api import ENGINE, process_json, query_of_raw
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
@@ -23,11 +25,6 @@ from bridge.store.database import reading
 
 routes = web.RouteTableDef()
 STATUSES = ("PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED")
-
-
-def wants_html(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    return "text/html" in accept and "application/json" not in accept
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:
@@ -97,6 +94,9 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
             return problem(404, "Process not found", f"no process {process_id!r}")
         history = await store.read_history(conn, process_id, limit=2000)
         decisions = await waits.approvals_of_process(conn, process_id)
+    pairs = [(entry["type"], entry["state"]) for entry in history]
+    if len(history) == 2000:
+        pairs = await diagrams.history_pairs(engine, process_id)
     for entry in history:
         entry["details_json"] = (
             json.dumps(entry["details"], ensure_ascii=False, sort_keys=True)
@@ -109,4 +109,7 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
         process=process_json(process, engine.base_url),
         history=history,
         approvals=decisions,
+        actions=status.actions(request, process.status, process.id),
+        viewer=access.viewer(request),
+        **await diagrams.page_context(request, process, pairs),
     )

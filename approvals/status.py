@@ -1,0 +1,160 @@
+"""The status pages: the process list for people, and the admins' stop and redrive forms.
+
+``GET /processes`` answers JSON to API clients (approvals/api.py); a browser asking for HTML gets
+the list page from ``html_pages`` instead, with the same filters as the API (definition,
+version, status, correlation key, start time) and an "older" link that follows the cursor.
+
+The process page (approvals/inbox.py) shows admins a Stop or Redrive form. Each posts to
+``/ui/processes/{id}/stop|redrive`` with a nonce bound to the session, the process and the action;
+the Origin must be ours. The action then takes the same engine path as the API's
+(``StopRequested``, ``RedriveRequested``) and the browser is sent back to the process page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp_jinja2
+from aiohttp import web
+from pydantic import ValidationError
+
+from approvals import access
+from approvals.access import wants_html
+from approvals.api import ENGINE, MAX_BODY
+from approvals.pages import PAGE_HEADERS
+from approvals.schemas import ProcessQuery, utc
+from bridge.asl.process import ProcessStatus
+from bridge.engine import RedriveRequested, StopRequested
+from bridge.store import processes as store
+from bridge.store.database import reading
+
+routes = web.RouteTableDef()
+PAGE_SIZE = 50
+FILTERS = ("definition", "version", "status", "correlationKey", "startedAfter", "startedBefore")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    response = aiohttp_jinja2.render_template(
+        template, request, {**context, "viewer": access.viewer(request)}, status=status
+    )
+    response.headers.update(PAGE_HEADERS)
+    return response
+
+
+@web.middleware
+async def html_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Browsers asking for ``/processes`` get the list page; everyone else the JSON API."""
+    if request.method in ("GET", "HEAD") and request.path == "/processes" and wants_html(request):
+        return await process_list(request)
+    return await handler(request)
+
+
+async def process_list(request: web.Request) -> web.Response:
+    """Processes, newest first, filtered as the API filters them; ``PAGE_SIZE`` a page unless
+    ``limit`` says otherwise."""
+    engine = request.app[ENGINE]
+    # An empty form field means "any", not an invalid value.
+    given = {key: value.strip() for key, value in request.query.items() if value.strip()}
+    filters = {key: given.get(key, "") for key in FILTERS}
+    context: dict[str, Any] = {
+        "filters": filters,
+        "statuses": [status.value for status in ProcessStatus],
+        "definitions": engine.registry.names(),
+        "processes": [],
+        "older": None,
+        "newest": None,
+        "error": None,
+    }
+    try:
+        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **given})
+        before = _cursor(query.cursor)
+    except (ValidationError, ValueError) as exc:
+        context["error"] = _first_problem(exc)
+        return _render(request, "processes.html", 400, **context)
+    async with reading(engine.db) as conn:
+        found = await store.find(
+            conn,
+            correlation_key=query.correlation_key,
+            status=query.status,
+            definition=query.definition,
+            version=query.version,
+            started_after=query.started_after,
+            started_before=query.started_before,
+            limit=query.limit,
+            before=before,
+        )
+    kept = {key: value for key, value in filters.items() if value}
+    if "limit" in given:
+        kept["limit"] = given["limit"]
+    if len(found) == query.limit:
+        cursor = f"{found[-1].started_at.isoformat()}|{found[-1].id}"
+        context["older"] = "/processes?" + urlencode({**kept, "cursor": cursor})
+    if query.cursor is not None:
+        context["newest"] = "/processes?" + urlencode(kept)
+    context["processes"] = found
+    return _render(request, "processes.html", **context)
+
+
+def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    if cursor is None:
+        return None
+    moment, _, process_id = cursor.partition("|")
+    if not process_id:
+        raise ValueError("cursor: use the link to older processes")
+    return utc(datetime.fromisoformat(moment)), process_id
+
+
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc)
+
+
+def actions(request: web.Request, status: ProcessStatus, process_id: str) -> dict[str, str]:
+    """Action name -> form nonce, for the actions this viewer may take on this process now."""
+    if request.get(access.ROLE) != "admin":
+        return {}
+    if status is ProcessStatus.RUNNING:
+        return {"stop": access.form_nonce(request, process_id, "stop")}
+    if status in (ProcessStatus.FAILED, ProcessStatus.TIMED_OUT, ProcessStatus.ABORTED):
+        return {"redrive": access.form_nonce(request, process_id, "redrive")}
+    return {}
+
+
+def _refused(request: web.Request, status: int, title: str, detail: str) -> web.Response:
+    return _render(request, "message.html", status, title=title, detail=detail)
+
+
+@routes.post(r"/ui/processes/{id}/{action:stop|redrive}")
+async def act(request: web.Request) -> web.StreamResponse:
+    """Stop or redrive from the process page; answered with the process page again."""
+    engine = request.app[ENGINE]
+    process_id, action = request.match_info["id"], request.match_info["action"]
+    if len(await request.read()) > MAX_BODY:
+        return _refused(request, 413, "Too large", f"at most {MAX_BODY} bytes")
+    form = await request.post()
+    if not access.form_nonce_ok(request, str(form.get("csrf", "")), process_id, action):
+        return _refused(request, 403, "Not accepted", "Open the process page again and retry.")
+    if request.get(access.ROLE) != "admin":
+        return _refused(request, 403, "Not allowed", "Your token may only read.")
+    if action == "stop":
+        cause = str(form.get("cause") or "").strip()[:4000] or "Stopped on the status page"
+        result = await engine.apply_one(StopRequested(process_id, "Process.Stopped", cause))
+    else:
+        result = await engine.apply_one(RedriveRequested(process_id))
+    if result.status == "not_found":
+        return _refused(request, 404, "Process not found", f"No process {process_id}.")
+    if not result.ok:
+        title = "Not stopped" if action == "stop" else "Not redriven"
+        return _refused(request, 409, title, result.reason)
+    raise web.HTTPSeeOther(f"/processes/{quote(process_id, safe='')}")
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)
