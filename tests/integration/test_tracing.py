@@ -265,3 +265,23 @@ async def test_a_timer_continues_the_process_trace(
             ]
             (timer,) = spans.named("bridge.apply timer")
             assert dict(timer.attributes or {})["bridge.outcome"] == "applied"
+
+        # A start over HTTP joins the request's trace, and its timer continues it.
+        status, body = await bridge.post(
+            "/processes",
+            {"definition": "pause", "input": {"id": "t-2"}},
+            headers={"traceparent": traceparent(CALLBACK_TRACE, CALLBACK_SPAN)},
+        )
+        assert status == 201, body
+        _, record = await bridge.next_message(out, lambda value: value.get("id") == "t-2")
+        trace_id, parent = parts(record)
+        assert trace_id == CALLBACK_TRACE
+        if spans.provider is None:
+            assert parent == CALLBACK_SPAN
+        else:
+            assert await parent_chain(spans, parent) == [
+                "bridge.relay publish",
+                "bridge.apply timer",
+                "bridge.apply start",
+                "POST /processes",
+            ]
