@@ -284,8 +284,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def _body_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
     try:
-        body = await _json_body(request)
-        return model.model_validate(body if body is not None else {})
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
+        # No body means every field's default; a JSON ``null`` is no object and is refused.
+        return model.model_validate(json.loads(raw) if raw.strip() else {})
     except ValidationError as exc:
         return _invalid(exc, "Invalid body")
     except (ValueError, UnicodeDecodeError) as exc:

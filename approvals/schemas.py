@@ -4,10 +4,11 @@ cannot drift apart."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from bridge.asl.process import Process, ProcessStatus
@@ -305,22 +306,32 @@ def utc(moment: datetime) -> datetime:
         raise ValueError("the moment is out of range") from exc
 
 
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$")
+
+
+def rfc3339(value: object) -> datetime:
+    """A query string's moment: RFC 3339 with a zone (``2026-11-22T10:00:00Z``), in UTC."""
+    if isinstance(value, datetime):
+        return utc(value)
+    if not isinstance(value, str) or not RFC3339.match(value):
+        raise ValueError("use RFC 3339 with a zone, like 2026-11-22T10:00:00Z")
+    return utc(datetime.fromisoformat(value.upper()))
+
+
+Moment = Annotated[datetime, BeforeValidator(rfc3339)]
+
+
 class ProcessQuery(Query):
     definition: str | None = Field(default=None, max_length=200)
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     status: Status | None = None
     correlation_key: str | None = Field(default=None, max_length=500)
-    started_after: datetime | None = Field(default=None, description="Started at or after")
-    started_before: datetime | None = Field(default=None, description="Started before")
+    started_after: Moment | None = Field(default=None, description="Started at or after")
+    started_before: Moment | None = Field(default=None, description="Started before")
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
         default=None, max_length=300, description="The nextCursor of the previous page"
     )
-
-    @field_validator("started_after", "started_before")
-    @classmethod
-    def _in_utc(cls, moment: datetime | None) -> datetime | None:
-        return None if moment is None else utc(moment)
 
 
 class HistoryQuery(Query):
