@@ -4,9 +4,9 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-23
 
-A process keeps the trace context it started in (or joined last), so that timers, callbacks and
-approvals without one of their own continue its trace; an outbox row keeps the context of the step
-that wrote it, and the relay sends it on as Kafka headers.
+A process keeps the trace context it started in (or the first one it was given), so that
+timers, callbacks and approvals without one of their own continue its trace; an outbox row keeps
+the context of the step that wrote it, and the relay sends it on as Kafka headers.
 """
 
 from collections.abc import Sequence
