@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -34,6 +35,7 @@ from approvals.schemas import (
     TaskAccepted,
     TaskFailure,
     VersionQuery,
+    has_nul,
     utc,
 )
 from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
@@ -72,15 +74,18 @@ def _invalid(exc: ValidationError, title: str) -> web.Response:
     return problem(400, title, f"{where}: {first['msg']}" if where else first["msg"])
 
 
-def query_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
+def query_of(
+    request: web.Request,
+    model: type[BaseModelT],
+    adjust: Callable[[dict[str, str]], dict[str, str]] | None = None,
+) -> BaseModelT | web.Response:
     """The query string validated by ``model``, or a 400 problem naming the parameter."""
-    return query_of_raw(dict(request.query), model)
-
-
-def query_of_raw(query: dict[str, str], model: type[BaseModelT]) -> BaseModelT | web.Response:
+    query = dict(request.query)
+    if "text/html" in request.headers.get("Accept", ""):
+        # A browser's filter form sends its blank fields: blank means "no filter" there.
+        query = {key: value for key, value in query.items() if value != ""}
     try:
-        # A blank field of a filter form means "no filter".
-        return model.model_validate({key: value for key, value in query.items() if value != ""})
+        return model.model_validate(adjust(query) if adjust else query)
     except ValidationError as exc:
         return _invalid(exc, "Invalid query parameter")
 
@@ -213,6 +218,8 @@ async def task_callback(request: web.Request) -> web.Response:
             return _invalid(exc, "Invalid failure body")
         item = CallbackReceived(token, "failure", error=failure.error, cause=failure.cause)
     elif outcome == "success":
+        if has_nul(body):
+            return problem(400, "Invalid result", "text may not contain NUL (\\u0000) characters")
         item = CallbackReceived(token, "success", output=body if body is not None else {})
     else:
         item = CallbackReceived(token, "heartbeat")
@@ -441,6 +448,8 @@ async def deploy_definition(request: web.Request) -> web.Response:
         )
     if not isinstance(document, dict):
         return problem(400, "Invalid definition", "the body must be a JSON object")
+    if has_nul(document):
+        return problem(400, "Invalid definition", "text may not contain NUL (\\u0000) characters")
     try:
         parse_definition(document, name)
     except DefinitionError as exc:

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from approvals import access, diagrams, status
 from approvals.access import wants_html as wants_html
-from approvals.api import ENGINE, process_json, query_of_raw
+from approvals.api import ENGINE, process_json, query_of
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 from approvals.schemas import ApprovalQuery
@@ -33,14 +33,16 @@ def _page(request: web.Request, template: str, **context: Any) -> web.Response:
     return response
 
 
+def _status_in_capitals(query: dict[str, str]) -> dict[str, str]:
+    """``?status=pending`` reads as well."""
+    return {**query, "status": query["status"].upper()} if "status" in query else query
+
+
 @routes.get("/approvals")
 async def list_approvals(request: web.Request) -> web.Response:
     """Approvals (pending by default), filtered by assignee, group, definition and age."""
     engine = request.app[ENGINE]
-    raw = dict(request.query)
-    if "status" in raw:
-        raw["status"] = raw["status"].upper()  # ?status=pending reads as well
-    query = query_of_raw(raw, ApprovalQuery)
+    query = query_of(request, ApprovalQuery, _status_in_capitals)
     if isinstance(query, web.Response):
         return query
     status, min_age = query.status, query.min_age_minutes

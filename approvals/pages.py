@@ -13,10 +13,11 @@ from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from approvals.api import ENGINE, MAX_BODY
 from approvals.problems import STATUS_OF, problem
+from approvals.schemas import DecisionBody
 from bridge.engine import ApprovalViewed, DecisionReceived
 from bridge.store import processes as store
 from bridge.store import waits
@@ -36,14 +37,6 @@ PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-
-
-class Decision(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    decision: str | None = Field(default=None, pattern="^(approve|reject)$")
-    comment: str | None = Field(default=None, max_length=4000)
-    decided_by: str | None = Field(default=None, alias="decidedBy", max_length=200)
 
 
 def csrf_nonce(secret: bytes, token: str) -> str:
@@ -134,9 +127,11 @@ async def decide(request: web.Request) -> web.Response:
                     request, 403, "Not accepted", "Open the link again and decide on its page."
                 )
             choice = str(form.get("decision") or ("approve" if approve else "reject"))
-            decision = Decision(decision=choice, comment=str(form.get("comment") or "") or None)
+            decision = DecisionBody.model_validate(
+                {"decision": choice, "comment": str(form.get("comment") or "") or None}
+            )
         else:
-            decision = Decision.model_validate(json.loads(raw) if raw.strip() else {})
+            decision = DecisionBody.model_validate(json.loads(raw) if raw.strip() else {})
     except (ValueError, UnicodeDecodeError, ValidationError) as exc:
         return problem(400, "Invalid decision body", str(exc).splitlines()[0])
     if link is None:
