@@ -363,7 +363,7 @@ class ProcessQuery(Query):
 
 
 class HistoryQuery(Query):
-    after: int = Field(default=0, ge=0, le=2**62, description="Entries after this seq")
+    after: int = Field(default=0, ge=0, le=2**31 - 1, description="Entries after this seq")
     limit: int = Field(default=1000, ge=1, le=10_000)
 
 
