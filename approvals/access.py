@@ -6,11 +6,12 @@ is admin), which suits ``bridge dev`` on a laptop; production sets ``BRIDGE_API_
 (and read tokens).
 
 Browsers cannot send bearer headers, so a person signs in at ``/ui/signin`` by pasting an API
-token: the bridge keeps only the token's SHA-256 in a signed session cookie (HttpOnly,
-SameSite=Strict) and looks its role up again on every request, so removing a token from the
-configuration ends its sessions. A session reads like its token does; it writes only through the
-status pages' forms under ``/ui/``, each of which checks a nonce and the Origin, never through the
-JSON API. A request with an ``Authorization`` header is judged by that header alone, as before.
+token: the bridge keeps only a keyed hash of the token in a signed session cookie (HttpOnly,
+SameSite=Strict, eight hours) and looks its role up again on every request, so removing a token
+from the configuration ends its sessions. A session reads like its token does; it writes only
+through the status pages' forms under ``/ui/``, each of which checks a nonce and the Origin,
+never through the JSON API. A request with an ``Authorization`` header is judged by that header
+alone, as before.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 routes = web.RouteTableDef()
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+def _digest(secret: bytes, token: str) -> str:
+    """What a session keeps of its token: a keyed hash, useless for guessing the token offline."""
+    return hmac.new(secret, b"session:" + token.encode(), hashlib.sha256).hexdigest()
 
 
 def _matches(token: str, known: Sequence[str]) -> bool:
@@ -78,9 +80,9 @@ class ApiTokens:
         is_admin, is_read = _matches(token, self.admin), _matches(token, self.read)
         return "admin" if is_admin else "read" if is_read else None
 
-    def role_of_digest(self, digest: str) -> Role | None:
-        is_admin = _matches(digest, [_digest(token) for token in self.admin])
-        is_read = _matches(digest, [_digest(token) for token in self.read])
+    def role_of_digest(self, secret: bytes, digest: str) -> Role | None:
+        is_admin = _matches(digest, [_digest(secret, token) for token in self.admin])
+        is_read = _matches(digest, [_digest(secret, token) for token in self.read])
         return "admin" if is_admin else "read" if is_read else None
 
 
@@ -164,7 +166,8 @@ def access_control(admin: Sequence[str], read: Sequence[str]) -> Middleware:
         if header is not None:
             return await _bearer(request, handler, header, tokens)
         digest = session_of(request)
-        role = tokens.role_of_digest(digest) if digest is not None else None
+        secret = request.app[SECRET]
+        role = tokens.role_of_digest(secret, digest) if digest is not None else None
         if role is not None:
             if request.method in READ_METHODS or (
                 role == "admin" and request.path.startswith(UI_FORMS)
@@ -231,7 +234,7 @@ async def signin_page(request: web.Request) -> web.Response:
     tokens = request.app[TOKENS]
     nxt = _next_of(request.query.get("next"))
     digest = session_of(request)
-    role = tokens.role_of_digest(digest) if digest else None
+    role = tokens.role_of_digest(request.app[SECRET], digest) if digest else None
     seed = secrets.token_urlsafe(16)
     response = _page(
         request,
@@ -271,7 +274,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
             error="That token is not valid here.",
         )
     response = web.HTTPSeeOther(nxt)
-    cookie = _signer(request, "session").dumps({"t": _digest(token)})
+    cookie = _signer(request, "session").dumps({"t": _digest(request.app[SECRET], token)})
     response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, **_cookie_options(request))
     response.del_cookie(SIGNIN_COOKIE, path="/")
     raise response

@@ -158,6 +158,8 @@ async def history_pairs(engine: Engine, process_id: str) -> list[tuple[str, str 
 async def get_diagram(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     name = request.match_info["name"]
+    if any("\x00" in value for value in request.query.values()):
+        return problem(400, "Invalid query parameter", "text may not contain NUL characters")
     form = request.query.get("format", "svg")
     if form not in FORMATS:
         return problem(400, "Invalid format", "format is svg, mermaid or dot")

@@ -12,6 +12,7 @@ the Origin must be ours. The action then takes the same engine path as the API's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -70,7 +71,7 @@ async def process_list(request: web.Request) -> web.Response:
         "error": None,
     }
     try:
-        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **given})
+        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **_in_utc(given)})
         before = _cursor(query.cursor)
     except (ValidationError, ValueError) as exc:
         context["error"] = _first_problem(exc)
@@ -97,6 +98,20 @@ async def process_list(request: web.Request) -> web.Response:
         context["newest"] = "/processes?" + urlencode(kept)
     context["processes"] = found
     return _render(request, "processes.html", **context)
+
+
+#: What a browser's ``datetime-local`` field sends: no zone, seconds optional.
+_LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$")
+
+
+def _in_utc(given: dict[str, str]) -> dict[str, str]:
+    """The page's time fields are UTC (their labels say so): give them the zone the API wants."""
+    found = dict(given)
+    for key in ("startedAfter", "startedBefore"):
+        value = found.get(key)
+        if value is not None and _LOCAL_TIME.match(value):
+            found[key] = (value if value.count(":") == 2 else value + ":00") + "Z"
+    return found
 
 
 def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
@@ -144,7 +159,9 @@ async def act(request: web.Request) -> web.StreamResponse:
     if request.get(access.ROLE) != "admin":
         return _refused(request, 403, "Not allowed", "Your token may only read.")
     if action == "stop":
-        cause = str(form.get("cause") or "").strip()[:4000] or "Stopped on the status page"
+        # PostgreSQL cannot keep NUL characters; nothing else in the cause matters.
+        cause = str(form.get("cause") or "").replace("\x00", "").strip()[:4000]
+        cause = cause or "Stopped on the status page"
         result = await engine.apply_one(StopRequested(process_id, "Process.Stopped", cause))
     else:
         result = await engine.apply_one(RedriveRequested(process_id))
