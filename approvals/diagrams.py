@@ -16,13 +16,15 @@ import hashlib
 import logging
 import shutil
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from pydantic import Field
 
-from approvals.api import ENGINE
+from approvals.api import ENGINE, query_of
 from approvals.problems import problem
+from approvals.schemas import Query
 from bridge.asl import diagram
 from bridge.asl.model import Definition
 from bridge.asl.process import Process
@@ -154,22 +156,29 @@ async def history_pairs(engine: Engine, process_id: str) -> list[tuple[str, str 
     return pairs
 
 
+class DiagramQuery(Query):
+    version: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="The version (default: the newest)"
+    )
+    format: Literal["svg", "mermaid", "dot"] = "svg"
+    process: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Mark this process's states; its version is drawn",
+    )
+
+
 @routes.get("/definitions/{name}/diagram")
 async def get_diagram(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     name = request.match_info["name"]
-    if any("\x00" in value for value in request.query.values()):
-        return problem(400, "Invalid query parameter", "text may not contain NUL characters")
-    form = request.query.get("format", "svg")
-    if form not in FORMATS:
-        return problem(400, "Invalid format", "format is svg, mermaid or dot")
-    version: int | None = None
-    if (given := request.query.get("version")) is not None:
-        if not given.isdigit() or not 1 <= int(given) < 2**31:
-            return problem(400, "Invalid version", "version is a whole number from 1")
-        version = int(given)
+    query = query_of(request, DiagramQuery)
+    if isinstance(query, web.Response):
+        return query
+    form, version = query.format, query.version
     process: Process | None = None
-    if process_id := request.query.get("process"):
+    if process_id := query.process:
         async with reading(engine.db) as conn:
             process = await store.get(conn, process_id)
         if process is None or process.definition != name:

@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from approvals import schemas as s
+from approvals.diagrams import DiagramQuery
 from approvals.pages import PAGE_HEADERS
 from bridge import aliases as naming
 
@@ -38,6 +39,8 @@ class Answer:
     model: type[BaseModel] | None = None
     media: str = JSON
     also_html: bool = False
+    #: Other media types the same answer may come in (text formats, schema: a string).
+    more_media: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,24 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/definitions/{name}/diagram",
+        "getDefinitionDiagram",
+        "A definition version drawn, with a process's visited, current and failed states",
+        "definitions",
+        {
+            200: Answer(
+                "The diagram: SVG (Graphviz), Mermaid stateDiagram-v2 text or Graphviz DOT",
+                media="image/svg+xml",
+                more_media=("text/vnd.mermaid", "text/vnd.graphviz"),
+            ),
+            **_problems(400, 401, 404),
+            503: Answer("SVG asked for and Graphviz is not installed", s.Problem, PROBLEM),
+        },
+        query=DiagramQuery,
+        params=DEFINITION_NAME,
+    ),
+    Operation(
+        "get",
         "/approvals",
         "listApprovals",
         "Approvals (pending by default)",
@@ -371,6 +392,8 @@ def _content(answer: Answer, refs: Mapping[Any, Any]) -> dict[str, Any]:
     content = {answer.media: {"schema": schema}}
     if answer.also_html:
         content[HTML] = {"schema": {"type": "string"}}
+    for media in answer.more_media:
+        content[media] = {"schema": {"type": "string"}}
     return {"content": content}
 
 
