@@ -406,6 +406,9 @@ def processes() -> None:
 @click.option("--status", help="RUNNING, SUCCEEDED, FAILED, TIMED_OUT or ABORTED.")
 @click.option("--definition", help="A definition name.")
 @click.option("--key", "correlation_key", help="A correlation key.")
+@click.option("--version", type=int, help="A definition version.")
+@click.option("--since", help="Started at or after (RFC 3339, e.g. 2026-11-22T10:00:00Z).")
+@click.option("--until", help="Started before (RFC 3339).")
 @click.option("--limit", type=int, default=50, show_default=True)
 @_url
 @_token
@@ -414,6 +417,9 @@ def processes_list(
     status: str | None,
     definition: str | None,
     correlation_key: str | None,
+    version: int | None,
+    since: str | None,
+    until: str | None,
     limit: int,
     url: str | None,
     token: str | None,
@@ -427,6 +433,9 @@ def processes_list(
         "status": status,
         "definition": definition,
         "correlationKey": correlation_key,
+        "version": version,
+        "startedAfter": since,
+        "startedBefore": until,
     }
     path = "/processes?" + urlencode({k: v for k, v in query.items() if v is not None})
     found = _call(url, token, "GET", path)
@@ -489,7 +498,7 @@ def processes_redrive(process_id: str, url: str | None, token: str | None, as_js
 
 @main.group()
 def definitions() -> None:
-    """Definitions: list and deploy (over the HTTP API)."""
+    """Definitions: list, deploy and aliases (over the HTTP API)."""
 
 
 @definitions.command("list")
@@ -534,3 +543,56 @@ def definitions_deploy(
             click.echo(f"{item['name']} v{item['version']}{'' if item['new'] else ' (unchanged)'}")
 
     _show(results, as_json, lines)
+
+
+def _alias_line(alias: dict[str, Any]) -> None:
+    routes = ", ".join(f"v{route['version']} {route['weight']}%" for route in alias["routes"])
+    click.echo(f"{alias['definition']}:{alias['name']}  {routes}  {alias['description']}".rstrip())
+
+
+@definitions.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("routes", nargs=-1, required=True, metavar="VERSION=WEIGHT...")
+@click.option("--description", default="", help="What the alias is for.")
+@_url
+@_token
+@_json_flag
+def definitions_alias(
+    name: str,
+    alias: str,
+    routes: tuple[str, ...],
+    description: str,
+    url: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Route starts of NAME:ALIAS to one version (`3=100`) or two by weight (`2=90 3=10`)."""
+    parsed = []
+    for route in routes:
+        version, _, weight = route.partition("=")
+        if not (version.isdigit() and (weight.isdigit() or not weight)):
+            raise click.BadParameter(
+                f"{route!r}: use VERSION=WEIGHT, like 3=10", param_hint="ROUTES"
+            )
+        parsed.append({"version": int(version), "weight": int(weight or 100)})
+    body = {"description": description, "routes": parsed}
+    _show(
+        _call(url, token, "PUT", f"/definitions/{name}/aliases/{alias}", body), as_json, _alias_line
+    )
+
+
+@definitions.command("aliases")
+@click.argument("name")
+@_url
+@_token
+@_json_flag
+def definitions_aliases(name: str, url: str | None, token: str | None, as_json: bool) -> None:
+    """A definition's aliases and where they route."""
+    found = _call(url, token, "GET", f"/definitions/{name}/aliases")
+
+    def lines(value: dict[str, Any]) -> None:
+        for alias in value["items"]:
+            _alias_line(alias)
+
+    _show(found, as_json, lines)

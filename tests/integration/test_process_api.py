@@ -174,3 +174,15 @@ async def test_cli_mirrors_the_api(kafka: str, tmp_path: Path) -> None:
         assert "RUNNING" in redriven.stdout
         missing = await cli("processes", "show", "nope")
         assert missing.returncode == 1 and "404" in missing.stderr
+
+        other.write_text(json.dumps({**ECHO, "Comment": "second"}))
+        await cli("definitions", "deploy", str(other))
+        aliased = await cli("definitions", "alias", "greet", "live", "1=90", "2=10")
+        assert aliased.returncode == 0, aliased.stderr
+        assert "greet:live  v1 90%, v2 10%" in aliased.stdout
+        aliases = await cli("definitions", "aliases", "greet", "--json")
+        assert json.loads(aliases.stdout)["items"][0]["routes"][1] == {"version": 2, "weight": 10}
+        refused = await cli("definitions", "alias", "greet", "live", "1=50")
+        assert refused.returncode == 1 and "add up to 100" in refused.stderr
+        since = await cli("processes", "list", "--since", "2000-01-01T00:00:00Z", "--version", "1")
+        assert process["id"] in since.stdout
