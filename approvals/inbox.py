@@ -28,6 +28,7 @@ STATUSES = ("PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED")
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:
+    context.setdefault("viewer", access.viewer(request))
     response = aiohttp_jinja2.render_template(template, request, context)
     response.headers.update(PAGE_HEADERS)
     return response
