@@ -387,6 +387,7 @@ def _definition_view(definition: Definition, base_url: str) -> dict[str, Any]:
     return DefinitionView(
         name=definition.name,
         version=definition.version,
+        process_type=definition.process_type,
         comment=definition.comment,
         start_at=definition.start_at,
         states=sorted(definition.states),

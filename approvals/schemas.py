@@ -212,6 +212,7 @@ class DefinitionLinks(View):
 class DefinitionView(View):
     name: str
     version: int
+    process_type: Literal["STANDARD", "EXPRESS"]
     comment: str | None
     start_at: str
     states: list[str]

@@ -221,11 +221,9 @@ class _Run:
             started_at=self.now,
         )
         self._record("ProcessStarted", None, input=event.input, **event.origin)
-        if self.definition.timeout_seconds is not None:
+        if (limit := self.definition.max_seconds) is not None:
             timer = self.entropy.new_id()
-            self.effects.append(
-                StartTimer(timer, self.now + timedelta(seconds=self.definition.timeout_seconds))
-            )
+            self.effects.append(StartTimer(timer, self.now + timedelta(seconds=limit)))
             process = process.model_copy(update={"timeout_timer": timer})
         position = self._enter(self.definition.start_at, event.input)
         scope = _Scope(self.definition)
@@ -246,9 +244,9 @@ class _Run:
             }
         )
         self._record("ProcessRedriven", last.state, redriveCount=process.redrive_count)
-        if self.definition.timeout_seconds is not None:
+        if (limit := self.definition.max_seconds) is not None:
             timer = self.entropy.new_id()
-            due = self.now + timedelta(seconds=self.definition.timeout_seconds)
+            due = self.now + timedelta(seconds=limit)
             self.effects.append(StartTimer(timer, due))
             process = process.model_copy(update={"timeout_timer": timer})
         scope = _Scope(self.definition, own=dict(process.variables))
@@ -1177,7 +1175,8 @@ class _Run:
     # ----------------------------------------------------------------- helpers
 
     def _record(self, kind: str, state: str | None, **details: JSON) -> None:
-        self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
+        if self.definition.keeps(kind):
+            self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
 
     def _assign(
         self, scope: _Scope, assign: Mapping[str, JSON] | None, source: JSON, context: JSON

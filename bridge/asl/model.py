@@ -259,6 +259,25 @@ def event_wait_specs(parameters: JSON) -> list[dict[str, JSON]]:
     return [parameters] if isinstance(parameters, dict) else []
 
 
+#: The longest an express process may run (Step Functions Express: five minutes).
+EXPRESS_MAX_SECONDS = 300
+#: What an express process keeps of its history: its start, its end and its failures.
+EXPRESS_HISTORY = frozenset(
+    {
+        "ProcessStarted",
+        "ProcessRedriven",
+        "ProcessSucceeded",
+        "ProcessFailed",
+        "ProcessTimedOut",
+        "ProcessAborted",
+        "TaskFailed",
+        "TaskTimedOut",
+        "BranchFailed",
+        "ErrorCaught",
+    }
+)
+
+
 class Definition(_Node):
     """A whole state machine plus the bridge's extensions. ``name`` and ``version`` are set by
     whoever loads it (a file name, a deploy call)."""
@@ -272,6 +291,24 @@ class Definition(_Node):
     query_language: QueryLanguage = "JSONPath"
     triggers: list[Trigger] = Field(default_factory=list)
     asl_version: str | None = Field(default=None, alias="Version")
+    #: EXPRESS: short, high-volume processes that keep only their start, end and failures in the
+    #: history and end TIMED_OUT after five minutes at most.
+    process_type: Literal["STANDARD", "EXPRESS"] = "STANDARD"
+
+    @property
+    def express(self) -> bool:
+        return self.process_type == "EXPRESS"
+
+    @property
+    def max_seconds(self) -> int | None:
+        """How long a process may run: TimeoutSeconds, and for EXPRESS five minutes at most."""
+        if self.express:
+            return min(self.timeout_seconds or EXPRESS_MAX_SECONDS, EXPRESS_MAX_SECONDS)
+        return self.timeout_seconds
+
+    def keeps(self, history_type: str) -> bool:
+        """Whether a history entry of this type is kept (EXPRESS keeps few)."""
+        return not self.express or history_type in EXPRESS_HISTORY
 
 
 def event_interests(definition: Definition) -> list[EventInterest]:
@@ -367,6 +404,11 @@ def _is_union_tag(part: object) -> bool:
 
 def _semantic_problems(definition: Definition) -> Iterator[str]:
     yield from _machine_problems(definition, "", set(), definition.query_language)
+    if definition.express and (definition.timeout_seconds or 0) > EXPRESS_MAX_SECONDS:
+        yield (
+            f"TimeoutSeconds: an EXPRESS process runs {EXPRESS_MAX_SECONDS} seconds at most; "
+            "use STANDARD for longer ones"
+        )
     for index, trigger in enumerate(definition.triggers):
         for field in ("correlation_key", "event_id", "type_path", "input_path"):
             value = getattr(trigger, field)
