@@ -19,7 +19,8 @@ EXPRESS = {
     "ProcessType": "EXPRESS",
     "StartAt": "Total",
     "States": {
-        "Total": {"Type": "Pass", "Parameters": {"sum.$": "States.MathAdd($.a, $.b)"}, "Next": "Big?"},
+        "Total": {"Type": "Pass", "Parameters": {"sum.$": "States.MathAdd($.a, $.b)"},
+                  "Next": "Big?"},
         "Big?": {
             "Type": "Choice",
             "Choices": [{"Variable": "$.sum", "NumericGreaterThan": 10, "Next": "Big"}],
@@ -44,7 +45,8 @@ async def test_express_processes(database_url: str, kafka: str, tmp_path: Path) 
     (folder / "total.asl.json").write_text(json.dumps(EXPRESS))
     (folder / "slow.asl.json").write_text(json.dumps(SLOW_EXPRESS))
     async with running_bridge(database_url, kafka, tmp_path, definitions=folder) as bridge:
-        status, done = await bridge.post("/processes?wait=5", {"definition": "total", "input": {"a": 7, "b": 5}})  # fmt: skip
+        start = {"definition": "total", "input": {"a": 7, "b": 5}}
+        status, done = await bridge.post("/processes?wait=5", start)
         assert status == 200 and done["status"] == "SUCCEEDED", done
         assert done["output"] == {"size": "big", "sum": 12}
         _, history = await bridge.get(f"/processes/{done['id']}/history")
