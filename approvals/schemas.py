@@ -187,9 +187,15 @@ class EventExplained(View):
     outcome: str
     correlation_keys: list[str]
     wait_keys: list[str]
-    started: list[str]
-    delivered: list[str]
-    ignored: list[str]
+    started: list[dict[str, JSONValue]] = Field(
+        description="Processes the event started: processId, definition"
+    )
+    delivered: list[dict[str, JSONValue]] = Field(
+        description="Waits the event was delivered to: processId, waitId, key or fromBuffer"
+    )
+    ignored: list[dict[str, JSONValue]] = Field(
+        description="Triggers that did not start a process, and why"
+    )
     buffered_until: str | None
     dead_letter: str | None
     duplicates: int
