@@ -326,30 +326,45 @@ def dlq_list(as_json: bool) -> None:
 
 
 @dlq.command("replay")
-@click.argument("offsets", nargs=-1, type=int)
+@click.argument("letters", nargs=-1, metavar="[PARTITION/]OFFSET...")
 @click.option("--all", "replay_all", is_flag=True, help="Replay every letter.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was replayed as JSON.")
-def dlq_replay(offsets: tuple[int, ...], replay_all: bool, as_json: bool) -> None:
-    """Publish the events of the letters at OFFSETS (or --all) again to their topics."""
-    from bridge.dlq import read_letters, replay
+def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> None:
+    """Publish the events of the named letters (as `bridge dlq list` names them,
+    PARTITION/OFFSET; a bare OFFSET when only one partition has it), or --all, to their topics
+    again."""
+    from bridge.dlq import Letter, read_letters, replay
     from bridge.store.database import open_engine
 
-    if not offsets and not replay_all:
-        raise click.UsageError("name the letters' offsets, or --all")
+    if not letters and not replay_all:
+        raise click.UsageError("name the letters as PARTITION/OFFSET, or --all")
+    wanted = [_letter_ref(text) for text in letters]
     settings = _settings()
     bootstrap = _bootstrap(settings)
 
     async def run() -> list[dict[str, Any]]:
-        letters = await read_letters(
+        found = await read_letters(
             bootstrap, settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
         )
-        chosen = letters if replay_all else [x for x in letters if x.offset in set(offsets)]
-        missing = set(offsets) - {letter.offset for letter in chosen}
-        if missing:
-            raise click.UsageError(f"no dead letter at offset(s) {sorted(missing)}")
+        chosen: dict[tuple[int, int], Letter] = {}
+        for partition, offset in wanted:
+            matches = [
+                letter
+                for letter in found
+                if letter.offset == offset and partition in (None, letter.partition)
+            ]
+            where = f"{partition}/{offset}" if partition is not None else str(offset)
+            if not matches:
+                raise click.UsageError(f"no dead letter at {where}")
+            if len(matches) > 1:
+                partitions = ", ".join(str(letter.partition) for letter in matches)
+                raise click.UsageError(
+                    f"offset {offset} is on partitions {partitions}: name it PARTITION/OFFSET"
+                )
+            chosen[(matches[0].partition, offset)] = matches[0]
         db = open_engine(settings.database_url)
         try:
-            return await replay(chosen, bootstrap, db)
+            return await replay(found if replay_all else list(chosen.values()), bootstrap, db)
         finally:
             await db.dispose()
 
@@ -358,7 +373,18 @@ def dlq_replay(offsets: tuple[int, ...], replay_all: bool, as_json: bool) -> Non
         click.echo(json.dumps(done, indent=2))
         return
     for item in done:
-        click.echo(f"replayed letter {item['offset']} to {item['topic']} at {item['newOffset']}")
+        click.echo(
+            f"replayed letter {item['partition']}/{item['offset']} to {item['topic']}"
+            f" at {item['newOffset']}"
+        )
+
+
+def _letter_ref(text: str) -> tuple[int | None, int]:
+    """``PARTITION/OFFSET`` or a bare ``OFFSET``."""
+    partition, slash, offset = text.rpartition("/")
+    if not offset.isdigit() or (slash and not partition.isdigit()):
+        raise click.BadParameter(f"{text!r}: use PARTITION/OFFSET, like 0/17", param_hint="LETTERS")
+    return (int(partition) if slash else None), int(offset)
 
 
 # ---------------------------------------------------------------------------- operating over HTTP

@@ -132,7 +132,14 @@ async def replay(letters: list[Letter], bootstrap: str, db: AsyncEngine) -> list
             async with db.begin() as conn:
                 await conn.execute(delete(inbox).where(inbox.c.key.in_([m for m in marks if m])))
             sent = await producer.send_and_wait(topic, value, key=key, headers=headers)
-            done.append({"offset": letter.offset, "topic": topic, "newOffset": sent.offset})
+            done.append(
+                {
+                    "partition": letter.partition,
+                    "offset": letter.offset,
+                    "topic": topic,
+                    "newOffset": sent.offset,
+                }
+            )
     finally:
         await producer.stop()
     return done

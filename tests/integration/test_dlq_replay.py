@@ -71,11 +71,16 @@ async def test_a_too_large_event_is_replayed_after_the_limit_is_raised(
     [summary] = json.loads(listed.stdout)
     assert summary["source"] == f"{topic}/0/0" or summary["source"].startswith(f"{topic}/")
     assert _cli("replay", env=env).returncode == 2  # nothing named: a usage error
+    assert _cli("replay", "x/1", env=env).returncode == 2
+    missing = _cli("replay", f"{summary['partition']}/{summary['offset'] + 5}", env=env)
+    assert missing.returncode == 2 and "no dead letter at" in missing.stderr
 
     # The cause is fixed: the limit is raised. The replayed event now starts its process.
     async with running_bridge(database, kafka, tmp_path, **settings) as bridge:
-        replayed = _cli("replay", str(summary["offset"]), "--json", env=env)
+        letter = f"{summary['partition']}/{summary['offset']}"
+        replayed = _cli("replay", letter, "--json", env=env)
         assert replayed.returncode == 0, replayed.stderr
-        assert json.loads(replayed.stdout)[0]["topic"] == topic
+        [done] = json.loads(replayed.stdout)
+        assert done["topic"] == topic and f"{done['partition']}/{done['offset']}" == letter
         process = await bridge.process_for("big", "SUCCEEDED")
         assert process["definition"] == "go"
