@@ -148,6 +148,8 @@ class Batch:
         #: The trace context each effect was written in, effect by effect.
         self.effect_traces: list[SpanContext | None] = []
         self.tally = Tally()
+        #: HTTP calls this batch queued (the engine wakes the invoker after the commit).
+        self.http_calls_queued = 0
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         if self.engine.clock is None:
@@ -859,6 +861,7 @@ class Batch:
                     calls.append(self._http_call(process_id, effect, context))
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
+        self.http_calls_queued = len(calls)
         await http_calls.cancel(conn, closed, now)
         await waits.close_waits(conn, closed, now)
         await timers.cancel(conn, cancelled)

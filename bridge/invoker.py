@@ -149,12 +149,20 @@ class Invoker:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 if started == 0:
-                    await asyncio.sleep(self.poll_seconds)
+                    await self._idle()
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
             await self.close()
+
+    async def _idle(self) -> None:
+        """Until this process queues a call, or the poll interval passes (calls queued by other
+        processes, claims that ran out)."""
+        queued = self.engine.http_calls_queued
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(queued.wait(), timeout=self.poll_seconds)
+        queued.clear()
 
     async def close(self) -> None:
         """Stop the calls in flight and give their claims back, so the next worker makes them at
