@@ -13,18 +13,22 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.broker import free_port
 from bridge.definitions import EXAMPLES_DIR
 from bridge.intake import HttpCallEnded
-from bridge.store.database import reading
-from bridge.store.schema import http_calls
+from bridge.store import http_calls as store
+from bridge.store.database import database_now, is_postgres, open_engine, reading
+from bridge.store.migrate import upgrade
+from bridge.store.schema import http_calls, processes
 from tests.integration.harness import Bridge, running_bridge
 
 pytestmark = pytest.mark.integration
@@ -333,3 +337,67 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
 
         # The slow call took its one second, not the server's ten.
         assert elapsed < 9, elapsed
+
+
+async def test_two_workers_claim_different_calls(database_url: str) -> None:
+    """Claims that overlap in time take different calls: on PostgreSQL the second skips the rows
+    the first has locked (without waiting for it), on SQLite it waits for the first to commit."""
+    db = open_engine(database_url)
+    try:
+        await upgrade(db)
+        async with db.begin() as conn:
+            now = await database_now(conn)
+            await conn.execute(
+                insert(processes).values(
+                    id="p-1",
+                    definition="d",
+                    version=1,
+                    status="RUNNING",
+                    state={},
+                    started_at=now,
+                    updated_at=now,
+                    history_seq=0,
+                    row_version=1,
+                )
+            )
+            await store.add(
+                conn,
+                [
+                    {
+                        "id": f"call-{n}",
+                        "process_id": "p-1",
+                        "state": "Call",
+                        "request": {"Method": "GET", "Url": "http://x.test/", "Headers": {}},
+                        "timeout_seconds": 60,
+                        "deadline": now + timedelta(seconds=60),
+                        "created_at": now + timedelta(milliseconds=n),
+                    }
+                    for n in range(5)
+                ],
+            )
+        until = now + timedelta(seconds=30)
+        async with db.begin() as first:
+            taken = await store.claim(first, 3, now, until)
+            second = asyncio.create_task(_claim_in_own_transaction(db, now, until))
+            await asyncio.sleep(0.5)
+            if is_postgres(db):
+                assert second.done(), "the second claim waited for the first"
+        others = await second
+        assert [call.id for call in taken] == ["call-0", "call-1", "call-2"]
+        assert sorted(call.id for call in others) == ["call-3", "call-4"]
+        async with db.begin() as conn:
+            # Claimed calls are not claimable again before their lease runs out...
+            assert await store.claim(conn, 5, now, until) == []
+            # ...and are after it, counting the attempt.
+            again = await store.claim(conn, 5, until, until + timedelta(seconds=30))
+        assert sorted(call.id for call in again) == [f"call-{n}" for n in range(5)]
+        assert {call.attempts for call in again} == {2}
+    finally:
+        await db.dispose()
+
+
+async def _claim_in_own_transaction(
+    db: AsyncEngine, now: datetime, until: datetime
+) -> list[store.HttpCall]:
+    async with db.begin() as conn:
+        return await store.claim(conn, 5, now, until)
