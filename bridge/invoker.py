@@ -299,7 +299,7 @@ class Invoker:
                 if response.status >= 400:
                     span.set_status(StatusCode.ERROR, str(response.status))
                 span.end()
-            log.info("HTTP call %s of process %s: %d", shown, call.process_id, response.status)
+            log.debug("HTTP call %s of process %s: %d", shown, call.process_id, response.status)
             return replace(answer, response=result)
         if span is not None:
             span.set_attribute("error.type", error)
