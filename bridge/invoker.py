@@ -220,6 +220,7 @@ class Invoker:
     async def _perform(self, call: HttpCall, now: datetime) -> None:
         try:
             ended = await self.call(call, now)
+            self.engine.metrics.http_calls.labels(_result_label(ended)).inc()
             faults.point("after-http-call-before-result")
             await self._report(call, ended)
         except asyncio.CancelledError:
@@ -350,6 +351,13 @@ class Invoker:
                 _log_outcome(call, outcome)
                 return
             await asyncio.sleep(0.2 * 2**attempt)
+
+
+def _result_label(ended: HttpCallEnded) -> str:
+    status = ended.response.get("StatusCode") if isinstance(ended.response, dict) else None
+    if isinstance(status, int):
+        return f"{status // 100}xx"
+    return ended.error or "unknown"
 
 
 def _log_outcome(call: HttpCall, outcome: Outcome) -> None:

@@ -338,6 +338,21 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
         # The slow call took its one second, not the server's ten.
         assert elapsed < 9, elapsed
 
+        registry = bridge.core.engine.metrics.registry
+        counted = {
+            result: registry.get_sample_value("bridge_http_calls_total", {"result": result})
+            for result in ("2xx", "4xx", "5xx", "Http.Timeout", "Http.ConnectionError")
+        }
+        assert counted == {
+            "2xx": 6,
+            "4xx": 2,
+            "5xx": 2,
+            "Http.Timeout": 1,
+            "Http.ConnectionError": 1,
+        }
+        forbidden_calls = {"result": "Http.Forbidden"}
+        assert registry.get_sample_value("bridge_http_calls_total", forbidden_calls) == 1
+
 
 async def test_two_workers_claim_different_calls(database_url: str) -> None:
     """Claims that overlap in time take different calls: on PostgreSQL the second skips the rows
