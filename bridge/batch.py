@@ -41,6 +41,7 @@ from bridge.asl.effects import (
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    InvokeHttp,
     RecordVote,
     RemindApproval,
     RequestApproval,
@@ -69,6 +70,7 @@ from bridge.intake import (
     DecisionReceived,
     EngineInput,
     EventReceived,
+    HttpCallEnded,
     Outcome,
     PoisonInput,
     RedriveRequested,
@@ -77,7 +79,7 @@ from bridge.intake import (
     TimerDue,
 )
 from bridge.metrics import Tally
-from bridge.store import aliases, correlation, inbox, outbox, timers, waits
+from bridge.store import aliases, correlation, http_calls, inbox, outbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate, Loaded
@@ -146,6 +148,8 @@ class Batch:
         #: The trace context each effect was written in, effect by effect.
         self.effect_traces: list[SpanContext | None] = []
         self.tally = Tally()
+        #: HTTP calls this batch queued (the engine wakes the invoker after the commit).
+        self.http_calls_queued = 0
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         if self.engine.clock is None:
@@ -232,7 +236,7 @@ class Batch:
             own = tracing.from_headers(item.record.headers)
             if isinstance(read, _Read):
                 structlog.contextvars.bind_contextvars(event_id=read.event.id or read.key)
-        elif isinstance(item, CallbackReceived) and item.traceparent is not None:
+        elif isinstance(item, CallbackReceived | HttpCallEnded) and item.traceparent is not None:
             own = tracing.parse(item.traceparent, item.tracestate)
         else:
             own = ambient
@@ -316,6 +320,8 @@ class Batch:
                     outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
             case BufferExpired():
                 outcome = await self._expired(item)
+            case HttpCallEnded():
+                outcome = await self._http_call_ended(item)
             case ApprovalViewed():
                 outcome = await self._viewed(item)
             case StartRequested():
@@ -675,6 +681,28 @@ class Batch:
             trigger = core.TaskHeartbeat(target.wait_id)
         return self._step(target.process_id, trigger)
 
+    async def _http_call_ended(self, item: HttpCallEnded) -> Outcome:
+        """The answer of an HTTP call goes to its wait, and the call is done, in one transaction:
+        an answer that comes again (a call made twice) finds it done and changes nothing. An
+        answer the process refuses (too late, the process ended) ends the call all the same."""
+        call = await http_calls.find(self.conn, item.call_id)
+        if call is None:
+            return Outcome("not_found", "unknown HTTP call")
+        if call.done_at is not None:
+            return Outcome("ignored", f"the HTTP call has ended already ({call.outcome})")
+        if await self._load(call.process_id) is None:
+            return Outcome("not_found", "no such process")
+        answer = core.HttpAnswered(call.id, item.response, item.error, item.cause)
+        outcome = self._step(call.process_id, answer)
+        status = item.response.get("StatusCode") if isinstance(item.response, dict) else None
+        described = item.error or str(status)
+        if outcome.status != "applied":
+            described = f"{described}, refused: {outcome.reason}"
+        if not await http_calls.finish(self.conn, call, described, self.now):
+            # Another answer to the same call committed in between: apply the batch again.
+            raise ConcurrentUpdate(f"HTTP call {call.id} ended concurrently")
+        return outcome
+
     async def _decision(self, item: DecisionReceived, link: waits.LinkTarget | None) -> Outcome:
         if link is None:
             return Outcome("not_found", "unknown approval link")
@@ -790,6 +818,7 @@ class Batch:
         new_timers: dict[str, dict[str, Any]] = {}
         cancelled: list[str] = []
         closed: list[str] = []
+        calls: list[dict[str, Any]] = []
         for (process_id, effect), context in zip(self.effects, self.effect_traces, strict=True):
             process = self.touched[process_id].process
             match effect:
@@ -828,12 +857,33 @@ class Batch:
                         cancelled.append(effect.timer_id)
                 case ExpectEvent():
                     pass  # indexed as it happened, by _correlate_effects
+                case InvokeHttp():
+                    calls.append(self._http_call(process_id, effect, context))
+        # Calls first: a wait opened and closed in one batch cancels its call.
+        await http_calls.add(conn, calls)
+        self.http_calls_queued = len(calls)
+        await http_calls.cancel(conn, closed, now)
         await waits.close_waits(conn, closed, now)
         await timers.cancel(conn, cancelled)
         await timers.add(conn, list(new_timers.values()))
         await outbox.add(conn, self.outbox_rows)
         await store.append_history(conn, history_rows)
         await inbox.mark(conn, list(self.marks.values()))
+
+    def _http_call(
+        self, process_id: str, effect: InvokeHttp, context: SpanContext | None
+    ) -> dict[str, Any]:
+        """The work-queue row of an HTTP call, in the trace context of the step that asked."""
+        return {
+            "id": effect.wait_id,
+            "process_id": process_id,
+            "state": effect.state,
+            "request": effect.request,
+            "timeout_seconds": effect.timeout_seconds,
+            "deadline": effect.deadline,
+            "created_at": self.now,
+            **tracing.columns(context),
+        }
 
     def _send(self, row: dict[str, Any], context: SpanContext | None) -> None:
         """An outbox row, sent on in the trace context of the step that wrote it."""

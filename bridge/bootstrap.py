@@ -16,6 +16,7 @@ from approvals.app import build_app as build_web_app
 from bridge.asl.errors import DefinitionError
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
 from bridge.engine import Engine, EngineConfig
+from bridge.invoker import Invoker
 from bridge.lag import ConsumerLag
 from bridge.relay import Relay
 from bridge.scheduler import TimerScanner
@@ -89,7 +90,7 @@ async def open_core(
 
 
 class Worker:
-    """Stream processors, the outbox relay and the timer scanner."""
+    """Stream processors, the outbox relay, the timer scanner and the HTTP invoker."""
 
     def __init__(self, core: Core, bootstrap: str) -> None:
         self.core = core
@@ -119,6 +120,13 @@ class Worker:
             batch_size=settings.relay_batch_size,
             retention=timedelta(hours=settings.dedupe_retention_hours),
         )
+        self.invoker = Invoker(
+            core.engine,
+            allowed_hosts=settings.http_allowed_hosts,
+            concurrency=settings.http_concurrency,
+            lease_seconds=settings.http_lease_seconds,
+            poll_seconds=settings.relay_poll_ms / 1000,
+        )
         self.topics = sorted(core.registry.topics())
         self.app = build_processors(settings, core.engine, bootstrap, self.topics)
         self._tasks: list[asyncio.Task[None]] = []
@@ -132,6 +140,7 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.scanner.run(), name="timers"),
+            asyncio.create_task(self.invoker.run(), name="http-invoker"),
         ]
         await self.app.start()
 

@@ -124,7 +124,7 @@ def _print_banner(
 
 @main.command()
 def worker() -> None:
-    """Stream processors, outbox relay and timers (production half one)."""
+    """Stream processors, outbox relay, timers and HTTP calls (production half one)."""
     settings = _settings()
     if settings.kafka_bootstrap is None:
         raise click.UsageError("bridge worker needs BRIDGE_KAFKA_BOOTSTRAP")

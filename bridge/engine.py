@@ -101,6 +101,8 @@ class Engine:
         self.tracing = tracing or Tracing()
         #: Set after every commit, to wake the relay at once.
         self.committed = asyncio.Event()
+        #: Set after a commit that queued HTTP calls, to wake the invoker at once.
+        self.http_calls_queued = asyncio.Event()
 
     @property
     def base_url(self) -> str:
@@ -116,6 +118,8 @@ class Engine:
                     outcomes = await work.run(batch)
                     faults.point("after-step-before-commit")
                 self.committed.set()
+                if work.http_calls_queued:
+                    self.http_calls_queued.set()
                 self.metrics.applied(batch, outcomes, time.perf_counter() - started, work.tally)
                 return outcomes
             except (ConcurrentUpdate, IntegrityError) as exc:

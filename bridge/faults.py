@@ -6,7 +6,9 @@ third time. The points sit in the crash windows that matter:
 
 - ``after-step-before-commit``: the batch is stepped and written, the transaction not committed;
 - ``after-commit-before-offset``: the transaction committed, the Kafka offsets not yet;
-- ``after-publish-before-mark``: the relay published a batch, the rows not yet marked sent.
+- ``after-publish-before-mark``: the relay published a batch, the rows not yet marked sent;
+- ``after-http-call-before-result``: the invoker made an HTTP call and has its answer, which the
+  engine has not applied yet (the call is made again after the claim's lease).
 """
 
 from __future__ import annotations
@@ -14,7 +16,12 @@ from __future__ import annotations
 import os
 import sys
 
-POINTS = ("after-step-before-commit", "after-commit-before-offset", "after-publish-before-mark")
+POINTS = (
+    "after-step-before-commit",
+    "after-commit-before-offset",
+    "after-publish-before-mark",
+    "after-http-call-before-result",
+)
 
 _passes: dict[str, int] = {}
 

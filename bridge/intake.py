@@ -82,6 +82,21 @@ class RedriveRequested:
 
 
 @dataclass(frozen=True)
+class HttpCallEnded:
+    """The invoker made the HTTP call ``call_id`` (or refused to): the response, whatever its
+    status, as ``{"StatusCode", "StatusText", "Headers", "ResponseBody"}``, or, when there was
+    none, the error (``Http.Timeout``, ``Http.ConnectionError``, ``Http.Forbidden``, ...)."""
+
+    call_id: str
+    response: JSON = None
+    error: str | None = None
+    cause: str = ""
+    #: The W3C trace context of the call (its client span, or the step that asked for it).
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+@dataclass(frozen=True)
 class BufferExpired:
     """A buffered early event whose time to live ended without a wait taking it."""
 
@@ -95,6 +110,7 @@ EngineInput = (
     | ApprovalViewed
     | TimerDue
     | BufferExpired
+    | HttpCallEnded
     | StartRequested
     | StopRequested
     | RedriveRequested
@@ -108,6 +124,7 @@ KINDS: dict[type, str] = {
     ApprovalViewed: "approval_view",
     TimerDue: "timer",
     BufferExpired: "buffer_expiry",
+    HttpCallEnded: "http_result",
     StartRequested: "start",
     StopRequested: "stop",
     RedriveRequested: "redrive",

@@ -43,6 +43,7 @@ from bridge.asl.effects import (
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    InvokeHttp,
     RecordVote,
     RemindApproval,
     RequestApproval,
@@ -53,6 +54,7 @@ from bridge.asl.errors import DefinitionError
 from bridge.asl.inputs import (
     ApprovalDecided,
     EventArrived,
+    HttpAnswered,
     Input,
     Start,
     TaskFailed,
@@ -60,7 +62,14 @@ from bridge.asl.inputs import (
     TimerFired,
 )
 from bridge.asl.interpreter import step
-from bridge.asl.model import APPROVAL, EVENT_WAIT, SEND_WAIT, Definition, parse_definition
+from bridge.asl.model import (
+    APPROVAL,
+    EVENT_WAIT,
+    HTTP_INVOKE,
+    SEND_WAIT,
+    Definition,
+    parse_definition,
+)
 from bridge.asl.process import Process, ProcessStatus
 
 JSON = Any
@@ -207,7 +216,14 @@ class Arrived:
     event: JSON
 
 
-Answer = Returned | Thrown | Decided | Arrived | NeverAnswered
+@dataclass(frozen=True)
+class Responded:
+    """The response a ``bridge:http:invoke`` state's call gets (any status)."""
+
+    response: dict[str, JSON]
+
+
+Answer = Returned | Thrown | Decided | Arrived | Responded | NeverAnswered
 
 
 class _Frozen(BaseModel):
@@ -231,6 +247,15 @@ class _Response(_Frozen):
         return self
 
 
+class _HttpResponse(_Frozen):
+    """A mocked HTTP response: only the status is needed (200 when left out)."""
+
+    status_code: int = Field(default=200, alias="StatusCode", ge=100, le=599)
+    status_text: str = Field(default="", alias="StatusText")
+    headers: dict[str, str] = Field(default_factory=dict, alias="Headers")
+    response_body: JSON = Field(default=None, alias="ResponseBody")
+
+
 class _Decision(_Frozen):
     outcome: Literal["APPROVED", "REJECTED"]
     decided_by: str | None = Field(default=None, alias="decidedBy")
@@ -250,7 +275,9 @@ def parse_mocks(mocks: Mapping[str, JSON], document: Mapping[str, JSON]) -> dict
     """Validate ``mocks`` against the definition ``document``; ``MocksError`` names each problem.
 
     Only states that wait for an answer take mocks: ``bridge:kafka:send.waitForTaskToken`` tasks
-    (Return, Throw, Timeout) and ``bridge:approval`` tasks (a decision as Return, or Timeout).
+    (Return, Throw, Timeout), ``bridge:approval`` tasks (a decision as Return, or Timeout),
+    ``bridge:event:waitFor`` tasks (the event as Return, or Timeout) and ``bridge:http:invoke``
+    tasks (the response as Return, a call without one as Throw, or Timeout).
     """
     try:
         responses = _MOCKS.validate_python(mocks)
@@ -264,10 +291,11 @@ def parse_mocks(mocks: Mapping[str, JSON], document: Mapping[str, JSON]) -> dict
             problems.append(f"{state}: no state of that name in the definition")
             continue
         resource = kinds[state]
-        if resource not in (SEND_WAIT, APPROVAL, EVENT_WAIT):
+        if resource not in (SEND_WAIT, APPROVAL, EVENT_WAIT, HTTP_INVOKE):
             problems.append(
                 f"{state}: only tasks that wait for an answer ({SEND_WAIT}, {APPROVAL}, "
-                f"{EVENT_WAIT}) take mocks; this state is {resource or 'not a Task'}"
+                f"{EVENT_WAIT}, {HTTP_INVOKE}) take mocks; this state is "
+                f"{resource or 'not a Task'}"
             )
             continue
         answers[state] = []
@@ -296,6 +324,15 @@ def _answer(response: _Response, resource: str, where: str, problems: list[str])
         return Returned(response.returned)
     if resource == EVENT_WAIT:
         return Arrived(response.returned)
+    if resource == HTTP_INVOKE:
+        try:
+            http = _HttpResponse.model_validate(response.returned)
+        except ValidationError as exc:
+            for error in exc.errors():
+                location = "".join(f".{part}" for part in error["loc"])
+                problems.append(f"{where}.Return{location}: {_message(error)}")
+            return None
+        return Responded(http.model_dump(by_alias=True))
     try:
         decision = _Decision.model_validate(response.returned)
     except ValidationError as exc:
@@ -455,7 +492,7 @@ class _Runner:
                         if self.process is None or not self._waiting(wait_id):
                             break
                 else:
-                    self._apply(_input(wait_id, wait.answer))
+                    self._apply(_input(wait_id, wait.answer, wait.kind))
             elif self.timers:
                 timer_id = min(self.timers, key=lambda timer: self.timers[timer])
                 self._until(self.timers.pop(timer_id))
@@ -507,6 +544,10 @@ class _Runner:
                 case ExpectEvent():
                     self.waits[effect.wait_id] = _OpenWait(
                         effect.state, self._next(effect.state), "event"
+                    )
+                case InvokeHttp():
+                    self.waits[effect.wait_id] = _OpenWait(
+                        effect.state, self._next(effect.state), "http"
                     )
                 case CloseWait():
                     self.waits.pop(effect.wait_id, None)
@@ -583,12 +624,16 @@ class _Runner:
         )
 
 
-def _input(wait_id: str, answer: Answer) -> Input:
+def _input(wait_id: str, answer: Answer, kind: str = "callback") -> Input:
     match answer:
         case Returned(output=output):
             return TaskSucceeded(wait_id, copy.deepcopy(output))
+        case Thrown(error=error, cause=cause) if kind == "http":
+            return HttpAnswered(wait_id, error=error, cause=cause)
         case Thrown(error=error, cause=cause):
             return TaskFailed(wait_id, error, cause)
+        case Responded(response=response):
+            return HttpAnswered(wait_id, copy.deepcopy(response))
         case Decided():
             return ApprovalDecided(wait_id, answer.approved, answer.decided_by, answer.comment)
         case Arrived(event=event):

@@ -86,6 +86,13 @@ class Metrics:
         self.published = Counter(
             "bridge_outbox_published", "Outbox messages published to Kafka", registry=r
         )
+        self.http_calls = Counter(
+            "bridge_http_calls",
+            "HTTP calls of bridge:http:invoke tasks, by result: the status class (2xx to 5xx) or "
+            "the error of a call without a response (Http.Timeout, Http.Forbidden, ...)",
+            ["result"],
+            registry=r,
+        )
         self.processes = Gauge(
             "bridge_processes",
             "Processes by definition and status",

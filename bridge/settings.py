@@ -108,6 +108,22 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens (comma-separated) that may only read.",
     )
+    http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts that bridge:http:invoke tasks may call (comma-separated): host, "
+        "host:port, *.domain, *.domain:port, or * for any. Unset: any host (fine for `bridge "
+        "dev`; set it in production). A call to another host fails with Http.Forbidden.",
+    )
+    http_concurrency: int = Field(
+        default=32, ge=1, le=10_000, description="HTTP calls a worker makes at once."
+    )
+    http_lease_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=3600,
+        description="How long a worker's claim on an HTTP call lasts unless renewed: the calls of "
+        "a worker that died are made again after it.",
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json for log collectors."
@@ -132,6 +148,19 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @field_validator("http_allowed_hosts", mode="before")
+    @classmethod
+    def _host_patterns(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [pattern.strip() for pattern in value.split(",") if pattern.strip()]
+        if isinstance(value, list):
+            for pattern in value:
+                if not isinstance(pattern, str) or any(c in pattern for c in "/@ ?#"):
+                    raise ValueError(
+                        f"{pattern!r} is not a host pattern (host, host:port, *.domain or *)"
+                    )
         return value
 
     @field_validator("database_url")

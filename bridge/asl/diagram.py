@@ -23,6 +23,7 @@ from typing import Any, Literal
 from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
+    HTTP_INVOKE,
     SEND,
     SEND_WAIT,
     ChoiceState,
@@ -147,6 +148,7 @@ def _kind(state: State) -> str:
             EVENT_WAIT: "Event wait",
             SEND_WAIT: "Command, waits for callback",
             SEND: "Command",
+            HTTP_INVOKE: "HTTP call",
         }.get(state.resource, "Task")
     return state.type
 

@@ -91,6 +91,22 @@ class ExpectEvent:
 
 
 @dataclass(frozen=True)
+class InvokeHttp:
+    """Make an HTTP call for ``wait_id`` outside the transaction (a ``bridge:http:invoke`` task).
+
+    The shell queues ``request`` (``HttpRequest.to_json()``), calls it at least once, each time
+    bounded by ``timeout_seconds`` and by ``deadline``, and answers the wait with the response or
+    the error (``HttpAnswered``). The wait's id is the call's id.
+    """
+
+    wait_id: str
+    state: str
+    request: dict[str, JSON]
+    timeout_seconds: int
+    deadline: datetime
+
+
+@dataclass(frozen=True)
 class CloseWait:
     """The wait ended (answered, timed out, aborted): its tokens and links stop working."""
 
@@ -116,6 +132,7 @@ Effect = (
     | ConcludeApproval
     | RemindApproval
     | ExpectEvent
+    | InvokeHttp
     | CloseWait
     | StartTimer
     | CancelTimer

@@ -7,6 +7,7 @@ Retry and Catch see it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 ALL = "States.ALL"
@@ -26,6 +27,17 @@ PERMISSIONS = "States.Permissions"
 
 #: Bridge error names.
 APPROVAL_REJECTED = "Approval.Rejected"
+#: HTTP tasks: a response outside 2xx is ``Http.<status>`` (``Http.404``); these name the calls
+#: that got no response, or were never made.
+HTTP_TIMEOUT = "Http.Timeout"
+HTTP_CONNECTION_ERROR = "Http.ConnectionError"
+HTTP_FORBIDDEN = "Http.Forbidden"
+HTTP_INVALID_REQUEST = "Http.InvalidRequest"
+HTTP_RESPONSE_TOO_LARGE = "Http.ResponseTooLarge"
+
+#: ``Http.4xx`` in ErrorEquals covers ``Http.400`` to ``Http.499``, and so on for 1xx to 5xx.
+_HTTP_FAMILY = re.compile(r"Http\.([1-5])xx")
+_HTTP_STATUS = re.compile(r"Http\.([1-5])[0-9][0-9]")
 
 #: Errors that ``States.ALL`` does not match (AWS: States.Runtime is not retriable/catchable
 #: through States.ALL).
@@ -70,4 +82,15 @@ def error_matches(error_equals: list[str] | tuple[str, ...], error: str) -> bool
         if name == TASK_FAILED and error != TIMEOUT and error not in NOT_MATCHED_BY_ALL:
             # AWS: in Retry and Catch, States.TaskFailed matches any error but States.Timeout.
             return True
+        if http_family_matches(name, error):
+            return True
     return False
+
+
+def http_family_matches(name: str, error: str) -> bool:
+    """Whether an ErrorEquals ``name`` like ``Http.5xx`` covers ``error`` like ``Http.503``."""
+    family = _HTTP_FAMILY.fullmatch(name)
+    if family is None:
+        return False
+    status = _HTTP_STATUS.fullmatch(error)
+    return status is not None and status.group(1) == family.group(1)

@@ -81,6 +81,18 @@ class EventArrived:
 
 
 @dataclass(frozen=True)
+class HttpAnswered:
+    """The HTTP call of a ``bridge:http:invoke`` wait ended: ``response`` (``{"StatusCode",
+    "StatusText", "Headers", "ResponseBody"}``, any status), or, when there was none, ``error``
+    (``Http.Timeout``, ``Http.ConnectionError``, ``Http.Forbidden``, ...) and ``cause``."""
+
+    wait_id: str
+    response: JSON = None
+    error: str | None = None
+    cause: str = ""
+
+
+@dataclass(frozen=True)
 class TimerFired:
     timer_id: str
 
@@ -98,6 +110,7 @@ Input = (
     | TaskHeartbeat
     | ApprovalDecided
     | EventArrived
+    | HttpAnswered
     | TimerFired
     | Stop
     | Redrive

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bridge.asl import approvals, choice, errors, intrinsics, jsonata, paths
+from bridge.asl import approvals, choice, errors, http_task, intrinsics, jsonata, paths
 from bridge.asl.dataflow import (
     MAX_PAYLOAD_BYTES,
     count,
@@ -41,6 +41,7 @@ from bridge.asl.effects import (
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
+    InvokeHttp,
     RecordVote,
     RemindApproval,
     RequestApproval,
@@ -53,6 +54,7 @@ from bridge.asl.inputs import (
     Audit,
     EventArrived,
     Fault,
+    HttpAnswered,
     Input,
     Redrive,
     Start,
@@ -65,6 +67,7 @@ from bridge.asl.inputs import (
 from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
+    HTTP_INVOKE,
     SEND,
     SEND_WAIT,
     ChoiceState,
@@ -429,6 +432,8 @@ class _Run:
                 return self._heartbeat(position, wait)
             case ApprovalDecided():
                 return self._decided(process, scope, position, event)
+            case HttpAnswered():
+                return self._http_answered(process, scope, position, event)
             case EventArrived(event=arrived):
                 self._record(
                     "EventReceived",
@@ -455,6 +460,14 @@ class _Run:
                 ballot = ballot.model_copy(update={"reminder_timers": remaining})
                 return _Blocked(
                     position.model_copy(update={"wait": wait.model_copy(update={"ballot": ballot})})
+                )
+            case TimerFired(timer_id=timer_id) if (
+                timer_id == wait.timeout_timer and wait.kind == "http"
+            ):
+                self._abandon(position)
+                self._record("TaskTimedOut", name)
+                return Failure(
+                    errors.HTTP_TIMEOUT, f"State {name}: the HTTP call was not answered in time"
                 )
             case TimerFired(timer_id=timer_id) if timer_id == wait.timeout_timer:
                 self._abandon(position)
@@ -595,7 +608,7 @@ class _Run:
             return
         wait = position.wait
         if wait is not None:
-            if wait.kind in ("callback", "approval", "event"):
+            if wait.kind in ("callback", "approval", "event", "http"):
                 self.effects.append(CloseWait(wait.id))
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
             for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders):
@@ -756,7 +769,53 @@ class _Run:
             return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == APPROVAL:
             return self._request_approval(state, position, parameters, data, timeout)
+        if state.resource == HTTP_INVOKE:
+            return self._invoke_http(position, parameters, timeout)
         raise AssertionError(f"unvalidated resource {state.resource}")
+
+    def _invoke_http(self, position: Position, parameters: JSON, timeout: int | None) -> _Outcome:
+        """Ask the shell for the call (``InvokeHttp``) and wait for its answer.
+
+        TimeoutSeconds (60 s when unset) bounds the call; the wait's own deadline comes
+        ``DEADLINE_GRACE_SECONDS`` later, so that the call's answer, even ``Http.Timeout``,
+        arrives before it. The deadline ends the state only when no worker answered.
+        """
+        request = http_task.build_request(parameters)
+        seconds = timeout if timeout is not None else http_task.DEFAULT_TIMEOUT_SECONDS
+        deadline = self.now + timedelta(seconds=seconds)
+        wait_id = self.entropy.new_id()
+        self.effects.append(
+            InvokeHttp(wait_id, position.state, request.to_json(), seconds, deadline)
+        )
+        self._record(
+            "HttpInvoked",
+            position.state,
+            callId=wait_id,
+            timeoutSeconds=seconds,
+            **request.redacted(),
+        )
+        timer = self.entropy.new_id()
+        ends = deadline + timedelta(seconds=http_task.DEADLINE_GRACE_SECONDS)
+        self.effects.append(StartTimer(timer, ends))
+        wait = Wait(id=wait_id, kind="http", timeout_timer=timer, timeout_at=ends)
+        return _Blocked(position.model_copy(update={"wait": wait}))
+
+    def _http_answered(
+        self, process: Process, scope: _Scope, position: Position, event: HttpAnswered
+    ) -> _Outcome:
+        """A 2xx response is the task's result; any other status, or no response, fails it."""
+        name = position.state
+        self._abandon(position)
+        if event.error is not None:
+            self._record("TaskFailed", name, error=event.error, cause=event.cause)
+            return Failure(event.error, event.cause)
+        response = event.response if isinstance(event.response, dict) else {}
+        failure = http_task.failure_of(response)
+        if failure is not None:
+            self._record("TaskFailed", name, error=failure.error, cause=failure.cause)
+            return failure
+        self._record("TaskSucceeded", name, output=http_task.redact_result(response))
+        return self._completed(process, scope, position, response)
 
     def _request_approval(
         self,
@@ -1287,6 +1346,8 @@ def _targets(wait: Wait, event: Input) -> bool:
             return wait.kind == "approval" and wait.id == wait_id
         case EventArrived(wait_id=wait_id):
             return wait.kind == "event" and wait.id == wait_id
+        case HttpAnswered(wait_id=wait_id):
+            return wait.kind == "http" and wait.id == wait_id
         case TimerFired(timer_id=timer_id):
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
             return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
-from bridge.asl import choice, intrinsics, jsonata, paths
+from bridge.asl import choice, http_task, intrinsics, jsonata, paths
 from bridge.asl.errors import DefinitionError
 
 JSON = Any
@@ -23,7 +23,8 @@ SEND = "bridge:kafka:send"
 SEND_WAIT = "bridge:kafka:send.waitForTaskToken"
 APPROVAL = "bridge:approval"
 EVENT_WAIT = "bridge:event:waitFor"
-RESOURCES = (SEND, SEND_WAIT, APPROVAL, EVENT_WAIT)
+HTTP_INVOKE = "bridge:http:invoke"
+RESOURCES = (SEND, SEND_WAIT, APPROVAL, EVENT_WAIT, HTTP_INVOKE)
 
 
 class _Node(BaseModel):
@@ -759,6 +760,60 @@ def _event_wait_problems(where: str, given: JSON) -> Iterator[str]:
             yield f"{at}.{key}: not a field of an event wait"
 
 
+def _http_problems(where: str, given: JSON, language: str) -> Iterator[str]:
+    """Problems of a ``bridge:http:invoke`` task's Parameters (Arguments) that show before it
+    runs: fields, and the literal method, URL and headers. Values read from the data are checked
+    when the task runs (a bad one fails it with ``Http.InvalidRequest``)."""
+    jsonata_state = language == "JSONata"
+
+    def dynamic(key: str, value: JSON) -> bool:
+        return key.endswith(".$") or (jsonata_state and jsonata.is_expression(value))
+
+    if jsonata_state and jsonata.is_expression(given):
+        return
+    if not isinstance(given, dict):
+        yield f"{where}: {HTTP_INVOKE} needs Method and Url"
+        return
+    names = {key[:-2] if key.endswith(".$") else key: key for key in given}
+    for name in sorted(set(names) - set(http_task.FIELDS)):
+        yield f"{where}.{names[name]}: not a field of an HTTP call"
+    if "Method" not in names:
+        yield f"{where}: {HTTP_INVOKE} needs Method"
+    elif not dynamic(names["Method"], given[names["Method"]]):
+        method = http_task.method_problem(given["Method"])
+        if not isinstance(method, str):
+            yield f"{where}.Method: {method.text}"
+        elif "RequestBody" in names and method in ("GET", "HEAD"):
+            yield f"{where}.RequestBody: a {method} request has no body"
+    urls = [name for name in ("Url", "ApiEndpoint") if name in names]
+    if not urls:
+        yield f"{where}: {HTTP_INVOKE} needs Url (or ApiEndpoint)"
+    elif len(urls) == 2:
+        yield f"{where}: Url and ApiEndpoint are exclusive"
+    for name in urls:
+        key = names[name]
+        if not dynamic(key, given[key]) and (problem := http_task.url_problem(given[key])):
+            yield f"{where}.{key}: {problem}"
+    for name in ("Headers", "QueryParameters"):
+        key = names.get(name)
+        if key is None or dynamic(key, given[key]):
+            continue
+        if not isinstance(given[key], dict):
+            yield f"{where}.{key}: must be an object"
+            continue
+        if name == "Headers":
+            seen: set[str] = set()
+            for header, value in given[key].items():
+                literal = not dynamic(header, value)
+                header_name = header[:-2] if header.endswith(".$") else header
+                problem = http_task.header_problem(header_name, value if literal else "")
+                if problem is not None:
+                    yield f"{where}.Headers.{header}: {problem}"
+                if header_name.lower() in seen:
+                    yield f"{where}.Headers.{header}: given twice"
+                seen.add(header_name.lower())
+
+
 def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]:
     if state.resource not in RESOURCES:
         known = ", ".join(RESOURCES)
@@ -769,6 +824,10 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
     if state.resource == EVENT_WAIT:
         yield from _event_wait_problems(f"{where}.{field}", given)
         return
+    if state.resource == HTTP_INVOKE:
+        yield from _http_problems(f"{where}.{field}", given, language)
+        if state.heartbeat_seconds is not None or state.heartbeat_seconds_path is not None:
+            yield f"{where}.HeartbeatSeconds: an HTTP call sends no heartbeats"
     parameters = given if isinstance(given, dict) else {}
     if state.resource in (SEND, SEND_WAIT) and not (
         language == "JSONata" and jsonata.is_expression(given)

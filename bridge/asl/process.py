@@ -48,7 +48,7 @@ _TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
     ProcessStatus.ABORTED: frozenset({ProcessStatus.RUNNING}),
 }
 
-WaitKind = Literal["callback", "approval", "event", "retry", "wait"]
+WaitKind = Literal["callback", "approval", "event", "http", "retry", "wait"]
 
 
 class _Frozen(BaseModel):

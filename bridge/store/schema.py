@@ -245,3 +245,30 @@ timers = Table(
     Column("due_at", UTCDateTime, nullable=False),
     Index(None, "due_at"),
 )
+
+#: HTTP calls of ``bridge:http:invoke`` tasks, a work queue: a worker claims a call for a while
+#: (``claimed_until``, renewed while the call runs), makes it outside any transaction, and the
+#: engine marks it done in the transaction that applies its answer. ``id`` is the wait's id.
+http_calls = Table(
+    "http_calls",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("state", String(200), nullable=False),
+    #: bridge.asl.http_task.HttpRequest.to_json(); masked once the call is done.
+    Column("request", Json, nullable=False),
+    Column("timeout_seconds", Integer, nullable=False),
+    #: When the call must have been answered: no call starts after it, none runs past it.
+    Column("deadline", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("done_at", UTCDateTime, nullable=True),
+    #: The status or error of the answer, and whether the process took it.
+    Column("outcome", String(200), nullable=True),
+    #: W3C trace context of the step that asked for the call; the call continues it.
+    Column("traceparent", String(55), nullable=True),
+    Column("tracestate", String(512), nullable=True),
+    Index(None, "done_at", "created_at"),
+    Index(None, "process_id"),
+)
