@@ -1,5 +1,5 @@
 """The timer scanner: turns due timers and expired buffered events into engine inputs, and
-forgets event identities older than the dedupe retention."""
+forgets event identities and done HTTP calls older than the dedupe retention."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from bridge.engine import BufferExpired, Engine, TimerDue
-from bridge.store import correlation, inbox, timers
+from bridge.store import correlation, http_calls, inbox, timers
 from bridge.store.database import database_now, reading
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,11 @@ class TimerScanner:
         if time.monotonic() - self._last_purge < PURGE_EVERY_SECONDS:
             return
         self._last_purge = time.monotonic()
+        before = datetime.now(UTC) - self.retention
         async with self.engine.db.begin() as conn:
-            removed = await inbox.purge(conn, datetime.now(UTC) - self.retention)
+            removed = await inbox.purge(conn, before)
+            calls = await http_calls.purge(conn, before)
         if removed:
             log.info("forgot %d event identities older than %s", removed, self.retention)
+        if calls:
+            log.info("forgot %d HTTP calls done before %s", calls, before.isoformat())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl.http_task import HttpRequest
@@ -181,3 +181,10 @@ def _masked(request: dict[str, Any]) -> dict[str, Any]:
         return HttpRequest.from_json(request).redacted()
     except (KeyError, TypeError, ValueError):
         return {}
+
+
+async def purge(conn: AsyncConnection, before: datetime, limit: int = 10_000) -> int:
+    """Forget calls done before ``before`` (their answers were applied long ago)."""
+    old = select(http_calls.c.id).where(http_calls.c.done_at < before).limit(limit)
+    result = await conn.execute(delete(http_calls).where(http_calls.c.id.in_(old)))
+    return int(result.rowcount or 0)

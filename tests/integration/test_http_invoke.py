@@ -407,6 +407,15 @@ async def test_two_workers_claim_different_calls(database_url: str) -> None:
             again = await store.claim(conn, 5, until, until + timedelta(seconds=30))
         assert sorted(call.id for call in again) == [f"call-{n}" for n in range(5)]
         assert {call.attempts for call in again} == {2}
+
+        # Done calls are forgotten after the retention; pending ones never are.
+        async with db.begin() as conn:
+            [done] = [call for call in again if call.id == "call-0"]
+            assert await store.finish(conn, done, "200", now)
+            assert await store.purge(conn, now) == 0
+            assert await store.purge(conn, now + timedelta(days=30)) == 1
+            left = (await conn.execute(select(http_calls.c.id))).scalars().all()
+        assert sorted(left) == [f"call-{n}" for n in range(1, 5)]
     finally:
         await db.dispose()
 
