@@ -44,15 +44,20 @@ from bridge.asl.effects import (
     ExpectEvent,
     HistoryEntry,
     InvokeHttp,
+    NotifyParent,
     RecordVote,
     RemindApproval,
     RequestApproval,
     SendMessage,
+    StartChild,
     StartTimer,
+    StopChild,
 )
 from bridge.asl.errors import DefinitionError
 from bridge.asl.inputs import (
     ApprovalDecided,
+    ChildEnded,
+    ChildStarted,
     EventArrived,
     HttpAnswered,
     Input,
@@ -66,6 +71,7 @@ from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
     HTTP_INVOKE,
+    PROCESS_START_SYNC,
     SEND_WAIT,
     Definition,
     parse_definition,
@@ -95,7 +101,9 @@ class LocalResult:
     ``history`` holds the interpreter's entries as ``{"at", "type", "state", "details"}``;
     ``messages`` every Kafka message the process sent (``topic``, ``key``, ``value``, ``headers``,
     ``state``, ``messageId``); ``approvals`` every approval it asked for (``state``, ``title``,
-    ``description``, ``data``).
+    ``description``, ``data``); ``children`` every child process it started (``state``,
+    ``definition``, ``input``, ``name``, ``correlationKey``, ``sync``, ``processId``): the runner
+    starts none, it answers ``.sync`` tasks from their mocks.
     """
 
     status: ProcessStatus
@@ -107,6 +115,7 @@ class LocalResult:
     messages: list[dict[str, JSON]] = field(default_factory=list)
     approvals: list[dict[str, JSON]] = field(default_factory=list)
     reminders: list[dict[str, JSON]] = field(default_factory=list)
+    children: list[dict[str, JSON]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
@@ -123,6 +132,7 @@ class LocalResult:
             "history": self.history,
             "messages": self.messages,
             "approvals": self.approvals,
+            "children": self.children,
         }
 
 
@@ -276,8 +286,10 @@ def parse_mocks(mocks: Mapping[str, JSON], document: Mapping[str, JSON]) -> dict
 
     Only states that wait for an answer take mocks: ``bridge:kafka:send.waitForTaskToken`` tasks
     (Return, Throw, Timeout), ``bridge:approval`` tasks (a decision as Return, or Timeout),
-    ``bridge:event:waitFor`` tasks (the event as Return, or Timeout) and ``bridge:http:invoke``
-    tasks (the response as Return, a call without one as Throw, or Timeout).
+    ``bridge:event:waitFor`` tasks (the event as Return, or Timeout), ``bridge:http:invoke``
+    tasks (the response as Return, a call without one as Throw, or Timeout) and
+    ``bridge:process:start.sync`` tasks (the child's output as Return, the child's error and
+    cause as Throw, or Timeout for a child that never ends).
     """
     try:
         responses = _MOCKS.validate_python(mocks)
@@ -291,10 +303,10 @@ def parse_mocks(mocks: Mapping[str, JSON], document: Mapping[str, JSON]) -> dict
             problems.append(f"{state}: no state of that name in the definition")
             continue
         resource = kinds[state]
-        if resource not in (SEND_WAIT, APPROVAL, EVENT_WAIT, HTTP_INVOKE):
+        if resource not in (SEND_WAIT, APPROVAL, EVENT_WAIT, HTTP_INVOKE, PROCESS_START_SYNC):
             problems.append(
                 f"{state}: only tasks that wait for an answer ({SEND_WAIT}, {APPROVAL}, "
-                f"{EVENT_WAIT}, {HTTP_INVOKE}) take mocks; this state is "
+                f"{EVENT_WAIT}, {HTTP_INVOKE}, {PROCESS_START_SYNC}) take mocks; this state is "
                 f"{resource or 'not a Task'}"
             )
             continue
@@ -320,7 +332,7 @@ def _answer(response: _Response, resource: str, where: str, problems: list[str])
             problems.append(f"{where}.Throw: an event arrives or not; use Return or Timeout")
             return None
         return Thrown(response.thrown.error, response.thrown.cause)
-    if resource == SEND_WAIT:
+    if resource in (SEND_WAIT, PROCESS_START_SYNC):
         return Returned(response.returned)
     if resource == EVENT_WAIT:
         return Arrived(response.returned)
@@ -452,6 +464,9 @@ class _Runner:
     messages: list[dict[str, JSON]] = field(default_factory=list)
     approvals: list[dict[str, JSON]] = field(default_factory=list)
     reminders: list[dict[str, JSON]] = field(default_factory=list)
+    children: list[dict[str, JSON]] = field(default_factory=list)
+    #: The open wait of each child a ``.sync`` task waits for.
+    child_waits: dict[str, str] = field(default_factory=dict)
 
     def run(self, data: JSON) -> LocalResult:
         self.now = self.clock()
@@ -491,6 +506,8 @@ class _Runner:
                         self._apply(decided)
                         if self.process is None or not self._waiting(wait_id):
                             break
+                elif wait.kind == "child":
+                    self._apply(self._child_ended(wait_id, wait.answer))
                 else:
                     self._apply(_input(wait_id, wait.answer, wait.kind))
             elif self.timers:
@@ -508,11 +525,19 @@ class _Runner:
         return self._result(self.process.status, self.process.error, self.process.cause)
 
     def _apply(self, event: Input) -> None:
+        """Apply ``event``, then the inputs its effects answer at once (a child's start), in
+        order, as the engine does within a batch."""
+        pending = [event]
+        while pending and self.steps < self.max_steps:
+            pending.extend(self._apply_one(pending.pop(0)))
+
+    def _apply_one(self, event: Input) -> list[Input]:
         result = step(self.definition, self.process, event, self.now, self.entropy)
         self.steps += 1
         if result.rejected is not None:
-            return  # as the engine does: a stale input changes nothing
+            return []  # as the engine does: a stale input changes nothing
         self.process = result.process
+        follow: list[Input] = []
         self.history.extend(_entry(entry) for entry in result.history)
         for effect in result.effects:
             match effect:
@@ -557,12 +582,51 @@ class _Runner:
                     )
                 case RecordVote() | ConcludeApproval():
                     pass  # the history has them; only the engine keeps approval rows
+                case StartChild():
+                    follow.append(self._start_child(effect))
+                case StopChild():
+                    self.waits.pop(self.child_waits.pop(effect.child_id, ""), None)
+                case NotifyParent():
+                    pass  # a local run is nobody's child
                 case StartTimer():
                     self.timers[effect.timer_id] = effect.due_at
                 case CancelTimer():
                     self.timers.pop(effect.timer_id, None)
                 case _:
                     assert_never(effect)
+        return follow
+
+    def _start_child(self, effect: StartChild) -> Input:
+        """Record the child a task asks for and start it at once (on paper): ``.sync`` tasks
+        then wait for their mocked end."""
+        self.children.append(
+            {
+                "state": effect.state,
+                "definition": effect.definition,
+                "input": effect.input,
+                "name": effect.name,
+                "correlationKey": effect.correlation_key,
+                "sync": effect.sync,
+                "processId": effect.child_id,
+            }
+        )
+        if effect.sync:
+            self.waits[effect.wait_id] = _OpenWait(effect.state, self._next(effect.state), "child")
+            self.child_waits[effect.child_id] = effect.wait_id
+        name = effect.definition.partition(":")[0]
+        return ChildStarted(effect.wait_id, effect.child_id, name, None, self.now, effect.name)
+
+    def _child_ended(self, wait_id: str, answer: Answer | None) -> Input:
+        """A mocked child's end: Return is its output, Throw its error and cause."""
+        child = next((c for c, w in self.child_waits.items() if w == wait_id), "")
+        self.child_waits.pop(child, None)
+        if isinstance(answer, Thrown):
+            return ChildEnded(
+                wait_id, child, "FAILED", None, answer.error, answer.cause, self.now, self.now
+            )
+        assert isinstance(answer, Returned)
+        output = copy.deepcopy(answer.output)
+        return ChildEnded(wait_id, child, "SUCCEEDED", output, None, None, self.now, self.now)
 
     def _waiting(self, wait_id: str) -> bool:
         """Whether the process still waits on ``wait_id`` (an approval may need more votes)."""
@@ -621,6 +685,7 @@ class _Runner:
             messages=self.messages,
             approvals=self.approvals,
             reminders=self.reminders,
+            children=self.children,
         )
 
 

@@ -124,6 +124,47 @@ class CancelTimer:
     timer_id: str
 
 
+@dataclass(frozen=True)
+class StartChild:
+    """Start a child process of ``definition`` (``NAME``, ``NAME:VERSION`` or ``NAME:ALIAS``,
+    resolved as an HTTP start is) with id ``child_id``, in the same transaction, and answer the
+    parent's wait ``wait_id`` with ``ChildStarted`` or ``ChildNotStarted``. With ``sync`` the
+    child's end answers the same wait later (``ChildEnded``)."""
+
+    child_id: str
+    wait_id: str
+    state: str
+    definition: str
+    input: JSON
+    name: str | None
+    correlation_key: str | None
+    sync: bool
+    depth: int
+
+
+@dataclass(frozen=True)
+class StopChild:
+    """The parent no longer waits for this child (stopped, failed, timed out, the task's
+    TimeoutSeconds): stop the child, and through it its own waiting children."""
+
+    child_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class NotifyParent:
+    """This process ended and its parent waits for it (``.sync``): answer the parent's wait."""
+
+    parent_id: str
+    wait_id: str
+    status: str
+    output: JSON
+    error: str | None
+    cause: str | None
+    started_at: datetime
+    ended_at: datetime
+
+
 Effect = (
     SendMessage
     | ExpectCallback
@@ -136,6 +177,9 @@ Effect = (
     | CloseWait
     | StartTimer
     | CancelTimer
+    | StartChild
+    | StopChild
+    | NotifyParent
 )
 
 

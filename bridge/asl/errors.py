@@ -38,6 +38,17 @@ HTTP_RESPONSE_TOO_LARGE = "Http.ResponseTooLarge"
 #: ``Http.4xx`` in ErrorEquals covers ``Http.400`` to ``Http.499``, and so on for 1xx to 5xx.
 _HTTP_FAMILY = re.compile(r"Http\.([1-5])xx")
 _HTTP_STATUS = re.compile(r"Http\.([1-5])[0-9][0-9]")
+#: Nested processes (bridge:process:start): a child that ended otherwise than SUCCEEDED, ...
+CHILD_FAILED = "Process.ChildFailed"
+CHILD_TIMED_OUT = "Process.ChildTimedOut"
+CHILD_ABORTED = "Process.ChildAborted"
+#: ... a start that could not be made, ...
+CHILD_INVALID_PARAMETERS = "Process.InvalidParameters"
+CHILD_DEFINITION_NOT_FOUND = "Process.DefinitionNotFound"
+CHILD_RUNNING = "Process.ChildRunning"
+NESTING_TOO_DEEP = "Process.NestingTooDeep"
+#: ... and the error a child is stopped with when its parent stops waiting for it.
+PARENT_STOPPED = "Process.ParentStopped"
 
 #: Errors that ``States.ALL`` does not match (AWS: States.Runtime is not retriable/catchable
 #: through States.ALL).

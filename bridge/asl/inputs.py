@@ -7,7 +7,10 @@ fired timer) is turned into exactly one of these before the engine calls the int
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from bridge.asl.process import ParentLink
 
 JSON = Any
 
@@ -19,6 +22,8 @@ class Start:
     correlation_key: str | None = None
     #: What started it (event id, topic, HTTP), recorded in the history.
     origin: dict[str, JSON] = field(default_factory=dict)
+    #: The process (and state) that started this one as its child.
+    parent: ParentLink | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,46 @@ class Stop:
     cause: str = ""
 
 
+@dataclass(frozen=True)
+class ChildStarted:
+    """The shell started the child a ``bridge:process:start`` task asked for (or found the one its
+    Name names): the plain form completes with its id, ``.sync`` goes on waiting for its end."""
+
+    wait_id: str
+    process_id: str
+    definition: str
+    version: int | None
+    started_at: datetime
+    #: The task's Name for the child, if it gave one.
+    name: str | None = None
+    #: The Name named a child started before: nothing new was started.
+    existing: bool = False
+
+
+@dataclass(frozen=True)
+class ChildNotStarted:
+    """The child could not be started (no such definition, version or alias; ...): the task
+    fails with ``error``."""
+
+    wait_id: str
+    error: str
+    cause: str = ""
+
+
+@dataclass(frozen=True)
+class ChildEnded:
+    """A child the parent waits for (``.sync``) ended: its status, output or error and cause."""
+
+    wait_id: str
+    process_id: str
+    status: str
+    output: JSON = None
+    error: str | None = None
+    cause: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
 Input = (
     Start
     | TaskSucceeded
@@ -116,4 +161,7 @@ Input = (
     | Redrive
     | Fault
     | Audit
+    | ChildStarted
+    | ChildNotStarted
+    | ChildEnded
 )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bridge.asl import approvals, choice, errors, http_task, intrinsics, jsonata, paths
+from bridge.asl import approvals, children, choice, errors, http_task, intrinsics, jsonata, paths
 from bridge.asl.dataflow import (
     MAX_PAYLOAD_BYTES,
     count,
@@ -42,16 +42,22 @@ from bridge.asl.effects import (
     ExpectEvent,
     HistoryEntry,
     InvokeHttp,
+    NotifyParent,
     RecordVote,
     RemindApproval,
     RequestApproval,
     SendMessage,
+    StartChild,
     StartTimer,
+    StopChild,
 )
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import (
     ApprovalDecided,
     Audit,
+    ChildEnded,
+    ChildNotStarted,
+    ChildStarted,
     EventArrived,
     Fault,
     HttpAnswered,
@@ -68,6 +74,8 @@ from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
     HTTP_INVOKE,
+    PROCESS_START,
+    PROCESS_START_SYNC,
     SEND,
     SEND_WAIT,
     ChoiceState,
@@ -222,6 +230,7 @@ class _Run:
             correlation_key=event.correlation_key,
             input=event.input,
             started_at=self.now,
+            parent=event.parent,
         )
         self._record("ProcessStarted", None, input=event.input, **event.origin)
         if (limit := self.definition.max_seconds) is not None:
@@ -434,6 +443,8 @@ class _Run:
                 return self._decided(process, scope, position, event)
             case HttpAnswered():
                 return self._http_answered(process, scope, position, event)
+            case ChildStarted() | ChildNotStarted() | ChildEnded():
+                return self._child_answer(process, scope, position, wait, event)
             case EventArrived(event=arrived):
                 self._record(
                     "EventReceived",
@@ -610,6 +621,9 @@ class _Run:
         if wait is not None:
             if wait.kind in ("callback", "approval", "event", "http"):
                 self.effects.append(CloseWait(wait.id))
+            if wait.kind == "child" and wait.child is not None:
+                # Nobody waits for the child any more: it stops too (with its own children).
+                self.effects.append(StopChild(wait.child, position.state))
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
             for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders):
                 if timer is not None:
@@ -728,6 +742,8 @@ class _Run:
             heartbeat = seconds(
                 fixed(state.heartbeat_seconds), state.heartbeat_seconds_path, data, context
             )
+        if state.resource in (PROCESS_START, PROCESS_START_SYNC):
+            return self._start_child(process, state, position, parameters, timeout)
         if state.resource in (SEND, SEND_WAIT):
             message = kafka_message(parameters, state.resource)
             message_id = self.entropy.new_id()
@@ -816,6 +832,97 @@ class _Run:
             return failure
         self._record("TaskSucceeded", name, output=http_task.redact_result(response))
         return self._completed(process, scope, position, response)
+
+    def _start_child(
+        self,
+        process: Process,
+        state: TaskState,
+        position: Position,
+        parameters: JSON,
+        timeout: int | None,
+    ) -> _Outcome:
+        """Ask the shell for a child process and wait for its start (and, ``.sync``, its end)."""
+        asked = children.request(parameters, state.resource)
+        depth = (process.parent.depth if process.parent else 0) + 1
+        if depth > children.MAX_DEPTH:
+            return Failure(
+                errors.NESTING_TOO_DEEP,
+                f"State {position.state}: processes nest at most {children.MAX_DEPTH} deep",
+            )
+        sync = state.resource == PROCESS_START_SYNC
+        child = (
+            children.child_id(process.id, asked.name)
+            if asked.name is not None
+            else self.entropy.new_id()
+        )
+        wait_id = self.entropy.new_id()
+        self.effects.append(
+            StartChild(
+                child_id=child,
+                wait_id=wait_id,
+                state=position.state,
+                definition=asked.definition,
+                input=asked.input,
+                name=asked.name,
+                correlation_key=asked.correlation_key,
+                sync=sync,
+                depth=depth,
+            )
+        )
+        wait = self._wait_with_timers(wait_id, "child", timeout if sync else None, None)
+        wait = wait.model_copy(update={"kind": "child", "child": child, "sync": sync})
+        return _Blocked(position.model_copy(update={"wait": wait}))
+
+    def _child_answer(
+        self,
+        process: Process,
+        scope: _Scope,
+        position: Position,
+        wait: Wait,
+        event: ChildStarted | ChildNotStarted | ChildEnded,
+    ) -> _Outcome:
+        name = position.state
+        if isinstance(event, ChildNotStarted):
+            self._record("ChildNotStarted", name, error=event.error, cause=event.cause)
+            self._close_child_wait(wait)
+            return Failure(event.error, event.cause)
+        if isinstance(event, ChildStarted):
+            self._record(
+                "ChildStarted",
+                name,
+                processId=event.process_id,
+                definition=event.definition,
+                version=event.version,
+                name=event.name,
+                sync=wait.sync,
+                existing=event.existing,
+            )
+            if wait.sync:
+                return _Blocked(position)
+            self._close_child_wait(wait)
+            result = children.started(event.process_id, iso(event.started_at))
+            return self._completed(process, scope, position, result)
+        outcome = children.result(event)
+        self._close_child_wait(wait)
+        if isinstance(outcome, Failure):
+            self._record(
+                "ChildEnded",
+                name,
+                processId=event.process_id,
+                status=event.status,
+                error=outcome.error,
+                cause=outcome.cause,
+            )
+            return outcome
+        self._record(
+            "ChildEnded", name, processId=event.process_id, status=event.status, output=event.output
+        )
+        return self._completed(process, scope, position, outcome)
+
+    def _close_child_wait(self, wait: Wait) -> None:
+        """The child wait ended with an answer: only its timeout timer goes."""
+        if wait.timeout_timer is not None:
+            self.effects.append(CancelTimer(wait.timeout_timer))
 
     def _request_approval(
         self,
@@ -1208,6 +1315,20 @@ class _Run:
             else {"error": error, "cause": cause}
         )
         self._record(kind, process.current_state, **details)
+        if process.parent is not None and process.parent.wait_id is not None:
+            # The parent waits for this end (``.sync``); the shell answers it in the same batch.
+            self.effects.append(
+                NotifyParent(
+                    parent_id=process.parent.id,
+                    wait_id=process.parent.wait_id,
+                    status=status.value,
+                    output=output,
+                    error=error,
+                    cause=cause,
+                    started_at=process.started_at,
+                    ended_at=self.now,
+                )
+            )
         ended = process.model_copy(
             update={
                 "status": status,
@@ -1348,6 +1469,12 @@ def _targets(wait: Wait, event: Input) -> bool:
             return wait.kind == "event" and wait.id == wait_id
         case HttpAnswered(wait_id=wait_id):
             return wait.kind == "http" and wait.id == wait_id
+        case (
+            ChildStarted(wait_id=wait_id)
+            | ChildNotStarted(wait_id=wait_id)
+            | ChildEnded(wait_id=wait_id)
+        ):
+            return wait.kind == "child" and wait.id == wait_id
         case TimerFired(timer_id=timer_id):
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
             return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders)

@@ -24,7 +24,20 @@ SEND_WAIT = "bridge:kafka:send.waitForTaskToken"
 APPROVAL = "bridge:approval"
 EVENT_WAIT = "bridge:event:waitFor"
 HTTP_INVOKE = "bridge:http:invoke"
-RESOURCES = (SEND, SEND_WAIT, APPROVAL, EVENT_WAIT, HTTP_INVOKE)
+#: Nested processes (Step Functions' states:startExecution and .sync).
+PROCESS_START = "bridge:process:start"
+PROCESS_START_SYNC = "bridge:process:start.sync"
+RESOURCES = (
+    SEND,
+    SEND_WAIT,
+    APPROVAL,
+    EVENT_WAIT,
+    HTTP_INVOKE,
+    PROCESS_START,
+    PROCESS_START_SYNC,
+)
+#: The fields of a child start's Parameters (or Arguments).
+CHILD_START_FIELDS = ("Definition", "Input", "Name", "CorrelationKey")
 
 
 class _Node(BaseModel):
@@ -828,6 +841,9 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
         yield from _http_problems(f"{where}.{field}", given, language)
         if state.heartbeat_seconds is not None or state.heartbeat_seconds_path is not None:
             yield f"{where}.HeartbeatSeconds: an HTTP call sends no heartbeats"
+    if state.resource in (PROCESS_START, PROCESS_START_SYNC):
+        yield from _child_start_problems(where, field, state, language)
+        return
     parameters = given if isinstance(given, dict) else {}
     if state.resource in (SEND, SEND_WAIT) and not (
         language == "JSONata" and jsonata.is_expression(given)
@@ -851,6 +867,35 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
         and state.heartbeat_seconds >= state.timeout_seconds
     ):
         yield f"{where}.HeartbeatSeconds: must be smaller than TimeoutSeconds"
+
+
+def _child_start_problems(where: str, field: str, state: TaskState, language: str) -> Iterator[str]:
+    given = state.arguments if language == "JSONata" else state.parameters
+    if not (language == "JSONata" and jsonata.is_expression(given)):
+        if not isinstance(given, dict):
+            yield f"{where}.{field}: {state.resource} needs Definition (and Input, Name, ...)"
+            return
+        names = {key[:-2] if key.endswith(".$") else key: key for key in given}
+        if "Definition" not in names:
+            yield f"{where}.{field}.Definition: the child's definition (NAME, NAME:ALIAS, ...)"
+        elif names["Definition"] == "Definition" and (
+            not isinstance(given["Definition"], str) or not given["Definition"]
+        ):
+            yield f"{where}.{field}.Definition: a definition name, NAME:ALIAS or NAME:VERSION"
+        for name in sorted(set(names) - set(CHILD_START_FIELDS)):
+            known = ", ".join(CHILD_START_FIELDS)
+            yield f"{where}.{field}.{names[name]}: not a field of a child start; known: {known}"
+    if state.heartbeat_seconds is not None or state.heartbeat_seconds_path is not None:
+        yield f"{where}.HeartbeatSeconds: a child process sends no heartbeats"
+    if state.resource == PROCESS_START and (
+        state.timeout_seconds is not None or state.timeout_seconds_path is not None
+    ):
+        yield (
+            f"{where}.TimeoutSeconds: {PROCESS_START} answers at once; only "
+            f"{PROCESS_START_SYNC} waits"
+        )
+    if state.timeout_seconds is not None and state.timeout_seconds_path is not None:
+        yield f"{where}: TimeoutSeconds and TimeoutSecondsPath are exclusive"
 
 
 def _error_handling_problems(

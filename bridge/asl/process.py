@@ -48,7 +48,7 @@ _TRANSITIONS: dict[ProcessStatus, frozenset[ProcessStatus]] = {
     ProcessStatus.ABORTED: frozenset({ProcessStatus.RUNNING}),
 }
 
-WaitKind = Literal["callback", "approval", "event", "http", "retry", "wait"]
+WaitKind = Literal["callback", "approval", "event", "http", "retry", "wait", "child"]
 
 
 class _Frozen(BaseModel):
@@ -70,6 +70,10 @@ class Wait(_Frozen):
     heartbeat_at: datetime | None = None
     #: Approval waits: seats, rule and votes so far.
     ballot: Ballot | None = None
+    #: Child waits (``bridge:process:start``): the child's process id, and whether the task
+    #: waits for the child's end (``.sync``) or only for its start.
+    child: str | None = None
+    sync: bool = False
 
 
 BranchStatus = Literal["pending", "running", "succeeded", "failed", "aborted"]
@@ -117,6 +121,17 @@ class Branch(_Frozen):
 Position.model_rebuild()
 
 
+class ParentLink(_Frozen):
+    """A child process's parent: the process and the state that started it. ``wait_id`` is the
+    parent's wait that the child's end answers (``.sync``); None when the parent did not wait."""
+
+    id: str
+    state: str
+    wait_id: str | None = None
+    #: 1 for a child of a top-level process, 2 for its child, and so on.
+    depth: int = 1
+
+
 class Process(_Frozen):
     id: str
     definition: str
@@ -135,6 +150,8 @@ class Process(_Frozen):
     timeout_timer: str | None = None
     transitions: int = 0
     redrive_count: int = 0
+    #: Set for a process started by another one's ``bridge:process:start`` task.
+    parent: ParentLink | None = None
 
     @property
     def current_state(self) -> str | None:
