@@ -64,8 +64,20 @@ routes = web.RouteTableDef()
 MAX_BODY = 256 * 1024
 
 
-def process_json(process: Process, base_url: str = "") -> dict[str, Any]:
-    return ProcessView.of(process, base_url).dump()
+def process_json(
+    process: Process, base_url: str = "", children: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return ProcessView.of(process, base_url, children).dump()
+
+
+async def _one_process(engine: Engine, process_id: str) -> dict[str, Any] | None:
+    """One process as the API shows it alone: with its children's links."""
+    async with reading(engine.db) as conn:
+        process = await store.get(conn, process_id)
+        if process is None:
+            return None
+        children = await store.children_of(conn, process_id)
+    return process_json(process, engine.base_url, children)
 
 
 def _invalid(exc: ValidationError, title: str) -> web.Response:
@@ -108,11 +120,10 @@ async def get_process(request: web.Request) -> web.Response:
 
     if wants_html(request):
         return await process_page(request, request.match_info["id"])
-    async with reading(engine.db) as conn:
-        process = await store.get(conn, request.match_info["id"])
-    if process is None:
+    found = await _one_process(engine, request.match_info["id"])
+    if found is None:
         return problem(404, "Process not found", f"no process {request.match_info['id']!r}")
-    return web.json_response(process_json(process, engine.base_url))
+    return web.json_response(found)
 
 
 def _cursor(last: Process) -> str:
@@ -335,9 +346,9 @@ async def start_process(request: web.Request) -> web.Response:
     else:
         status = 200 if result.status == "duplicate" else 201
     location = f"{engine.base_url}/processes/{process_id}"
-    return web.json_response(
-        process_json(process, engine.base_url), status=status, headers={"Location": location}
-    )
+    found = await _one_process(engine, process_id)
+    assert found is not None
+    return web.json_response(found, status=status, headers={"Location": location})
 
 
 async def _until_ended(engine: Engine, process_id: str, wait: float) -> Process | None:
@@ -376,10 +387,9 @@ async def _after_action(
         return problem(404, "Process not found", f"no process {process_id!r}")
     if not result.ok:
         return problem(409, title, result.reason)
-    async with reading(engine.db) as conn:
-        process = await store.get(conn, process_id)
-    assert process is not None
-    return web.json_response(process_json(process, engine.base_url))
+    found = await _one_process(engine, process_id)
+    assert found is not None
+    return web.json_response(found)
 
 
 def _definition_view(definition: Definition, base_url: str) -> dict[str, Any]:

@@ -75,6 +75,25 @@ class Problem(View):
 class ProcessLinks(View):
     self: str
     history: str
+    parent: str | None = Field(default=None, description="The parent process, for a child")
+
+
+class ChildLinks(View):
+    self: str
+
+
+class ChildView(View):
+    """A child process started by a ``bridge:process:start`` task of this one."""
+
+    id: str
+    state: str | None = Field(description="The parent's state that started it")
+    definition: str | None
+    version: int | None
+    name: str | None = Field(description="The Name the task gave it")
+    sync: bool = Field(description="Whether the parent waited for its end (.sync)")
+    status: Status | None
+    started_at: datetime | None
+    links: ChildLinks
 
 
 class ProcessView(View):
@@ -92,9 +111,24 @@ class ProcessView(View):
     started_at: datetime
     ended_at: datetime | None
     links: ProcessLinks
+    parent_id: str | None = Field(
+        default=None, description="The process that started this one (bridge:process:start)"
+    )
+    parent_state: str | None = Field(default=None, description="The parent's state that did")
+    children: list[ChildView] | None = Field(
+        default=None,
+        description="The child processes it started, oldest first (null in process lists)",
+    )
 
     @classmethod
-    def of(cls, process: Process, base_url: str = "") -> ProcessView:
+    def of(
+        cls,
+        process: Process,
+        base_url: str = "",
+        children: list[dict[str, Any]] | None = None,
+    ) -> ProcessView:
+        """``children``: rows of ``bridge.store.processes.children_of``, or None to leave out."""
+        parent = process.parent
         return cls(
             id=process.id,
             definition=process.definition,
@@ -114,7 +148,19 @@ class ProcessView(View):
             links=ProcessLinks(
                 self=f"{base_url}/processes/{process.id}",
                 history=f"{base_url}/processes/{process.id}/history",
+                parent=f"{base_url}/processes/{parent.id}" if parent else None,
             ),
+            parent_id=parent.id if parent else None,
+            parent_state=parent.state if parent else None,
+            children=None
+            if children is None
+            else [
+                ChildView(
+                    **child,
+                    links=ChildLinks(self=f"{base_url}/processes/{child['id']}"),
+                )
+                for child in children
+            ],
         )
 
 

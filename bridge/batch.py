@@ -42,13 +42,17 @@ from bridge.asl.effects import (
     ExpectEvent,
     HistoryEntry,
     InvokeHttp,
+    NotifyParent,
     RecordVote,
     RemindApproval,
     RequestApproval,
     SendMessage,
+    StartChild,
     StartTimer,
+    StopChild,
 )
 from bridge.asl.interpreter import Step, step
+from bridge.asl.model import Definition
 from bridge.asl.process import Process, ProcessStatus
 from bridge.events import (
     Candidate,
@@ -79,6 +83,7 @@ from bridge.intake import (
     TimerDue,
 )
 from bridge.metrics import Tally
+from bridge.nesting import Nesting
 from bridge.store import aliases, correlation, http_calls, inbox, outbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
@@ -150,6 +155,8 @@ class Batch:
         self.tally = Tally()
         #: HTTP calls this batch queued (the engine wakes the invoker after the commit).
         self.http_calls_queued = 0
+        #: Child processes: started, stopped and answered as their effects appear.
+        self.nesting = Nesting(self)
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         if self.engine.clock is None:
@@ -187,6 +194,7 @@ class Batch:
         try:
             for index, item in enumerate(batch):
                 self.stepping = []
+                self.nesting.starts = 0
                 structlog.contextvars.unbind_contextvars(
                     "process_id", "correlation_key", "event_id"
                 )
@@ -353,12 +361,9 @@ class Batch:
             if item.name
             else self.engine.entropy.new_id()
         )
-        chosen = await self._version_to_start(reference, item.version, process_id)
-        if isinstance(chosen, Outcome):
-            return chosen
-        definition = self.engine.registry.get(name, chosen)
-        if definition is None:
-            return Outcome("not_found", f"no definition {name!r} version {chosen}")
+        definition = await self.definition_to_start(reference, item.version, process_id)
+        if isinstance(definition, Outcome):
+            return definition
         origin = {
             "via": "http",
             **({"name": item.name} if item.name else {}),
@@ -385,6 +390,26 @@ class Batch:
                 "last_duplicate_at": None,
             }
         return Outcome("applied", "started", (process_id,))
+
+    async def definition_to_start(
+        self, reference: Reference, version: int | None, process_id: str
+    ) -> Definition | Outcome:
+        """The definition a start of ``reference`` runs: the version asked for, the one an alias
+        routes ``process_id`` to, or the newest. HTTP starts and child processes both use it."""
+        chosen = await self._version_to_start(reference, version, process_id)
+        if isinstance(chosen, Outcome):
+            return chosen
+        definition = self.engine.registry.get(reference.definition, chosen)
+        if definition is None:
+            return Outcome("not_found", f"no definition {reference.definition!r} version {chosen}")
+        return definition
+
+    def adopt(self, process_id: str, result: Step, parent: _Touched) -> None:
+        """A child process started in this batch: written with the others, in the trace of the
+        parent that started it."""
+        assert result.process is not None
+        self.touched[process_id] = _Touched(result.process, None, trace=parent.trace)
+        self._effects(process_id, result)
 
     async def _version_to_start(
         self, reference: Reference, version: int | None, process_id: str
@@ -636,7 +661,9 @@ class Batch:
         while self.correlated < len(self.effects):
             process_id, effect = self.effects[self.correlated]
             self.correlated += 1
-            if isinstance(effect, CloseWait):
+            if isinstance(effect, StartChild | StopChild | NotifyParent):
+                await self.nesting.apply(process_id, effect)
+            elif isinstance(effect, CloseWait):
                 await correlation.remove_waits(self.conn, [effect.wait_id])
             elif isinstance(effect, ExpectEvent):
                 taken = await correlation.take_buffered(
@@ -859,6 +886,8 @@ class Batch:
                     pass  # indexed as it happened, by _correlate_effects
                 case InvokeHttp():
                     calls.append(self._http_call(process_id, effect, context))
+                case StartChild() | StopChild() | NotifyParent():
+                    pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
         self.http_calls_queued = len(calls)

@@ -204,3 +204,38 @@ async def read_history(
         .limit(limit)
     )
     return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+
+
+async def children_of(conn: AsyncConnection, process_id: str) -> list[dict[str, Any]]:
+    """The child processes ``process_id`` started, oldest first, from its ChildStarted history
+    entries: id, state, definition, version, name, sync, and the child's status and start time
+    (None when the child row is gone)."""
+    query = (
+        select(history.c.state, history.c.details)
+        .where(and_(history.c.process_id == process_id, history.c.type == "ChildStarted"))
+        .order_by(history.c.seq)
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for row in (await conn.execute(query)).all():
+        details = row.details or {}
+        child = details.get("processId")
+        if isinstance(child, str) and child not in found:
+            found[child] = {
+                "id": child,
+                "state": row.state,
+                "definition": details.get("definition"),
+                "version": details.get("version"),
+                "name": details.get("name"),
+                "sync": bool(details.get("sync")),
+                "status": None,
+                "started_at": None,
+            }
+    if found:
+        rows = await conn.execute(
+            select(processes.c.id, processes.c.status, processes.c.started_at).where(
+                processes.c.id.in_(list(found))
+            )
+        )
+        for child_row in rows.all():
+            found[child_row.id].update(status=child_row.status, started_at=child_row.started_at)
+    return list(found.values())
