@@ -87,6 +87,8 @@ def lifecycle(
     for key in ("output", "error", "cause"):
         if key in entry.details:
             value[key] = entry.details[key]
+    if process.parent is not None:
+        value["parentId"] = process.parent.id
     return row(
         message_id,
         process.id,

@@ -24,6 +24,8 @@ from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
     HTTP_INVOKE,
+    PROCESS_START,
+    PROCESS_START_SYNC,
     SEND,
     SEND_WAIT,
     ChoiceState,
@@ -149,6 +151,8 @@ def _kind(state: State) -> str:
             SEND_WAIT: "Command, waits for callback",
             SEND: "Command",
             HTTP_INVOKE: "HTTP call",
+            PROCESS_START: "Child process",
+            PROCESS_START_SYNC: "Child process, waits for its end",
         }.get(state.resource, "Task")
     return state.type
 

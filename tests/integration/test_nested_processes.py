@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.integration.harness import Bridge, running_bridge
+from bridge.definitions import EXAMPLES_DIR
+from tests.integration.harness import Bridge, running_bridge, saga_definition
 
 pytestmark = pytest.mark.integration
 
@@ -308,3 +311,48 @@ async def test_redrive_map_and_versions(database_url: str, kafka: str, tmp_path:
         first, second = (await _process(b, failed["id"]))["children"]
         assert (first["status"], first["version"]) == ("FAILED", 1)
         assert (second["status"], second["version"]) == ("SUCCEEDED", 2)
+
+
+async def test_the_order_batch_example(database_url: str, kafka: str, tmp_path: Path) -> None:
+    """examples/order-batch.asl.yaml: the order saga as a child per line, one line rejected."""
+    folder = tmp_path / "definitions"
+    topics = saga_definition(folder, uuid.uuid4().hex[:8])
+    batch = yaml.safe_load((EXAMPLES_DIR / "order-batch.asl.yaml").read_text())
+    batch["Triggers"][0]["Topic"] = topics["orders.events"]
+    (folder / "order-batch.asl.json").write_text(json.dumps(batch))
+    async with running_bridge(database_url, kafka, tmp_path, definitions=folder) as b:
+        b.topics.update(topics)
+        lines = [
+            {"lineId": "l-1", "amount": 120, "items": [{"sku": "book", "qty": 1}]},
+            {"lineId": "l-2", "amount": 950, "items": [{"sku": "piano", "qty": 1}]},
+            {"lineId": "l-3", "amount": 30, "items": []},
+        ]
+        parent = await _start(
+            b, "order-batch", {"batchId": "b-1", "customerId": "c-7", "lines": lines}, wait=0
+        )
+        assert parent["status"] == "RUNNING"
+        for line in lines:
+            order_id = f"b-1-{line['lineId']}"
+            reserve = await b.command("inventory.commands", order_id)
+            assert (await b.post(f"/tasks/{reserve['taskToken']}/success", {}))[0] == 200
+            charge = await b.command("payments.commands", order_id)
+            paid = {"paymentId": f"p-{line['lineId']}"}
+            assert (await b.post(f"/tasks/{charge['taskToken']}/success", paid))[0] == 200
+        request, _ = await b.next_message(
+            "bridge.approvals", lambda v: v["data"]["orderId"] == "b-1-l-2"
+        )
+        status, _ = await b.post(request["rejectUrl"], {"decision": "reject", "comment": "no"})
+        assert status == 200
+
+        done = await _until(b, parent["id"], "SUCCEEDED")
+        first, second, third = done["output"]["lines"]
+        assert done["output"]["completed"] == 2
+        assert (first["status"], first["payment"]) == ("COMPLETED", {"paymentId": "p-l-1"})
+        assert (third["status"], third["payment"]) == ("COMPLETED", {"paymentId": "p-l-3"})
+        assert (second["status"], second["error"]) == ("FAILED", "Process.ChildFailed")
+        assert second["order"]["Error"] == "Approval.Rejected"
+        children = {link["name"]: link for link in done["children"]}
+        assert sorted(children) == ["l-1", "l-2", "l-3"]
+        assert children["l-2"]["status"] == "FAILED"
+        order = await _process(b, children["l-1"]["id"])
+        assert order["correlationKey"] == "b-1-l-1" and order["parentId"] == parent["id"]
