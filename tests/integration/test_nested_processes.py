@@ -356,3 +356,53 @@ async def test_the_order_batch_example(database_url: str, kafka: str, tmp_path: 
         assert children["l-2"]["status"] == "FAILED"
         order = await _process(b, children["l-1"]["id"])
         assert order["correlationKey"] == "b-1-l-1" and order["parentId"] == parent["id"]
+
+
+async def test_aliases_late_definitions_and_the_start_budget(
+    database_url: str, kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge import nesting
+    from bridge.definitions import deploy
+
+    async with running_bridge(database_url, kafka, tmp_path, definitions=_folder(tmp_path)) as b:
+        # NAME:ALIAS is routed as an HTTP start routes it.
+        changed = {
+            "StartAt": "Echo",
+            "States": {"Echo": {"Type": "Pass", "Parameters": {"v2.$": "$.x"}, "End": True}},
+        }
+        assert (await b.http_put("/definitions/child-echo", changed))[0] == 201
+        alias = {"routes": [{"version": 1, "weight": 100}]}
+        assert (await b.http_put("/definitions/child-echo/aliases/stable", alias))[0] == 200
+        parent = {
+            "StartAt": "Run",
+            "States": {"Run": {**_task(SYNC, "child-echo:stable"), "End": True}},
+        }
+        assert (await b.http_put("/definitions/parent-alias", parent))[0] == 201
+        routed = await _start(b, "parent-alias", {"x": 3})
+        assert routed["output"]["Output"] == {"echo": 3}
+        [child] = (await _process(b, routed["id"]))["children"]
+        assert child["version"] == 1
+        [origin] = [e for e in await _history(b, child["id"]) if e["type"] == "ProcessStarted"]
+        assert origin["details"]["alias"] == "stable"
+
+        # A definition deployed behind this process's back (another replica): found, not refused.
+        late = {"StartAt": "Run", "States": {"Run": {**_task(SYNC, "late-child"), "End": True}}}
+        assert (await b.http_put("/definitions/parent-late", late))[0] == 201
+        await deploy(b.core.db, [("late-child", DEFINITIONS["child-echo"])])
+        assert b.core.registry.latest("late-child") is None
+        found = await _start(b, "parent-late", {"x": 4})
+        assert found["status"] == "SUCCEEDED" and found["output"]["Output"] == {"echo": 4}
+
+        # A parent that starts children that end at once, in a loop that never waits, is bounded.
+        monkeypatch.setattr(nesting, "MAX_CHILD_STARTS", 20)
+        loop = {
+            "StartAt": "Run",
+            "States": {
+                "Run": {**_task(SYNC, "child-echo"), "ResultPath": None, "Next": "Again"},
+                "Again": {"Type": "Pass", "Next": "Run"},
+            },
+        }
+        assert (await b.http_put("/definitions/parent-loop", loop))[0] == 201
+        looped = await _start(b, "parent-loop", {"x": 1})
+        assert (looped["status"], looped["error"]) == ("FAILED", "States.Runtime")
+        assert len((await _process(b, looped["id"]))["children"]) == 20
