@@ -288,6 +288,9 @@ EXPRESS_HISTORY = frozenset(
         "TaskTimedOut",
         "BranchFailed",
         "ErrorCaught",
+        # The links to child processes (GET /processes/{id} lists children from them).
+        "ChildStarted",
+        "ChildNotStarted",
     }
 )
 

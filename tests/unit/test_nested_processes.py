@@ -467,3 +467,14 @@ def test_child_request_reads_parameters() -> None:
     )
     parent = Process(id="p", definition="d", version=1, started_at=T0)
     assert children.children_waited_for(parent) == []
+
+
+def test_an_express_parent_keeps_its_links_to_children() -> None:
+    document = {"ProcessType": "EXPRESS", **machine(("Run", {**_task(SYNC), "End": True}))}
+    run = driver(document)
+    run.start({"n": 1})
+    answer = started(run)
+    run.apply(answer)
+    run.apply(ended(answer.wait_id, answer.process_id, "SUCCEEDED", output=1))
+    kinds = [entry.type for applied in run.log for entry in applied.result.history]
+    assert kinds == ["ProcessStarted", "ChildStarted", "ProcessSucceeded"]
