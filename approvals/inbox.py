@@ -97,6 +97,7 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
             return problem(404, "Process not found", f"no process {process_id!r}")
         history = await store.read_history(conn, process_id, limit=2000)
         decisions = await waits.approvals_of_process(conn, process_id)
+        children = await store.children_of(conn, process_id)
     pairs = [(entry["type"], entry["state"]) for entry in history]
     if len(history) == 2000:
         pairs = await diagrams.history_pairs(engine, process_id)
@@ -109,7 +110,7 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
     return _page(
         request,
         "process.html",
-        process=process_json(process, engine.base_url),
+        process=process_json(process, engine.base_url, children),
         history=history,
         approvals=decisions,
         actions=status.actions(request, process.status, process.id),

@@ -252,6 +252,15 @@ async def test_child_success_failure_and_plain_start(
         [link] = (await _process(b, plain["id"]))["children"]
         assert link["id"] == running["id"] and link["sync"] is False
 
+        # The status pages link both ways.
+        html = {"Accept": "text/html"}
+        async with b.http.get(f"{b.url}/processes/{plain['id']}", headers=html) as page:
+            assert page.status == 200
+            assert f'href="/processes/{running["id"]}" class="child"' in await page.text()
+        async with b.http.get(f"{b.url}/processes/{running['id']}", headers=html) as page:
+            assert page.status == 200
+            assert f'href="/processes/{plain["id"]}" class="parent"' in await page.text()
+
 
 async def test_stopping_a_parent_stops_its_waiting_children(
     database_url: str, kafka: str, tmp_path: Path
