@@ -489,6 +489,13 @@ def processes_show(
 
     def line(value: dict[str, Any]) -> None:
         _process_line(value)
+        if value.get("parentId"):
+            click.echo(f"  parent {value['parentId']}  in {value.get('parentState') or ''}")
+        for child in value.get("children") or []:
+            click.echo(
+                f"  child  {child['id']}  {child.get('status') or '-':<9}  "
+                f"{child.get('definition')} v{child.get('version')}  in {child.get('state') or ''}"
+            )
         for entry in value.get("history", []):
             click.echo(
                 f"  {entry['seq']:>4} {entry['at']}  {entry['type']:<18} {entry['state'] or ''}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -260,6 +262,12 @@ async def test_child_success_failure_and_plain_start(
         async with b.http.get(f"{b.url}/processes/{running['id']}", headers=html) as page:
             assert page.status == 200
             assert f'href="/processes/{plain["id"]}" class="parent"' in await page.text()
+        # And so does the command line.
+        command = [sys.executable, "-m", "bridge", "processes", "show", plain["id"], "--url", b.url]
+        shown = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=60
+        )
+        assert f"child  {running['id']}  RUNNING" in shown.stdout, shown.stderr
 
 
 async def test_stopping_a_parent_stops_its_waiting_children(
