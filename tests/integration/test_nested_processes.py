@@ -423,3 +423,53 @@ async def test_aliases_late_definitions_and_the_start_budget(
         looped = await _start(b, "parent-loop", {"x": 1})
         assert (looped["status"], looped["error"]) == ("FAILED", "States.Runtime")
         assert len((await _process(b, looped["id"]))["children"]) == 20
+
+
+async def test_a_name_starts_one_child(database_url: str, kafka: str, tmp_path: Path) -> None:
+    named = {"parameters": {"Name": "only"}}
+    document = {
+        "StartAt": "First",
+        "States": {
+            "First": {
+                **_task(SYNC, "child-echo", **named),
+                "ResultPath": "$.first",
+                "Next": "Again",
+            },
+            # The same name: nothing new starts, the ended child's end answers at once.
+            "Again": {
+                **_task(SYNC, "child-echo", **named),
+                "ResultPath": "$.again",
+                "Next": "Hold",
+            },
+            "Hold": {
+                **_task(PLAIN, "child-wait", parameters={"Name": "held"}),
+                "ResultPath": "$.held",
+                "Next": "Join",
+            },
+            # A running child started by another step cannot be waited for here.
+            "Join": {
+                **_task(SYNC, "child-wait", parameters={"Name": "held"}),
+                "Catch": [
+                    {
+                        "ErrorEquals": ["Process.ChildRunning"],
+                        "ResultPath": "$.refused",
+                        "Next": "Done",
+                    }
+                ],
+                "End": True,
+            },
+            "Done": {"Type": "Succeed"},
+        },
+    }
+    async with running_bridge(database_url, kafka, tmp_path, definitions=_folder(tmp_path)) as b:
+        assert (await b.http_put("/definitions/parent-names", document))[0] == 201
+        done = await _start(b, "parent-names", {"x": 5})
+        assert done["status"] == "SUCCEEDED", done
+        assert done["output"]["first"] == done["output"]["again"]
+        assert done["output"]["refused"]["Error"] == "Process.ChildRunning"
+        links = (await _process(b, done["id"]))["children"]
+        assert [link["name"] for link in links] == ["only", "held"]
+        started = [e for e in await _history(b, done["id"]) if e["type"] == "ChildStarted"]
+        assert [e["details"]["existing"] for e in started] == [False, True, False]
+        refused = [e for e in await _history(b, done["id"]) if e["type"] == "ChildNotStarted"]
+        assert refused[0]["details"]["error"] == "Process.ChildRunning"
