@@ -49,7 +49,7 @@ def test_bridge_dev_starts_answers_and_stops(tmp_path: Path) -> None:
         printed = Path(output.name).read_text()
         assert health == {
             "status": "ok",
-            "definitions": ["order-batch", "order-saga", "shipment-follow-up"],
+            "definitions": ["aggregator", "order-batch", "order-saga", "shipment-follow-up"],
         }, printed
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
