@@ -1,0 +1,351 @@
+"""What every part of one run shares: outcome types, the frame scope, and the run's base class.
+
+``RunBase`` holds one step's effects and history and the helpers every kind of state uses
+(history, variables, JSONata evaluation, ending the process). The state handlers live in mixins
+(``run_tasks``, ``run_branches``, ``run_errors``) that ``interpreter._Run`` combines; this module
+declares, as abstract methods, the few parts of the core loop those mixins call back into.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bridge.asl import errors, intrinsics, jsonata, paths
+from bridge.asl.dataflow import iso, parse_timestamp, read_or_runtime
+from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
+from bridge.asl.errors import Failure, StatesError
+from bridge.asl.model import Definition, FailState, Machine, WaitState
+from bridge.asl.process import Position, Process, ProcessStatus
+
+JSON = Any
+
+
+class Entropy(Protocol):
+    """Every source of randomness the interpreter may use (injected, so tests can fix it)."""
+
+    def new_id(self) -> str: ...
+
+    def new_token(self) -> str: ...
+
+    def random_int(self, low: int, high: int) -> int: ...
+
+    def uuid4(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one step. ``rejected`` says why the input did not apply (nothing changed)."""
+
+    process: Process | None
+    effects: tuple[Effect, ...] = ()
+    history: tuple[HistoryEntry, ...] = ()
+    rejected: str | None = None
+
+
+class _Refused(Exception):
+    """The input is refused as a whole (a seat that already voted); nothing changes."""
+
+
+@dataclass(frozen=True)
+class _Next:
+    state: str
+    output: JSON
+
+
+@dataclass(frozen=True)
+class _End:
+    output: JSON
+
+
+@dataclass(frozen=True)
+class _Blocked:
+    """The state waits; ``position`` is the state's position with its wait or branches."""
+
+    position: Position
+
+
+#: What executing (or answering) one state leads to.
+_Outcome = _Next | _End | _Blocked | Failure
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    position: Position
+
+
+@dataclass(frozen=True)
+class _Ended:
+    output: JSON
+    last: Position
+
+
+@dataclass(frozen=True)
+class _Failed:
+    failure: Failure
+    last: Position
+
+
+#: Where a whole frame (the process, or one branch) stands after running as far as it can.
+_FrameResult = _Waiting | _Ended | _Failed
+
+
+@dataclass(frozen=True)
+class _Scope:
+    """The state machine a frame runs in, the Map item it works on (for ``$$.Map``), and its
+    variables: ``outer`` from enclosing frames (read-only), ``own`` assigned in this frame."""
+
+    machine: Definition | Machine
+    map_item: tuple[int, JSON] | None = None
+    outer: Mapping[str, JSON] = field(default_factory=dict)
+    own: dict[str, JSON] = field(default_factory=dict)
+
+    def variables(self) -> dict[str, JSON]:
+        return {**self.outer, **self.own}
+
+
+@dataclass
+class RunBase(ABC):
+    """Accumulates one step's effects and history; discarded when the step returns."""
+
+    definition: Definition
+    now: datetime
+    entropy: Entropy
+    effects: list[Effect] = field(default_factory=list)
+    history: list[HistoryEntry] = field(default_factory=list)
+    transitions: int = 0
+
+    # ----------------------------------------------------------------- the core loop (interpreter)
+
+    @abstractmethod
+    def _drive(self, process: Process, scope: _Scope, position: Position) -> _FrameResult:
+        """Run a frame from ``position`` until it waits or ends."""
+
+    @abstractmethod
+    def _enter(self, name: str, raw_input: JSON) -> Position:
+        """The position of a state just entered."""
+
+    @abstractmethod
+    def _transition(self, name: str, output: JSON, came_from: Position) -> _FrameResult | Position:
+        """Move to state ``name``, or fail the frame when a step makes too many transitions."""
+
+    # ----------------------------------------------------------------- abandoning waits
+
+    def _abandon(self, position: Position | None) -> None:
+        """Close every wait in this subtree: tokens and links stop working, timers are cancelled."""
+        if position is None:
+            return
+        wait = position.wait
+        if wait is not None:
+            if wait.kind in ("callback", "approval", "event", "http"):
+                self.effects.append(CloseWait(wait.id))
+            if wait.kind == "child" and wait.child is not None:
+                # Nobody waits for the child any more: it stops too (with its own children).
+                self.effects.append(StopChild(wait.child, position.state))
+            reminders = wait.ballot.reminder_timers if wait.ballot else ()
+            for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders):
+                if timer is not None:
+                    self.effects.append(CancelTimer(timer))
+        for branch in position.branches:
+            if branch.status == "running":
+                self._abandon(branch.position)
+
+    # ----------------------------------------------------------------- endings
+
+    def _finish(
+        self,
+        process: Process,
+        status: ProcessStatus,
+        *,
+        output: JSON = None,
+        error: str | None = None,
+        cause: str | None = None,
+    ) -> Step:
+        assert process.status.can_become(status), (process.status, status)
+        if process.timeout_timer is not None:
+            self.effects.append(CancelTimer(process.timeout_timer))
+        kind = {
+            ProcessStatus.SUCCEEDED: "ProcessSucceeded",
+            ProcessStatus.FAILED: "ProcessFailed",
+            ProcessStatus.TIMED_OUT: "ProcessTimedOut",
+            ProcessStatus.ABORTED: "ProcessAborted",
+        }[status]
+        details: dict[str, JSON] = (
+            {"output": output}
+            if status is ProcessStatus.SUCCEEDED
+            else {"error": error, "cause": cause}
+        )
+        self._record(kind, process.current_state, **details)
+        if process.parent is not None and process.parent.wait_id is not None:
+            # The parent waits for this end (``.sync``); the shell answers it in the same batch.
+            self.effects.append(
+                NotifyParent(
+                    parent_id=process.parent.id,
+                    wait_id=process.parent.wait_id,
+                    status=status.value,
+                    output=output,
+                    error=error,
+                    cause=cause,
+                    started_at=process.started_at,
+                    ended_at=self.now,
+                )
+            )
+        ended = process.model_copy(
+            update={
+                "status": status,
+                "output": output,
+                "error": error,
+                "cause": cause,
+                "ended_at": self.now,
+                "timeout_timer": None,
+                "position": (
+                    process.position.model_copy(update={"wait": None, "branches": ()})
+                    if process.position
+                    else None
+                ),
+            }
+        )
+        return self._done(ended)
+
+    def _done(self, process: Process) -> Step:
+        return Step(process, tuple(self.effects), tuple(self.history))
+
+    def _reject(self, process: Process, reason: str) -> Step:
+        return Step(process, rejected=reason)
+
+    # ----------------------------------------------------------------- helpers
+
+    def _record(self, kind: str, state: str | None, **details: JSON) -> None:
+        if self.definition.keeps(kind):
+            self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
+
+    def _assign(
+        self, scope: _Scope, assign: Mapping[str, JSON] | None, source: JSON, context: JSON
+    ) -> None:
+        """Set workflow variables; every value is computed before any is set, as AWS does."""
+        if not assign:
+            return
+        values = self._template(dict(assign), source, context)
+        assert isinstance(values, dict)
+        scope.own.update(values)
+
+    # ----------------------------------------------------------------- JSONata
+
+    def _is_jsonata(self, state: object) -> bool:
+        language = getattr(state, "query_language", None) or self.definition.query_language
+        return bool(language == "JSONata")
+
+    def _bindings(
+        self, scope: _Scope, context: Mapping[str, JSON], **states: JSON
+    ) -> dict[str, JSON]:
+        """``$states`` (input, result, errorOutput, context) and the workflow variables."""
+        visible_context = {key: value for key, value in context.items() if key != paths.VARIABLES}
+        return {**scope.variables(), "states": {"context": visible_context, **states}}
+
+    def _evaluate(self, template: JSON, bindings: Mapping[str, JSON], field_name: str) -> JSON:
+        return jsonata.evaluate_template(template, bindings, self.entropy, field=field_name)
+
+    def _output(self, state: object, bindings: Mapping[str, JSON], default: JSON) -> JSON:
+        if not getattr(state, "has_output", False):
+            return default
+        return self._evaluate(getattr(state, "output", None), bindings, "Output")
+
+    def _output_of(
+        self, rule: Mapping[str, JSON], bindings: Mapping[str, JSON], default: JSON
+    ) -> JSON:
+        if "Output" not in rule:
+            return default
+        return self._evaluate(rule["Output"], bindings, "Output")
+
+    def _assign_jsonata(
+        self, scope: _Scope, assign: Mapping[str, JSON] | None, bindings: Mapping[str, JSON]
+    ) -> None:
+        if not assign:
+            return
+        values = self._evaluate(dict(assign), bindings, "Assign")
+        assert isinstance(values, dict)
+        scope.own.update(values)
+
+    def _jsonata_seconds(
+        self, value: int | str | None, bindings: Mapping[str, JSON], field_name: str
+    ) -> int | None:
+        if value is None or isinstance(value, int):
+            return value
+        seconds = self._evaluate(value, bindings, field_name)
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise StatesError(
+                errors.QUERY_EVALUATION_ERROR, f"{field_name} must be a positive integer"
+            )
+        return seconds
+
+    def _jsonata_count(self, value: int | float | str | None, bindings: Mapping[str, JSON]) -> Any:
+        if not isinstance(value, str):
+            return value
+        number = self._evaluate(value, bindings, "Map")
+        if isinstance(number, bool) or not isinstance(number, int | float) or number < 0:
+            raise StatesError(errors.QUERY_EVALUATION_ERROR, f"{value} must be a number >= 0")
+        return number
+
+    def _jsonata_due(self, state: WaitState, bindings: Mapping[str, JSON]) -> datetime:
+        if state.seconds is not None:
+            seconds = self._evaluate(state.seconds, bindings, "Seconds")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+                raise StatesError(
+                    errors.QUERY_EVALUATION_ERROR, "Seconds must be a non-negative number"
+                )
+            return self.now + timedelta(seconds=seconds)
+        timestamp = self._evaluate(state.timestamp, bindings, "Timestamp")
+        return parse_timestamp(timestamp, "Timestamp")
+
+    def _fail_state(self, state: FailState, raw_input: JSON, context: JSON) -> Failure:
+        """Error and Cause, fixed or read by ErrorPath/CausePath (a path or an intrinsic)."""
+
+        def read(path: str) -> str:
+            if intrinsics.is_intrinsic(path):
+                value = intrinsics.evaluate(path, raw_input, context, self.entropy)
+            else:
+                value = read_or_runtime(path, raw_input, context)
+            return value if isinstance(value, str) else json.dumps(value)
+
+        error = read(state.error_path) if state.error_path is not None else state.error
+        cause = read(state.cause_path) if state.cause_path is not None else state.cause
+        return Failure(error or "", cause or "")
+
+    def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
+        return paths.apply_template(template, data, context, intrinsics=self.entropy)
+
+
+def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:
+    if end or next_name is None:
+        return _End(output)
+    return _Next(next_name, output)
+
+
+def _context(process: Process, scope: _Scope, position: Position) -> dict[str, JSON]:
+    context: dict[str, JSON] = {
+        "Execution": {
+            "Id": process.id,
+            "Name": process.id,
+            "Input": process.input,
+            "StartTime": iso(process.started_at),
+            "RedriveCount": process.redrive_count,
+        },
+        "State": {
+            "Name": position.state,
+            "EnteredTime": iso(position.entered_at),
+            "RetryCount": position.retry_count,
+        },
+        "StateMachine": {
+            "Id": f"{process.definition}:{process.version}",
+            "Name": process.definition,
+        },
+    }
+    if scope.map_item is not None:
+        index, value = scope.map_item
+        context["Map"] = {"Item": {"Index": index, "Value": value}}
+    context[paths.VARIABLES] = scope.variables()
+    return context

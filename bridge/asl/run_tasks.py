@@ -1,0 +1,456 @@
+"""Task states: Kafka commands, event waits, approvals, HTTP invoke and child processes.
+
+``RunTasks`` starts each kind of task and turns the answer to its wait into the task's outcome;
+the resources' own rules live in ``http_task``, ``children`` and ``approvals``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bridge.asl import approvals, children, errors, http_task, paths
+from bridge.asl.dataflow import (
+    event_subscriptions,
+    fixed,
+    input_path,
+    iso,
+    kafka_message,
+    output_path,
+    seconds,
+)
+from bridge.asl.effects import (
+    CancelTimer,
+    ConcludeApproval,
+    ExpectCallback,
+    ExpectEvent,
+    InvokeHttp,
+    RecordVote,
+    RequestApproval,
+    SendMessage,
+    StartChild,
+    StartTimer,
+)
+from bridge.asl.errors import Failure, StatesError
+from bridge.asl.inputs import (
+    ApprovalDecided,
+    ChildEnded,
+    ChildNotStarted,
+    ChildStarted,
+    HttpAnswered,
+)
+from bridge.asl.model import (
+    APPROVAL,
+    EVENT_WAIT,
+    HTTP_INVOKE,
+    PROCESS_START,
+    PROCESS_START_SYNC,
+    SEND,
+    SEND_WAIT,
+    MapState,
+    ParallelState,
+    TaskState,
+)
+from bridge.asl.process import Position, Process, Wait
+from bridge.asl.run_base import JSON, RunBase, _Blocked, _context, _flow, _Outcome, _Refused, _Scope
+
+
+class RunTasks(RunBase):
+    """The Task state handlers of a run."""
+
+    # ----------------------------------------------------------------- tasks
+
+    def _task(
+        self,
+        process: Process,
+        scope: _Scope,
+        state: TaskState,
+        position: Position,
+        context: dict[str, JSON],
+    ) -> _Outcome:
+        token: str | None = None
+        if state.resource == SEND_WAIT:
+            token = self.entropy.new_token()
+            context = {**context, "Task": {"Token": token}}
+        if self._is_jsonata(state):
+            bindings = self._bindings(scope, context, input=position.input)
+            data = position.input
+            parameters = (
+                self._evaluate(state.arguments, bindings, "Arguments")
+                if state.arguments is not None
+                else data
+            )
+            timeout = self._jsonata_seconds(state.timeout_seconds, bindings, "TimeoutSeconds")
+            heartbeat = self._jsonata_seconds(state.heartbeat_seconds, bindings, "HeartbeatSeconds")
+        else:
+            data = input_path(state.input_path, position.input, context)
+            parameters = (
+                self._template(state.parameters, data, context)
+                if state.parameters is not None
+                else data
+            )
+            timeout = seconds(
+                fixed(state.timeout_seconds), state.timeout_seconds_path, data, context
+            )
+            heartbeat = seconds(
+                fixed(state.heartbeat_seconds), state.heartbeat_seconds_path, data, context
+            )
+        if state.resource in (PROCESS_START, PROCESS_START_SYNC):
+            return self._start_child(process, state, position, parameters, timeout)
+        if state.resource in (SEND, SEND_WAIT):
+            message = kafka_message(parameters, state.resource)
+            message_id = self.entropy.new_id()
+            self.effects.append(
+                SendMessage(
+                    message_id=message_id,
+                    topic=message["topic"],
+                    key=message["key"],
+                    value=message["value"],
+                    headers=message["headers"],
+                    state=position.state,
+                )
+            )
+            self._record(
+                "CommandEmitted",
+                position.state,
+                topic=message["topic"],
+                key=message["key"],
+                messageId=message_id,
+                waitsForCallback=token is not None,
+            )
+            if token is None:
+                result = {"MessageId": message_id, "Topic": message["topic"]}
+                return self._completed(process, scope, position, result)
+            wait_id = self.entropy.new_id()
+            self.effects.append(ExpectCallback(wait_id, token, position.state))
+            wait = self._wait_with_timers(wait_id, "callback", timeout, heartbeat)
+            return _Blocked(position.model_copy(update={"wait": wait}))
+        if state.resource == EVENT_WAIT:
+            subscriptions = event_subscriptions(parameters, position.state)
+            wait_id = self.entropy.new_id()
+            self.effects.append(ExpectEvent(wait_id, position.state, subscriptions))
+            self._record(
+                "EventWaitStarted",
+                position.state,
+                events=[{"topic": t, "type": e, "key": k} for t, e, k in subscriptions],
+            )
+            wait = self._wait_with_timers(wait_id, "event", timeout, None)
+            return _Blocked(position.model_copy(update={"wait": wait}))
+        if state.resource == APPROVAL:
+            return self._request_approval(state, position, parameters, data, timeout)
+        if state.resource == HTTP_INVOKE:
+            return self._invoke_http(position, parameters, timeout)
+        raise AssertionError(f"unvalidated resource {state.resource}")
+
+    def _invoke_http(self, position: Position, parameters: JSON, timeout: int | None) -> _Outcome:
+        """Ask the shell for the call (``InvokeHttp``) and wait for its answer.
+
+        TimeoutSeconds (60 s when unset) bounds the call; the wait's own deadline comes
+        ``DEADLINE_GRACE_SECONDS`` later, so that the call's answer, even ``Http.Timeout``,
+        arrives before it. The deadline ends the state only when no worker answered.
+        """
+        request = http_task.build_request(parameters)
+        seconds = timeout if timeout is not None else http_task.DEFAULT_TIMEOUT_SECONDS
+        deadline = self.now + timedelta(seconds=seconds)
+        wait_id = self.entropy.new_id()
+        self.effects.append(
+            InvokeHttp(wait_id, position.state, request.to_json(), seconds, deadline)
+        )
+        self._record(
+            "HttpInvoked",
+            position.state,
+            callId=wait_id,
+            timeoutSeconds=seconds,
+            **request.redacted(),
+        )
+        timer = self.entropy.new_id()
+        ends = deadline + timedelta(seconds=http_task.DEADLINE_GRACE_SECONDS)
+        self.effects.append(StartTimer(timer, ends))
+        wait = Wait(id=wait_id, kind="http", timeout_timer=timer, timeout_at=ends)
+        return _Blocked(position.model_copy(update={"wait": wait}))
+
+    def _http_answered(
+        self, process: Process, scope: _Scope, position: Position, event: HttpAnswered
+    ) -> _Outcome:
+        """A 2xx response is the task's result; any other status, or no response, fails it."""
+        name = position.state
+        self._abandon(position)
+        if event.error is not None:
+            self._record("TaskFailed", name, error=event.error, cause=event.cause)
+            return Failure(event.error, event.cause)
+        response = event.response if isinstance(event.response, dict) else {}
+        failure = http_task.failure_of(response)
+        if failure is not None:
+            self._record("TaskFailed", name, error=failure.error, cause=failure.cause)
+            return failure
+        self._record("TaskSucceeded", name, output=http_task.redact_result(response))
+        return self._completed(process, scope, position, response)
+
+    def _start_child(
+        self,
+        process: Process,
+        state: TaskState,
+        position: Position,
+        parameters: JSON,
+        timeout: int | None,
+    ) -> _Outcome:
+        """Ask the shell for a child process and wait for its start (and, ``.sync``, its end)."""
+        asked = children.request(parameters, state.resource)
+        depth = (process.parent.depth if process.parent else 0) + 1
+        if depth > children.MAX_DEPTH:
+            return Failure(
+                errors.NESTING_TOO_DEEP,
+                f"State {position.state}: processes nest at most {children.MAX_DEPTH} deep",
+            )
+        sync = state.resource == PROCESS_START_SYNC
+        child = (
+            children.child_id(process.id, asked.name)
+            if asked.name is not None
+            else self.entropy.new_id()
+        )
+        wait_id = self.entropy.new_id()
+        self.effects.append(
+            StartChild(
+                child_id=child,
+                wait_id=wait_id,
+                state=position.state,
+                definition=asked.definition,
+                input=asked.input,
+                name=asked.name,
+                correlation_key=asked.correlation_key,
+                sync=sync,
+                depth=depth,
+            )
+        )
+        wait = self._wait_with_timers(wait_id, "child", timeout if sync else None, None)
+        wait = wait.model_copy(update={"kind": "child", "child": child, "sync": sync})
+        return _Blocked(position.model_copy(update={"wait": wait}))
+
+    def _child_answer(
+        self,
+        process: Process,
+        scope: _Scope,
+        position: Position,
+        wait: Wait,
+        event: ChildStarted | ChildNotStarted | ChildEnded,
+    ) -> _Outcome:
+        name = position.state
+        if isinstance(event, ChildNotStarted):
+            self._record("ChildNotStarted", name, error=event.error, cause=event.cause)
+            self._close_child_wait(wait)
+            return Failure(event.error, event.cause)
+        if isinstance(event, ChildStarted):
+            self._record(
+                "ChildStarted",
+                name,
+                processId=event.process_id,
+                definition=event.definition,
+                version=event.version,
+                name=event.name,
+                sync=wait.sync,
+                existing=event.existing,
+            )
+            if wait.sync:
+                return _Blocked(position)
+            self._close_child_wait(wait)
+            result = children.started(event.process_id, iso(event.started_at))
+            return self._completed(process, scope, position, result)
+        outcome = children.result(event)
+        self._close_child_wait(wait)
+        if isinstance(outcome, Failure):
+            self._record(
+                "ChildEnded",
+                name,
+                processId=event.process_id,
+                status=event.status,
+                error=outcome.error,
+                cause=outcome.cause,
+            )
+            return outcome
+        self._record(
+            "ChildEnded", name, processId=event.process_id, status=event.status, output=event.output
+        )
+        return self._completed(process, scope, position, outcome)
+
+    def _close_child_wait(self, wait: Wait) -> None:
+        """The child wait ended with an answer: only its timeout timer goes."""
+        if wait.timeout_timer is not None:
+            self.effects.append(CancelTimer(wait.timeout_timer))
+
+    def _request_approval(
+        self,
+        state: TaskState,
+        position: Position,
+        parameters: JSON,
+        data: JSON,
+        timeout: int | None,
+    ) -> _Outcome:
+        request = parameters if isinstance(parameters, dict) else {}
+        ballot = approvals.ballot_of(request, position.state)
+        reminders = approvals.reminders_of(request, position.state)
+        wait_id = self.entropy.new_id()
+        title = request.get("Title") or f"{self.definition.name}: {position.state}"
+        description = request.get("Description")
+        expires_at = self.now + timedelta(seconds=timeout) if timeout is not None else None
+        self.effects.append(
+            RequestApproval(
+                wait_id=wait_id,
+                state=position.state,
+                title=str(title),
+                description=None if description is None else str(description),
+                data=request.get("Data", data),
+                seats=ballot.seats,
+                rule=ballot.rule,
+                expires_at=expires_at,
+                on_expiry=ballot.on_expiry,
+            )
+        )
+        timers = []
+        if expires_at is not None:
+            for seconds in reminders:
+                due = expires_at - timedelta(seconds=seconds)
+                if due > self.now:
+                    timer = self.entropy.new_id()
+                    self.effects.append(StartTimer(timer, due))
+                    timers.append(timer)
+        self._record(
+            "ApprovalRequested",
+            position.state,
+            title=str(title),
+            seats=list(ballot.seats),
+            rule=ballot.rule,
+            expiresAt=iso(expires_at) if expires_at else None,
+        )
+        wait = self._wait_with_timers(wait_id, "approval", timeout, None)
+        ballot = ballot.model_copy(
+            update={"reminder_timers": tuple(timers), "expires_at": expires_at}
+        )
+        return _Blocked(
+            position.model_copy(update={"wait": wait.model_copy(update={"ballot": ballot})})
+        )
+
+    def _wait_with_timers(
+        self, wait_id: str, kind: str, timeout: int | None, heartbeat: int | None
+    ) -> Wait:
+        timeout_timer = heartbeat_timer = None
+        if timeout is not None:
+            timeout_timer = self.entropy.new_id()
+            self.effects.append(StartTimer(timeout_timer, self.now + timedelta(seconds=timeout)))
+        if heartbeat is not None:
+            heartbeat_timer = self.entropy.new_id()
+            self.effects.append(
+                StartTimer(heartbeat_timer, self.now + timedelta(seconds=heartbeat))
+            )
+        return Wait(
+            id=wait_id,
+            kind="callback" if kind == "callback" else "event" if kind == "event" else "approval",
+            timeout_at=self.now + timedelta(seconds=timeout) if timeout is not None else None,
+            heartbeat_at=self.now + timedelta(seconds=heartbeat) if heartbeat is not None else None,
+            timeout_timer=timeout_timer,
+            heartbeat_timer=heartbeat_timer,
+            heartbeat_seconds=heartbeat,
+        )
+
+    def _completed(
+        self, process: Process, scope: _Scope, position: Position, result: JSON
+    ) -> _Outcome:
+        """A Task, Parallel or Map state has its result: ResultSelector, ResultPath, OutputPath."""
+        state = scope.machine.states[position.state]
+        assert isinstance(state, TaskState | ParallelState | MapState)
+        try:
+            context = _context(process, scope, position)
+            if self._is_jsonata(state):
+                bindings = self._bindings(scope, context, input=position.input, result=result)
+                output = self._output(state, bindings, result)
+                self._assign_jsonata(scope, state.assign, bindings)
+                return _flow(state.next, bool(state.end), output)
+            if state.result_selector is not None:
+                result = self._template(state.result_selector, result, context)
+            self._assign(scope, state.assign, result, context)
+            merged = paths.put_result(position.input, state.result_path, result)
+            return _flow(
+                state.next, bool(state.end), output_path(state.output_path, merged, context)
+            )
+        except StatesError as exc:
+            return exc.as_failure()
+
+    # ----------------------------------------------------------------- approvals answered
+
+    def _decided(
+        self, process: Process, scope: _Scope, position: Position, event: ApprovalDecided
+    ) -> _Outcome:
+        wait = position.wait
+        assert wait is not None
+        ballot = wait.ballot or approvals.Ballot(seats=(approvals.ANYONE,))
+        seat = event.seat or (ballot.seats[0] if len(ballot.seats) == 1 else None)
+        if seat is None or seat not in ballot.seats:
+            raise _Refused(f"{event.seat!r} is not a seat of this approval")
+        if ballot.voted(seat):
+            raise _Refused(f"{seat} has already decided")
+        vote = approvals.Vote(
+            seat=seat,
+            approved=event.approved,
+            decided_by=event.decided_by,
+            comment=event.comment,
+            at=self.now,
+        )
+        ballot = ballot.model_copy(update={"votes": (*ballot.votes, vote)})
+        self.effects.append(
+            RecordVote(wait.id, seat, event.approved, event.decided_by, event.comment)
+        )
+        self._record(
+            "ApprovalVoted",
+            position.state,
+            seat=seat,
+            decision="approve" if event.approved else "reject",
+            decidedBy=event.decided_by,
+            comment=event.comment,
+        )
+        outcome = ballot.tally()
+        if outcome is None:
+            updated = wait.model_copy(update={"ballot": ballot})
+            return _Blocked(position.model_copy(update={"wait": updated}))
+        return self._conclude_approval(process, scope, position, ballot, outcome)
+
+    def _conclude_approval(
+        self,
+        process: Process,
+        scope: _Scope,
+        position: Position,
+        ballot: approvals.Ballot,
+        outcome: approvals.Outcome,
+        *,
+        expired: bool = False,
+    ) -> _Outcome:
+        assert position.wait is not None
+        decision = approvals.record(ballot, outcome, self.now, expired=expired)
+        self._record(
+            "ApprovalDecided",
+            position.state,
+            outcome=outcome,
+            expired=expired,
+            decidedBy=decision["decidedBy"],
+            comment=decision["comment"],
+            votes=decision["votes"],
+        )
+        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED" if expired else outcome))
+        self._abandon(position)
+        if outcome == "APPROVED":
+            return self._completed(process, scope, position, decision)
+        return approvals.rejection(ballot, expired=expired).as_failure()
+
+    def _approval_expired(
+        self, process: Process, scope: _Scope, position: Position, ballot: approvals.Ballot
+    ) -> _Outcome:
+        self._record("ApprovalExpired", position.state, onExpiry=ballot.on_expiry)
+        if ballot.on_expiry == "Approve":
+            return self._conclude_approval(
+                process, scope, position, ballot, "APPROVED", expired=True
+            )
+        if ballot.on_expiry == "Reject":
+            return self._conclude_approval(
+                process, scope, position, ballot, "REJECTED", expired=True
+            )
+        assert position.wait is not None
+        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED"))
+        self._abandon(position)
+        return Failure(errors.TIMEOUT, f"The approval in {position.state} expired")
