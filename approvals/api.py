@@ -126,7 +126,7 @@ async def get_process(request: web.Request) -> web.Response:
     return web.json_response(found)
 
 
-def _cursor(last: Process) -> str:
+def page_cursor(last: Process) -> str:
     """An opaque, URL-safe mark of the last row of a page."""
     return base64.urlsafe_b64encode(f"{last.started_at.isoformat()}|{last.id}".encode()).decode()
 
@@ -142,19 +142,16 @@ def _read_cursor(cursor: str) -> tuple[datetime, str] | None:
         return None
 
 
-@routes.get("/processes")
-async def list_processes(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    query = query_of(request, ProcessQuery)
-    if isinstance(query, web.Response):
-        return query
+async def find_processes(engine: Engine, query: ProcessQuery) -> list[Process] | None:
+    """A page of processes as ``query`` asks, newest first; None when its cursor is not one of
+    ours. The API and the list page both read through here."""
     before = None
     if query.cursor:
         before = _read_cursor(query.cursor)
         if before is None:
-            return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
+            return None
     async with reading(engine.db) as conn:
-        found = await store.find(
+        return await store.find(
             conn,
             correlation_key=query.correlation_key,
             status=query.status,
@@ -165,7 +162,18 @@ async def list_processes(request: web.Request) -> web.Response:
             limit=query.limit,
             before=before,
         )
-    next_cursor = _cursor(found[-1]) if len(found) == query.limit else None
+
+
+@routes.get("/processes")
+async def list_processes(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    query = query_of(request, ProcessQuery)
+    if isinstance(query, web.Response):
+        return query
+    found = await find_processes(engine, query)
+    if found is None:
+        return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
+    next_cursor = page_cursor(found[-1]) if len(found) == query.limit else None
     page = ProcessPage(
         items=[ProcessView.of(p, engine.base_url) for p in found], next_cursor=next_cursor
     )

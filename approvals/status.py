@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -24,13 +23,11 @@ from pydantic import ValidationError
 
 from approvals import access
 from approvals.access import wants_html
-from approvals.api import ENGINE, MAX_BODY
+from approvals.api import ENGINE, MAX_BODY, find_processes, page_cursor
 from approvals.pages import PAGE_HEADERS
-from approvals.schemas import ProcessQuery, utc
+from approvals.schemas import ProcessQuery
 from bridge.asl.process import ProcessStatus
 from bridge.engine import RedriveRequested, StopRequested
-from bridge.store import processes as store
-from bridge.store.database import reading
 
 routes = web.RouteTableDef()
 PAGE_SIZE = 50
@@ -72,28 +69,18 @@ async def process_list(request: web.Request) -> web.Response:
     }
     try:
         query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **_in_utc(given)})
-        before = _cursor(query.cursor)
-    except (ValidationError, ValueError) as exc:
+    except ValidationError as exc:
         context["error"] = _first_problem(exc)
         return _render(request, "processes.html", 400, **context)
-    async with reading(engine.db) as conn:
-        found = await store.find(
-            conn,
-            correlation_key=query.correlation_key,
-            status=query.status,
-            definition=query.definition,
-            version=query.version,
-            started_after=query.started_after,
-            started_before=query.started_before,
-            limit=query.limit,
-            before=before,
-        )
+    found = await find_processes(engine, query)
+    if found is None:
+        context["error"] = "cursor: use the link to older processes"
+        return _render(request, "processes.html", 400, **context)
     kept = {key: value for key, value in filters.items() if value}
     if "limit" in given:
         kept["limit"] = given["limit"]
     if len(found) == query.limit:
-        cursor = f"{found[-1].started_at.isoformat()}|{found[-1].id}"
-        context["older"] = "/processes?" + urlencode({**kept, "cursor": cursor})
+        context["older"] = "/processes?" + urlencode({**kept, "cursor": page_cursor(found[-1])})
     if query.cursor is not None:
         context["newest"] = "/processes?" + urlencode(kept)
     context["processes"] = found
@@ -112,15 +99,6 @@ def _in_utc(given: dict[str, str]) -> dict[str, str]:
         if value is not None and _LOCAL_TIME.match(value):
             found[key] = (value if value.count(":") == 2 else value + ":00") + "Z"
     return found
-
-
-def _cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    if cursor is None:
-        return None
-    moment, _, process_id = cursor.partition("|")
-    if not process_id:
-        raise ValueError("cursor: use the link to older processes")
-    return utc(datetime.fromisoformat(moment)), process_id
 
 
 def _first_problem(exc: Exception) -> str:
