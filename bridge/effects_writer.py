@@ -1,0 +1,160 @@
+"""Writing a batch: the processes it touched, their history, and the rows their effects ask for.
+
+Processes are written first (tokens, approvals, timers and history point at them); then what
+their effects ask for, effect by effect (task tokens, approval rows, votes) or gathered (HTTP
+calls, closed waits, timers); then the outbox rows (commands, approval requests and reminders,
+lifecycle events, dead letters), the history and the inputs' dedupe marks. Each outbox row and
+HTTP call carries the trace context of the step that asked for it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import SpanContext
+
+from bridge import messages, tracing
+from bridge.asl.effects import (
+    CancelTimer,
+    CloseWait,
+    ConcludeApproval,
+    ExpectCallback,
+    ExpectEvent,
+    HistoryEntry,
+    InvokeHttp,
+    NotifyParent,
+    RecordVote,
+    RemindApproval,
+    RequestApproval,
+    SendMessage,
+    StartChild,
+    StartTimer,
+    StopChild,
+)
+from bridge.asl.process import Process
+from bridge.store import http_calls, inbox, outbox, timers, waits
+from bridge.store import processes as store
+
+if TYPE_CHECKING:
+    from bridge.batch import Batch
+
+
+class EffectsWriter:
+    """Writes one batch at its end; ``send`` queues an outbox row for it on the way."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+
+    async def write(self) -> None:
+        conn, now = self.batch.conn, self.batch.now
+        # Processes first: tokens, approvals, timers and history point at them.
+        history_rows = []
+        for process_id, touched in self.batch.touched.items():
+            seq = touched.loaded.history_seq if touched.loaded else 0
+            for entry, context in zip(touched.history, touched.traces, strict=True):
+                seq += 1
+                history_rows.append((process_id, seq, entry))
+                self._lifecycle(touched.process, entry, context)
+                if entry.type == "StateEntered":
+                    self.batch.tally.steps[touched.process.definition] += 1
+            trace_columns = tracing.columns(touched.trace)
+            if touched.loaded is None:
+                await store.insert_process(conn, touched.process, seq, now, trace_columns)
+            elif touched.history or touched.process != touched.loaded.process:
+                await store.update_process(
+                    conn, touched.process, touched.loaded.row_version, seq, now, trace_columns
+                )
+        new_timers: dict[str, dict[str, Any]] = {}
+        cancelled: list[str] = []
+        closed: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for (process_id, effect), context in zip(
+            self.batch.effects, self.batch.effect_traces, strict=True
+        ):
+            process = self.batch.touched[process_id].process
+            match effect:
+                case SendMessage():
+                    self.send(messages.command(process, effect, now), context)
+                case ExpectCallback():
+                    await waits.add_task_token(
+                        conn, effect.token, process_id, effect.wait_id, effect.state, now
+                    )
+                case RequestApproval():
+                    self.send(await self.batch.approvals.request(process, effect), context)
+                case RecordVote():
+                    vote = {
+                        "seat": effect.seat,
+                        "decision": "approve" if effect.approved else "reject",
+                        "by": effect.decided_by,
+                        "comment": effect.comment,
+                        "at": now.isoformat(),
+                    }
+                    await waits.record_vote(conn, effect.wait_id, vote)
+                case ConcludeApproval():
+                    await waits.conclude(conn, effect.wait_id, effect.outcome, now)
+                    self.batch.tally.approvals[effect.outcome] += 1
+                case RemindApproval():
+                    self.send(await self.batch.approvals.reminder(process, effect), context)
+                case CloseWait():
+                    closed.append(effect.wait_id)
+                case StartTimer():
+                    new_timers[effect.timer_id] = {
+                        "id": effect.timer_id,
+                        "process_id": process_id,
+                        "due_at": effect.due_at,
+                    }
+                case CancelTimer():
+                    if new_timers.pop(effect.timer_id, None) is None:
+                        cancelled.append(effect.timer_id)
+                case ExpectEvent():
+                    pass  # indexed as it happened, by _correlate_effects
+                case InvokeHttp():
+                    calls.append(self._http_call(process_id, effect, context))
+                case StartChild() | StopChild() | NotifyParent():
+                    pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
+        # Calls first: a wait opened and closed in one batch cancels its call.
+        await http_calls.add(conn, calls)
+        self.batch.http_calls_queued = len(calls)
+        await http_calls.cancel(conn, closed, now)
+        await waits.close_waits(conn, closed, now)
+        await timers.cancel(conn, cancelled)
+        await timers.add(conn, list(new_timers.values()))
+        await outbox.add(conn, self.batch.outbox_rows)
+        await store.append_history(conn, history_rows)
+        await inbox.mark(conn, list(self.batch.marks.values()))
+
+    def _http_call(
+        self, process_id: str, effect: InvokeHttp, context: SpanContext | None
+    ) -> dict[str, Any]:
+        """The work-queue row of an HTTP call, in the trace context of the step that asked."""
+        return {
+            "id": effect.wait_id,
+            "process_id": process_id,
+            "state": effect.state,
+            "request": effect.request,
+            "timeout_seconds": effect.timeout_seconds,
+            "deadline": effect.deadline,
+            "created_at": self.batch.now,
+            **tracing.columns(context),
+        }
+
+    def send(self, row: dict[str, Any], context: SpanContext | None) -> None:
+        """An outbox row, sent on in the trace context of the step that wrote it."""
+        if context is not None:
+            row.update(tracing.columns(context))
+        self.batch.outbox_rows.append(row)
+
+    def _lifecycle(
+        self, process: Process, entry: HistoryEntry, context: SpanContext | None
+    ) -> None:
+        topic = self.batch.config.lifecycle_topic
+        if not topic:
+            return
+        kind = messages.LIFECYCLE.get(entry.type)
+        if kind is None and self.batch.config.lifecycle_steps:
+            kind = messages.STEPS.get(entry.type)
+        if kind is not None:
+            self.send(
+                messages.lifecycle(self.batch.engine.entropy.new_id(), process, entry, kind, topic),
+                context,
+            )
