@@ -15,7 +15,7 @@ import pytest
 from approvals.openapi import OPERATIONS
 from tests.integration.harness import running_bridge
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 CANARY_V1 = {"version": 1, "weight": 80}
 CANARY_V2 = {"version": 2, "weight": 20}
 

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.harness import running_bridge
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 
 EXPRESS = {
     "ProcessType": "EXPRESS",

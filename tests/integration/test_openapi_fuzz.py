@@ -78,7 +78,7 @@ async def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> 
             "run", f"{url}/openapi.json",
             "--header", f"Authorization: Bearer {ADMIN}",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-            "--max-examples", "25", "--workers", "1",
+            "--max-examples", "12", "--workers", "1",
             "--seed", "20261122", "--generation-database", "none",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip

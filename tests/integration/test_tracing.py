@@ -24,7 +24,7 @@ from bridge.store.schema import outbox, processes
 from bridge.tracing import Tracing
 from tests.integration.harness import Bridge, running_bridge
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]
 
 EVENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 EVENT_SPAN = "b7ad6b7169203331"
