@@ -1,0 +1,105 @@
+"""What the bridge can store: bounds on JSON values, checked the same way at every edge.
+
+PostgreSQL refuses NUL characters in text and JSONB, pydantic's serialiser stops near a nesting
+depth of 255 and Python's ``json`` raises ``RecursionError`` on deep input. Rather than let the
+database (or a serialiser) discover a bad value in the middle of a batch, every value that comes
+in from outside (an event, a reply, an HTTP body) and every value a step produces is checked here
+first, and refused with a reason that names the bound.
+
+Pure: no I/O; the core (``bridge.asl``) and the shell both use it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+JSON = Any
+
+#: The deepest nesting of objects and arrays in a value from outside (the top level is depth 1).
+#: Process state wraps such a value a few levels deeper still, far below the serialiser's limit.
+MAX_DEPTH: Final = 64
+#: The longest correlation key, event id or event source (the columns hold 500 characters).
+MAX_KEY_LENGTH: Final = 500
+#: The longest event type or topic name kept with an event (the columns hold 200 characters).
+MAX_TYPE_LENGTH: Final = 200
+#: Kafka's own limit on a topic name.
+MAX_TOPIC_LENGTH: Final = 249
+
+
+class Unstorable(ValueError):
+    """A value the bridge cannot keep; the message names the bound it breaks."""
+
+
+def check(value: JSON, what: str = "the value", *, max_depth: int = MAX_DEPTH) -> None:
+    """Raise ``Unstorable`` when ``value`` nests deeper than ``max_depth`` or holds a NUL
+    character (in a string or an object key).
+
+    Iterative, so that a value nested far deeper than the interpreter's recursion limit is
+    refused, not crashed on.
+    """
+    reason = problem(value, max_depth=max_depth)
+    if reason is not None:
+        raise Unstorable(f"{what} {reason}")
+
+
+def problem(value: JSON, *, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` cannot be stored (a phrase to follow "the value ..."), or None."""
+    if isinstance(value, str):
+        return _NUL_REASON if "\x00" in value else None
+    if not isinstance(value, dict | list):
+        return None
+    stack: list[tuple[JSON, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return f"is nested deeper than {max_depth} levels"
+        if isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return _NUL_REASON
+                if isinstance(child, str):
+                    if "\x00" in child:
+                        return _NUL_REASON
+                elif isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+        else:
+            for child in node:
+                if isinstance(child, str):
+                    if "\x00" in child:
+                        return _NUL_REASON
+                elif isinstance(child, dict | list):
+                    stack.append((child, depth + 1))
+    return None
+
+
+_NUL_REASON = "holds a NUL character (\\u0000), which cannot be stored"
+
+
+def loads(text: str | bytes, what: str = "the body", *, max_depth: int = MAX_DEPTH) -> JSON:
+    """Parse JSON from outside and check it: ``Unstorable`` (a ``ValueError``) names what is
+    wrong, whether the text is not UTF-8, not JSON, nests too deep or holds a NUL character.
+
+    ``json.loads`` guards its own recursion (a value nested past the interpreter's limit raises
+    ``RecursionError``, refused here); the check after it is iterative.
+    """
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Unstorable(f"{what} is not UTF-8") from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise Unstorable(f"{what} is nested deeper than {max_depth} levels") from None
+    except ValueError as exc:
+        raise Unstorable(f"{what} is not JSON: {exc}") from None
+    check(value, what, max_depth=max_depth)
+    return value
+
+
+def clean_text(text: str, limit: int) -> str:
+    """``text`` fit for a text column: NUL characters shown as ``\\u0000``, cut to ``limit``."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
