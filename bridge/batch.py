@@ -19,6 +19,7 @@ writes (outbox rows, the trace context of a new process) carries the context it 
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext, StatusCode
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge import tracing
@@ -45,6 +45,8 @@ from bridge.asl.model import Definition
 from bridge.asl.process import Process
 from bridge.correlate import Correlator, ReadEvent
 from bridge.effects_writer import EffectsWriter
+from bridge.events import KafkaRecord
+from bridge.failures import Retry, classify
 from bridge.intake import (
     KINDS,
     ApprovalViewed,
@@ -54,6 +56,7 @@ from bridge.intake import (
     EngineInput,
     EventReceived,
     HttpCallEnded,
+    InvalidInput,
     Outcome,
     PoisonInput,
     RedriveRequested,
@@ -63,7 +66,7 @@ from bridge.intake import (
 )
 from bridge.metrics import Tally
 from bridge.nesting import Nesting
-from bridge.store import aliases, http_calls, inbox, timers, waits
+from bridge.store import aliases, correlation, http_calls, inbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate, Loaded
@@ -137,6 +140,7 @@ class Batch:
             if isinstance(item, EventReceived)
         }
         keys = [found.key if isinstance(found, ReadEvent) else found[1] for found in read.values()]
+        keys += [_position_key(item.record) for item in batch if isinstance(item, InvalidInput)]
         already = await inbox.seen(self.conn, keys)
         tokens = await waits.find_task_tokens(
             self.conn, [item.token for item in batch if isinstance(item, CallbackReceived)]
@@ -178,9 +182,13 @@ class Batch:
                 )
                 try:
                     outcome = await self._one(item, found, already, tokens, links, fired)
-                except (ConcurrentUpdate, DBAPIError, MissingDefinition):
+                except (ConcurrentUpdate, MissingDefinition):
                     raise
                 except Exception as exc:
+                    if classify(exc) is not Retry.NEVER:
+                        # The database away or busy: the whole batch again, not this input's
+                        # fault.
+                        raise
                     if span.is_recording():
                         span.record_exception(exc)
                         span.set_status(StatusCode.ERROR, type(exc).__name__)
@@ -291,6 +299,8 @@ class Batch:
             case EventReceived():
                 assert read is not None
                 outcome = await self.correlator.event(item, read, already)
+            case InvalidInput():
+                outcome = self._invalid_record(item, already)
             case CallbackReceived():
                 outcome = self._callback(item, tokens.get(item.token))
             case DecisionReceived():
@@ -402,22 +412,73 @@ class Batch:
             return Outcome("not_found", f"no definition {reference.definition!r}")
         return latest.version
 
-    async def quarantine(self, item: EngineInput, reason: str, process_ids: Sequence[str]) -> None:
-        """An input that keeps failing: dead-letter it (events) and fail the processes it hit."""
-        if isinstance(item, EventReceived):
-            record = item.record
-            read = self.correlator.read(item)
-            key = read.key if isinstance(read, ReadEvent) else read[1]
-            if key not in await inbox.seen(self.conn, [key]):
-                self.correlator.dead_letter(record, reason, key)
-                self.correlator.mark_event(
-                    key, record, None, None, "dead-lettered", {"deadLetter": reason}
-                )
-        for process_id in process_ids:
-            if await self._load(process_id) is not None:
-                self._step(process_id, core.Fault("Bridge.InputFailed", reason))
-        await self.correlator.correlate_effects()
+    def _invalid_record(self, item: InvalidInput, already: set[str]) -> Outcome:
+        """A record that is not what its topic carries: dead-lettered once, with the reason."""
+        key = _position_key(item.record)
+        if key in already or key in self.marks:
+            return Outcome("duplicate", f"record {item.record.position} was already dead-lettered")
+        self.correlator.dead_letter(item.record, item.reason, key)
+        self.correlator.mark_event(
+            key, item.record, None, None, "dead-lettered", {"deadLetter": item.reason}
+        )
+        return Outcome("invalid", item.reason)
+
+    async def give_up(
+        self, item: EngineInput, reason: str, process_ids: Sequence[str], *, thorough: bool
+    ) -> Outcome:
+        """An input that keeps failing, given up on: what came from Kafka goes to the
+        dead-letter topic (once: its mark says so), a timer is removed, an HTTP call ends, a
+        buffered event expires, and, when ``thorough``, the processes it was for are failed with
+        ``Bridge.InputFailed``. An HTTP request's input keeps nothing: the answer says why."""
+        if self.engine.clock is None:
+            self.now = await database_now(self.conn)
+        targets = list(process_ids)
+        match item:
+            case EventReceived(record=record):
+                key = _position_key(record)
+                with contextlib.suppress(Exception):
+                    read = self.correlator.read(item)
+                    key = read.key if isinstance(read, ReadEvent) else read[1]
+                await self._dead_letter_once(record, reason, key)
+            case InvalidInput(record=record):
+                await self._dead_letter_once(record, reason, _position_key(record))
+            case CallbackReceived(token=token, record=record):
+                if record is not None:
+                    await self._dead_letter_once(record, reason, _position_key(record))
+                found = await waits.find_task_tokens(self.conn, [token])
+                targets += [target.process_id for target in found.values()]
+            case DecisionReceived(link_token=link_token):
+                link = await waits.find_link(self.conn, link_token)
+                targets += [link.process_id] if link is not None else []
+            case TimerDue(timer_id=timer_id, process_id=process_id):
+                await timers.cancel(self.conn, [timer_id])
+                targets.append(process_id)
+            case BufferExpired(buffer_id=buffer_id):
+                await correlation.expire(self.conn, buffer_id, self.now)
+            case HttpCallEnded(call_id=call_id):
+                call = await http_calls.find(self.conn, call_id)
+                if call is not None and call.done_at is None:
+                    await http_calls.finish(self.conn, call, f"given up: {reason}"[:200], self.now)
+                    targets.append(call.process_id)
+            case StopRequested(process_id=process_id) | RedriveRequested(process_id=process_id):
+                targets.append(process_id)
+            case StartRequested() | ApprovalViewed():
+                # Nothing was kept of a start that failed; a view fails nothing.
+                targets = []
+        targets = list(dict.fromkeys(targets))
+        if thorough:
+            for process_id in targets:
+                if await self._load(process_id) is not None:
+                    self._step(process_id, core.Fault("Bridge.InputFailed", reason))
+            await self.correlator.correlate_effects()
         await self.writer.write()
+        return Outcome("invalid", reason, tuple(targets))
+
+    async def _dead_letter_once(self, record: KafkaRecord, reason: str, key: str) -> None:
+        if key in self.marks or key in await inbox.seen(self.conn, [key]):
+            return
+        self.correlator.dead_letter(record, reason, key)
+        self.correlator.mark_event(key, record, None, None, "dead-lettered", {"deadLetter": reason})
 
     # ----------------------------------------------------------------- callbacks and HTTP answers
 
@@ -515,3 +576,8 @@ class Batch:
             touched.trace = here
             return here
         return here if self.own_trace or here.trace_id == stored.trace_id else stored
+
+
+def _position_key(record: KafkaRecord) -> str:
+    """The identity of a record by its position, for records read as no event."""
+    return f"pos|{record.position}"

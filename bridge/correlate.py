@@ -71,12 +71,13 @@ class Correlator:
                 for definition, trigger in registry.triggers(record.topic)
                 if (found := match(event, trigger, definition)) is not None
             ]
+            interests = registry.interests(record.topic)
+            key = identity(event, matches, interests)
         except InvalidEvent as exc:
             log.warning("invalid event at %s: %s", record.position, exc)
             return str(exc), f"pos|{record.position}"
-        interests = registry.interests(record.topic)
         wanted = candidates(event, interests, self.batch.config.buffer_seconds)
-        return ReadEvent(event, identity(event, matches, interests), matches, wanted)
+        return ReadEvent(event, key, matches, wanted)
 
     async def event(
         self, item: EventReceived, read: ReadEvent | tuple[str, str], already: set[str]

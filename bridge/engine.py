@@ -15,19 +15,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge import faults
+from bridge import faults, runner
 from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
+from bridge.failures import Retry, classify
 from bridge.intake import (
+    KINDS,
     ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
     EngineInput,
     EventReceived,
+    InvalidInput,
     Outcome,
     OutcomeStatus,
     PoisonInput,
@@ -50,6 +53,7 @@ __all__ = [
     "EngineConfig",
     "EngineInput",
     "EventReceived",
+    "InvalidInput",
     "Outcome",
     "OutcomeStatus",
     "PoisonInput",
@@ -108,8 +112,21 @@ class Engine:
     def base_url(self) -> str:
         return self.config.base_url
 
-    async def apply(self, batch: Sequence[EngineInput]) -> list[Outcome]:
-        """Apply ``batch`` in one transaction; retried when a concurrent writer got in between."""
+    async def apply(
+        self, batch: Sequence[EngineInput], *, patience: float | None = None
+    ) -> list[Outcome]:
+        """Apply ``batch``, an outcome per input, in order: in one transaction when it can be,
+        else split so that an input that fails is isolated and given up on (see
+        ``bridge.runner``). ``patience``: seconds to wait for an unavailable database before
+        raising ``runner.Unavailable``; None waits as long as it takes."""
+        return await runner.run(self, batch, patience=patience)
+
+    async def apply_one(self, item: EngineInput, *, patience: float | None = None) -> Outcome:
+        return (await self.apply([item], patience=patience))[0]
+
+    async def transact(self, batch: Sequence[EngineInput]) -> list[Outcome]:
+        """Apply ``batch`` in one transaction, or raise; tried again at once while another
+        writer gets in between (a conflict, a deadlock, a busy SQLite file)."""
         for attempt in range(10):
             try:
                 started = time.perf_counter()
@@ -122,36 +139,32 @@ class Engine:
                     self.http_calls_queued.set()
                 self.metrics.applied(batch, outcomes, time.perf_counter() - started, work.tally)
                 return outcomes
-            except (ConcurrentUpdate, IntegrityError) as exc:
+            except ConcurrentUpdate:
                 if attempt == 9:
                     raise
-                log.info("retrying a batch after a concurrent update: %s", type(exc).__name__)
+                log.info("retrying a batch after a concurrent update")
             except MissingDefinition as missing:
                 await self.registry.refresh(self.db)
                 if self.registry.get(missing.name, missing.version) is None or attempt == 9:
                     raise
                 continue
             except DBAPIError as exc:
-                if attempt == 9 or not _is_transient(exc):
+                if attempt == 9 or classify(exc) is not Retry.NOW:
                     raise
-                log.info("retrying a batch after a transient database error: %s", exc.orig)
+                log.info("retrying a batch after a conflict: %s", type(exc.orig).__name__)
             await asyncio.sleep(0.005 * (attempt + 1))
         raise AssertionError("unreachable")
 
-    async def quarantine(
-        self, item: EngineInput, reason: str, process_ids: Sequence[str] = ()
-    ) -> None:
-        """Give up on an input that keeps failing: dead-letter it and fail its processes."""
+    async def give_up(
+        self, item: EngineInput, reason: str, process_ids: Sequence[str], *, thorough: bool
+    ) -> Outcome:
+        """Record that ``item`` failed for good (see ``Batch.give_up``), in one transaction."""
         async with self.db.begin() as conn:
             work = Batch(self, conn)
-            await work.quarantine(item, reason, process_ids)
+            outcome = await work.give_up(item, reason, process_ids, thorough=thorough)
         self.committed.set()
         self.metrics.counted(work.tally)
+        return outcome
 
-    async def apply_one(self, item: EngineInput) -> Outcome:
-        return (await self.apply([item]))[0]
-
-
-def _is_transient(exc: DBAPIError) -> bool:
-    text = str(exc.orig).lower()
-    return any(word in text for word in ("deadlock", "serialization", "database is locked"))
+    def count_given_up(self, item: EngineInput) -> None:
+        self.metrics.given_up.labels(KINDS.get(type(item), "input")).inc()

@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.asl import jsonata, paths
+from bridge.asl import jsonata, limits, paths
 from bridge.asl.errors import StatesError
 from bridge.asl.model import Definition, EventInterest, Trigger
 
@@ -58,15 +58,22 @@ def decode(record: KafkaRecord, max_bytes: int) -> DomainEvent:
         body = json.loads(text)
     except UnicodeDecodeError:
         raise InvalidEvent("the value is not UTF-8") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InvalidEvent(f"the value is nested deeper than {limits.MAX_DEPTH} levels") from None
+    except ValueError as exc:
         raise InvalidEvent(f"the value is not JSON: {exc}") from None
+    problem = limits.problem(body)
+    if problem is not None:
+        raise InvalidEvent(f"the value {problem}")
     if "ce_specversion" in headers:
-        return DomainEvent(
-            data=body,
-            type=_header(headers, "ce_type"),
-            id=_header(headers, "ce_id"),
-            source=_header(headers, "ce_source"),
-            record=record,
+        return _checked(
+            DomainEvent(
+                data=body,
+                type=_header(headers, "ce_type"),
+                id=_header(headers, "ce_id"),
+                source=_header(headers, "ce_source"),
+                record=record,
+            )
         )
     content_type = _header(headers, "content-type") or ""
     if content_type.startswith("application/cloudevents") or (
@@ -75,14 +82,48 @@ def decode(record: KafkaRecord, max_bytes: int) -> DomainEvent:
         if not isinstance(body, dict):
             raise InvalidEvent("a structured CloudEvent must be a JSON object")
         data = body.get("data")
-        return DomainEvent(
-            data=data,
-            type=_text(body.get("type")),
-            id=_text(body.get("id")),
-            source=_text(body.get("source")),
-            record=record,
+        return _checked(
+            DomainEvent(
+                data=data,
+                type=_text(body.get("type")),
+                id=_text(body.get("id")),
+                source=_text(body.get("source")),
+                record=record,
+            )
         )
+    if not isinstance(body, dict):
+        raise InvalidEvent(f"an event must be a JSON object, not {_json_kind(body)}")
     return DomainEvent(data=body, type=None, id=None, source=None, record=record)
+
+
+#: The longest CloudEvents id and source: the event's identity (source + id) is its dedupe key.
+MAX_ID_LENGTH = 256
+
+
+def _checked(event: DomainEvent) -> DomainEvent:
+    """A CloudEvent whose attributes fit where they are kept."""
+    for name, value, limit in (
+        ("id", event.id, MAX_ID_LENGTH),
+        ("source", event.source, MAX_ID_LENGTH),
+        ("type", event.type, limits.MAX_TYPE_LENGTH),
+    ):
+        if value is not None and len(value) > limit:
+            raise InvalidEvent(f"the CloudEvents {name} is longer than {limit} characters")
+        if value is not None and "\x00" in value:
+            raise InvalidEvent(f"the CloudEvents {name} holds a NUL character")
+    return event
+
+
+def _json_kind(value: JSON) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array"
 
 
 def _header(headers: dict[str, bytes], name: str) -> str | None:
@@ -126,7 +167,12 @@ def match(event: DomainEvent, trigger: Trigger, definition: Definition) -> Match
             f"{definition.name}: the correlation key {trigger.correlation_key} must be a "
             "non-empty string or a number"
         )
-    return Match(definition, trigger, str(key), data)
+    if len(text := str(key)) > limits.MAX_KEY_LENGTH:
+        raise InvalidEvent(
+            f"{definition.name}: the correlation key {trigger.correlation_key} is longer than "
+            f"{limits.MAX_KEY_LENGTH} characters"
+        )
+    return Match(definition, trigger, text, data)
 
 
 class _Randomness:
@@ -190,6 +236,9 @@ def candidates(
             continue
         if isinstance(key, bool) or not isinstance(key, str | int | float) or key == "":
             continue
+        if len(str(key)) > limits.MAX_KEY_LENGTH:
+            # No wait listens for a key that long: waits' keys are bounded alike.
+            continue
         ident = (interest.topic, kind, str(key))
         seconds = default_seconds if interest.buffer_seconds is None else interest.buffer_seconds
         known = found.get(ident)
@@ -237,5 +286,9 @@ def identity(
         except paths.PathNotFound:
             continue
         if value is not None and value != "":
+            if len(str(value)) > MAX_ID_LENGTH:
+                raise InvalidEvent(
+                    f"the event id at {id_path} is longer than {MAX_ID_LENGTH} characters"
+                )
             return f"id|{record.topic}|{value}"
     return f"pos|{record.position}"

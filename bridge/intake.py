@@ -31,6 +31,17 @@ class CallbackReceived:
     #: The W3C trace context of a reply on Kafka (over HTTP: the request's, found in context).
     traceparent: str | None = None
     tracestate: str | None = None
+    #: The reply's record, when it came on Kafka: where a dead letter says it came from.
+    record: KafkaRecord | None = None
+
+
+@dataclass(frozen=True)
+class InvalidInput:
+    """A Kafka record that cannot be read as what its topic carries (a reply that is not one):
+    it goes to the dead-letter topic with ``reason`` and its position."""
+
+    record: KafkaRecord
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -105,6 +116,7 @@ class BufferExpired:
 
 EngineInput = (
     EventReceived
+    | InvalidInput
     | CallbackReceived
     | DecisionReceived
     | ApprovalViewed
@@ -119,6 +131,7 @@ EngineInput = (
 #: Short names of the inputs, for metric labels and span names.
 KINDS: dict[type, str] = {
     EventReceived: "event",
+    InvalidInput: "invalid_record",
     CallbackReceived: "callback",
     DecisionReceived: "decision",
     ApprovalViewed: "approval_view",

@@ -33,7 +33,7 @@ from bridge import faults
 from bridge.asl import errors
 from bridge.asl.http_task import HttpRequest, redact_url, response_result
 from bridge.engine import Engine
-from bridge.intake import HttpCallEnded, Outcome, PoisonInput
+from bridge.intake import HttpCallEnded, Outcome
 from bridge.store import http_calls
 from bridge.store.database import database_now, reading
 from bridge.store.http_calls import HttpCall
@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 #: A response body larger than this fails the task with Http.ResponseTooLarge.
 MAX_RESPONSE_BYTES = 1024 * 1024
 USER_AGENT = "bridge-http-invoke"
-#: How often an answer is offered to the engine before the call is left to be made again.
-REPORT_ATTEMPTS = 5
-#: How often an answer that makes the engine fail is tried before its process is failed.
-POISON_ATTEMPTS = 3
 
 
 # --------------------------------------------------------------------- the allow-list
@@ -328,29 +324,9 @@ class Invoker:
         )
 
     async def _report(self, call: HttpCall, ended: HttpCallEnded) -> None:
-        """Apply the answer through the engine, retrying while the database is away."""
-        poisoned = 0
-        for attempt in range(REPORT_ATTEMPTS):
-            try:
-                outcome = await self.engine.apply_one(ended)
-            except asyncio.CancelledError:
-                raise
-            except PoisonInput as poison:
-                poisoned += 1
-                if poisoned >= POISON_ATTEMPTS:
-                    reason = f"applying an HTTP answer failed {poisoned} times: {poison.cause!r}"
-                    log.error("giving up on an input: %s", reason)
-                    await self.engine.quarantine(ended, reason[:2000], poison.process_ids)
-                    return
-                log.warning("applying an HTTP answer failed: %r", poison.cause)
-            except Exception as exc:
-                if attempt == REPORT_ATTEMPTS - 1:
-                    raise
-                log.warning("could not apply an HTTP answer yet (%r); retrying", exc)
-            else:
-                _log_outcome(call, outcome)
-                return
-            await asyncio.sleep(0.2 * 2**attempt)
+        """Apply the answer through the engine's runner: it waits while the database is away,
+        and gives up on an answer that keeps failing (the call ends, its process fails)."""
+        _log_outcome(call, await self.engine.apply_one(ended))
 
 
 def _result_label(ended: HttpCallEnded) -> str:

@@ -100,6 +100,18 @@ def lifecycle(
     )
 
 
+#: The most of an event's value a dead letter carries: with its envelope the letter stays far
+#: below a producer's 1 MB limit, however large the event was (its position says where the
+#: rest is).
+LETTER_VALUE_BYTES = 128 * 1024
+#: The most of a record's key, and of each header value, a dead letter carries.
+LETTER_FIELD_BYTES = 4 * 1024
+#: The most headers a dead letter carries.
+LETTER_HEADERS = 64
+#: The longest message key the outbox keeps (its column holds 500 characters).
+MAX_MESSAGE_KEY = 500
+
+
 def dead_letter(
     message_id: str,
     topic: str,
@@ -110,43 +122,78 @@ def dead_letter(
     event_key: str | None = None,
     event: JSON = None,
 ) -> dict[str, Any]:
-    """A dead letter: the reason, where the event came from, when, and the event itself."""
+    """A dead letter: the reason, where the event came from, when, and the event itself.
+
+    Whatever the record holds, the letter can be stored and published: text with a NUL
+    character, or that is not UTF-8, goes as base64; a large value, key or header is cut
+    (``valueBytes`` tells the whole size, ``valueTruncated`` that it was cut).
+    """
     value: dict[str, JSON] = {"type": "bridge.DeadLetter", "reason": reason, "at": now.isoformat()}
     if event_key is not None:
         value["eventKey"] = event_key
     if record is not None:
+        data = record.value
         value.update(
             {
                 "topic": record.topic,
                 "partition": record.partition,
                 "offset": record.offset,
-                "key": _text(record.key),
-                "value": _text(record.value),
-                "headers": {name: _text(data) for name, data in record.headers},
+                "key": _text(record.key, LETTER_FIELD_BYTES),
+                "value": _text(data, LETTER_VALUE_BYTES),
+                "headers": {
+                    _text_key(name): _text(header, LETTER_FIELD_BYTES)
+                    for name, header in record.headers[:LETTER_HEADERS]
+                },
             }
         )
+        if data is not None and len(data) > LETTER_VALUE_BYTES:
+            value["valueTruncated"] = True
+            value["valueBytes"] = len(data)
+        if len(record.headers) > LETTER_HEADERS:
+            value["headersTruncated"] = len(record.headers)
     if event is not None:
         value["event"] = event
-    key = record.key.decode("utf-8", "replace") if record and record.key else None
     return row(
         message_id,
         None,
         topic,
-        key,
+        _message_key(record.key) if record is not None else None,
         value,
         headers(message_id, "bridge.DeadLetter", "bridge", None),
         now,
     )
 
 
-def _text(data: bytes | None) -> JSON:
-    """UTF-8 text as it is; anything else as {"base64": ...}, so no byte is lost."""
+def _text(data: bytes | None, limit: int) -> JSON:
+    """At most ``limit`` bytes of ``data``: UTF-8 text as it is; anything else (not UTF-8, or
+    holding a NUL character, which PostgreSQL cannot store) as {"base64": ...}."""
     if data is None:
         return None
+    data = data[:limit]
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A cut may split the last character: keep what decodes, unless that is little.
+        if exc.start >= len(data) - 3 and len(data) == limit:
+            text = data[: exc.start].decode("utf-8", "replace")
+        else:
+            return {"base64": base64.b64encode(data).decode()}
+    if "\x00" in text:
         return {"base64": base64.b64encode(data).decode()}
+    return text
+
+
+def _text_key(name: str) -> str:
+    name = name[:200]
+    return name.replace("\x00", "\\u0000") if "\x00" in name else name
+
+
+def _message_key(key: bytes | None) -> str | None:
+    """A record's key, to key its dead letter by; None when it cannot be kept as text."""
+    if key is None or len(key) > MAX_MESSAGE_KEY:
+        return None
+    text = key.decode("utf-8", "replace")
+    return None if "\x00" in text else text
 
 
 def row(

@@ -50,6 +50,13 @@ class Metrics:
         self.dead_letters = Counter(
             "bridge_dead_letters", "Inputs sent to the dead-letter topic", registry=r
         )
+        self.given_up = Counter(
+            "bridge_inputs_given_up",
+            "Inputs that kept failing and were given up on (dead-lettered, their processes "
+            "failed with Bridge.InputFailed, or answered with the reason), by kind",
+            ["kind"],
+            registry=r,
+        )
         self.dedupe_hits = Counter(
             "bridge_dedupe_hits",
             "Inputs recognised as already applied (events, named starts), by kind",

@@ -1,13 +1,13 @@
 """The faust app: one agent for domain events, one for task replies, both feeding the engine.
 
-Records are read raw and parsed here, so a poison message becomes a logged, skipped input (a
-dead letter in a later version) and never a dead agent. A batch is applied in one transaction;
-faust acknowledges (and later commits) the offsets only after ``apply`` returns.
+Records are read raw and parsed here, so a poison message becomes a dead letter, never a dead
+agent. A batch goes through the engine's one runner (``Engine.apply``: one transaction, split
+around an input that fails); faust acknowledges (and later commits) the offsets only after
+``apply`` returns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -19,14 +19,8 @@ from faust.types import EventT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge import faults
-from bridge.engine import (
-    CallbackReceived,
-    Engine,
-    EngineInput,
-    EventReceived,
-    Outcome,
-    PoisonInput,
-)
+from bridge.asl import limits
+from bridge.engine import CallbackReceived, Engine, EventReceived, InvalidInput
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
 from processors.transport import BridgeApp, transport_class
@@ -66,13 +60,17 @@ def record_of(event: EventT[Any]) -> KafkaRecord:
     )
 
 
-def reply_input(record: KafkaRecord) -> CallbackReceived | None:
-    """The callback a reply record carries; None (logged) when it is not a valid reply."""
+def reply_input(record: KafkaRecord) -> CallbackReceived | InvalidInput:
+    """The callback a reply record carries; a record that is no valid reply is dead-lettered."""
     try:
-        reply = Reply.model_validate_json(record.value or b"")
+        body = limits.loads(record.value or b"", "the reply")
+        reply = Reply.model_validate(body)
+    except limits.Unstorable as exc:
+        log.warning("invalid reply at %s: %s", record.position, exc)
+        return InvalidInput(record, f"invalid reply: {exc}")
     except ValidationError as exc:
         log.warning("invalid reply at %s: %s", record.position, _short(exc))
-        return None
+        return InvalidInput(record, f"invalid reply: {_short(exc)}"[:2000])
     # The reply's trace context goes in as it came; the engine checks it.
     headers = {name.lower(): value for name, value in record.headers}
     trace = {
@@ -80,12 +78,20 @@ def reply_input(record: KafkaRecord) -> CallbackReceived | None:
         "tracestate": _latin1(headers.get("tracestate")),
     }
     if reply.heartbeat:
-        return CallbackReceived(reply.task_token, "heartbeat", via="kafka", **trace)
+        return CallbackReceived(reply.task_token, "heartbeat", via="kafka", record=record, **trace)
     if reply.error is not None:
         return CallbackReceived(
-            reply.task_token, "failure", error=reply.error, cause=reply.cause, via="kafka", **trace
+            reply.task_token,
+            "failure",
+            error=reply.error,
+            cause=reply.cause,
+            via="kafka",
+            record=record,
+            **trace,
         )
-    return CallbackReceived(reply.task_token, "success", output=reply.output, via="kafka", **trace)
+    return CallbackReceived(
+        reply.task_token, "success", output=reply.output, via="kafka", record=record, **trace
+    )
 
 
 def _latin1(value: bytes | None) -> str | None:
@@ -94,67 +100,6 @@ def _latin1(value: bytes | None) -> str | None:
 
 def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-
-
-#: How often one input is tried before it is given up on (dead-lettered, its processes failed).
-MAX_ATTEMPTS = 3
-
-
-async def apply_batch(engine: Engine, inputs: Sequence[EngineInput]) -> list[Outcome]:
-    """Apply ``inputs``; keep retrying while the database is away, so no offset moves past them.
-
-    An input whose processing raises is isolated (the batch is applied without it, one input at
-    a time), tried ``MAX_ATTEMPTS`` times, then dead-lettered with its reason and the processes
-    it was stepping are failed, so that the partition keeps flowing.
-    """
-    if not inputs:
-        return []
-    delay = 0.1
-    attempts = 0
-    while True:
-        try:
-            return await engine.apply(inputs)
-        except PoisonInput as poison:
-            if len(inputs) > 1:
-                log.warning("a batch failed (%r); applying its inputs one by one", poison.cause)
-                return [outcome for item in inputs for outcome in await apply_batch(engine, [item])]
-            attempts += 1
-            if attempts >= MAX_ATTEMPTS:
-                reason = f"processing failed {attempts} times: {poison.cause!r}"[:2000]
-                log.error("giving up on an input: %s", reason)
-                await _quarantine(engine, inputs[0], reason, poison.process_ids)
-                return [Outcome("invalid", reason, poison.process_ids)]
-            log.warning("an input failed (attempt %d): %r", attempts, poison.cause)
-        except Exception as exc:
-            # The database away, or a failure outside any one input: retry, never lose the batch.
-            if _is_connection_problem(exc) or isinstance(exc, OSError):
-                log.warning("database unreachable (%s); retrying in %.1fs", exc, delay)
-            else:
-                log.exception("applying a batch failed; retrying in %.1fs", delay)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
-
-
-async def _quarantine(
-    engine: Engine, item: EngineInput, reason: str, process_ids: Sequence[str]
-) -> None:
-    delay = 0.1
-    while True:
-        try:
-            await engine.quarantine(item, reason, process_ids)
-            return
-        except Exception as exc:
-            log.warning("could not dead-letter an input yet (%r); retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def _is_connection_problem(exc: BaseException) -> bool:
-    text = f"{type(exc).__name__} {exc}".lower()
-    return any(
-        word in text
-        for word in ("connection", "connect", "closed", "terminat", "cannot_connect", "shutdown")
-    )
 
 
 def build_app(
@@ -191,7 +136,7 @@ def build_app(
                 with structlog.contextvars.bound_contextvars(
                     topic=first.topic, partition=first.partition, offset=first.offset
                 ):
-                    await apply_batch(engine, inputs)
+                    await engine.apply(inputs)
                 faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(
@@ -201,8 +146,8 @@ def build_app(
     @app.agent(reply_topic, name="bridge-replies")
     async def replies(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max_events, within=within):
-            inputs = [found for event in batch if (found := reply_input(record_of(event)))]
-            outcomes = await apply_batch(engine, inputs)
+            inputs = [reply_input(record_of(event)) for event in batch]
+            outcomes = await engine.apply(inputs)
             for outcome in outcomes:
                 if not outcome.ok:
                     log.warning("reply not applied: %s (%s)", outcome.status, outcome.reason)

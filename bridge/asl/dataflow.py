@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from bridge.asl import errors, paths
-from bridge.asl.errors import StatesError
+from bridge.asl import errors, limits, paths
+from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import WaitState, event_wait_specs
 
 JSON = Any
@@ -131,10 +131,37 @@ def event_subscriptions(parameters: JSON, state: str) -> tuple[tuple[str, str, s
                 f"State {state}: CorrelationKey must be a non-empty string or a number, "
                 f"not {key!r}",
             )
+        if len(str(key)) > limits.MAX_KEY_LENGTH or "\x00" in str(key):
+            raise StatesError(
+                "Event.InvalidCorrelationKey",
+                f"State {state}: CorrelationKey must be at most {limits.MAX_KEY_LENGTH} "
+                "characters, without NUL characters",
+            )
         types = spec["EventType"]
         for event_type in [types] if isinstance(types, str) else types:
             found.append((str(spec["Topic"]), str(event_type), str(key)))
     return tuple(dict.fromkeys(found))
+
+
+#: The deepest nesting of a state's output: deeper than any value from outside (64 levels) with
+#: room for what Parameters, Map and Parallel wrap around it, and well below the nesting at which
+#: the process state could no longer be serialised.
+MAX_OUTPUT_DEPTH = 128
+
+
+def unstorable(value: JSON, state: str) -> Failure | None:
+    """Why a state's output could not be kept with the process, as the failure it ends in."""
+    if too_large(value):
+        return Failure(
+            errors.DATA_LIMIT_EXCEEDED,
+            f"The state/task output of {state} exceeds {MAX_PAYLOAD_BYTES} bytes",
+        )
+    problem = limits.problem(value, max_depth=MAX_OUTPUT_DEPTH)
+    if problem is None:
+        return None
+    if problem.startswith("is nested"):
+        return Failure(errors.DATA_LIMIT_EXCEEDED, f"The state/task output of {state} {problem}")
+    return Failure(errors.RUNTIME, f"The state/task output of {state} {problem}")
 
 
 def too_large(value: JSON) -> bool:
@@ -160,14 +187,27 @@ def kafka_message(parameters: JSON, resource: str) -> dict[str, Any]:
         raise StatesError("Kafka.InvalidParameters", "Topic must be a non-empty string")
     if "Message" not in parameters:
         raise StatesError("Kafka.InvalidParameters", "Message is missing")
+    if len(topic) > limits.MAX_TOPIC_LENGTH or "\x00" in topic:
+        raise StatesError(
+            "Kafka.InvalidParameters",
+            f"Topic must be at most {limits.MAX_TOPIC_LENGTH} characters, without NUL characters",
+        )
     key = parameters.get("Key")
     if key is not None and not isinstance(key, str | int):
         raise StatesError("Kafka.InvalidParameters", "Key must be a string or a number")
+    if key is not None and (len(str(key)) > limits.MAX_KEY_LENGTH or "\x00" in str(key)):
+        raise StatesError(
+            "Kafka.InvalidParameters",
+            f"Key must be at most {limits.MAX_KEY_LENGTH} characters, without NUL characters",
+        )
     headers = parameters.get("Headers") or {}
     if not isinstance(headers, Mapping) or not all(
         isinstance(value, str) for value in headers.values()
     ):
         raise StatesError("Kafka.InvalidParameters", "Headers must map names to strings")
+    problem = limits.problem({"headers": dict(headers), "message": parameters["Message"]})
+    if problem is not None:
+        raise StatesError("Kafka.InvalidParameters", f"The message {problem}")
     return {
         "topic": topic,
         "key": None if key is None else str(key),

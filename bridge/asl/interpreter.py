@@ -16,12 +16,11 @@ from datetime import datetime, timedelta
 
 from bridge.asl import choice, errors, paths
 from bridge.asl.dataflow import (
-    MAX_PAYLOAD_BYTES,
     input_path,
     iso,
     output_path,
     text,
-    too_large,
+    unstorable,
     wait_due,
 )
 from bridge.asl.effects import CancelTimer, HistoryEntry, RemindApproval, StartTimer
@@ -222,11 +221,8 @@ class _Run(RunBranches, RunErrors):
         self, process: Process, scope: _Scope, position: Position, outcome: _Outcome
     ) -> _FrameResult | Position:
         """Where an outcome leads: a wait, the frame's end, or the next state to execute."""
-        if isinstance(outcome, _Next | _End) and too_large(outcome.output):
-            outcome = Failure(
-                errors.DATA_LIMIT_EXCEEDED,
-                f"The state/task output of {position.state} exceeds {MAX_PAYLOAD_BYTES} bytes",
-            )
+        if isinstance(outcome, _Next | _End):
+            outcome = unstorable(outcome.output, position.state) or outcome
         match outcome:
             case _Blocked(position=blocked):
                 return _Waiting(blocked)

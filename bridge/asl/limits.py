@@ -12,6 +12,7 @@ Pure: no I/O; the core (``bridge.asl``) and the shell both use it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Final
 
 JSON = Any
@@ -46,7 +47,7 @@ def check(value: JSON, what: str = "the value", *, max_depth: int = MAX_DEPTH) -
 def problem(value: JSON, *, max_depth: int = MAX_DEPTH) -> str | None:
     """Why ``value`` cannot be stored (a phrase to follow "the value ..."), or None."""
     if isinstance(value, str):
-        return _NUL_REASON if "\x00" in value else None
+        return _text_problem(value)
     if not isinstance(value, dict | list):
         return None
     stack: list[tuple[JSON, int]] = [(value, 1)]
@@ -54,26 +55,31 @@ def problem(value: JSON, *, max_depth: int = MAX_DEPTH) -> str | None:
         node, depth = stack.pop()
         if depth > max_depth:
             return f"is nested deeper than {max_depth} levels"
+        children = node.values() if isinstance(node, dict) else node
         if isinstance(node, dict):
-            for key, child in node.items():
-                if isinstance(key, str) and "\x00" in key:
-                    return _NUL_REASON
-                if isinstance(child, str):
-                    if "\x00" in child:
-                        return _NUL_REASON
-                elif isinstance(child, dict | list):
-                    stack.append((child, depth + 1))
-        else:
-            for child in node:
-                if isinstance(child, str):
-                    if "\x00" in child:
-                        return _NUL_REASON
-                elif isinstance(child, dict | list):
-                    stack.append((child, depth + 1))
+            for key in node:
+                if isinstance(key, str) and (reason := _text_problem(key)) is not None:
+                    return reason
+        for child in children:
+            if isinstance(child, str):
+                if (reason := _text_problem(child)) is not None:
+                    return reason
+            elif isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return None
 
 
-_NUL_REASON = "holds a NUL character (\\u0000), which cannot be stored"
+#: Lone UTF-16 surrogates: JSON's "\ud800" escapes decode to them, and no UTF-8 encoder (the
+#: database driver's, the producer's) takes them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "holds a NUL character (\\u0000), which cannot be stored"
+    if not text.isascii() and _SURROGATE.search(text) is not None:
+        return "holds a lone surrogate (\\ud800-\\udfff), which is not valid Unicode"
+    return None
 
 
 def loads(text: str | bytes, what: str = "the body", *, max_depth: int = MAX_DEPTH) -> JSON:

@@ -16,10 +16,10 @@ from bridge.asl.model import parse_definition
 from bridge.definitions import Registry
 from bridge.engine import Engine, EngineConfig, EventReceived
 from bridge.events import KafkaRecord
+from bridge.runner import MAX_ATTEMPTS
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import outbox, processes
-from processors.app import MAX_ATTEMPTS, apply_batch
 
 pytestmark = pytest.mark.integration
 
@@ -68,10 +68,10 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_go_through(
         return real_step(definition, process, event, now, entropy)
 
     monkeypatch.setattr(bridge.batch, "step", failing_step)
-    outcomes = await apply_batch(engine, [record(0, "a"), record(1, "bad"), record(2, "b")])
+    outcomes = await engine.apply([record(0, "a"), record(1, "bad"), record(2, "b")])
 
     assert [outcome.status for outcome in outcomes] == ["applied", "invalid", "applied"]
-    assert "processing failed" in outcomes[1].reason
+    assert "failed 3 times" in outcomes[1].reason
     assert len(calls) == MAX_ATTEMPTS + 1  # once in the whole batch, then alone until given up
     async with reading(engine.db) as conn:
         keys = set((await conn.execute(select(processes.c.correlation_key))).scalars())
@@ -83,7 +83,7 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_go_through(
     assert "the interpreter broke" in letter["reason"]
 
     # The same event again is a duplicate of the dead-lettered one, not a second failure.
-    again = await apply_batch(engine, [record(1, "bad")])
+    again = await engine.apply([record(1, "bad")])
     assert again[0].status == "duplicate"
 
 
@@ -93,7 +93,7 @@ async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason
     from bridge.engine import CallbackReceived
     from bridge.store.schema import outbox as outbox_table
 
-    await apply_batch(engine, [record(0, "p")])
+    await engine.apply([record(0, "p")])
     async with reading(engine.db) as conn:
         message = (
             await conn.execute(select(outbox_table.c.value).where(outbox_table.c.topic == "out"))
@@ -106,7 +106,7 @@ async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason
         return real_step(definition, process, event, now, entropy)
 
     monkeypatch.setattr(bridge.batch, "step", failing_step)
-    outcomes = await apply_batch(engine, [CallbackReceived(message["t"], "success", output={})])
+    outcomes = await engine.apply([CallbackReceived(message["t"], "success", output={})])
     assert outcomes[0].status == "invalid"
     async with reading(engine.db) as conn:
         row = (await conn.execute(select(processes.c.status, processes.c.state))).one()
@@ -122,7 +122,7 @@ async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason
         (b"\xff\xfe\x00garbage", "not UTF-8"),
         (json.dumps({"type": "Go", "id": "x"}).encode(), "no value at $.k"),
         (json.dumps({"type": "Go", "id": "y", "k": {"a": 1}}).encode(), "non-empty string"),
-        (b"[" * 10_000 + b"]" * 10_000, "not JSON"),
+        (b"[" * 10_000 + b"]" * 10_000, "nested deeper than 64 levels"),
         (json.dumps({"type": "Go", "k": "z", "pad": "x" * 300_000}).encode(), "larger than"),
     ],
     ids=["malformed", "invalid-utf8", "missing-key", "wrong-type", "deep-nesting", "too-large"],
@@ -131,7 +131,7 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_partition_flow
     engine: Engine, value: bytes, reason: str
 ) -> None:
     bad = EventReceived(KafkaRecord("t", 0, 7, b"k", value))
-    outcomes = await apply_batch(engine, [bad, record(8, "after")])
+    outcomes = await engine.apply([bad, record(8, "after")])
     assert [outcome.status for outcome in outcomes] == ["invalid", "applied"]
     async with reading(engine.db) as conn:
         letters = (await conn.execute(select(outbox.c.value).where(outbox.c.topic == "dlq"))).all()

@@ -988,14 +988,18 @@ def round_trip(process: Process) -> Process:
 amounts = st.integers(min_value=0, max_value=2000) | st.floats(
     min_value=0, max_value=2000, allow_nan=False
 )
+#: Text as the edges let it in: no NUL characters (a value holding one is refused before it
+#: reaches a process; a step that makes one fails, see test_an_output_with_a_nul_character...).
+stored_text = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**53), max_value=2**53)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8),
+    | st.text(stored_text, max_size=8),
     lambda children: (
-        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(stored_text, max_size=6), children, max_size=3)
     ),
     max_leaves=10,
 )
