@@ -134,6 +134,8 @@ class Batch:
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         if self.engine.clock is None:
             self.now = await database_now(self.conn)
+        # What the last input of an earlier batch bound says nothing of these.
+        structlog.contextvars.unbind_contextvars("process_id", "correlation_key", "event_id")
         read = {
             index: self.correlator.read(item)
             for index, item in enumerate(batch)

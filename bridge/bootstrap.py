@@ -81,6 +81,7 @@ async def open_core(
         lifecycle_topic=settings.kafka_lifecycle_topic,
         lifecycle_steps=settings.lifecycle_steps,
         max_event_bytes=settings.max_event_bytes,
+        max_event_depth=settings.max_event_depth,
         buffer_seconds=settings.event_buffer_seconds,
     )
     if tracing is None:

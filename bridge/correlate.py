@@ -65,7 +65,9 @@ class Correlator:
         record = item.record
         registry = self.batch.engine.registry
         try:
-            event = decode(record, self.batch.config.max_event_bytes)
+            event = decode(
+                record, self.batch.config.max_event_bytes, self.batch.config.max_event_depth
+            )
             matches = [
                 found
                 for definition, trigger in registry.triggers(record.topic)

@@ -78,6 +78,8 @@ class EngineConfig:
     lifecycle_topic: str = "bridge.lifecycle"
     lifecycle_steps: bool = False
     max_event_bytes: int = 256 * 1024
+    #: The deepest nesting of objects and arrays an event may have.
+    max_event_depth: int = 64
     #: How long an early event is kept when its wait does not say.
     buffer_seconds: int = 3600
 

@@ -47,7 +47,9 @@ class DomainEvent:
     record: KafkaRecord
 
 
-def decode(record: KafkaRecord, max_bytes: int) -> DomainEvent:
+def decode(record: KafkaRecord, max_bytes: int, max_depth: int = limits.MAX_DEPTH) -> DomainEvent:
+    """The event a record holds, checked against the bounds of what can be stored; raises
+    ``InvalidEvent`` with the bound it breaks."""
     if record.value is None:
         raise InvalidEvent("the record has no value")
     if len(record.value) > max_bytes:
@@ -59,10 +61,10 @@ def decode(record: KafkaRecord, max_bytes: int) -> DomainEvent:
     except UnicodeDecodeError:
         raise InvalidEvent("the value is not UTF-8") from None
     except RecursionError:
-        raise InvalidEvent(f"the value is nested deeper than {limits.MAX_DEPTH} levels") from None
+        raise InvalidEvent(f"the value is nested deeper than {max_depth} levels") from None
     except ValueError as exc:
         raise InvalidEvent(f"the value is not JSON: {exc}") from None
-    problem = limits.problem(body)
+    problem = limits.problem(body, max_depth=max_depth)
     if problem is not None:
         raise InvalidEvent(f"the value {problem}")
     if "ce_specversion" in headers:

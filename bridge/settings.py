@@ -94,7 +94,19 @@ class Settings(BaseSettings):
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
     relay_poll_ms: int = Field(default=100, ge=1, description="Outbox and timer poll interval.")
     relay_batch_size: int = Field(default=500, ge=1)
-    max_event_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_event_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest event value taken; a larger one is dead-lettered (its letter "
+        "carries the first 128 KiB).",
+    )
+    max_event_depth: int = Field(
+        default=64,
+        ge=2,
+        le=100,
+        description="Deepest nesting of objects and arrays in an event (and an HTTP body); a "
+        "deeper one is refused: dead-lettered, or answered with 400.",
+    )
     secret_key: SecretStr = Field(
         default=SecretStr("dev-only-secret-change-me"),
         description="Signs CSRF nonces. Set a long random value in production.",
