@@ -29,8 +29,11 @@ class Retry(enum.Enum):
 
 #: SQLSTATE classes and codes (PostgreSQL, appendix A).
 _NOW_CODES = frozenset({"40001", "40P01", "55P03"})
-#: Connection exceptions, insufficient resources, operator intervention, system errors.
-_LATER_CLASSES = frozenset({"08", "53", "57", "58"})
+#: Connection exceptions, insufficient resources, operator intervention, system errors; and what
+#: says the database is not (yet) the one configured: a read-only standby (25), a refused login
+#: (28), a missing database (3D), a schema that is not migrated or a missing grant (42). None of
+#: these is any input's fault, so giving up on inputs for them would lose every one.
+_LATER_CLASSES = frozenset({"08", "25", "28", "3D", "42", "53", "57", "58"})
 #: SQLite result codes (primary, the low byte): BUSY, LOCKED.
 _SQLITE_NOW = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 #: IOERR, FULL, CANTOPEN, PROTOCOL, NOTADB is not among them: a broken file stays broken.

@@ -42,7 +42,10 @@ def _sqlite(code: int, kind: type[sa.DBAPIError] = sa.OperationalError) -> sa.DB
         ("22021", Retry.NEVER),  # character_not_in_repertoire (0x00 in text)
         ("23503", Retry.NEVER),  # foreign_key_violation
         ("54000", Retry.NEVER),  # program_limit_exceeded
-        ("42703", Retry.NEVER),  # undefined_column: a bug, not an outage
+        ("42P01", Retry.LATER),  # undefined_table: the schema is not migrated yet
+        ("3D000", Retry.LATER),  # invalid_catalog_name: no such database
+        ("28P01", Retry.LATER),  # invalid_password
+        ("25006", Retry.LATER),  # read_only_sql_transaction: a standby after a fail-over
     ],
 )
 def test_postgres_errors_by_sqlstate(sqlstate: str, expected: Retry) -> None:
