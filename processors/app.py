@@ -60,10 +60,15 @@ def record_of(event: EventT[Any]) -> KafkaRecord:
     )
 
 
-def reply_input(record: KafkaRecord) -> CallbackReceived | InvalidInput:
-    """The callback a reply record carries; a record that is no valid reply is dead-lettered."""
+def reply_input(
+    record: KafkaRecord, max_bytes: int = 256 * 1024, max_depth: int = limits.MAX_DEPTH
+) -> CallbackReceived | InvalidInput:
+    """The callback a reply record carries; a record that is no valid reply is dead-lettered.
+    Replies are bounded like events (``max_bytes``, ``max_depth``)."""
+    if record.value is not None and len(record.value) > max_bytes:
+        return InvalidInput(record, f"invalid reply: the record is larger than {max_bytes} bytes")
     try:
-        body = limits.loads(record.value or b"", "the reply")
+        body = limits.loads(record.value or b"", "the reply", max_depth=max_depth)
         reply = Reply.model_validate(body)
     except limits.Unstorable as exc:
         log.warning("invalid reply at %s: %s", record.position, exc)
@@ -146,7 +151,10 @@ def build_app(
     @app.agent(reply_topic, name="bridge-replies")
     async def replies(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max_events, within=within):
-            inputs = [reply_input(record_of(event)) for event in batch]
+            inputs = [
+                reply_input(record_of(event), settings.max_event_bytes, settings.max_event_depth)
+                for event in batch
+            ]
             outcomes = await engine.apply(inputs)
             for outcome in outcomes:
                 if not outcome.ok:

@@ -222,15 +222,22 @@ async def test_an_invalid_reply_on_kafka_is_dead_lettered(engine: Engine) -> Non
         KafkaRecord(
             "bridge.replies", 0, 2, None, b'{"taskToken": "x", "error": "E\\u0000", "cause": ""}'
         ),
-        KafkaRecord("bridge.replies", 0, 3, None, json.dumps({"taskToken": token}).encode()),
+        KafkaRecord(
+            "bridge.replies",
+            0,
+            3,
+            None,
+            json.dumps({"taskToken": "y", "output": "x" * 300_000}).encode(),
+        ),
+        KafkaRecord("bridge.replies", 0, 4, None, json.dumps({"taskToken": token}).encode()),
     ]
     inputs = [reply_input(record) for record in replies]
     outcomes = await engine.apply(inputs)
-    assert [outcome.status for outcome in outcomes] == ["invalid", "invalid", "invalid", "applied"]
+    assert [outcome.status for outcome in outcomes] == ["invalid"] * 4 + ["applied"]
     letters = await dead_letters(engine)
-    assert sorted(letter["offset"] for letter in letters) == [0, 1, 2]
+    assert sorted(letter["offset"] for letter in letters) == [0, 1, 2, 3]
     assert all(letter["reason"].startswith("invalid reply") for letter in letters)
-    assert isinstance(inputs[3], CallbackReceived)
+    assert isinstance(inputs[4], CallbackReceived)
 
 
 async def test_a_step_whose_output_cannot_be_stored_fails_with_a_named_error(
