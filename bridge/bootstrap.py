@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -146,22 +147,32 @@ class Worker:
         await self.app.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Finish the batch at hand, stop consuming, flush the outbox; bounded by ``timeout``."""
+        """Finish the batch at hand, stop consuming, flush the outbox; bounded by ``timeout``,
+        even while the database is away (nothing is lost by not waiting: what was not
+        committed is consumed again, what was not published is published at the next start)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         # faust's stop waits for the events in hand to be applied and acknowledged. It does not
-        # always give way to cancellation, so the bound is kept by not waiting any longer.
+        # always give way to cancellation, so the bound is kept by not waiting any longer; the
+        # rest of the stop gets a quarter of the time.
         stopping = asyncio.ensure_future(self.app.stop())
-        done, _ = await asyncio.wait({stopping}, timeout=timeout)
+        done, _ = await asyncio.wait({stopping}, timeout=timeout * 0.7)
         if not done:
-            log.warning("the stream processors did not stop within %.0fs", timeout)
+            log.warning("the stream processors did not stop within %.0fs", timeout * 0.7)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(deadline - loop.time() - 6, 0.1))
         try:
-            await self.relay.drain()
+            await asyncio.wait_for(self.relay.drain(), timeout=max(deadline - loop.time() - 3, 0.1))
         except Exception:
             log.exception("could not flush the outbox; it is published at the next start")
-        await self.producer.stop()
-        await self.lag.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.producer.stop(), timeout=max(deadline - loop.time() - 1, 0.1)
+            )
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.lag.close(), timeout=max(deadline - loop.time(), 0.1))
 
 
 class Web:
