@@ -373,6 +373,9 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
         click.echo(json.dumps(done, indent=2))
         return
     for item in done:
+        if "skipped" in item:
+            click.echo(f"skipped letter {item['partition']}/{item['offset']}: {item['skipped']}")
+            continue
         click.echo(
             f"replayed letter {item['partition']}/{item['offset']} to {item['topic']}"
             f" at {item['newOffset']}"

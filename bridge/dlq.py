@@ -85,6 +85,13 @@ async def read_letters(bootstrap: str, topic: str, fetch_max_wait_ms: int = 10) 
 def original(letter: Letter) -> tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]:
     """(topic, key, value, headers) of the event as it first arrived."""
     value = letter.value
+    if value.get("valueTruncated") or value.get("headersTruncated"):
+        # Publishing what is left would be a different event: fetch it from its position.
+        raise ValueError(
+            f"letter at offset {letter.offset} carries only the start of its event "
+            f"({value.get('valueBytes')} bytes at {value.get('topic')}/{value.get('partition')}/"
+            f"{value.get('offset')}): replay it from there"
+        )
     if "topic" in value and "value" in value:
         headers = [(name, _bytes(data)) for name, data in (value.get("headers") or {}).items()]
         key = value.get("key")
@@ -124,7 +131,14 @@ async def replay(letters: list[Letter], bootstrap: str, db: AsyncEngine) -> list
     done = []
     try:
         for letter in letters:
-            topic, key, value, headers = original(letter)
+            try:
+                topic, key, value, headers = original(letter)
+            except ValueError as exc:
+                # One letter that cannot be replayed leaves the others to go.
+                done.append(
+                    {"partition": letter.partition, "offset": letter.offset, "skipped": str(exc)}
+                )
+                continue
             marks = [letter.value.get("eventKey")]
             if "topic" in letter.value:
                 v = letter.value

@@ -18,6 +18,7 @@ from sqlalchemy.exc import DataError
 import bridge.effects_writer
 from bridge.asl.model import parse_definition
 from bridge.definitions import Registry
+from bridge.dlq import Letter, original
 from bridge.engine import CallbackReceived, Engine, EngineConfig, EventReceived, TimerDue
 from bridge.events import KafkaRecord
 from bridge.messages import LETTER_VALUE_BYTES
@@ -146,6 +147,9 @@ async def test_an_oversized_event_leaves_a_dead_letter_that_can_be_published(
     assert len(letter["value"]) == LETTER_VALUE_BYTES
     # Far below a producer's 1 MB limit.
     assert len(encode_value(letter)) < 256 * 1024
+    # Replaying the start of an event would publish another event: refused, with where it is.
+    with pytest.raises(ValueError, match="only the start of its event"):
+        original(Letter(0, 0, letter))
 
 
 async def test_a_failing_write_in_the_middle_of_a_batch_is_isolated(
