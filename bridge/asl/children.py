@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.asl import errors
+from bridge.asl import errors, limits
 from bridge.asl.dataflow import iso
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import ChildEnded
@@ -70,6 +70,9 @@ def request(parameters: JSON, resource: str) -> ChildRequest:
         raise StatesError(
             errors.CHILD_INVALID_PARAMETERS, "CorrelationKey must be a string of at most 500"
         )
+    problem = limits.problem(dict(parameters), max_depth=limits.MAX_DEPTH + 1)
+    if problem is not None:
+        raise StatesError(errors.CHILD_INVALID_PARAMETERS, f"The parameters {problem}")
     return ChildRequest(definition, parameters.get("Input", {}), name, key)
 
 
