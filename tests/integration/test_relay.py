@@ -5,17 +5,21 @@ be published is parked and does not hold back the others, a failure that may pas
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
+from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.cli import main
 from bridge.metrics import Metrics
 from bridge.relay import PublishingFailed, Relay
 from bridge.store import outbox
@@ -186,3 +190,38 @@ async def test_the_relay_loop_goes_on_past_a_parked_message_and_stops_at_once(
         async with asyncio.timeout(1):
             await asyncio.gather(running, return_exceptions=True)
     assert running.cancelled()
+
+
+def test_an_operator_lists_and_retries_parked_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/bridge.db"
+    rows = [row("t", {"n": 1}), row("t", {"n": 2}), row("t", {"n": 3})]
+
+    async def prepare() -> None:
+        engine = open_engine(url)
+        await upgrade(engine)
+        await write(engine, rows)
+        async with engine.begin() as conn:
+            ids = (await conn.execute(select(outbox_table.c.id))).scalars().all()
+            await outbox.park(conn, {ids[0]: "MessageSizeTooLargeError: big"}, datetime.now(UTC))
+            await outbox.park(conn, {ids[1]: "InvalidTopicError"}, datetime.now(UTC))
+        await engine.dispose()
+
+    asyncio.run(prepare())
+    monkeypatch.setenv("BRIDGE_DATABASE_URL", url)
+    runner = CliRunner()
+
+    listed = runner.invoke(main, ["outbox", "parked", "--json"])
+    assert listed.exit_code == 0, listed.output
+    shown = json.loads(listed.output)
+    assert [item["messageId"] for item in shown] == [rows[0]["message_id"], rows[1]["message_id"]]
+    assert shown[0]["reason"] == "MessageSizeTooLargeError: big" and shown[0]["topic"] == "t"
+
+    assert runner.invoke(main, ["outbox", "retry"]).exit_code == 2
+    retried = runner.invoke(main, ["outbox", "retry", rows[1]["message_id"]])
+    assert retried.exit_code == 0 and "1 message(s)" in retried.output
+    listed = runner.invoke(main, ["outbox", "parked"])
+    assert rows[0]["message_id"] in listed.output and "1 parked message(s)" in listed.output
+    retried = runner.invoke(main, ["outbox", "retry", "--all"])
+    assert "1 message(s)" in retried.output
