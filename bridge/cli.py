@@ -1,4 +1,4 @@
-"""The ``bridge`` command: dev, worker, web, db upgrade, validate, run.
+"""The ``bridge`` command: dev, worker, web, db upgrade, outbox, validate, run, dlq, processes.
 
 Also runs as ``python -m bridge`` (Linux's iproute2 ships another ``bridge`` command).
 """
@@ -194,6 +194,72 @@ def db_upgrade() -> None:
             await engine.dispose()
 
     asyncio.run(run())
+
+
+@main.group()
+def outbox() -> None:
+    """Outbox messages parked because they can never be published: list them, retry them."""
+
+
+@outbox.command("parked")
+@click.option("--json", "as_json", is_flag=True, help="Print the messages as JSON.")
+def outbox_parked(as_json: bool) -> None:
+    """The parked messages, oldest first, with the reason (their values stay in the database)."""
+    settings = _settings()
+
+    async def run() -> list[dict[str, Any]]:
+        from bridge.store import outbox as store
+        from bridge.store.database import open_engine, reading
+
+        engine = open_engine(settings.database_url)
+        try:
+            async with reading(engine) as conn:
+                found = await store.parked(conn)
+        finally:
+            await engine.dispose()
+        return [
+            {
+                "messageId": m.message_id,
+                "topic": m.topic,
+                "key": m.key,
+                "processId": m.process_id,
+                "parkedAt": m.parked_at.isoformat(),
+                "reason": m.reason,
+            }
+            for m in found
+        ]
+
+    found = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for item in found:
+        click.echo(f"{item['messageId']}  {item['topic']}  {item['parkedAt']}  {item['reason']}")
+    click.echo(f"{len(found)} parked message(s)")
+
+
+@outbox.command("retry")
+@click.argument("message_ids", nargs=-1, metavar="MESSAGE_ID...")
+@click.option("--all", "retry_all", is_flag=True, help="Retry every parked message.")
+def outbox_retry(message_ids: tuple[str, ...], retry_all: bool) -> None:
+    """Give parked messages back to the relay (after their cause is fixed, e.g. the topic created
+    or the broker's size limit raised); one that still cannot be published is parked again."""
+    if bool(message_ids) == retry_all:
+        raise click.UsageError("name message ids or give --all")
+    settings = _settings()
+
+    async def run() -> int:
+        from bridge.store import outbox as store
+        from bridge.store.database import open_engine
+
+        engine = open_engine(settings.database_url)
+        try:
+            async with engine.begin() as conn:
+                return await store.unpark(conn, None if retry_all else message_ids)
+        finally:
+            await engine.dispose()
+
+    click.echo(f"{asyncio.run(run())} message(s) given back to the relay")
 
 
 @main.command()

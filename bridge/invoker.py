@@ -34,6 +34,7 @@ from bridge.asl import errors
 from bridge.asl.http_task import HttpRequest, redact_url, response_result
 from bridge.engine import Engine
 from bridge.intake import HttpCallEnded, Outcome
+from bridge.poller import poll
 from bridge.store import http_calls
 from bridge.store.database import database_now, reading
 from bridge.store.http_calls import HttpCall
@@ -130,35 +131,31 @@ class Invoker:
                 "BRIDGE_HTTP_ALLOWED_HOSTS is not set: HTTP tasks may call any host "
                 "(set it in production)"
             )
-        renewing = asyncio.create_task(self._renew_forever(), name="http-lease-renewal")
-        backoff = self.poll_seconds
+        every = max(self.lease.total_seconds() / 3, 0.05)
+        renewing = asyncio.create_task(
+            # A failed renewal is tried again well before the lease runs out.
+            poll(
+                self._renew, name="renewing HTTP call claims", poll_seconds=every, max_backoff=every
+            ),
+            name="http-lease-renewal",
+        )
         try:
-            while True:
-                try:
-                    started = await self.claim_and_start()
-                    backoff = self.poll_seconds
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("claiming HTTP calls failed (%r); again in %.1fs", exc, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    continue
-                if started == 0:
-                    await self._idle()
+            await poll(
+                self._claim_round,
+                name="claiming HTTP calls",
+                poll_seconds=self.poll_seconds,
+                # Calls queued by this process start at once; those of other processes, and
+                # claims that ran out, at the next poll.
+                wake=self.engine.http_calls_queued,
+            )
         finally:
             renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewing
             await self.close()
 
-    async def _idle(self) -> None:
-        """Until this process queues a call, or the poll interval passes (calls queued by other
-        processes, claims that ran out)."""
-        queued = self.engine.http_calls_queued
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(queued.wait(), timeout=self.poll_seconds)
-        queued.clear()
+    async def _claim_round(self) -> bool:
+        return await self.claim_and_start() > 0
 
     async def close(self) -> None:
         """Stop the calls in flight and give their claims back, so the next worker makes them at
@@ -200,18 +197,13 @@ class Invoker:
             if running is task:
                 del self._running[call_id]
 
-    async def _renew_forever(self) -> None:
-        interval = max(self.lease.total_seconds() / 3, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            if not self._running:
-                continue
-            try:
-                async with self.engine.db.begin() as conn:
-                    now = await database_now(conn)
-                    await http_calls.renew(conn, list(self._running), now + self.lease)
-            except Exception as exc:
-                log.warning("could not renew the claims on HTTP calls: %r", exc)
+    async def _renew(self) -> bool:
+        """Extend the lease of the calls in flight."""
+        if self._running:
+            async with self.engine.db.begin() as conn:
+                now = await database_now(conn)
+                await http_calls.renew(conn, list(self._running), now + self.lease)
+        return False
 
     async def _perform(self, call: HttpCall, now: datetime) -> None:
         try:

@@ -20,7 +20,11 @@ from opentelemetry import trace
 
 #: Paths and fields that carry a token: only its first characters are kept.
 _TOKEN_IN_PATH = re.compile(r"(/(?:tasks|approve|reject)/)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+")
-_TOKEN_FIELD = re.compile(r'("?task_?[Tt]oken"?\s*[:=]\s*"?)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+')
+#: JSON (``"taskToken": "..."``), a Python repr (``'taskToken': '...'``, in a logged dict or
+#: exception) and ``task_token=...``.
+_TOKEN_FIELD = re.compile(
+    r"""(["']?task_?[Tt]oken["']?\s*[:=]\s*["']?)([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]+"""
+)
 
 NOISY = ("aiokafka", "faust", "mode", "abc", "processors.transport", "alembic", "aiohttp.access")
 

@@ -1,6 +1,7 @@
 """Prometheus metrics: counters and histograms the engine updates as it works, and gauges read
-when ``/metrics`` is scraped: from the database (processes by status, outbox backlog, timer lag)
-and from Kafka (consumer lag, through ``bridge.lag``, cached and bounded in time).
+when ``/metrics`` is scraped: from the database (processes by status, outbox backlog and parked
+messages, timer lag) and from Kafka (consumer lag, through ``bridge.lag``, cached and bounded in
+time).
 
 Each bridge process has its own ``Metrics`` (its own registry), so tests and several apps in one
 process do not mix their figures.
@@ -93,6 +94,12 @@ class Metrics:
         self.published = Counter(
             "bridge_outbox_published", "Outbox messages published to Kafka", registry=r
         )
+        self.parked = Counter(
+            "bridge_outbox_parked",
+            "Outbox messages parked because they can never be published (too large, an invalid "
+            "topic, ...): they wait for `bridge outbox retry`",
+            registry=r,
+        )
         self.http_calls = Counter(
             "bridge_http_calls",
             "HTTP calls of bridge:http:invoke tasks, by result: the status class (2xx to 5xx) or "
@@ -111,6 +118,11 @@ class Metrics:
         )
         self.outbox_age = Gauge(
             "bridge_outbox_oldest_seconds", "Age of the oldest unpublished message", registry=r
+        )
+        self.outbox_parked = Gauge(
+            "bridge_outbox_parked_rows",
+            "Outbox messages parked now, not in the backlog",
+            registry=r,
         )
         self.timer_lag = Gauge(
             "bridge_timer_lag_seconds", "How late the most overdue timer is", registry=r
@@ -167,15 +179,19 @@ class Metrics:
             self.processes.clear()
             for definition, status, count in rows:
                 self.processes.labels(definition, status).set(count)
-            backlog, oldest = (
+            waiting = outbox.c.parked_at.is_(None)
+            backlog, oldest, parked = (
                 await conn.execute(
-                    select(func.count(), func.min(outbox.c.created_at)).where(
-                        outbox.c.sent_at.is_(None)
+                    select(
+                        func.count().filter(waiting),
+                        func.min(outbox.c.created_at).filter(waiting),
+                        func.count().filter(~waiting),
                     )
                 )
             ).one()
             self.outbox_backlog.set(backlog)
             self.outbox_age.set(_age(now, oldest))
+            self.outbox_parked.set(parked)
             overdue = await conn.scalar(select(func.min(timers.c.due_at)))
             self.timer_lag.set(max(_age(now, overdue), 0.0))
             pending = await conn.scalar(

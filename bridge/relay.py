@@ -1,7 +1,13 @@
 """The outbox relay: publishes committed outbox rows to Kafka, at least once, in order.
 
-A crash between publishing and marking sent publishes the rows again with the same ``ce_id``
-header, which is what consumers deduplicate on. A row's trace context goes out as its
+A published row is deleted: commands carry task tokens and approval requests carry their links,
+and neither may stay in the database in clear once sent. A crash between publishing and deleting
+publishes the rows again with the same ``ce_id`` header, which is what consumers deduplicate on.
+
+A row that can never be published (see ``bridge.send_errors``: too large, an invalid topic, a
+value that cannot be encoded) is parked with its reason, counted and logged once, and the rows
+after it go on in order. Any other failure (the broker away, a timeout) leaves the row and those
+after it for the next round, after a backoff. A row's trace context goes out as its
 ``traceparent``/``tracestate`` headers: the context of a publish span when tracing records, else
 the one stored with the row.
 """
@@ -9,17 +15,20 @@ the one stored with the row.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 from opentelemetry.trace import Span, SpanKind, StatusCode
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults
 from bridge.metrics import Metrics
+from bridge.poller import poll
+from bridge.send_errors import check_topic, describe, is_message_fault
 from bridge.store import outbox
 from bridge.store.database import is_postgres, reading
 from bridge.tracing import Tracing, format_traceparent, format_tracestate, kafka_headers, parse
@@ -31,6 +40,20 @@ SEND_TIMEOUT_SECONDS = 30.0
 
 def encode_value(value: object) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class PublishingFailed(Exception):
+    """A round could not publish a message for a reason that may pass (tried again later)."""
+
+
+@dataclass
+class Round:
+    """What became of one batch: rows published, rows parked (with their reason), and the first
+    failure that may pass, from which on the rows are left for the next round."""
+
+    sent: list[int] = field(default_factory=list)
+    parked: dict[int, str] = field(default_factory=dict)
+    retry: str | None = None
 
 
 class Relay:
@@ -53,82 +76,120 @@ class Relay:
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.published = 0
+        self.parked = 0
 
     async def run(self) -> None:
-        backoff = self.poll_seconds
-        while True:
-            try:
-                count = await self.publish_once()
-                backoff = self.poll_seconds
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the relay failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if count < self.batch_size:
-                await self._idle()
+        await poll(
+            self._round,
+            name="the outbox relay",
+            poll_seconds=self.poll_seconds,
+            wake=self.wake,
+        )
 
-    async def _idle(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout=self.poll_seconds)
-        self.wake.clear()
+    async def _round(self) -> bool:
+        return await self.publish_once() >= self.batch_size
 
     async def publish_once(self) -> int:
-        """Publish one batch of unsent rows and mark them sent; the number published."""
+        """Publish one batch of rows, delete those published and park those that never can be;
+        the number of rows taken. ``PublishingFailed`` when a row could not be published for a
+        reason that may pass (the rows before it are settled)."""
+        batch: list[outbox.OutboxMessage]
         if is_postgres(self.db):
             # The claim's advisory lock lives as long as this transaction: one relay at a time.
             async with self.db.begin() as conn:
                 batch = await outbox.claim(conn, self.batch_size)
-                await self._publish(batch)
-                await outbox.mark_sent(conn, [message.id for message in batch], datetime.now(UTC))
+                done = await self._publish(batch)
+                await self._settle(conn, done)
         else:
             # SQLite has one writer: never hold its write lock while waiting for Kafka.
             async with reading(self.db) as conn:
                 batch = await outbox.claim(conn, self.batch_size)
-            await self._publish(batch)
-            if batch:
+            done = await self._publish(batch)
+            if done.sent or done.parked:
                 async with self.db.begin() as conn:
-                    await outbox.mark_sent(
-                        conn, [message.id for message in batch], datetime.now(UTC)
-                    )
-        self.published += len(batch)
-        if self.metrics is not None:
-            self.metrics.published.inc(len(batch))
+                    await self._settle(conn, done)
+        self._count(batch, done)
+        if done.retry is not None:
+            raise PublishingFailed(done.retry)
         return len(batch)
 
-    async def _publish(self, batch: list[outbox.OutboxMessage]) -> None:
-        spans: list[Span] = []
-        sends = []
+    async def _settle(self, conn: AsyncConnection, done: Round) -> None:
+        await outbox.delete_sent(conn, done.sent)
+        await outbox.park(conn, done.parked, datetime.now(UTC))
+
+    def _count(self, batch: list[outbox.OutboxMessage], done: Round) -> None:
+        self.published += len(done.sent)
+        self.parked += len(done.parked)
+        if self.metrics is not None:
+            self.metrics.published.inc(len(done.sent))
+            self.metrics.parked.inc(len(done.parked))
         for message in batch:
-            traceparent, tracestate = message.traceparent, message.tracestate
-            if traceparent is not None and self.tracing.recording:
-                span = self._span(message)
-                spans.append(span)
-                context = span.get_span_context()
-                traceparent, tracestate = format_traceparent(context), format_tracestate(context)
-            sends.append(
-                await self.producer.send(
+            reason = done.parked.get(message.id)
+            if reason is not None:
+                log.error(
+                    "parked outbox message %s to topic %s (process %s): it cannot be published: "
+                    "%s; see `bridge outbox parked`",
+                    message.message_id,
                     message.topic,
-                    value=encode_value(message.value),
-                    key=None if message.key is None else message.key.encode("utf-8"),
-                    headers=kafka_headers(message.headers, traceparent, tracestate),
+                    message.process_id,
+                    reason,
                 )
-            )
+
+    async def _publish(self, batch: list[outbox.OutboxMessage]) -> Round:
+        """Send ``batch`` in order and say what became of each row."""
+        loop = asyncio.get_running_loop()
+        # A send the broker never answers must not hold the relay forever: give up, and the next
+        # round publishes the rows again (same ce_id, so consumers drop the copies).
+        deadline = loop.time() + SEND_TIMEOUT_SECONDS
+        spans: dict[int, Span] = {}
+        sends: dict[int, asyncio.Future[object]] = {}
+        failed: dict[int, BaseException] = {}
         try:
-            # A send the broker never answers must not hold the relay forever: give up, and the
-            # next round publishes the batch again (same ce_id, so consumers drop the copies).
-            await asyncio.wait_for(asyncio.gather(*sends), timeout=SEND_TIMEOUT_SECONDS)
-        except BaseException as exc:
-            for span in spans:
-                span.set_status(StatusCode.ERROR, type(exc).__name__)
-            raise
+            for index, message in enumerate(batch):
+                try:
+                    sends[index] = await self._send(message, deadline, spans, index)
+                except Exception as exc:
+                    failed[index] = exc
+                    if not is_message_fault(exc):
+                        break  # the rest waits for the next round, in order
+            if sends:
+                await asyncio.wait(sends.values(), timeout=max(deadline - loop.time(), 0.0))
+            for index, future in sends.items():
+                if not future.done() or future.cancelled():
+                    failed[index] = TimeoutError(f"no answer within {SEND_TIMEOUT_SECONDS:g}s")
+                elif (error := future.exception()) is not None:
+                    failed[index] = error
+            for index, error in failed.items():
+                if index in spans:
+                    spans[index].set_status(StatusCode.ERROR, type(error).__name__)
         finally:
-            for span in spans:
+            for span in spans.values():
                 span.end()
         if batch:
             faults.point("after-publish-before-mark")
+        return _outcome(batch, sends.keys(), failed)
+
+    async def _send(
+        self,
+        message: outbox.OutboxMessage,
+        deadline: float,
+        spans: dict[int, Span],
+        index: int,
+    ) -> asyncio.Future[object]:
+        check_topic(message.topic)
+        value = encode_value(message.value)
+        key = None if message.key is None else message.key.encode("utf-8")
+        traceparent, tracestate = message.traceparent, message.tracestate
+        if traceparent is not None and self.tracing.recording:
+            span = spans[index] = self._span(message)
+            context = span.get_span_context()
+            traceparent, tracestate = format_traceparent(context), format_tracestate(context)
+        headers = kafka_headers(message.headers, traceparent, tracestate)
+        async with asyncio.timeout_at(deadline):
+            future: asyncio.Future[object] = await self.producer.send(
+                message.topic, value=value, key=key, headers=headers
+            )
+        return future
 
     def _span(self, message: outbox.OutboxMessage) -> Span:
         """A producer span under the step that wrote the message (messages of a traced step)."""
@@ -154,8 +215,29 @@ class Relay:
         )
 
     async def drain(self, timeout: float = 5.0) -> None:
-        """Publish what is left, for a clean shutdown."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            if await self.publish_once() == 0:
-                return
+        """Publish what is left, for a clean shutdown; gives up after ``timeout`` (what is left is
+        published at the next start)."""
+        async with asyncio.timeout(timeout):
+            while await self.publish_once() > 0:
+                pass
+
+
+def _outcome(
+    batch: list[outbox.OutboxMessage],
+    sent: Collection[int],
+    failed: dict[int, BaseException],
+) -> Round:
+    """Fold the sends of ``batch`` in order: published and parked rows up to the first failure
+    that may pass."""
+    done = Round()
+    for index, message in enumerate(batch):
+        error = failed.get(index)
+        if error is None and index in sent:
+            done.sent.append(message.id)
+        elif error is not None and is_message_fault(error):
+            done.parked[message.id] = describe(error)
+        else:
+            shown = describe(error) if error is not None else "not sent"
+            done.retry = f"message {message.message_id} to {message.topic}: {shown}"
+            break
+    return done

@@ -3,12 +3,12 @@ forgets event identities and done HTTP calls older than the dedupe retention."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
 from bridge.engine import BufferExpired, Engine, TimerDue
+from bridge.poller import poll
 from bridge.store import correlation, http_calls, inbox, timers
 from bridge.store.database import database_now, reading
 
@@ -37,21 +37,12 @@ class TimerScanner:
         self._last_refresh = time.monotonic()
 
     async def run(self) -> None:
-        backoff = self.poll_seconds
-        while True:
-            try:
-                fired = await self.fire_due()
-                await self._purge_now_and_then()
-                backoff = self.poll_seconds
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("the timer scan failed (%r); trying again in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if fired < self.batch_size:
-                await asyncio.sleep(self.poll_seconds)
+        await poll(self._round, name="the timer scan", poll_seconds=self.poll_seconds)
+
+    async def _round(self) -> bool:
+        fired = await self.fire_due()
+        await self._purge_now_and_then()
+        return fired >= self.batch_size
 
     async def fire_due(self) -> int:
         async with reading(self.engine.db) as conn:

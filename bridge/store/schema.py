@@ -128,11 +128,15 @@ outbox = Table(
     Column("value", Json, nullable=True),
     Column("headers", Json, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    Column("sent_at", UTCDateTime, nullable=True),
     #: W3C trace context of the step that wrote the message; the relay sends it as headers.
     Column("traceparent", String(55), nullable=True),
     Column("tracestate", String(512), nullable=True),
-    Index(None, "sent_at", "id"),
+    #: Set when the message can never be published (too large, an invalid topic...): the relay
+    #: leaves it aside with the reason until an operator retries it. A published row is deleted,
+    #: so that no task token or approval link it carried stays in the database.
+    Column("parked_at", UTCDateTime, nullable=True),
+    Column("park_reason", String(2000), nullable=True),
+    Index(None, "parked_at", "id"),
 )
 
 #: Identities of inputs already applied (the dedupe marks) and, for events, what became of them.

@@ -571,8 +571,8 @@ class Rig:
     async def backlog(self) -> int:
         assert self.core is not None
         async with reading(self.core.db) as conn:
-            query = select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-            return int(await conn.scalar(query) or 0)
+            # Published rows are deleted: what is left waits to be published (or is parked).
+            return int(await conn.scalar(select(func.count()).select_from(outbox)) or 0)
 
     async def settle(self, timeout: float = 20.0) -> None:
         """Until the outbox is empty (nothing left to publish), then a little longer."""
@@ -715,12 +715,7 @@ class Rig:
                     )
                 )
             ).all()
-            backlog = int(
-                await conn.scalar(
-                    select(func.count()).select_from(outbox).where(outbox.c.sent_at.is_(None))
-                )
-                or 0
-            )
+            backlog = int(await conn.scalar(select(func.count()).select_from(outbox)) or 0)
             inbox_rows = int(await conn.scalar(select(func.count()).select_from(inbox)) or 0)
             inbox_duplicates = int(await conn.scalar(select(func.sum(inbox.c.duplicates))) or 0)
         by_order: dict[str, list[Any]] = defaultdict(list)
@@ -763,7 +758,7 @@ class Rig:
         if strangers:
             problems.append(f"processes for unknown keys {sorted(strangers)[:5]}")
         if backlog:
-            problems.append(f"{backlog} outbox rows never published")
+            problems.append(f"{backlog} outbox rows never published (or parked)")
         if inbox_rows != len(orders):
             problems.append(f"{inbox_rows} inbox marks for {len(orders)} events")
         for worker in self.workers:

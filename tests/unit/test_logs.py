@@ -17,6 +17,8 @@ def test_scrub_keeps_only_the_start_of_a_token() -> None:
     assert scrub(f"POST /tasks/{TOKEN}/success") == "POST /tasks/AbCdEf…/success"
     assert scrub(f"GET /approve/{TOKEN}") == "GET /approve/AbCdEf…"
     assert TOKEN not in scrub(json.dumps({"taskToken": TOKEN}))
+    assert TOKEN not in scrub(repr({"taskToken": TOKEN, "output": {}}))
+    assert TOKEN not in scrub(f"task_token={TOKEN}")
 
 
 def test_json_lines_carry_the_context_and_no_token(capsys: pytest.CaptureFixture[str]) -> None:
