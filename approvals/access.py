@@ -9,9 +9,9 @@ Browsers cannot send bearer headers, so a person signs in at ``/ui/signin`` by p
 token: the bridge keeps only a keyed hash of the token in a signed session cookie (HttpOnly,
 SameSite=Strict, eight hours) and looks its role up again on every request, so removing a token
 from the configuration ends its sessions. A session reads like its token does; it writes only
-through the status pages' forms under ``/ui/``, each of which checks a nonce and the Origin,
-never through the JSON API. A request with an ``Authorization`` header is judged by that header
-alone, as before.
+through the status pages' forms under ``/ui/``, each of which checks a nonce (and the guard,
+approvals/guard.py, the Origin), never through the JSON API. A request with an
+``Authorization`` header is judged by that header alone, as before.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from approvals.pages import PAGE_HEADERS, PUBLIC_ORIGIN, SECRET, _same_origin
+from approvals.guard import PUBLIC_ORIGIN, form_of
+from approvals.pages import PAGE_HEADERS, SECRET
 from approvals.problems import problem
 
 SIGNIN = "/ui/signin"
@@ -116,10 +117,10 @@ def form_nonce(request: web.Request, *bound: str) -> str:
 
 
 def form_nonce_ok(request: web.Request, nonce: str, *bound: str) -> bool:
-    """The nonce was made by us for this session and these values, not too long ago, and the
-    form was posted from our own pages."""
+    """The nonce was made by us for this session and these values, not too long ago. (That the
+    form was posted from our own pages, the guard has checked.)"""
     payload = _unsigned(request, "form", nonce, FORM_SECONDS)
-    return _same_origin(request) and payload == [session_of(request) or "", *bound]
+    return bool(payload == [session_of(request) or "", *bound])
 
 
 def viewer(request: web.Request) -> dict[str, Any]:
@@ -252,10 +253,10 @@ async def signin_page(request: web.Request) -> web.Response:
 @routes.post(SIGNIN)
 async def signin(request: web.Request) -> web.StreamResponse:
     tokens = request.app[TOKENS]
-    form = await request.post()
+    form = await form_of(request)
     seed = request.cookies.get(SIGNIN_COOKIE, "")
     expected = _unsigned(request, "signin", str(form.get("csrf", "")), FORM_SECONDS)
-    if not _same_origin(request) or not seed or expected != seed:
+    if not seed or expected != seed:
         return _refused(request, 403, "Not accepted", "Open the sign-in page again.")
     nxt = _next_of(form.get("next"))
     token = str(form.get("token", "")).strip()
@@ -282,7 +283,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
 
 @routes.post(SIGNOUT)
 async def signout(request: web.Request) -> web.StreamResponse:
-    form = await request.post()
+    form = await form_of(request)
     if not form_nonce_ok(request, str(form.get("csrf", "")), "signout"):
         return _refused(request, 403, "Not accepted", "Open the sign-in page again.")
     response = web.HTTPSeeOther(SIGNIN)

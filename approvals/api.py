@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from approvals.guard import body_of, first_error, json_body
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import (
     AliasBody,
@@ -35,10 +35,10 @@ from approvals.schemas import (
     TaskAccepted,
     TaskFailure,
     VersionQuery,
-    has_nul,
     utc,
 )
 from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
+from bridge.asl import limits
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, parse_definition
 from bridge.asl.process import Process
@@ -61,7 +61,6 @@ from bridge.store.database import reading
 ENGINE = web.AppKey("engine", Engine)
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 routes = web.RouteTableDef()
-MAX_BODY = 256 * 1024
 
 
 def process_json(
@@ -80,12 +79,6 @@ async def _one_process(engine: Engine, process_id: str) -> dict[str, Any] | None
     return process_json(process, engine.base_url, children)
 
 
-def _invalid(exc: ValidationError, title: str) -> web.Response:
-    first = exc.errors(include_url=False)[0]
-    where = ".".join(str(part) for part in first["loc"])
-    return problem(400, title, f"{where}: {first['msg']}" if where else first["msg"])
-
-
 def query_of(
     request: web.Request,
     model: type[BaseModelT],
@@ -99,7 +92,7 @@ def query_of(
     try:
         return model.model_validate(adjust(query) if adjust else query)
     except ValidationError as exc:
-        return _invalid(exc, "Invalid query parameter")
+        return problem(400, "Invalid query parameter", first_error(exc))
 
 
 @routes.get("/healthz")
@@ -210,15 +203,6 @@ async def get_history(request: web.Request) -> web.Response:
     return web.json_response(page.dump())
 
 
-async def _json_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
-    if not raw.strip():
-        return None
-    return json.loads(raw)
-
-
 @routes.post("/tasks/{token}/{outcome}")
 async def task_callback(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
@@ -226,20 +210,12 @@ async def task_callback(request: web.Request) -> web.Response:
     token = request.match_info["token"]
     if outcome not in ("success", "failure", "heartbeat"):
         return problem(404, "Not found", "use /tasks/{token}/success, /failure or /heartbeat")
-    try:
-        body = await _json_body(request)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problem(400, "Invalid JSON body", str(exc))
     if outcome == "failure":
-        try:
-            failure = TaskFailure.model_validate(body if body is not None else {})
-        except ValidationError as exc:
-            return _invalid(exc, "Invalid failure body")
+        failure = await body_of(request, TaskFailure, "Invalid failure body")
         item = CallbackReceived(token, "failure", error=failure.error, cause=failure.cause)
     elif outcome == "success":
-        if has_nul(body):
-            return problem(400, "Invalid result", "text may not contain NUL (\\u0000) characters")
-        item = CallbackReceived(token, "success", output=body if body is not None else {})
+        output = await json_body(request)
+        item = CallbackReceived(token, "success", output={} if output is None else output)
     else:
         item = CallbackReceived(token, "heartbeat")
     result = await engine.apply_one(item)
@@ -308,19 +284,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-async def _body_of(request: web.Request, model: type[BaseModelT]) -> BaseModelT | web.Response:
-    try:
-        raw = await request.read()
-        if len(raw) > MAX_BODY:
-            raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
-        # No body means every field's default; a JSON ``null`` is no object and is refused.
-        return model.model_validate(json.loads(raw) if raw.strip() else {})
-    except ValidationError as exc:
-        return _invalid(exc, "Invalid body")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problem(400, "Invalid JSON body", str(exc))
-
-
 @routes.post("/processes")
 async def start_process(request: web.Request) -> web.Response:
     """Start a process; ``?wait=SECONDS`` answers with its result when it ends in time."""
@@ -329,9 +292,7 @@ async def start_process(request: web.Request) -> web.Response:
     if isinstance(query, web.Response):
         return query
     wait = query.wait
-    body = await _body_of(request, StartBody)
-    if isinstance(body, web.Response):
-        return body
+    body = await body_of(request, StartBody)
     start = StartRequested(
         body.definition, body.input, body.name, body.version, body.correlation_key
     )
@@ -374,9 +335,7 @@ async def _until_ended(engine: Engine, process_id: str, wait: float) -> Process 
 @routes.post("/processes/{id}/stop")
 async def stop_process(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    body = await _body_of(request, StopBody)
-    if isinstance(body, web.Response):
-        return body
+    body = await body_of(request, StopBody)
     result = await engine.apply_one(StopRequested(request.match_info["id"], body.error, body.cause))
     return await _after_action(engine, request.match_info["id"], result, "Not stopped")
 
@@ -455,10 +414,9 @@ async def deploy_definition(request: web.Request) -> web.Response:
     """Deploy the body (an ASL document) as the next version of ``name``, once it validates."""
     engine = request.app[ENGINE]
     name = request.match_info["name"]
-    try:
-        document = await _json_body(request)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problem(400, "Invalid JSON body", str(exc))
+    document = await json_body(
+        request, what="the definition", max_depth=limits.MAX_DEFINITION_DEPTH
+    )
     if not DEFINITION_NAME.match(name):
         return problem(
             400,
@@ -467,8 +425,6 @@ async def deploy_definition(request: web.Request) -> web.Response:
         )
     if not isinstance(document, dict):
         return problem(400, "Invalid definition", "the body must be a JSON object")
-    if has_nul(document):
-        return problem(400, "Invalid definition", "text may not contain NUL (\\u0000) characters")
     try:
         parse_definition(document, name)
     except DefinitionError as exc:
@@ -531,9 +487,7 @@ async def put_alias(request: web.Request) -> web.Response:
             "Invalid alias name",
             "a letter, then letters, digits, '_', '.' or '-', 80 at most",
         )
-    body = await _body_of(request, AliasBody)
-    if isinstance(body, web.Response):
-        return body
+    body = await body_of(request, AliasBody)
     if not await _known_definition(engine, name):
         return problem(404, "Definition not found", f"no definition {name!r}")
     routes_ = [Route(route.version, route.weight) for route in body.routes]

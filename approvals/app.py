@@ -10,8 +10,9 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import access, api, diagrams, inbox, openapi, pages, status
+from approvals import access, api, diagrams, guard, inbox, openapi, pages, status
 from approvals.access import access_control
+from approvals.guard import guard_requests
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
 from bridge.engine import Engine
@@ -27,11 +28,13 @@ def build_app(
     read_tokens: Sequence[str] = (),
 ) -> web.Application:
     app = web.Application(
-        client_max_size=api.MAX_BODY + 1024,
+        client_max_size=guard.MAX_BODY + 1024,
         # Tracing outermost: refused requests are in the caller's trace too.
         middlewares=[
             trace_requests,
             problems_for_errors,
+            # Before access control: a cross-site write is refused before any session counts.
+            guard_requests,
             access_control(admin_tokens, read_tokens),
             # Inside access control: browsers get pages where API clients get JSON.
             status.html_pages,
@@ -40,7 +43,7 @@ def build_app(
     app[api.ENGINE] = engine
     app[pages.SECRET] = secret_key.encode()
     public = urlsplit(engine.base_url)
-    app[pages.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
+    app[guard.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
     access.setup(app, admin_tokens, read_tokens)
     diagrams.setup(app)
     status.setup(app)

@@ -65,12 +65,32 @@ _PROBLEMS = {
     404: "Not found",
     409: "Refused in the resource's present state",
     413: "The body is too large (256 KiB at most)",
+    415: "The body is not JSON (`Content-Type: application/json`), nor a form where a page "
+    "posts one",
     422: "The definition does not validate: `problems` lists each finding",
 }
+#: What the guard (approvals/guard.py) may answer to any request, and to any write.
+_ANY_REQUEST = {400: "A path parameter or query string holds a NUL character or is too long"}
+_ANY_WRITE = {
+    403: "A write from another site (a present Origin that is not the bridge's, or "
+    "Sec-Fetch-Site: cross-site or same-site), or one the token may not do",
+    415: _PROBLEMS[415],
+}
+WRITES = frozenset({"post", "put", "patch", "delete"})
 
 
 def _problems(*statuses: int) -> dict[int, Answer]:
     return {status: Answer(_PROBLEMS[status], s.Problem, PROBLEM) for status in statuses}
+
+
+def answers_of(op: Operation) -> dict[int, Answer]:
+    """The operation's own answers, and the guard's refusals it may meet too."""
+
+    def refusals(texts: Mapping[int, str]) -> dict[int, Answer]:
+        return {status: Answer(text, s.Problem, PROBLEM) for status, text in texts.items()}
+
+    writes = refusals(_ANY_WRITE) if op.method in WRITES else {}
+    return {**refusals(_ANY_REQUEST), **op.answers, **writes}
 
 
 PROCESS_ID = {"id": "The process id"}
@@ -457,7 +477,7 @@ def document() -> dict[str, Any]:
             "security": _SECURITY[op.access],
             "responses": {
                 str(status): {"description": answer.description, **_content(answer, refs)}
-                for status, answer in sorted(op.answers.items())
+                for status, answer in sorted(answers_of(op).items())
             },
         }
         if op.description:

@@ -15,7 +15,8 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals.api import ENGINE, MAX_BODY
+from approvals.api import ENGINE
+from approvals.guard import FORM_TYPES, first_error, form_of, json_body
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
 from bridge.engine import ApprovalViewed, DecisionReceived
@@ -24,7 +25,6 @@ from bridge.store import waits
 from bridge.store.database import reading
 
 SECRET = web.AppKey("secret", bytes)
-PUBLIC_ORIGIN = web.AppKey("public_origin", str)
 routes = web.RouteTableDef()
 
 PAGE_HEADERS = {
@@ -97,43 +97,32 @@ def _who(request: web.Request) -> str | None:
     return request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
 
 
-def _same_origin(request: web.Request) -> bool:
-    """A browser's form post must come from our own pages (``Origin`` is sent on POST)."""
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return True
-    return origin == f"{request.scheme}://{request.host}" or origin == request.app[PUBLIC_ORIGIN]
-
-
 @routes.post(r"/{action:approve|reject}/{token}")
 async def decide(request: web.Request) -> web.Response:
+    """A decision: a form from the decision page (with its nonce), or JSON (or nothing) from a
+    machine. The guard (approvals/guard.py) has refused posts from other sites and bodies of
+    other types already."""
     token, approve, link = await _link(request)
-    is_form = request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data")
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        return problem(413, "Body too large", f"at most {MAX_BODY} bytes")
-    try:
-        if is_form:
-            form = await request.post()
-            nonce = str(form.get("csrf", ""))
-            if not _same_origin(request) or not hmac.compare_digest(
-                nonce, csrf_nonce(request.app[SECRET], token)
-            ):
-                if link is not None:
-                    await request.app[ENGINE].apply_one(
-                        DecisionReceived(token, decided_by=_who(request), forged=True)
-                    )
-                return _refused(
-                    request, 403, "Not accepted", "Open the link again and decide on its page."
+    is_form = request.content_type in FORM_TYPES
+    if is_form:
+        form = await form_of(request)
+        nonce = str(form.get("csrf", ""))
+        if not hmac.compare_digest(nonce, csrf_nonce(request.app[SECRET], token)):
+            if link is not None:
+                await request.app[ENGINE].apply_one(
+                    DecisionReceived(token, decided_by=_who(request), forged=True)
                 )
-            choice = str(form.get("decision") or ("approve" if approve else "reject"))
-            decision = DecisionBody.model_validate(
-                {"decision": choice, "comment": str(form.get("comment") or "") or None}
+            return _refused(
+                request, 403, "Not accepted", "Open the link again and decide on its page."
             )
-        else:
-            decision = DecisionBody.model_validate(json.loads(raw) if raw.strip() else {})
-    except (ValueError, UnicodeDecodeError, ValidationError) as exc:
-        return problem(400, "Invalid decision body", str(exc).splitlines()[0])
+        choice = str(form.get("decision") or ("approve" if approve else "reject"))
+        fields = {"decision": choice, "comment": str(form.get("comment") or "") or None}
+    else:
+        fields = await json_body(request, {})
+    try:
+        decision = DecisionBody.model_validate(fields)
+    except ValidationError as exc:
+        return problem(400, "Invalid decision body", first_error(exc))
     if link is None:
         if is_form:
             return _refused(request, 404, "Link not valid", NOT_VALID)

@@ -8,31 +8,13 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from bridge.asl.process import Process, ProcessStatus
 
 JSONValue = Any
 Status = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
-
-
-def has_nul(value: object) -> bool:
-    """Whether a NUL character hides in ``value``'s strings (keys too): PostgreSQL's text and
-    JSONB cannot hold one, so the API refuses it up front rather than failing later."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(key) or has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(has_nul(item) for item in value)
-    return False
-
-
-def _refuse_nul(value: object) -> object:
-    if has_nul(value):
-        raise ValueError("text may not contain NUL (\\u0000) characters")
-    return value
 
 
 class View(BaseModel):
@@ -45,14 +27,10 @@ class View(BaseModel):
 
 
 class Request(BaseModel):
-    """A request body: camelCase on the wire, unknown fields refused."""
+    """A request body: camelCase on the wire, unknown fields refused. Bodies are read through
+    approvals/guard.py, which has refused NUL characters and deep nesting already."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: object) -> object:
-        return _refuse_nul(data)
 
 
 # ------------------------------------------------------------------------------------ errors
@@ -367,14 +345,10 @@ class Health(View):
 
 
 class Query(BaseModel):
-    """Query parameters: camelCase, strings coerced, unknown parameters ignored."""
+    """Query parameters: camelCase, strings coerced, unknown parameters ignored. The guard
+    (approvals/guard.py) has refused NUL characters already."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_nul(cls, data: object) -> object:
-        return _refuse_nul(data)
 
 
 def utc(moment: datetime) -> datetime:

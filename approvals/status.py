@@ -6,8 +6,9 @@ version, status, correlation key, start time) and an "older" link that follows t
 
 The process page (approvals/inbox.py) shows admins a Stop or Redrive form. Each posts to
 ``/ui/processes/{id}/stop|redrive`` with a nonce bound to the session, the process and the action;
-the Origin must be ours. The action then takes the same engine path as the API's
-(``StopRequested``, ``RedriveRequested``) and the browser is sent back to the process page.
+the guard (approvals/guard.py) refuses posts from other sites. The action then takes the same
+engine path as the API's (``StopRequested``, ``RedriveRequested``) and the browser is sent back
+to the process page.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pydantic import ValidationError
 
 from approvals import access
 from approvals.access import wants_html
-from approvals.api import ENGINE, MAX_BODY, find_processes, page_cursor
+from approvals.api import ENGINE, find_processes, page_cursor
+from approvals.guard import form_of
 from approvals.pages import PAGE_HEADERS
 from approvals.schemas import ProcessQuery
 from bridge.asl.process import ProcessStatus
@@ -129,9 +131,7 @@ async def act(request: web.Request) -> web.StreamResponse:
     """Stop or redrive from the process page; answered with the process page again."""
     engine = request.app[ENGINE]
     process_id, action = request.match_info["id"], request.match_info["action"]
-    if len(await request.read()) > MAX_BODY:
-        return _refused(request, 413, "Too large", f"at most {MAX_BODY} bytes")
-    form = await request.post()
+    form = await form_of(request)
     if not access.form_nonce_ok(request, str(form.get("csrf", "")), process_id, action):
         return _refused(request, 403, "Not accepted", "Open the process page again and retry.")
     if request.get(access.ROLE) != "admin":

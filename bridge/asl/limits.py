@@ -20,6 +20,10 @@ JSON = Any
 #: The deepest nesting of objects and arrays in a value from outside (the top level is depth 1).
 #: Process state wraps such a value a few levels deeper still, far below the serialiser's limit.
 MAX_DEPTH: Final = 64
+#: The deepest nesting of a definition document: Parallel and Map states nest their branches
+#: (about four levels a state), so definitions may nest deeper than values. Kept below the depth
+#: at which pydantic's serialiser stops (about 255; the API answers a document one level down).
+MAX_DEFINITION_DEPTH: Final = 200
 #: The longest correlation key, event id or event source (the columns hold 500 characters).
 MAX_KEY_LENGTH: Final = 500
 #: The longest event type or topic name kept with an event (the columns hold 200 characters).

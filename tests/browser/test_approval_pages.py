@@ -72,38 +72,68 @@ async def test_approve_in_the_browser(browser: Browser, tmp_path: Path, kafka: s
         await page.close()
 
 
-async def test_a_form_from_another_origin_is_refused(
+ATTACKS = {
+    # A form as a browser posts it by default: the nonce is missing.
+    "form": '<form id="f" method="post" action="{url}">'
+    '<input name="comment" value="pwned"><input name="decision" value="approve"></form>'
+    "<script>document.getElementById('f').submit()</script>",
+    # A text/plain form whose body reads as a decision: {"decision":"approve","comment":"="}.
+    "plain": '<form id="f" method="post" enctype="text/plain" action="{url}">'
+    '<input name=\'{{"decision":"approve","comment":"\' value=\'"}}\'></form>'
+    "<script>document.getElementById('f').submit()</script>",
+    # fetch without CORS: the answer is opaque, but the request is sent.
+    "fetch": "<script>fetch('{url}', {{method: 'POST', mode: 'no-cors', "
+    "body: '{{\"decision\":\"approve\"}}'}}).then(() => document.title = 'sent', "
+    "() => document.title = 'failed')</script>",
+}
+
+
+async def test_a_post_from_another_site_decides_nothing(
     browser: Browser, tmp_path: Path, kafka: str
 ) -> None:
     async with running_bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", kafka, tmp_path) as bridge:
+        assert bridge.url.startswith("http://127.0.0.1:")
         request = await large_order(bridge, "o-csrf")
-        # Another site, on another origin, that posts a decision to the link behind your back.
+        approve_url = request["approveUrl"]
+        # Another site (another host name and port) whose pages post to the link behind your
+        # back, as soon as they are opened.
         evil = web.Application()
 
-        async def attack(_: web.Request) -> web.Response:
-            form = (
-                f'<form id="f" method="post" action="{request["approveUrl"]}">'
-                '<input name="comment" value="pwned"><input name="decision" value="approve">'
-                "</form><script>document.getElementById('f').submit()</script>"
-            )
-            return web.Response(text=form, content_type="text/html")
+        async def attack(request: web.Request) -> web.Response:
+            page = ATTACKS[request.match_info["kind"]].format(url=approve_url)
+            return web.Response(text=f"<html><body>{page}</body></html>", content_type="text/html")
 
-        evil.router.add_get("/", attack)
+        evil.router.add_get("/{kind:form|plain|fetch}", attack)
         runner = web.AppRunner(evil)
         await runner.setup()
         port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.TCPSite(runner, "localhost", port).start()
         try:
-            page = await browser.new_page()
-            await page.goto(f"http://127.0.0.1:{port}/")
-            await page.wait_for_selector("text=Not accepted")
-            await page.close()
+            for kind in ATTACKS:
+                page = await browser.new_page()
+                async with page.expect_response(lambda r: r.url == approve_url) as answer:
+                    await page.goto(f"http://localhost:{port}/{kind}")
+                response = await answer.value
+                assert response.request.method == "POST", kind
+                assert response.status == 403, kind
+                if kind == "fetch":
+                    await page.wait_for_function("document.title === 'sent'")
+                else:
+                    sent = await response.request.all_headers()
+                    assert sent.get("origin") == f"http://localhost:{port}", (kind, sent)
+                    assert "Cross-site request refused" in await page.inner_text("body"), kind
+                await page.close()
         finally:
             await runner.cleanup()
         process = await bridge.process_for("o-csrf", "RUNNING")
         assert process["currentState"] == "ApproveOrder"
         _, history = await bridge.get(f"/processes/{process['id']}/history")
-        assert "ApprovalAttemptRefused" in [entry["type"] for entry in history["items"]]
+        kinds = [entry["type"] for entry in history["items"]]
+        assert "ApprovalVoted" not in kinds and "ApprovalAttemptRefused" not in kinds
+        status, approvals = await bridge.get("/approvals")
+        assert status == 200
+        [pending] = [a for a in approvals["items"] if a["processId"] == process["id"]]
+        assert pending["status"] == "PENDING" and pending["votes"] == []
 
 
 async def test_inbox_lists_the_pending_approval(

@@ -138,13 +138,14 @@ async def test_status_ui_as_admin_and_reader(browser: Browser, kafka: str, tmp_p
         assert stopped["cause"] == "stopped in the browser test"
         assert blocked == [], blocked
 
-        # Another site posting a stop behind the admin's back: the session cookie stays home
-        # (SameSite=Strict) and the nonce is missing, so nothing happens.
+        # Another site posting a stop behind the admin's back: refused for its Origin (and the
+        # session cookie stays home, SameSite=Strict, and the nonce is missing), so nothing
+        # happens.
         other = await start(bridge, "k-forged", admin)
         async with evil_site(f"{url}/ui/processes/{other}/stop", {"cause": "pwned"}) as evil:
             forged = await context.new_page()
             await forged.goto(evil)
-            await forged.wait_for_selector("text=Not accepted")
+            await forged.wait_for_selector("text=Cross-site request refused")
             await forged.close()
         assert (await process(bridge, other, admin))["status"] == "RUNNING"
         await context.close()
