@@ -46,6 +46,7 @@ from bridge.definitions import deploy, set_alias
 from bridge.engine import (
     CallbackReceived,
     Engine,
+    EngineInput,
     Outcome,
     RedriveRequested,
     StartRequested,
@@ -59,6 +60,16 @@ from bridge.store.aliases import Alias
 from bridge.store.database import reading
 
 ENGINE = web.AppKey("engine", Engine)
+#: How long a request waits for an unavailable database before it is answered 503.
+DATABASE_PATIENCE_SECONDS = 10.0
+
+
+async def apply_now(engine: Engine, item: EngineInput) -> Outcome:
+    """Apply a request's input through the engine's one runner; a request does not wait for the
+    database longer than ``DATABASE_PATIENCE_SECONDS`` (then ``Unavailable``: 503)."""
+    return await engine.apply_one(item, patience=DATABASE_PATIENCE_SECONDS)
+
+
 BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 routes = web.RouteTableDef()
 
@@ -218,7 +229,7 @@ async def task_callback(request: web.Request) -> web.Response:
         item = CallbackReceived(token, "success", output={} if output is None else output)
     else:
         item = CallbackReceived(token, "heartbeat")
-    result = await engine.apply_one(item)
+    result = await apply_now(engine, item)
     if not result.ok:
         titles = {
             "not_found": "Unknown task token",
@@ -296,11 +307,11 @@ async def start_process(request: web.Request) -> web.Response:
     start = StartRequested(
         body.definition, body.input, body.name, body.version, body.correlation_key
     )
-    result = await engine.apply_one(start)
+    result = await apply_now(engine, start)
     if result.status == "not_found":
         # Perhaps deployed through another replica since this one last looked.
         await engine.registry.refresh(engine.db)
-        result = await engine.apply_one(start)
+        result = await apply_now(engine, start)
     if result.status == "invalid":
         return problem(400, "Invalid start", result.reason)
     if result.status == "not_found":
@@ -336,14 +347,16 @@ async def _until_ended(engine: Engine, process_id: str, wait: float) -> Process 
 async def stop_process(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     body = await body_of(request, StopBody)
-    result = await engine.apply_one(StopRequested(request.match_info["id"], body.error, body.cause))
+    result = await apply_now(
+        engine, StopRequested(request.match_info["id"], body.error, body.cause)
+    )
     return await _after_action(engine, request.match_info["id"], result, "Not stopped")
 
 
 @routes.post("/processes/{id}/redrive")
 async def redrive_process(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    result = await engine.apply_one(RedriveRequested(request.match_info["id"]))
+    result = await apply_now(engine, RedriveRequested(request.match_info["id"]))
     return await _after_action(engine, request.match_info["id"], result, "Not redriven")
 
 

@@ -75,6 +75,7 @@ _ANY_WRITE = {
     403: "A write from another site (a present Origin that is not the bridge's, or "
     "Sec-Fetch-Site: cross-site or same-site), or one the token may not do",
     415: _PROBLEMS[415],
+    503: "The database is unavailable: try again later (`Retry-After`)",
 }
 WRITES = frozenset({"post", "put", "patch", "delete"})
 

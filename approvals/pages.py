@@ -15,10 +15,11 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals.api import ENGINE
+from approvals.api import ENGINE, apply_now
 from approvals.guard import FORM_TYPES, first_error, form_of, json_body
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
+from bridge.asl.limits import clean_text
 from bridge.engine import ApprovalViewed, DecisionReceived
 from bridge.store import processes as store
 from bridge.store import waits
@@ -74,7 +75,7 @@ async def show(request: web.Request) -> web.Response:
     if link is None:
         return _refused(request, 404, "Link not valid", NOT_VALID)
     engine = request.app[ENGINE]
-    await engine.apply_one(ApprovalViewed(token, viewer=_who(request)))
+    await apply_now(engine, ApprovalViewed(token, viewer=_who(request)))
     async with reading(engine.db) as conn:
         process = await store.get(conn, link.process_id)
     approval = link.approval
@@ -93,8 +94,10 @@ async def show(request: web.Request) -> web.Response:
 
 
 def _who(request: web.Request) -> str | None:
-    """Who acts, when a proxy in front of the bridge authenticated them."""
-    return request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
+    """Who acts, when a proxy in front of the bridge authenticated them (as much of the name as
+    the approvals table keeps)."""
+    who = request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
+    return clean_text(who, 200) if who else None
 
 
 @routes.post(r"/{action:approve|reject}/{token}")
@@ -109,8 +112,9 @@ async def decide(request: web.Request) -> web.Response:
         nonce = str(form.get("csrf", ""))
         if not hmac.compare_digest(nonce, csrf_nonce(request.app[SECRET], token)):
             if link is not None:
-                await request.app[ENGINE].apply_one(
-                    DecisionReceived(token, decided_by=_who(request), forged=True)
+                await apply_now(
+                    request.app[ENGINE],
+                    DecisionReceived(token, decided_by=_who(request), forged=True),
                 )
             return _refused(
                 request, 403, "Not accepted", "Open the link again and decide on its page."
@@ -128,13 +132,14 @@ async def decide(request: web.Request) -> web.Response:
             return _refused(request, 404, "Link not valid", NOT_VALID)
         return problem(404, "Unknown approval link", "the link is unknown or no longer valid")
     approved = approve if decision.decision is None else decision.decision == "approve"
-    result = await request.app[ENGINE].apply_one(
+    result = await apply_now(
+        request.app[ENGINE],
         DecisionReceived(
             token,
             comment=decision.comment,
             decided_by=decision.decided_by or _who(request),
             approve=approved,
-        )
+        ),
     )
     outcome = "approved" if approved else "rejected"
     if is_form:

@@ -9,6 +9,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bridge.runner import Unavailable
+
 STATUS_OF = {"not_found": 404, "conflict": 409, "invalid": 400}
 
 
@@ -42,6 +44,11 @@ async def problems_for_errors(request: web.Request, handler: Handler) -> web.Str
         response = problem(exc.status, exc.reason, text if text != exc.reason else "")
         if isinstance(exc, web.HTTPMethodNotAllowed):
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except Unavailable as exc:
+        log.warning("the database is unavailable", method=request.method, error=str(exc))
+        response = problem(503, "Service unavailable", "the database is unavailable; try again")
+        response.headers["Retry-After"] = "5"
         return response
     except Exception:
         # The route's pattern, not the path: paths carry task and link tokens.

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from approvals import access
 from approvals.access import wants_html
-from approvals.api import ENGINE, find_processes, page_cursor
+from approvals.api import ENGINE, apply_now, find_processes, page_cursor
 from approvals.guard import form_of
 from approvals.pages import PAGE_HEADERS
 from approvals.schemas import ProcessQuery
@@ -140,9 +140,9 @@ async def act(request: web.Request) -> web.StreamResponse:
         # PostgreSQL cannot keep NUL characters; nothing else in the cause matters.
         cause = str(form.get("cause") or "").replace("\x00", "").strip()[:4000]
         cause = cause or "Stopped on the status page"
-        result = await engine.apply_one(StopRequested(process_id, "Process.Stopped", cause))
+        result = await apply_now(engine, StopRequested(process_id, "Process.Stopped", cause))
     else:
-        result = await engine.apply_one(RedriveRequested(process_id))
+        result = await apply_now(engine, RedriveRequested(process_id))
     if result.status == "not_found":
         return _refused(request, 404, "Process not found", f"No process {process_id}.")
     if not result.ok:
