@@ -94,7 +94,8 @@ async def open_core(
 class Worker:
     """Stream processors, the outbox relay, the timer scanner and the HTTP invoker."""
 
-    def __init__(self, core: Core, bootstrap: str) -> None:
+    def __init__(self, core: Core, bootstrap: str, *, embedded_broker: bool = False) -> None:
+        """``embedded_broker``: ``bootstrap`` is the broker ``bridge dev`` started."""
         self.core = core
         self.bootstrap = bootstrap
         settings = core.settings
@@ -130,7 +131,9 @@ class Worker:
             poll_seconds=settings.relay_poll_ms / 1000,
         )
         self.topics = sorted(core.registry.topics())
-        self.app = build_processors(settings, core.engine, bootstrap, self.topics)
+        self.app = build_processors(
+            settings, core.engine, bootstrap, self.topics, embedded_broker=embedded_broker
+        )
         self._tasks: list[asyncio.Task[None]] = []
         # /metrics (served by the web endpoint of this or another process) shows the lag.
         consumed = [*self.topics, settings.kafka_replies_topic]

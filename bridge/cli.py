@@ -82,7 +82,7 @@ async def _dev(settings: Settings) -> None:
     core = worker = web = None
     try:
         core = await open_core(settings)
-        worker = Worker(core, bootstrap)
+        worker = Worker(core, bootstrap, embedded_broker=broker is not None)
         await worker.start()
         web = Web(core, settings.http_host, settings.http_port)
         await web.start()

@@ -6,10 +6,11 @@ it to the bootstrap; nothing else reads the environment.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -38,11 +39,29 @@ class Settings(BaseSettings):
         description="Consumer fetch wait. Real Kafka answers as soon as data arrives; brokers "
         "that only answer at the end of the wait need a small value.",
     )
-    kafka_session_timeout_ms: int = Field(
-        default=10_000,
+    kafka_session_timeout_ms: int | None = Field(
+        default=None,
         ge=1000,
         le=300_000,
-        description="Consumer session timeout: how soon partitions of a dead worker move on.",
+        description="Consumer session timeout: how soon the partitions of a worker that died "
+        "move on. Unset: 2000 with the embedded broker of `bridge dev`, 10000 with a named "
+        "cluster (Apache Kafka refuses values below its group.min.session.timeout.ms, 6000 by "
+        "default). Workers pointed at a Tansu broker should set 2000.",
+    )
+    kafka_heartbeat_interval_ms: int | None = Field(
+        default=None,
+        ge=100,
+        le=100_000,
+        description="Consumer heartbeat interval; below the session timeout. Unset: a third of "
+        "the session timeout.",
+    )
+    kafka_instance_id: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Static group membership (Apache Kafka >= 2.3): a stable id per worker, so "
+        "that a restarted worker takes its partitions back without a rebalance. `{hostname}` "
+        "is replaced by the host name. Unset or empty: dynamic membership. Leave it unset with "
+        "the embedded broker (it makes joins slower there).",
     )
     kafka_group_id: str = Field(default="bridge", description="Consumer group of the workers.")
     kafka_replies_topic: str = "bridge.replies"
@@ -175,6 +194,22 @@ class Settings(BaseSettings):
                     )
         return value
 
+    @field_validator("kafka_instance_id")
+    @classmethod
+    def _instance_id(cls, value: str | None) -> str | None:
+        return (value.strip() or None) if value is not None else None
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> Settings:
+        session = self.kafka_session_timeout_ms
+        heartbeat = self.kafka_heartbeat_interval_ms
+        if session is not None and heartbeat is not None and heartbeat >= session:
+            raise ValueError(
+                f"kafka_heartbeat_interval_ms ({heartbeat}) must be below "
+                f"kafka_session_timeout_ms ({session})"
+            )
+        return self
+
     @field_validator("database_url")
     @classmethod
     def _known_driver(cls, value: str) -> str:
@@ -183,6 +218,27 @@ class Settings(BaseSettings):
                 "database_url must start with sqlite+aiosqlite:// or postgresql+asyncpg://"
             )
         return value
+
+    def consumer_group_timing(self, *, embedded_broker: bool) -> tuple[int, int, int]:
+        """Session timeout, heartbeat interval and rebalance timeout (ms) of the workers'
+        consumer.
+
+        The embedded broker (Tansu) holds a JoinGroup for about half the session timeout
+        (rounded up to whole seconds) and only notices a dead member once its session ran out,
+        so a short session is what makes fail-over fast there; Apache Kafka needs at least its
+        ``group.min.session.timeout.ms``.
+        """
+        session = self.kafka_session_timeout_ms or (2000 if embedded_broker else 10_000)
+        heartbeat = self.kafka_heartbeat_interval_ms or max(100, session // 3)
+        if heartbeat >= session:
+            heartbeat = max(100, session // 3)
+        return session, heartbeat, 2 * session
+
+    def consumer_instance_id(self) -> str | None:
+        """The static membership id, ``{hostname}`` filled in; None for dynamic membership."""
+        if not self.kafka_instance_id:
+            return None
+        return self.kafka_instance_id.replace("{hostname}", socket.gethostname())
 
     @property
     def base_url(self) -> str:

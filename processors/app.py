@@ -23,7 +23,7 @@ from bridge.asl import limits
 from bridge.engine import CallbackReceived, Engine, EventReceived, InvalidInput
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
-from processors.transport import BridgeApp, transport_class
+from processors.transport import BridgeApp, PromptTableManager, transport_class
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,23 @@ def _short(exc: ValidationError) -> str:
 
 
 def build_app(
-    settings: Settings, engine: Engine, bootstrap: str, topics: Sequence[str]
+    settings: Settings,
+    engine: Engine,
+    bootstrap: str,
+    topics: Sequence[str],
+    *,
+    embedded_broker: bool = False,
 ) -> BridgeApp:
-    """The faust app consuming ``topics`` (domain events) and the replies topic."""
+    """The faust app consuming ``topics`` (domain events) and the replies topic.
+
+    ``embedded_broker``: the broker is the one ``bridge dev`` started, which changes the default
+    consumer group timing (see ``Settings.consumer_group_timing``).
+    """
     datadir = Path(tempfile.gettempdir()) / "bridge-faust" / settings.kafka_group_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    session_ms, heartbeat_ms, rebalance_ms = settings.consumer_group_timing(
+        embedded_broker=embedded_broker
+    )
     app = BridgeApp(
         settings.kafka_group_id,
         broker=[f"kafka://{server.strip()}" for server in bootstrap.split(",")],
@@ -122,10 +134,14 @@ def build_app(
         topic_replication_factor=1,
         broker_commit_every=settings.batch_max_events,
         broker_commit_interval=0.2,
-        # A worker that died without leaving holds its partitions until its session times out.
-        broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
-        broker_heartbeat_interval=settings.kafka_session_timeout_ms / 3000,
-        broker_rebalance_timeout=2 * settings.kafka_session_timeout_ms / 1000,
+        # A worker that died without leaving holds its partitions until its session times out;
+        # with a static instance id, a restarted worker takes them back at once (Apache Kafka).
+        broker_session_timeout=session_ms / 1000,
+        broker_heartbeat_interval=heartbeat_ms / 1000,
+        broker_rebalance_timeout=rebalance_ms / 1000,
+        consumer_group_instance_id=settings.consumer_instance_id(),
+        # No faust tables here: start consuming without faust's one-second table pause.
+        TableManager=PromptTableManager,
         datadir=datadir,
     )
     app.transport_cls = transport_class(settings.kafka_fetch_max_wait_ms)

@@ -1,8 +1,13 @@
-"""faust's aiokafka transport with a configurable consumer fetch wait.
+"""faust's aiokafka transport with a configurable consumer fetch wait, and a table manager
+that does not wait.
 
 faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Brokers that
 answer a fetch only when that wait runs out (the embedded test broker) would then add ~0.7 s to
 every hop, so the bridge sets its own value.
+
+faust's table manager sleeps one second at start before it registers the app's tables, and the
+consumer joins its group only after that. The bridge keeps no faust tables (its state is in SQL),
+so that second only delays every (re)start of a worker.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from typing import Any, ClassVar
 
 import aiokafka
 import faust
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as driver
 
 
@@ -48,3 +54,16 @@ class BridgeApp(faust.App):
 
     def _new_transport(self) -> Any:
         return self.transport_cls(self.conf.broker_consumer, self)
+
+
+class PromptTableManager(TableManager):
+    """faust's table manager without the one-second pause before it registers tables.
+
+    The pause gives an app time to declare tables after it started; the bridge declares none.
+    Same steps as ``TableManager.on_start`` otherwise.
+    """
+
+    async def on_start(self) -> None:
+        if not self.should_stop:
+            await self._update_channels()
+            await self.recovery.start()

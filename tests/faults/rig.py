@@ -378,7 +378,7 @@ class Rig:
                 "BRIDGE_HTTP_PORT": str(self.http_port),
                 "BRIDGE_RELAY_POLL_MS": "20",
                 "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
-                "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+                "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "BRIDGE_LOG_LEVEL": "INFO",
             }
         )

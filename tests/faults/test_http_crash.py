@@ -73,7 +73,7 @@ def _worker_env(settings: Settings, fault: str | None) -> dict[str, str]:
             "BRIDGE_HTTP_PORT": str(settings.http_port),
             "BRIDGE_RELAY_POLL_MS": "20",
             "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
-            "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "6000",
+            "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "BRIDGE_HTTP_LEASE_SECONDS": str(LEASE_SECONDS),
             "BRIDGE_LOG_LEVEL": "INFO",
         }
