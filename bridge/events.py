@@ -94,7 +94,7 @@ def decode(record: KafkaRecord, max_bytes: int, max_depth: int = limits.MAX_DEPT
             )
         )
     if not isinstance(body, dict):
-        raise InvalidEvent(f"an event must be a JSON object, not {_json_kind(body)}")
+        raise InvalidEvent(f"an event must be a JSON object, not {paths.kind_of(body)}")
     return DomainEvent(data=body, type=None, id=None, source=None, record=record)
 
 
@@ -114,18 +114,6 @@ def _checked(event: DomainEvent) -> DomainEvent:
         if value is not None and "\x00" in value:
             raise InvalidEvent(f"the CloudEvents {name} holds a NUL character")
     return event
-
-
-def _json_kind(value: JSON) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    return "an array"
 
 
 def _header(headers: dict[str, bytes], name: str) -> str | None:

@@ -375,7 +375,8 @@ def read_path(path: str, data: JSON, context: JSON) -> JSON:
     return [match.value for match in _jsonpath(compiled.normalised).find(root)]
 
 
-def _describe(value: JSON) -> str:
+def kind_of(value: JSON) -> str:
+    """What kind of JSON value ``value`` is, for messages: "a string", "an array", ..."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -404,13 +405,13 @@ def _put(node: JSON, segments: Segments, depth: int, result: JSON, path: str) ->
             raise StatesError(
                 RESULT_PATH_MATCH_FAILURE,
                 f"Unable to apply ResultPath '{path}': the value at '{where}' is "
-                f"{_describe(node)}, not an object, so field '{segment}' cannot be set",
+                f"{kind_of(node)}, not an object, so field '{segment}' cannot be set",
             )
         updated = dict(node)
         updated[segment] = _put(node.get(segment, _ABSENT), segments, depth + 1, result, path)
         return updated
     if node is _ABSENT or not isinstance(node, list):
-        found = "missing" if node is _ABSENT else _describe(node)
+        found = "missing" if node is _ABSENT else kind_of(node)
         raise StatesError(
             RESULT_PATH_MATCH_FAILURE,
             f"Unable to apply ResultPath '{path}': the value at '{where}' is {found}, "

@@ -23,6 +23,7 @@ from bridge.engine import CallbackReceived, Engine, EngineConfig, EventReceived,
 from bridge.events import KafkaRecord
 from bridge.messages import LETTER_VALUE_BYTES
 from bridge.relay import encode_value
+from bridge.runner import MAX_ATTEMPTS
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import outbox, processes, timers
@@ -103,6 +104,8 @@ HOSTILE = {
     "string": (b'"text"', "must be a JSON object"),
     "number": (b"42", "must be a JSON object"),
     "null": (b"null", "must be a JSON object"),
+    "missing-key": (json.dumps({"type": "Go", "id": "x"}).encode(), "no value at $.k"),
+    "wrong-key-type": (json.dumps({"type": "Go", "id": "y", "k": {"a": 1}}).encode(), "non-empty"),
     "long-event-id": (json.dumps({"type": "Go", "id": "i" * 300, "k": "i"}).encode(), "longer"),
 }
 
@@ -187,8 +190,6 @@ async def test_a_timer_whose_step_fails_fails_its_process_and_the_others_fire(
         ids = {row.process_id: row.id for row in rows}
         keys = dict((await conn.execute(select(processes.c.id, processes.c.correlation_key))).all())
     bad_process = next(pid for pid, key in keys.items() if key == "a")
-
-    import bridge.batch
 
     real_step = bridge.batch.step
 
@@ -300,6 +301,77 @@ async def test_a_row_the_database_refuses_to_read_does_not_stall_the_timers(
 
 
 # --------------------------------------------------------------------------------------------
+# Inputs whose step raises
+
+
+async def test_a_poison_event_is_dead_lettered_and_the_others_go_through(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_step = bridge.batch.step
+    calls: list[str] = []
+
+    def failing_step(definition: Any, process: Any, event: Any, now: Any, entropy: Any) -> Any:
+        key = getattr(event, "correlation_key", None)
+        if key == "bad":
+            calls.append(key)
+            raise RuntimeError("the interpreter broke on this input")
+        return real_step(definition, process, event, now, entropy)
+
+    monkeypatch.setattr(bridge.batch, "step", failing_step)
+    outcomes = await engine.apply([good(0, "a"), good(1, "bad"), good(2, "b")])
+
+    assert [outcome.status for outcome in outcomes] == ["applied", "invalid", "applied"]
+    assert "failed 3 times" in outcomes[1].reason
+    assert len(calls) == MAX_ATTEMPTS + 1  # once in the whole batch, then alone until given up
+    async with reading(engine.db) as conn:
+        keys = set((await conn.execute(select(processes.c.correlation_key))).scalars())
+        letters = (await conn.execute(select(outbox.c.value).where(outbox.c.topic == "dlq"))).all()
+    assert keys == {"a", "b"}
+    assert len(letters) == 1
+    letter = letters[0].value
+    assert letter["offset"] == 1 and letter["topic"] == "t" and letter["partition"] == 1
+    assert "the interpreter broke" in letter["reason"]
+
+    # The same event again is a duplicate of the dead-lettered one, not a second failure.
+    again = await engine.apply([good(1, "bad")])
+    assert again[0].status == "duplicate"
+
+
+async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.engine import CallbackReceived
+    from bridge.store.schema import outbox as outbox_table
+
+    await engine.apply([good(0, "p")])
+    async with reading(engine.db) as conn:
+        message = (
+            await conn.execute(select(outbox_table.c.value).where(outbox_table.c.topic == "out"))
+        ).scalar_one()
+    real_step = bridge.batch.step
+
+    def failing_step(definition: Any, process: Any, event: Any, now: Any, entropy: Any) -> Any:
+        if type(event).__name__ == "TaskSucceeded":
+            raise ValueError("cannot digest this output")
+        return real_step(definition, process, event, now, entropy)
+
+    monkeypatch.setattr(bridge.batch, "step", failing_step)
+    outcomes = await engine.apply([CallbackReceived(message["t"], "success", output={})])
+    assert outcomes[0].status == "invalid"
+    async with reading(engine.db) as conn:
+        row = (
+            await conn.execute(
+                select(processes.c.status, processes.c.state).where(
+                    processes.c.correlation_key == "p"
+                )
+            )
+        ).one()
+    assert row.status == "FAILED"
+    assert row.state["error"] == "Bridge.InputFailed"
+    assert "cannot digest this output" in row.state["cause"]
+
+
+# --------------------------------------------------------------------------------------------
 # Property: whatever the mix, exactly the good inputs commit
 
 _offsets = iter(range(1_000, 10**9))
@@ -315,7 +387,6 @@ _KINDS = ["good", "good", "good", "write-refused", "step-raises", *sorted(HOSTIL
 async def test_exactly_the_good_inputs_of_a_mixed_batch_commit(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, kinds: list[str]
 ) -> None:
-    import bridge.batch
 
     real_insert = bridge.effects_writer.store.insert_process
     real_step = bridge.batch.step
