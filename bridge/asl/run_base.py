@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bridge.asl import errors, intrinsics, jsonata, paths
-from bridge.asl.dataflow import iso, parse_timestamp, read_or_runtime
+from bridge.asl.dataflow import iso, parse_timestamp, read_or_runtime, unstorable
 from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import Definition, FailState, Machine, WaitState
@@ -231,7 +231,7 @@ class RunBase(ABC):
             return
         values = self._template(dict(assign), source, context)
         assert isinstance(values, dict)
-        scope.own.update(values)
+        scope.own.update(_storable(values))
 
     # ----------------------------------------------------------------- JSONata
 
@@ -268,7 +268,7 @@ class RunBase(ABC):
             return
         values = self._evaluate(dict(assign), bindings, "Assign")
         assert isinstance(values, dict)
-        scope.own.update(values)
+        scope.own.update(_storable(values))
 
     def _jsonata_seconds(
         self, value: int | str | None, bindings: Mapping[str, JSON], field_name: str
@@ -349,3 +349,14 @@ def _context(process: Process, scope: _Scope, position: Position) -> dict[str, J
         context["Map"] = {"Item": {"Index": index, "Value": value}}
     context[paths.VARIABLES] = scope.variables()
     return context
+
+
+def _storable(variables: dict[str, JSON]) -> dict[str, JSON]:
+    """Assigned variables are kept with the process: bounded like a state's output."""
+    failure = unstorable(variables, "Assign")
+    if failure is not None:
+        raise StatesError(
+            failure.error,
+            failure.cause.replace("The state/task output of Assign", "The assigned variables"),
+        )
+    return variables
