@@ -9,6 +9,7 @@ HTTP call carries the trace context of the step that asked for it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanContext
@@ -49,6 +50,8 @@ class EffectsWriter:
         conn, now = self.batch.conn, self.batch.now
         # Processes first: tokens, approvals, timers and history point at them.
         history_rows = []
+        new_processes: list[tuple[Process, int, Mapping[str, str | None]]] = []
+        changed: list[tuple[Process, int, int, Mapping[str, str | None]]] = []
         for process_id, touched in self.batch.touched.items():
             seq = touched.loaded.history_seq if touched.loaded else 0
             for entry, context in zip(touched.history, touched.traces, strict=True):
@@ -59,15 +62,16 @@ class EffectsWriter:
                     self.batch.tally.steps[touched.process.definition] += 1
             trace_columns = tracing.columns(touched.trace)
             if touched.loaded is None:
-                await store.insert_process(conn, touched.process, seq, now, trace_columns)
+                new_processes.append((touched.process, seq, trace_columns))
             elif touched.history or touched.process != touched.loaded.process:
-                await store.update_process(
-                    conn, touched.process, touched.loaded.row_version, seq, now, trace_columns
-                )
+                changed.append((touched.process, touched.loaded.row_version, seq, trace_columns))
+        await store.insert_processes(conn, new_processes, now)
+        await store.update_processes(conn, changed, now)
         new_timers: dict[str, dict[str, Any]] = {}
         cancelled: list[str] = []
         closed: list[str] = []
         calls: list[dict[str, Any]] = []
+        tokens: list[tuple[str, str, str, str]] = []
         for (process_id, effect), context in zip(
             self.batch.effects, self.batch.effect_traces, strict=True
         ):
@@ -76,9 +80,7 @@ class EffectsWriter:
                 case SendMessage():
                     self.send(messages.command(process, effect, now), context)
                 case ExpectCallback():
-                    await waits.add_task_token(
-                        conn, effect.token, process_id, effect.wait_id, effect.state, now
-                    )
+                    tokens.append((effect.token, process_id, effect.wait_id, effect.state))
                 case RequestApproval():
                     self.send(await self.batch.approvals.request(process, effect), context)
                 case RecordVote():
@@ -112,6 +114,7 @@ class EffectsWriter:
                     calls.append(self._http_call(process_id, effect, context))
                 case StartChild() | StopChild() | NotifyParent():
                     pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
+        await waits.add_task_tokens(conn, tokens, now)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
         self.batch.http_calls_queued = len(calls)

@@ -41,7 +41,10 @@ def open_engine(url: str) -> AsyncEngine:
             connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    # No ping per checkout (a round trip, and an idle rollback, every time): a connection the
+    # server dropped fails its first statement with a connection error, the pool is invalidated,
+    # and the runner applies the batch again on a new connection.
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=False)
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl.effects import HistoryEntry
@@ -60,41 +60,88 @@ async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str
     }
 
 
-async def insert_process(
+async def insert_processes(
     conn: AsyncConnection,
-    process: Process,
-    history_seq: int,
+    rows: Sequence[tuple[Process, int, Mapping[str, str | None]]],
     now: datetime,
-    trace: Mapping[str, str | None] | None = None,
 ) -> None:
-    """``trace``: the traceparent and tracestate columns (bridge.tracing.columns)."""
-    await conn.execute(
-        insert(processes).values(
-            **_columns(process, now), **(trace or {}), history_seq=history_seq, row_version=1
+    """New processes, one statement: ``(process, history_seq, trace columns)`` each (the trace
+    columns as ``bridge.tracing.columns`` gives them)."""
+    if rows:
+        await conn.execute(
+            insert(processes),
+            [
+                {**_columns(process, now), **trace, "history_seq": seq, "row_version": 1}
+                for process, seq, trace in rows
+            ],
         )
-    )
 
 
-async def update_process(
+async def update_processes(
     conn: AsyncConnection,
-    process: Process,
-    row_version: int,
-    history_seq: int,
+    rows: Sequence[tuple[Process, int, int, Mapping[str, str | None]]],
     now: datetime,
-    trace: Mapping[str, str | None] | None = None,
 ) -> None:
-    result = await conn.execute(
+    """Changed processes, one statement: ``(process, row_version read, history_seq, trace
+    columns)`` each. Each update is guarded by the row version it was read with; a row changed
+    since raises ``ConcurrentUpdate``. (Processes are read locked on PostgreSQL and under an
+    immediate write lock on SQLite, so that is a guard, not a path; where the driver cannot count
+    the rows of a batched statement, asyncpg, the locks alone keep it.)"""
+    if not rows:
+        return
+    statement = (
         update(processes)
-        .where(and_(processes.c.id == process.id, processes.c.row_version == row_version))
+        .where(
+            and_(
+                processes.c.id == bindparam("_id"),
+                processes.c.row_version == bindparam("_row_version"),
+            )
+        )
         .values(
-            **_columns(process, now),
-            **(trace or {}),
-            row_version=row_version + 1,
-            history_seq=history_seq,
+            {
+                name: bindparam(name)
+                for name in (
+                    *_COLUMN_NAMES,
+                    "traceparent",
+                    "tracestate",
+                    "row_version",
+                    "history_seq",
+                )
+            }
         )
     )
-    if result.rowcount != 1:
-        raise ConcurrentUpdate(process.id)
+    parameters = [
+        {
+            **_columns(process, now),
+            "traceparent": trace.get("traceparent"),
+            "tracestate": trace.get("tracestate"),
+            "_id": process.id,
+            "_row_version": row_version,
+            "row_version": row_version + 1,
+            "history_seq": seq,
+        }
+        for process, row_version, seq, trace in rows
+    ]
+    for row in parameters:
+        # "id" is bound as _id in the WHERE clause; the SET list leaves it alone.
+        del row["id"]
+    result = await conn.execute(statement, parameters)
+    counted = len(parameters) == 1 or conn.dialect.supports_sane_multi_rowcount
+    if counted and result.rowcount != len(parameters):
+        raise ConcurrentUpdate(", ".join(process.id for process, *_ in rows))
+
+
+_COLUMN_NAMES = (
+    "definition",
+    "version",
+    "correlation_key",
+    "status",
+    "current_state",
+    "state",
+    "started_at",
+    "updated_at",
+    "ended_at",
+)
 
 
 def _columns(process: Process, now: datetime) -> dict[str, Any]:

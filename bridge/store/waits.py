@@ -28,18 +28,24 @@ class TokenTarget:
     open: bool
 
 
-async def add_task_token(
-    conn: AsyncConnection, token: str, process_id: str, wait_id: str, state: str, now: datetime
+async def add_task_tokens(
+    conn: AsyncConnection, rows: list[tuple[str, str, str, str]], now: datetime
 ) -> None:
-    await conn.execute(
-        insert(task_tokens).values(
-            token_hash=token_hash(token),
-            process_id=process_id,
-            wait_id=wait_id,
-            state=state,
-            created_at=now,
+    """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept."""
+    if rows:
+        await conn.execute(
+            insert(task_tokens),
+            [
+                {
+                    "token_hash": token_hash(token),
+                    "process_id": process_id,
+                    "wait_id": wait_id,
+                    "state": state,
+                    "created_at": now,
+                }
+                for token, process_id, wait_id, state in rows
+            ],
         )
-    )
 
 
 async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str, TokenTarget]:

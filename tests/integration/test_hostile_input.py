@@ -160,14 +160,14 @@ async def test_a_failing_write_in_the_middle_of_a_batch_is_isolated(
 ) -> None:
     """A write the database refuses (whatever the reason) takes only its own input down: the
     batch is split until the one input whose write fails is found."""
-    real_insert = bridge.effects_writer.store.insert_process
+    real_insert = bridge.effects_writer.store.insert_processes
 
-    async def refusing_insert(conn: Any, process: Any, *args: Any, **kwargs: Any) -> None:
-        if process.correlation_key == "refused":
+    async def refusing_insert(conn: Any, rows: Any, now: Any) -> None:
+        if any(process.correlation_key == "refused" for process, *_ in rows):
             raise DataError("INSERT ...", {}, Exception("value too long (simulated)"))
-        await real_insert(conn, process, *args, **kwargs)
+        await real_insert(conn, rows, now)
 
-    monkeypatch.setattr(bridge.effects_writer.store, "insert_process", refusing_insert)
+    monkeypatch.setattr(bridge.effects_writer.store, "insert_processes", refusing_insert)
     batch = [good(offset, key) for offset, key in enumerate("abcdefg")]
     batch.insert(4, good(10, "refused"))
     outcomes = await engine.apply(batch)
@@ -387,21 +387,20 @@ _KINDS = ["good", "good", "good", "write-refused", "step-raises", *sorted(HOSTIL
 async def test_exactly_the_good_inputs_of_a_mixed_batch_commit(
     engine: Engine, monkeypatch: pytest.MonkeyPatch, kinds: list[str]
 ) -> None:
-
-    real_insert = bridge.effects_writer.store.insert_process
+    real_insert = bridge.effects_writer.store.insert_processes
     real_step = bridge.batch.step
 
-    async def refusing_insert(conn: Any, process: Any, *args: Any, **kwargs: Any) -> None:
-        if str(process.correlation_key).startswith("w-"):
+    async def refusing_insert(conn: Any, rows: Any, now: Any) -> None:
+        if any(str(process.correlation_key).startswith("w-") for process, *_ in rows):
             raise DataError("INSERT ...", {}, Exception("refused (simulated)"))
-        await real_insert(conn, process, *args, **kwargs)
+        await real_insert(conn, rows, now)
 
     def raising_step(definition: Any, process: Any, trigger: Any, now: Any, entropy: Any) -> Any:
         if str(getattr(trigger, "correlation_key", "")).startswith("s-"):
             raise RuntimeError("the step breaks (simulated)")
         return real_step(definition, process, trigger, now, entropy)
 
-    monkeypatch.setattr(bridge.effects_writer.store, "insert_process", refusing_insert)
+    monkeypatch.setattr(bridge.effects_writer.store, "insert_processes", refusing_insert)
     monkeypatch.setattr(bridge.batch, "step", raising_step)
 
     inputs, good_keys, bad_offsets = [], set(), set()
