@@ -59,6 +59,8 @@ class Correlator:
         self.batch = batch
         #: How far ``correlate_effects`` has looked through the batch's effects.
         self.correlated = 0
+        #: Waits closed in this batch: no event goes to them any more.
+        self.closed: set[str] = set()
 
     def read(self, item: EventReceived) -> ReadEvent | tuple[str, str]:
         """The event and what may become of it, or (reason, position key) when it is invalid."""
@@ -136,6 +138,8 @@ class Correlator:
                 self.batch.conn, candidate.topic, candidate.type, candidate.key
             )
             for wait in waiting:
+                if wait.wait_id in self.closed:
+                    continue
                 arrived = payload(read.event, candidate.type, candidate.key, read.key)
                 if await self.batch._load(wait.process_id) is None:
                     continue
@@ -280,7 +284,9 @@ class Correlator:
             if isinstance(effect, StartChild | StopChild | NotifyParent):
                 await self.batch.nesting.apply(process_id, effect)
             elif isinstance(effect, CloseWait):
-                await correlation.remove_waits(self.batch.conn, [effect.wait_id])
+                # Most closed waits are no event waits (tasks, approvals): their rows, if any,
+                # go in one statement when the batch is written; until then this set hides them.
+                self.closed.add(effect.wait_id)
             elif isinstance(effect, ExpectEvent):
                 taken = await correlation.take_buffered(
                     self.batch.conn, effect.subscriptions, process_id, self.batch.now

@@ -33,7 +33,7 @@ from bridge.asl.effects import (
     StopChild,
 )
 from bridge.asl.process import Process
-from bridge.store import http_calls, inbox, outbox, timers, waits
+from bridge.store import correlation, http_calls, inbox, outbox, timers, waits
 from bridge.store import processes as store
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class EffectsWriter:
         self.batch.http_calls_queued = len(calls)
         await http_calls.cancel(conn, closed, now)
         await waits.close_waits(conn, closed, now)
+        await correlation.remove_waits(conn, closed)
         await timers.cancel(conn, cancelled)
         await timers.add(conn, list(new_timers.values()))
         await outbox.add(conn, self.batch.outbox_rows)
