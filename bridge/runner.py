@@ -46,12 +46,15 @@ from bridge.intake import (
     StopRequested,
     TimerDue,
 )
+from bridge.poller import backoff
 
 log = logging.getLogger(__name__)
 
 #: How often one input alone is tried before it is given up on.
 MAX_ATTEMPTS = 3
-#: The longest pause between two tries while the database is away.
+#: The first and the longest pause between two tries while the database is away (the pauses
+#: double in between, as the pollers' do).
+FIRST_PAUSE_SECONDS = 0.05
 MAX_PAUSE_SECONDS = 5.0
 #: The longest text kept of why an input failed.
 MAX_REASON = 2000
@@ -96,7 +99,7 @@ async def run(
 async def _run(
     applier: Applier, inputs: list[EngineInput], deadline: float | None
 ) -> list[Outcome]:
-    pause = 0.05
+    outages = 0
     attempts = 0
     while True:
         try:
@@ -107,11 +110,12 @@ async def _run(
             failure = exc.cause if isinstance(exc, PoisonInput) else exc
             verdict = Retry.NEVER if isinstance(exc, PoisonInput) else classify(exc)
             if verdict is Retry.LATER:
+                outages += 1
+                pause = backoff(FIRST_PAUSE_SECONDS, outages, MAX_PAUSE_SECONDS)
                 if deadline is not None and time.monotonic() + pause > deadline:
                     raise Unavailable(_why(exc)) from exc
                 log.warning("the database is unavailable (%s); retrying in %.1fs", _why(exc), pause)
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, MAX_PAUSE_SECONDS)
                 continue
             # NEVER, or NOW after the engine's own tries: the batch itself is the trouble.
             if len(inputs) > 1:
@@ -164,7 +168,7 @@ async def _give_up(
     and let the input go, rather than hold everything behind it."""
     log.error("giving up on %s: %s", describe(item), reason)
     applier.count_given_up(item)
-    pause = 0.05
+    outages = 0
     for thorough in (True, False):
         while True:
             try:
@@ -180,10 +184,11 @@ async def _give_up(
                         _why(exc),
                     )
                     break
+                outages += 1
+                pause = backoff(FIRST_PAUSE_SECONDS, outages, MAX_PAUSE_SECONDS)
                 if deadline is not None and time.monotonic() + pause > deadline:
                     raise Unavailable(_why(exc)) from exc
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, MAX_PAUSE_SECONDS)
     return Outcome("invalid", reason, tuple(process_ids))
 
 
