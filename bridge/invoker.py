@@ -30,7 +30,8 @@ import aiohttp
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from bridge import faults
-from bridge.asl import errors
+from bridge.asl import errors, limits
+from bridge.asl.dataflow import MAX_OUTPUT_DEPTH
 from bridge.asl.http_task import HttpRequest, redact_url, response_result
 from bridge.engine import Engine
 from bridge.intake import HttpCallEnded, Outcome
@@ -285,11 +286,16 @@ class Invoker:
         else:
             if span is not None:
                 span.set_attribute("http.response.status_code", response.status)
-                if response.status >= 400:
-                    span.set_status(StatusCode.ERROR, str(response.status))
-                span.end()
             log.debug("HTTP call %s of process %s: %d", shown, call.process_id, response.status)
-            return replace(answer, response=result)
+            # Bounded like any input: what the process could not keep fails the task, by name.
+            problem = limits.problem(result, max_depth=MAX_OUTPUT_DEPTH)
+            if problem is None:
+                if span is not None:
+                    if response.status >= 400:
+                        span.set_status(StatusCode.ERROR, str(response.status))
+                    span.end()
+                return replace(answer, response=result)
+            error, cause = errors.HTTP_INVALID_RESPONSE, f"{shown}: the response {problem}"
         if span is not None:
             span.set_attribute("error.type", error)
             span.set_status(StatusCode.ERROR, error)

@@ -34,6 +34,8 @@ HTTP_CONNECTION_ERROR = "Http.ConnectionError"
 HTTP_FORBIDDEN = "Http.Forbidden"
 HTTP_INVALID_REQUEST = "Http.InvalidRequest"
 HTTP_RESPONSE_TOO_LARGE = "Http.ResponseTooLarge"
+#: The response cannot be kept with the process (a NUL character, nesting past the bound).
+HTTP_INVALID_RESPONSE = "Http.InvalidResponse"
 
 #: ``Http.4xx`` in ErrorEquals covers ``Http.400`` to ``Http.499``, and so on for 1xx to 5xx.
 _HTTP_FAMILY = re.compile(r"Http\.([1-5])xx")

@@ -260,7 +260,7 @@ def response_result(
         if _is_json(content_type):
             try:
                 parsed = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):
                 parsed = text
     return {
         "StatusCode": status,

@@ -69,6 +69,10 @@ async def _service_app(service: Service) -> web.Application:
             return web.Response(text=await request.text(), content_type="text/plain")
         if name == "missing":
             return web.json_response({"message": "no such thing"}, status=404)
+        if name == "hostile":
+            # JSON that no process can keep: a NUL character, nested past every bound.
+            body = '{"a": "x\\u0000y", "deep": ' + "[" * 300 + "]" * 300 + "}"
+            return web.Response(text=body, content_type="application/json")
         if name == "flaky":
             if service.calls[name] <= 2:
                 return web.Response(text="busy, try again", status=503)
@@ -145,6 +149,7 @@ def _write_definitions(folder: Path, base: str, closed_port: int, allowed_port: 
             End=True,
         ),
         "http-missing": _task(f"{base}/missing", Catch=_caught("Http.4xx"), Next="Done"),
+        "http-hostile": _task(f"{base}/hostile", Catch=_caught("Http.InvalidResponse"), End=True),
         "http-flaky": _task(
             f"{base}/flaky",
             Retry=[
@@ -225,6 +230,7 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
             forbidden,
             aggregated,
             unstocked,
+            hostile,
         ) = await asyncio.gather(
             _start(bridge, "http-json", {"n": 1}, headers=traced),
             _start(bridge, "http-text", {"words": "plain words"}),
@@ -251,6 +257,7 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
                     "stockUrl": service.url + "/stock",
                 },
             ),
+            _start(bridge, "http-hostile"),
         )
         elapsed = time.monotonic() - started
 
@@ -298,6 +305,11 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
         error = missing["output"]["error"]
         assert error["Error"] == "Http.404"
         assert json.loads(error["Cause"])["ResponseBody"] == {"message": "no such thing"}
+
+        # An answer the process could not keep fails the task by name, catchable.
+        assert hostile["status"] == "SUCCEEDED", hostile
+        assert hostile["output"]["error"]["Error"] == "Http.InvalidResponse"
+        assert "NUL character" in hostile["output"]["error"]["Cause"]
 
         # Two 503s retried by Http.5xx, then the answer.
         assert flaky["status"] == "SUCCEEDED", flaky
