@@ -1,15 +1,23 @@
-"""End-to-end bench of the order saga: throughput, latency, losses, duplicates, peak RSS.
+"""End-to-end bench of the order saga: throughput, latency, losses, duplicates, CPU, RSS, rows.
 
     python bench/order_saga.py --orders 2000 --database sqlite
     python bench/order_saga.py --orders 2000 --database postgres --approval-share 0.1
+    python bench/order_saga.py --orders 2000 --database postgres --shape production --workers 2
+    python bench/order_saga.py --rate 50 --duration 60 --database postgres --shape production
 
 Starts its own Tansu broker on a free port, a fresh database (a temporary SQLite file, or a fresh
-PostgreSQL database on postgresql+asyncpg://postgres@127.0.0.1:5432 dropped at the end) and
-``bridge dev --kafka ...`` as a subprocess (its stderr goes to a file whose path is printed). In
-this process run the simulated services: inventory and payment answer every command at once on
+PostgreSQL database on postgresql+asyncpg://postgres@127.0.0.1:5432 dropped at the end) and the
+bridge as subprocesses (their output goes to files whose paths are printed): ``--shape dev`` (the
+default) runs ``bridge dev --kafka ...``; ``--shape production`` runs ``bridge db upgrade``, then
+``--workers N`` ``bridge worker`` processes in one consumer group and one ``bridge web``. In this
+process run the simulated services: inventory and payment answer every command at once on
 bridge.replies, an approver bot POSTs {} to each approveUrl, a collector reads orders.done.
-Then N OrderPlaced events are published flat out (or with at most --concurrency orders in flight)
-and the figures are printed, followed by one line of JSON. Nothing here asserts on speed.
+Then N OrderPlaced events are published flat out (or with at most --concurrency orders in flight,
+or open loop: --rate R per second for --duration S seconds on a fixed schedule, latency counted
+from the scheduled time) and the figures are printed, followed by one line of JSON. Besides
+throughput and latency: CPU seconds of the bridge processes, PostgreSQL and the broker, peak RSS
+per bridge process and, on PostgreSQL, rows written and transactions per order. Nothing here
+asserts on speed.
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -26,17 +33,27 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import pgstats
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from processes import BridgeProcess, Usage, cpu_split, peak_rss_mib, read_usage, tail
+from saga_figures import (
+    diagnose,
+    per_order_ms,
+    percentile,
+    report,
+    rounded,
+    stage_latencies,
+    summed,
+)
+from saga_services import EVENTS, TOPICS, Observed, Services, now
 
 from bridge.broker import EmbeddedBroker, free_port
 
@@ -44,172 +61,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 
-EVENTS = "orders.events"
-INVENTORY = "inventory.commands"
-PAYMENTS = "payments.commands"
-REPLIES = "bridge.replies"
-APPROVALS = "bridge.approvals"
-DONE = "orders.done"
-TOPICS = (EVENTS, INVENTORY, PAYMENTS, REPLIES, APPROVALS, DONE)
 APPROVAL_THRESHOLD = 900
-
-
-def now() -> float:
-    return time.monotonic()
-
-
-# --------------------------------------------------------------------- what the bench observes
-
-
-@dataclass
-class Observed:
-    sent_at: dict[str, float] = field(default_factory=dict)
-    needs_approval: set[str] = field(default_factory=set)
-    completed_at: dict[str, float] = field(default_factory=dict)
-    completions: Counter[str] = field(default_factory=Counter)  # orderId -> OrderCompleted records
-    # kind -> ce_id -> deliveries; kind -> orderId -> distinct ce_ids
-    deliveries: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    per_order: dict[str, dict[str, set[str]]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(set))
-    )
-    first_seen: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
-    replies_sent: int = 0
-    approvals_posted: int = 0
-    approval_failures: Counter[str] = field(default_factory=Counter)
-    stray: Counter[str] = field(default_factory=Counter)
-    done_event: asyncio.Event = field(default_factory=asyncio.Event)
-    expected: set[str] = field(default_factory=set)
-    slots: asyncio.Semaphore | None = None
-    bridge_exited_at: float | None = None
-
-    def see(self, kind: str, order_id: str, ce_id: str) -> bool:
-        """Record one delivery; True when this ce_id is new (the service acts on it)."""
-        counter = self.deliveries[kind]
-        counter[ce_id] += 1
-        self.per_order[order_id][kind].add(ce_id)
-        self.first_seen[kind].setdefault(order_id, now())
-        return counter[ce_id] == 1
-
-
-def header(record: Any, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode("utf-8", "replace") if value is not None else None
-    return None
-
-
-# --------------------------------------------------------------------- simulated services
-
-
-async def consume(
-    bootstrap: str, topics: tuple[str, ...], handle: Any, stop: asyncio.Event
-) -> None:
-    consumer = AIOKafkaConsumer(
-        *topics,
-        bootstrap_servers=bootstrap,
-        group_id=f"bench-{'-'.join(topics)}-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=10,
-        enable_auto_commit=True,
-    )
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
-            records = [record for batch in batches.values() for record in batch]
-            if records:
-                await handle(records)
-    finally:
-        await consumer.stop()
-
-
-def service(observed: Observed, producer: AIOKafkaProducer, kind: str, output: Any) -> Any:
-    """A service that answers each new command (by ce_id) with a success reply at once."""
-
-    async def handle(records: list[Any]) -> None:
-        sends = []
-        for record in records:
-            try:
-                value = json.loads(record.value)
-                token = value["taskToken"]
-                order_id = str(value.get("orderId"))
-            except (ValueError, KeyError, TypeError):
-                observed.stray[kind] += 1
-                continue
-            ce_id = header(record, "ce_id") or f"no-ce-id:{token}"
-            if not observed.see(kind, order_id, ce_id):
-                continue  # a redelivery: the service has answered it already
-            reply = {"taskToken": token, "output": output(value)}
-            sends.append(
-                await producer.send(REPLIES, json.dumps(reply).encode(), key=order_id.encode())
-            )
-        if sends:
-            await asyncio.gather(*sends)
-            observed.replies_sent += len(sends)
-
-    return handle
-
-
-def approver(observed: Observed, session: aiohttp.ClientSession, limit: int) -> Any:
-    """A bot that approves each new approval request by POSTing {} to its approveUrl."""
-    gate = asyncio.Semaphore(limit)
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def post(url: str) -> None:
-        async with gate:
-            for attempt in range(5):
-                try:
-                    async with session.post(url, json={}) as response:
-                        await response.read()
-                        if response.status == 200:
-                            observed.approvals_posted += 1
-                            return
-                        observed.approval_failures[f"HTTP {response.status}"] += 1
-                        if response.status < 500:
-                            return
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    observed.approval_failures[type(exc).__name__] += 1
-                await asyncio.sleep(0.2 * (attempt + 1))
-
-    async def handle(records: list[Any]) -> None:
-        for record in records:
-            try:
-                value = json.loads(record.value)
-                url = value["approveUrl"]
-                order_id = str((value.get("data") or {}).get("orderId"))
-            except (ValueError, KeyError, TypeError):
-                observed.stray["approval"] += 1
-                continue
-            ce_id = header(record, "ce_id") or f"no-ce-id:{url}"
-            if observed.see("approval", order_id, ce_id):
-                task = asyncio.create_task(post(url))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-
-    handle.tasks = tasks  # type: ignore[attr-defined]
-    return handle
-
-
-def collector(observed: Observed) -> Any:
-    async def handle(records: list[Any]) -> None:
-        at = now()
-        for record in records:
-            try:
-                order_id = str(json.loads(record.value)["orderId"])
-            except (ValueError, KeyError, TypeError):
-                observed.stray["done"] += 1
-                continue
-            ce_id = header(record, "ce_id") or f"no-ce-id:{order_id}"
-            observed.see("completed", order_id, ce_id)
-            observed.completions[order_id] += 1
-            if order_id not in observed.completed_at:
-                observed.completed_at[order_id] = at
-                if observed.slots is not None and order_id in observed.sent_at:
-                    observed.slots.release()
-        if observed.expected and observed.expected.issubset(observed.completed_at.keys()):
-            observed.done_event.set()
-
-    return handle
+# The README's advice for workers on a Tansu broker (see "Fail-over: what to tune").
+PRODUCTION_ENV = {"BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000"}
 
 
 # --------------------------------------------------------------------- resources
@@ -221,19 +75,23 @@ class Resources:
     def __init__(self) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-"))
         self.broker: EmbeddedBroker | None = None
-        self.bridge: subprocess.Popen[bytes] | None = None
-        self.bridge_log = self.workdir / "bridge.stderr.log"
-        self.bridge_out = self.workdir / "bridge.stdout.log"
+        self.bridges: dict[str, BridgeProcess] = {}  # in start order
+        self.exit_codes: dict[str, int] = {}
         self.pg_database: str | None = None
         self.group_id = f"bench-bridge-{uuid.uuid4().hex[:8]}"
-        self.bridge_exit: int | None = None
 
     def start_broker(self) -> str:
         self.broker = EmbeddedBroker(free_port())
         self.broker.start()  # from the main thread: the broker dies with this process
         return self.broker.bootstrap
 
-    def start_bridge(self, bootstrap: str, http_port: int, database_url: str) -> None:
+    @property
+    def broker_pid(self) -> int | None:
+        if self.broker is None or self.broker.process is None:
+            return None
+        return self.broker.process.pid
+
+    def _env(self, database_url: str, extra: dict[str, str]) -> dict[str, str]:
         env = {
             **os.environ,
             "BRIDGE_DATABASE_URL": database_url,
@@ -241,50 +99,102 @@ class Resources:
             "BRIDGE_KAFKA_GROUP_ID": self.group_id,
         }
         env.pop("BRIDGE_KAFKA_BOOTSTRAP", None)
+        env.update(extra)
+        return env
+
+    def _definitions(self) -> Path:
         # The order saga alone: the shipment follow-up example would start a second process
         # for every completed order and measure two things at once.
         definitions = self.workdir / "definitions"
         definitions.mkdir(exist_ok=True)
         shutil.copy(EXAMPLES / "order-saga.asl.yaml", definitions)
-        command = [
-            sys.executable,
-            "-m",
-            "bridge",
-            "dev",
-            "--kafka",
-            bootstrap,
-            "--port",
-            str(http_port),
-            "--database",
+        return definitions
+
+    def start_dev(
+        self, bootstrap: str, http_port: int, database_url: str, extra_env: dict[str, str]
+    ) -> None:
+        """``bridge dev --kafka ...``: workers and web endpoint in one process."""
+        command = ["dev", "--kafka", bootstrap, "--port", str(http_port)]
+        command += ["--database", database_url, "--definitions", str(self._definitions())]
+        env = self._env(database_url, extra_env)
+        self.bridges["bridge"] = BridgeProcess("bridge", command, env, self.workdir)
+
+    def start_production(
+        self,
+        bootstrap: str,
+        http_port: int,
+        database_url: str,
+        workers: int,
+        extra_env: dict[str, str],
+    ) -> None:
+        """``bridge db upgrade``, then ``workers`` ``bridge worker`` processes (one consumer
+        group) and one ``bridge web``, all on the same database and broker."""
+        env = self._env(
             database_url,
-            "--definitions",
-            str(definitions),
-        ]
-        self.bridge = subprocess.Popen(
-            command,
+            {
+                **PRODUCTION_ENV,
+                "BRIDGE_KAFKA_BOOTSTRAP": bootstrap,
+                "BRIDGE_DEFINITIONS_DIR": str(self._definitions()),
+                "BRIDGE_HTTP_PORT": str(http_port),  # approval links point at the web process
+                "BRIDGE_DATABASE_MIGRATE": "false",
+                **extra_env,
+            },
+        )
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "bridge", "db", "upgrade"],
             cwd=self.workdir,
             env=env,
-            stdout=self.bridge_out.open("wb"),
-            stderr=self.bridge_log.open("wb"),
-            preexec_fn=_die_with_parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if upgrade.returncode != 0:
+            raise RuntimeError(f"bridge db upgrade failed:\n{upgrade.stdout}{upgrade.stderr}")
+        for number in range(1, workers + 1):
+            name = f"worker-{number}"
+            self.bridges[name] = BridgeProcess(name, ["worker"], env, self.workdir)
+        self.bridges["web"] = BridgeProcess("web", ["web"], env, self.workdir)
+
+    @property
+    def bridge_log(self) -> Path:
+        """The log to look at first: that of the first process started."""
+        first = next(iter(self.bridges.values()), None)
+        return first.log if first is not None else self.workdir / "bridge.stderr.log"
+
+    def all_alive(self) -> bool:
+        return bool(self.bridges) and all(p.alive for p in self.bridges.values())
+
+    def tails(self, lines: int = 30) -> str:
+        return "\n".join(
+            f"--- {p.name} ({p.log}):\n{tail(p.log, lines)}{tail(p.out, lines)}"
+            for p in self.bridges.values()
         )
 
-    def stop_bridge(self) -> None:
-        if self.bridge is None:
-            return
-        if self.bridge.poll() is None:
-            self.bridge.send_signal(signal.SIGTERM)
-            try:
-                self.bridge.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.bridge.kill()
-                self.bridge.wait()
-        self.bridge_exit = self.bridge.returncode
-        self.bridge = None
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.bridges.items() if p.alive}
+
+    def peak_rss(self) -> dict[str, float | None]:
+        """Peak RSS (VmHWM) per bridge process so far, MiB."""
+        return {name: peak_rss_mib(p.pid) for name, p in self.bridges.items()}
+
+    def usage(self, *, postgres: bool) -> Usage:
+        return read_usage(self.pids(), self.broker_pid, postgres=postgres)
+
+    def stop_bridges(self) -> None:
+        """Workers first, the web process last; their exit codes kept."""
+        for name, process in list(self.bridges.items()):
+            self.exit_codes[name] = process.stop()
+
+    @property
+    def exit_code(self) -> int | None:
+        """The first non-zero exit code of a bridge process, else 0; None before they stop."""
+        if not self.exit_codes:
+            return None
+        return next((code for code in self.exit_codes.values() if code != 0), 0)
 
     def close(self) -> None:
         try:
-            self.stop_bridge()
+            self.stop_bridges()
         finally:
             try:
                 if self.broker is not None:
@@ -305,11 +215,6 @@ class Resources:
                 )
                 for db_file in self.workdir.glob("bench.db*"):
                     db_file.unlink(missing_ok=True)  # the logs stay, for reading afterwards
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 async def _server_engine() -> Any:
@@ -340,72 +245,87 @@ async def drop_database(name: str) -> None:
         await engine.dispose()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User plus system CPU time of ``pid`` so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def peak_rss_mib(pid: int) -> float | None:
-    """VmHWM of ``pid`` plus that of its live descendants, in MiB."""
-    total_kib = 0
-    seen = False
-    stack = [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    total_kib += int(line.split()[1])
-                    seen = True
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                stack.extend(int(child) for child in children)
-        except (OSError, ValueError):
-            continue
-    return round(total_kib / 1024, 1) if seen else None
-
-
 # --------------------------------------------------------------------- the run
 
 
-def percentile(sorted_values: list[float], share: float) -> float | None:
-    if not sorted_values:
-        return None
-    index = min(len(sorted_values) - 1, max(0, round(share * len(sorted_values) + 0.5) - 1))
-    return sorted_values[index]
-
-
-async def wait_healthy(base_url: str, res: Resources, timeout: float) -> None:
-    deadline = now() + timeout
+async def wait_ready(
+    args: argparse.Namespace, res: Resources, base_url: str, bootstrap: str
+) -> str:
+    """Until the web endpoint is healthy, every worker says it consumes and (production) the
+    consumer group is stable with all workers in it; what the group looked like."""
+    deadline = now() + args.startup_timeout
+    workers = [p for name, p in res.bridges.items() if name.startswith("worker-")]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while now() < deadline:
-            if res.bridge is None or res.bridge.poll() is not None:
-                raise RuntimeError(
-                    f"the bridge exited at start; see {res.bridge_log}:\n{tail(res.bridge_log)}"
-                )
-            try:
-                async with session.get(f"{base_url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
+            if not res.all_alive():
+                raise RuntimeError(f"a bridge process exited at start:\n{res.tails()}")
+            if all(w.said("bridge worker consuming") for w in workers) and await _healthy(
+                session, base_url
+            ):
+                break
             await asyncio.sleep(0.2)
-    raise RuntimeError(f"the bridge was not healthy within {timeout}s; see {res.bridge_log}")
+        else:
+            raise RuntimeError(
+                f"the bridge was not ready within {args.startup_timeout}s:\n{res.tails()}"
+            )
+    if not workers:
+        return "one process"
+    return await wait_group(bootstrap, res.group_id, len(workers), max(deadline - now(), 5.0))
 
 
-async def create_topics(bootstrap: str) -> None:
+async def _healthy(session: aiohttp.ClientSession, base_url: str) -> bool:
+    try:
+        async with session.get(f"{base_url}/healthz") as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def wait_group(bootstrap: str, group: str, members: int, timeout: float) -> str:
+    """Until the consumer group is Stable with ``members`` members that all have partitions
+    (as far as the broker tells through DescribeGroups); the last state seen."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    seen = "not described"
+    try:
+        deadline = now() + timeout
+        while now() < deadline:
+            try:
+                response = (await admin.describe_consumer_groups([group]))[0]
+                _error, _id, state, _type, _protocol, group_members = response.groups[0][:6]
+            except Exception as exc:  # a broker that does not describe groups
+                return f"not described ({type(exc).__name__})"
+            assigned = sum(1 for member in group_members if member[4])
+            seen = f"{state}, {len(group_members)} member(s)"
+            seen += f", {assigned} with partitions" if assigned else ""
+            # Tansu 0.6 describes no assignments: a stable group of all workers has to do.
+            if state == "Stable" and len(group_members) == members and assigned in (0, members):
+                return seen
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    print(f"the consumer group did not settle within {timeout:.0f}s: {seen}", file=sys.stderr)
+    return seen
+
+
+async def create_topics(bootstrap: str, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(topic, num_partitions=1, replication_factor=1) for topic in TOPICS]
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1) for topic in TOPICS]
         )
     finally:
         await admin.close()
+
+
+async def open_database(args: argparse.Namespace, res: Resources) -> str:
+    """A fresh database; its SQLAlchemy URL."""
+    if args.database == "postgres":
+        res.pg_database = f"bridge_bench_{uuid.uuid4().hex[:10]}"
+        await create_database(res.pg_database)
+        return f"{PG_SERVER}/{res.pg_database}"
+    return f"sqlite+aiosqlite:///{res.workdir / 'bench.db'}"
 
 
 def order_event(order_id: str, amount: float) -> bytes:
@@ -421,141 +341,212 @@ def order_event(order_id: str, amount: float) -> bytes:
     ).encode()
 
 
+def order_amount(big: bool) -> float:
+    if big:
+        return round(random.uniform(APPROVAL_THRESHOLD, 2000), 2)
+    return round(random.uniform(10, APPROVAL_THRESHOLD - 1), 2)
+
+
+async def watch_bridge(res: Resources, observed: Observed) -> None:
+    # Polled, not waited on, so that the subprocesses stay the Resources' to stop.
+    while res.all_alive():
+        await asyncio.sleep(0.2)
+    observed.bridge_exited_at = now()
+    observed.done_event.set()  # stop waiting: nothing more will complete
+
+
+async def warm_up(
+    args: argparse.Namespace, res: Resources, observed: Observed, producer: AIOKafkaProducer
+) -> float:
+    """One order end to end per partition, so that group joins are not part of the figures;
+    how long it took. The warm-up orders are then forgotten."""
+    warm = [f"warmup-{uuid.uuid4().hex[:8]}" for _ in range(args.partitions)]
+    observed.expected = set(warm)
+    t0 = now()
+    for partition, order_id in enumerate(warm):
+        await (
+            await producer.send(
+                EVENTS, order_event(order_id, 10.0), key=order_id.encode(), partition=partition
+            )
+        )
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(observed.done_event.wait(), args.startup_timeout)
+    if not observed.expected.issubset(observed.completed_at.keys()):
+        raise RuntimeError(
+            f"the warm-up orders did not complete within {args.startup_timeout}s "
+            f"(seen: {dict((k, len(v)) for k, v in observed.first_seen.items())}):\n"
+            f"{res.tails()}"
+        ) from None
+    warmup_s = now() - t0
+    for order_id in warm:
+        for kind in list(observed.first_seen):
+            observed.first_seen[kind].pop(order_id, None)
+        observed.per_order.pop(order_id, None)
+        observed.completions.pop(order_id, None)
+        observed.completed_at.pop(order_id, None)
+    observed.done_event.clear()
+    return warmup_s
+
+
+async def publish_closed(
+    args: argparse.Namespace,
+    observed: Observed,
+    producer: AIOKafkaProducer,
+    ids: list[str],
+    big: set[str],
+) -> bool:
+    """Flat out, or at most ``--concurrency`` in flight; True when sending stalled (no order
+    completed within ``--timeout`` while all slots were taken)."""
+    if args.concurrency:
+        observed.slots = asyncio.Semaphore(args.concurrency)
+    acks = []
+    stalled = False
+    for order_id in ids:
+        if observed.slots is not None:
+            try:
+                await asyncio.wait_for(observed.slots.acquire(), args.timeout)
+            except TimeoutError:
+                stalled = True
+                break
+        event = order_event(order_id, order_amount(order_id in big))
+        observed.sent_at[order_id] = now()
+        acks.append(await producer.send(EVENTS, event, key=order_id.encode()))
+    await asyncio.gather(*acks)
+    return stalled
+
+
+async def publish_open(
+    args: argparse.Namespace,
+    observed: Observed,
+    producer: AIOKafkaProducer,
+    ids: list[str],
+    big: set[str],
+) -> list[float]:
+    """Open loop: order i is due at start + i / ``--rate``, whatever completed. Its latency
+    counts from when it was due, so a bench that falls behind does not hide the queueing. How
+    late each send was (ms)."""
+    start = now()
+    behind = []
+    acks = []
+    for index, order_id in enumerate(ids):
+        due = start + index / args.rate
+        if due > now():
+            await asyncio.sleep(due - now())
+        event = order_event(order_id, order_amount(order_id in big))
+        observed.sent_at[order_id] = due
+        behind.append((now() - due) * 1000)
+        acks.append(await producer.send(EVENTS, event, key=order_id.encode()))
+    await asyncio.gather(*acks)
+    return sorted(behind)
+
+
+async def wait_completions(args: argparse.Namespace, observed: Observed, approve: Any) -> None:
+    """Until every order sent completed (at most ``--timeout``), then ``--settle`` longer, to
+    catch late duplicates."""
+    observed.expected = set(observed.sent_at)
+    if observed.expected.issubset(observed.completed_at.keys()):
+        observed.done_event.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(observed.done_event.wait(), args.timeout)
+    await asyncio.sleep(args.settle)
+    if approve.tasks:
+        await asyncio.wait(approve.tasks, timeout=10)
+
+
+@dataclass
+class Measured:
+    """What the bench reads outside the message flow, before the first send and at the end."""
+
+    rss_before: dict[str, float | None] = field(default_factory=dict)
+    rss_peak: dict[str, float | None] = field(default_factory=dict)
+    usage_before: Usage | None = None
+    usage_after: Usage | None = None
+    pg_before: pgstats.PgSnapshot | None = None
+    pg_after: pgstats.PgSnapshot | None = None
+    behind_ms: list[float] | None = None
+    stalled_send: bool = False
+    group: str = ""
+    warmup_s: float = 0.0
+    last_send: float = 0.0
+    alive_at_end: bool = False
+
+
 async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
     started_wall = datetime.now(UTC)
     bootstrap = res.start_broker()
-    await create_topics(bootstrap)
-    if args.database == "postgres":
-        res.pg_database = f"bridge_bench_{uuid.uuid4().hex[:10]}"
-        await create_database(res.pg_database)
-        database_url = f"{PG_SERVER}/{res.pg_database}"
-    else:
-        database_url = f"sqlite+aiosqlite:///{res.workdir / 'bench.db'}"
+    await create_topics(bootstrap, args.partitions)
+    database_url = await open_database(args, res)
+    postgres = args.database == "postgres"
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
-    res.start_bridge(bootstrap, http_port, database_url)
-    assert res.bridge is not None
-    bridge_pid = res.bridge.pid
-    print(f"broker {bootstrap}, bridge pid {bridge_pid} on {base_url}, database {database_url}")
-    print(f"bridge stderr: {res.bridge_log}")
-    await wait_healthy(base_url, res, timeout=60)
+    extra_env = dict(args.env)
+    if args.shape == "production":
+        extra_env.setdefault("BRIDGE_KAFKA_TOPIC_PARTITIONS", str(args.partitions))
+        res.start_production(bootstrap, http_port, database_url, args.workers, extra_env)
+    else:
+        res.start_dev(bootstrap, http_port, database_url, extra_env)
+    pids = ", ".join(f"{name} {pid}" for name, pid in res.pids().items())
+    print(f"broker {bootstrap}, bridge pids: {pids}, on {base_url}, database {database_url}")
+    print(f"bridge logs: {res.workdir}")
+    measured = Measured(group=await wait_ready(args, res, base_url, bootstrap))
 
     observed = Observed()
-    stop = asyncio.Event()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=2)
-    await producer.start()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    approve = approver(observed, session, args.approver_concurrency)
-    consumers = [
-        asyncio.create_task(
-            consume(
-                bootstrap,
-                (INVENTORY,),
-                service(observed, producer, "ReserveInventory", lambda v: {"reserved": True}),
-                stop,
-            )
-        ),
-        asyncio.create_task(
-            consume(
-                bootstrap,
-                (PAYMENTS,),
-                service(
-                    observed, producer, "ChargePayment", lambda v: {"charged": v.get("amount")}
-                ),
-                stop,
-            )
-        ),
-        asyncio.create_task(consume(bootstrap, (APPROVALS,), approve, stop)),
-        asyncio.create_task(consume(bootstrap, (DONE,), collector(observed), stop)),
-    ]
-
-    async def watch_bridge() -> None:
-        # Polled, not waited on, so that the subprocess stays the Resources' to stop.
-        while res.bridge is not None and res.bridge.poll() is None:
-            await asyncio.sleep(0.2)
-        observed.bridge_exited_at = now()
-        observed.done_event.set()  # stop waiting: nothing more will complete
-
-    watcher = asyncio.create_task(watch_bridge())
+    services = await Services.start(bootstrap, observed, args.approver_concurrency)
+    watcher = asyncio.create_task(watch_bridge(res, observed))
     try:
-        # Warm-up: one order end to end, so that group joins are not part of the figures.
-        warm = f"warmup-{uuid.uuid4().hex[:8]}"
-        observed.expected = {warm}
-        await (await producer.send(EVENTS, order_event(warm, 10.0), key=warm.encode()))
-        t0 = now()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(observed.done_event.wait(), args.startup_timeout)
-        if warm not in observed.completed_at:
-            raise RuntimeError(
-                f"the warm-up order did not complete within {args.startup_timeout}s "
-                f"(seen: {dict((k, len(v)) for k, v in observed.first_seen.items())}); "
-                f"see {res.bridge_log}:\n{tail(res.bridge_log)}"
-            ) from None
-        warmup_s = now() - t0
-        for kind in list(observed.first_seen):
-            observed.first_seen[kind].pop(warm, None)
-        observed.per_order.pop(warm, None)
-        observed.completions.pop(warm, None)
-        observed.completed_at.pop(warm, None)
-        observed.done_event.clear()
-
-        ids = [f"o-{i:06d}-{uuid.uuid4().hex[:6]}" for i in range(args.orders)]
-        big = set(random.sample(ids, round(args.orders * args.approval_share)))
+        measured.warmup_s = await warm_up(args, res, observed, services.producer)
+        count = round(args.rate * args.duration) if args.rate else args.orders
+        ids = [f"o-{i:06d}-{uuid.uuid4().hex[:6]}" for i in range(count)]
+        big = set(random.sample(ids, round(count * args.approval_share)))
         observed.expected = set(ids)
         observed.needs_approval = big
-        if args.concurrency:
-            observed.slots = asyncio.Semaphore(args.concurrency)
-        acks = []
-        stalled_send = False
-        rss_before = peak_rss_mib(bridge_pid)
-        cpu_before = cpu_seconds(bridge_pid)
-        own_cpu_before = time.process_time()
-        for order_id in ids:
-            if observed.slots is not None:
-                try:
-                    await asyncio.wait_for(observed.slots.acquire(), args.timeout)
-                except TimeoutError:
-                    stalled_send = True
-                    break
-            amount = (
-                round(random.uniform(APPROVAL_THRESHOLD, 2000), 2)
-                if order_id in big
-                else round(random.uniform(10, APPROVAL_THRESHOLD - 1), 2)
+        measured.rss_before = res.peak_rss()
+        if postgres:
+            measured.pg_before = await pgstats.snapshot(database_url)
+        measured.usage_before = res.usage(postgres=postgres)
+        if args.rate:
+            measured.behind_ms = await publish_open(args, observed, services.producer, ids, big)
+        else:
+            measured.stalled_send = await publish_closed(
+                args, observed, services.producer, ids, big
             )
-            observed.sent_at[order_id] = now()
-            acks.append(
-                await producer.send(EVENTS, order_event(order_id, amount), key=order_id.encode())
-            )
-        await asyncio.gather(*acks)
-        last_send = now()
-        sent = len(observed.sent_at)
-        observed.expected = set(observed.sent_at)
-        if observed.expected.issubset(observed.completed_at.keys()):
-            observed.done_event.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(observed.done_event.wait(), args.timeout)
-        # A little longer, to catch late duplicates.
-        await asyncio.sleep(args.settle)
-        if approve.tasks:
-            await asyncio.wait(approve.tasks, timeout=10)
+        measured.last_send = now()
+        await wait_completions(args, observed, services.approve)
+        measured.usage_after = res.usage(postgres=postgres)
+        measured.rss_peak = res.peak_rss()
+        measured.alive_at_end = res.all_alive()
         lost = sorted(observed.expected - observed.completed_at.keys())
         diagnosis = await diagnose(base_url, observed, lost) if lost else None
-        rss_peak = peak_rss_mib(bridge_pid)
-        cpu_after = cpu_seconds(bridge_pid)
-        own_cpu = time.process_time() - own_cpu_before
-        bridge_alive = res.bridge is not None and res.bridge.poll() is None
     finally:
-        stop.set()
         watcher.cancel()
-        await asyncio.gather(*consumers, watcher, return_exceptions=True)
-        await session.close()
-        await producer.stop()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await services.close()
+    # The bridge's database backends flush their statistics when they end.
+    res.stop_bridges()
+    if measured.pg_before is not None:
+        await asyncio.sleep(0.5)
+        measured.pg_after = await pgstats.snapshot(database_url)
+    result = figures(args, res, observed, measured, big, lost)
+    result["date"] = started_wall.isoformat(timespec="seconds")
+    if diagnosis is not None:
+        result["lost_diagnosis"] = diagnosis
+    return result
 
+
+def figures(
+    args: argparse.Namespace,
+    res: Resources,
+    observed: Observed,
+    measured: Measured,
+    big: set[str],
+    lost: list[str],
+) -> dict[str, Any]:
+    """The figures of a run, as printed and as the JSON line."""
     completed_ids = [o for o in observed.sent_at if o in observed.completed_at]
     latencies = sorted(
         (observed.completed_at[o] - observed.sent_at[o]) * 1000 for o in completed_ids
     )
-    first_send = min(observed.sent_at.values()) if observed.sent_at else last_send
+    first_send = min(observed.sent_at.values(), default=measured.last_send)
     last_done = max((observed.completed_at[o] for o in completed_ids), default=first_send)
     window = last_done - first_send
     expected_kinds = {"ReserveInventory": 1, "ChargePayment": 1, "approval": 1, "completed": 1}
@@ -569,24 +560,41 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
     unexpected_approvals = sum(
         1 for o in observed.sent_at if o not in big and observed.per_order[o]["approval"]
     )
-    stages = stage_latencies(observed, big)
+    cpu = (
+        cpu_split(measured.usage_before, measured.usage_after)
+        if measured.usage_before is not None and measured.usage_after is not None
+        else {}
+    )
     result: dict[str, Any] = {
-        "date": started_wall.isoformat(timespec="seconds"),
+        "date": None,
         "database": args.database,
-        "orders_sent": sent,
+        "shape": args.shape,
+        "workers": args.workers if args.shape == "production" else None,
+        "partitions": args.partitions,
+        "consumer_group": measured.group,
+        "orders_sent": len(observed.sent_at),
         "needing_approval": len(big & observed.sent_at.keys()),
         "concurrency": args.concurrency or None,
+        "rate_per_s": args.rate or None,
+        "duration_s": args.duration if args.rate else None,
+        "send_behind_schedule_ms": None
+        if measured.behind_ms is None
+        else {
+            "p50": rounded(percentile(measured.behind_ms, 0.50)),
+            "p99": rounded(percentile(measured.behind_ms, 0.99)),
+            "max": rounded(max(measured.behind_ms, default=None)),
+        },
         "completed": len(completed_ids),
         "completed_per_s": round(len(completed_ids) / window, 1) if window > 0 else None,
         "window_s": round(window, 2),
-        "send_s": round(last_send - first_send, 2),
+        "send_s": round(measured.last_send - first_send, 2),
         "latency_ms": {
-            "p50": _round(percentile(latencies, 0.50)),
-            "p95": _round(percentile(latencies, 0.95)),
-            "p99": _round(percentile(latencies, 0.99)),
-            "max": _round(latencies[-1] if latencies else None),
+            "p50": rounded(percentile(latencies, 0.50)),
+            "p95": rounded(percentile(latencies, 0.95)),
+            "p99": rounded(percentile(latencies, 0.99)),
+            "max": rounded(latencies[-1] if latencies else None),
         },
-        "stage_p50_ms": stages,
+        "stage_p50_ms": stage_latencies(observed, big),
         "lost": len(lost),
         "timeout_s": args.timeout,
         "duplicated_completions": sum(1 for o in observed.sent_at if observed.completions[o] > 1),
@@ -597,184 +605,30 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         "approvals_posted": observed.approvals_posted,
         "approval_failures": dict(observed.approval_failures),
         "stray_records": dict(observed.stray),
-        "bridge_peak_rss_mib": rss_peak,
-        "bridge_rss_after_warmup_mib": rss_before,
-        "bridge_cpu_s": round(cpu_after - cpu_before, 1)
-        if cpu_after is not None and cpu_before is not None
+        "bridge_peak_rss_mib": summed(measured.rss_peak.values()),
+        "bridge_rss_after_warmup_mib": summed(measured.rss_before.values()),
+        "bridge_peak_rss_mib_by_process": measured.rss_peak,
+        "bridge_cpu_s": rounded(cpu.get("bridge")),
+        "bench_cpu_s": rounded(cpu.get("bench")),
+        "cpu_s": cpu,
+        "cpu_ms_per_order": per_order_ms(cpu, len(completed_ids)),
+        "postgres": pgstats.per_order(measured.pg_before, measured.pg_after, len(completed_ids))
+        if measured.pg_before is not None and measured.pg_after is not None
         else None,
-        "bench_cpu_s": round(own_cpu, 1),
-        "warmup_s": round(warmup_s, 2),
-        "stalled_send": stalled_send,
-        "bridge_alive_at_end": bridge_alive,
+        "warmup_s": round(measured.warmup_s, 2),
+        "stalled_send": measured.stalled_send,
+        "bridge_alive_at_end": measured.alive_at_end,
         "bridge_exited_s_after_first_send": None
         if observed.bridge_exited_at is None
         else round(observed.bridge_exited_at - first_send, 2),
         "bridge_log": str(res.bridge_log),
+        "bridge_logs": {name: str(p.log) for name, p in res.bridges.items()},
     }
-    if diagnosis is not None:
-        result["lost_diagnosis"] = diagnosis
     return result
 
 
-def stage_latencies(observed: Observed, big: set[str]) -> dict[str, float | None]:
-    """Median time of each hop, from when the bench saw one message to when it saw the next."""
-    seen = observed.first_seen
-    hops = {
-        "event->ReserveInventory": (observed.sent_at, seen["ReserveInventory"], None),
-        "ReserveInventory->ChargePayment": (seen["ReserveInventory"], seen["ChargePayment"], None),
-        "ChargePayment->completed": (seen["ChargePayment"], observed.completed_at, False),
-        "ChargePayment->approval": (seen["ChargePayment"], seen["approval"], True),
-        "approval->completed": (seen["approval"], observed.completed_at, True),
-    }
-    medians: dict[str, float | None] = {}
-    for name, (start, end, approval) in hops.items():
-        values = sorted(
-            (end[o] - start[o]) * 1000
-            for o in observed.sent_at
-            if o in start and o in end and (approval is None or (o in big) == approval)
-        )
-        medians[name] = _round(percentile(values, 0.5))
-    return medians
-
-
-async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[str, Any]:
-    """Where the lost orders stand: which messages the services saw, the bridge's view."""
-    steps: Counter[str] = Counter()
-    for order_id in lost:
-        kinds = observed.per_order.get(order_id, {})
-        seen = [k for k in ("ReserveInventory", "ChargePayment", "approval") if kinds.get(k)]
-        steps["saw " + ("+".join(seen) if seen else "nothing")] += 1
-    states: Counter[str] = Counter()
-    samples: list[dict[str, Any]] = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        for order_id in lost[:200]:
-            try:
-                async with session.get(
-                    f"{base_url}/processes", params={"correlationKey": order_id}
-                ) as r:
-                    items = (await r.json()).get("items", []) if r.status == 200 else None
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                states[f"query failed: {type(exc).__name__}"] += 1
-                continue
-            if items is None:
-                states["query failed"] += 1
-            elif not items:
-                states["no process"] += 1
-            else:
-                p = items[0]
-                states[f"{p['status']} at {p['currentState'] or p['lastState']}"] += 1
-                if len(samples) < 3:
-                    samples.append(
-                        {
-                            "orderId": order_id,
-                            "process": p["id"],
-                            "status": p["status"],
-                            "state": p["currentState"] or p["lastState"],
-                            "error": p["error"],
-                        }
-                    )
-    return {
-        "services_saw": dict(steps),
-        "bridge_says": dict(states),
-        "samples": samples,
-        "first_lost": lost[:5],
-    }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 1)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def report(r: dict[str, Any]) -> None:
-    lat = r["latency_ms"]
-    pace = f"at most {r['concurrency']} in flight" if r["concurrency"] else "flat out"
-    lines = [
-        "",
-        f"order saga bench, {r['database']}, {r['date']}",
-        f"  orders sent          {r['orders_sent']} ({r['needing_approval']} need approval), "
-        f"{pace}, sent in {r['send_s']} s",
-        f"  completed            {r['completed']}",
-        f"  completed orders/s   {r['completed_per_s']} "
-        f"(over {r['window_s']} s, first send to last completion)",
-        f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
-        f"max {lat['max']}",
-        f"  median per hop ms    {r['stage_p50_ms']}",
-        f"  lost orders          {r['lost']} "
-        f"(not completed {r['timeout_s']} s after the last send)",
-        f"  duplicated completions         {r['duplicated_completions']}",
-        f"  redeliveries (same ce_id)      {r['redelivered_messages_same_ce_id']}",
-        f"  extra distinct msgs per order  {r['extra_distinct_messages_per_order']}, "
-        f"approvals for small orders {r['unexpected_approvals']}",
-    ]
-    if r["approval_failures"] or r["stray_records"]:
-        lines.append(
-            f"  approval failures {r['approval_failures']}, stray records {r['stray_records']}"
-        )
-    lines += [
-        f"  bridge peak RSS      {r['bridge_peak_rss_mib']} MiB "
-        f"(after warm-up {r['bridge_rss_after_warmup_mib']} MiB)",
-        f"  CPU seconds          bridge {r['bridge_cpu_s']}, bench {r['bench_cpu_s']}",
-    ]
-    if "lost_diagnosis" in r:
-        lines.append(f"  LOST: {json.dumps(r['lost_diagnosis'])}")
-    if not r["bridge_alive_at_end"]:
-        lines.append(
-            f"  THE BRIDGE EXITED {r['bridge_exited_s_after_first_send']} s after the first send "
-            f"with code {r.get('bridge_exit_code')} (0 and 'stopping...' on its stderr: it got "
-            "SIGTERM/SIGINT)"
-        )
-    lines.append(f"  bridge stderr        {r['bridge_log']}")
-    print("\n".join(lines))
-    print(json.dumps(r, separators=(",", ":")))
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=2000)
-    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
-    parser.add_argument(
-        "--approval-share",
-        type=float,
-        default=0.1,
-        help="share of orders with amount >= 900, which need an approval",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=0,
-        help="at most this many orders in flight (default 0: publish flat out)",
-    )
-    parser.add_argument(
-        "--approver-concurrency",
-        type=int,
-        default=16,
-        help="parallel approval POSTs of the approver bot",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=60.0,
-        help="seconds after the last send before a missing completion counts as lost",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=2.0,
-        help="seconds to keep listening after the last completion, for duplicates",
-    )
-    parser.add_argument("--startup-timeout", type=float, default=60.0)
-    parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")
-    parser.add_argument("--seed", type=int, default=None)
-    args = parser.parse_args()
-    if not 0 <= args.approval_share <= 1 or args.orders < 1:
-        parser.error("--orders >= 1 and 0 <= --approval-share <= 1")
+    args = parse_args()
     if args.seed is not None:
         random.seed(args.seed)
 
@@ -802,13 +656,107 @@ def main() -> int:
         res.close()
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if result is not None:
-        result["bridge_exit_code"] = res.bridge_exit
+        result["bridge_exit_code"] = res.exit_code
+        result["bridge_exit_codes"] = res.exit_codes
         report(result)
-        if res.bridge_exit not in (0, None):
-            print(f"the bridge exited with {res.bridge_exit}; stderr tail:\n{tail(res.bridge_log)}")
+        if res.exit_code not in (0, None):
+            print(f"a bridge process exited with {res.exit_codes}; log tails:\n{res.tails()}")
     elif code:
-        print(f"bridge stderr ({res.bridge_log}) tail:\n{tail(res.bridge_log)}", file=sys.stderr)
+        print(f"bridge log tails:\n{res.tails()}", file=sys.stderr)
     return code
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000)
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--shape",
+        choices=("dev", "production"),
+        default="dev",
+        help="dev: one `bridge dev` process; production: `bridge worker` x --workers and one "
+        "`bridge web`, separate processes",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="bridge worker processes (production shape)"
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of every topic (default: the number of workers, 1 in the dev shape)",
+    )
+    parser.add_argument(
+        "--approval-share",
+        type=float,
+        default=0.1,
+        help="share of orders with amount >= 900, which need an approval",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="at most this many orders in flight (default 0: publish flat out)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: publish this many orders per second on a fixed schedule, whatever "
+        "completes (with --duration; --orders is then rate x duration)",
+    )
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds of --rate")
+    parser.add_argument(
+        "--approver-concurrency",
+        type=int,
+        default=16,
+        help="parallel approval POSTs of the approver bot",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        help="seconds after the last send before a missing completion counts as lost",
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=2.0,
+        help="seconds to keep listening after the last completion, for duplicates",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=_env_pair,
+        metavar="NAME=VALUE",
+        help="a setting for the bridge processes (repeatable), e.g. BRIDGE_RELAY_POLL_MS=20",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=60.0)
+    parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args()
+    if not 0 <= args.approval_share <= 1 or args.orders < 1:
+        parser.error("--orders >= 1 and 0 <= --approval-share <= 1")
+    if args.workers < 1 or (args.workers > 1 and args.shape != "production"):
+        parser.error("--workers N (N >= 1) needs --shape production")
+    open_loop = args.rate > 0 or args.duration > 0
+    if open_loop and (args.rate <= 0 or round(args.rate * args.duration) < 1):
+        parser.error("--rate R and --duration S go together (R, S > 0, at least one order)")
+    if args.rate and args.concurrency:
+        parser.error("--rate (open loop) and --concurrency (closed loop) exclude each other")
+    if args.partitions is None:
+        args.partitions = args.workers if args.shape == "production" else 1
+    if args.partitions < 1:
+        parser.error("--partitions >= 1")
+    return args
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    return name, value
 
 
 if __name__ == "__main__":
