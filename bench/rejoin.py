@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import json
 import os
 import signal
@@ -39,6 +38,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from processes import BridgeProcess, tail
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -46,11 +46,6 @@ from bridge.broker import EmbeddedBroker, free_port
 
 PG_SERVER = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 EVENT_TYPE = "Ping"
-
-
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 async def _postgres(statement: str) -> None:
@@ -62,44 +57,33 @@ async def _postgres(statement: str) -> None:
         await server.dispose()
 
 
-class Worker:
-    """``python -m bridge worker`` with its output in a file."""
+class Worker(BridgeProcess):
+    """``python -m bridge worker`` (see ``processes.BridgeProcess``), killed without a word."""
 
     def __init__(self, name: str, env: dict[str, str], folder: Path) -> None:
-        self.name = name
-        self.log_path = folder / f"{name}.log"
-        self._log = self.log_path.open("wb")
         self.started = time.time()
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "worker"],
-            env=env,
-            cwd=folder,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
+        super().__init__(name, ["worker"], env, folder)
         self.consuming_at: float | None = None
 
     def text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return "\n".join(tail(path, 10**6) for path in (self.out, self.log))
 
     async def ready(self, timeout: float = 60.0) -> float:
         """Seconds from the start until the worker says it consumes."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "bridge worker consuming" in self.text():
+            if self.said("bridge worker consuming"):
                 self.consuming_at = self.consuming_at or time.time()
                 return self.consuming_at - self.started
-            if self.popen.poll() is not None:
+            if not self.alive:
                 raise RuntimeError(f"{self.name} exited:\n{self.text()[-3000:]}")
             await asyncio.sleep(0.02)
         raise RuntimeError(f"{self.name} not ready in {timeout}s:\n{self.text()[-3000:]}")
 
     def kill(self) -> None:
-        if self.popen.poll() is None:
+        if self.alive:
             self.popen.send_signal(signal.SIGKILL)
         self.popen.wait()
-        self._log.close()
 
 
 @dataclass
