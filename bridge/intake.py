@@ -5,8 +5,9 @@ Every entry point builds one of these inputs; ``Engine.apply`` answers each with
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -170,16 +171,40 @@ class Outcome:
 
 
 class SystemEntropy:
-    """Randomness for the interpreter: ids, unguessable tokens, intrinsic functions."""
+    """Randomness for the interpreter: ids, unguessable tokens, intrinsic functions.
+
+    Every byte comes from the operating system's CSPRNG, read a few kilobytes at a time: one
+    ``os.urandom`` call per id costs more than the rest of making it, and a step makes several.
+    """
+
+    _POOL_BYTES = 4096
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+        self._pid = os.getpid()
+
+    def _random_bytes(self, n: int) -> bytes:
+        # A forked child must not hand out the bytes its parent already used.
+        if self._at + n > len(self._pool) or self._pid != os.getpid():
+            self._pool, self._at, self._pid = os.urandom(self._POOL_BYTES), 0, os.getpid()
+        chunk = self._pool[self._at : self._at + n]
+        self._at += n
+        return chunk
 
     def new_id(self) -> str:
-        return str(uuid.uuid4())
+        return self.uuid4()
 
     def new_token(self) -> str:
-        return secrets.token_urlsafe(32)
+        return base64.urlsafe_b64encode(self._random_bytes(32)).rstrip(b"=").decode("ascii")
 
     def random_int(self, low: int, high: int) -> int:
         return low + secrets.randbelow(max(high - low, 1))
 
     def uuid4(self) -> str:
-        return str(uuid.uuid4())
+        """A random (version 4, RFC 9562) UUID in its canonical text form."""
+        raw = bytearray(self._random_bytes(16))
+        raw[6] = (raw[6] & 0x0F) | 0x40
+        raw[8] = (raw[8] & 0x3F) | 0x80
+        text = raw.hex()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -1,4 +1,4 @@
-"""JSONPath for ASL: reading Paths, writing ResultPath, and building payload templates.
+"""JSONPath for ASL: reading Paths and writing ResultPath (payload templates: bridge.asl.templates).
 
 Role in the flow: every state's input/output processing (InputPath, Parameters, ResultSelector,
 ResultPath, OutputPath, ItemsPath, Choice Variables) goes through this module. It is pure: no
@@ -24,7 +24,6 @@ arguments, and results may share unchanged sub-structures with the inputs.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,23 +31,19 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from jsonpath_ng.ext.parser import parse as _jsonpath_ng_parse
 
-from bridge.asl.errors import PARAMETER_PATH_FAILURE, RESULT_PATH_MATCH_FAILURE, StatesError
+from bridge.asl.errors import RESULT_PATH_MATCH_FAILURE, StatesError
 
 if TYPE_CHECKING:
     from jsonpath_ng import JSONPath
 
-    from bridge.asl.intrinsics import IntrinsicContext
-
 __all__ = [
     "JSON",
     "PathNotFound",
-    "apply_template",
     "is_definite",
     "put_result",
     "read_path",
     "validate_path",
     "validate_reference_path",
-    "validate_template",
 ]
 
 JSON: TypeAlias = Any
@@ -57,8 +52,6 @@ JSON: TypeAlias = Any
 #: A definite path as steps: a ``str`` is an object field, an ``int`` an array index.
 Segments: TypeAlias = tuple[str | int, ...]
 
-#: Causes quote the input; cap it so that one failure cannot blow up the history row.
-_MAX_QUOTED_INPUT: Final = 2_000
 
 # Characters that end or cannot appear in a dot-notation field name (Jayway reads a dot name up
 # to the next '.' or '['; the others would make the path ambiguous or are operators).
@@ -457,103 +450,3 @@ def put_result(data: JSON, result_path: str | None, result: JSON) -> JSON:
     segments = _compile(result_path).segments
     assert segments is not None  # validate_reference_path checked definiteness
     return _put(data, segments, 0, result, result_path)
-
-
-# --------------------------------------------------------------------------------------------
-# Public API: payload templates
-
-
-def _quoted_json(value: JSON) -> str:
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    if len(text) > _MAX_QUOTED_INPUT:
-        return text[:_MAX_QUOTED_INPUT] + "..."
-    return text
-
-
-def _not_found(path: str, field: str, data: JSON, context: JSON) -> StatesError:
-    if path.startswith("$$"):
-        where, value = "context object", context
-    else:
-        where, value = "input", data
-    return StatesError(
-        PARAMETER_PATH_FAILURE,
-        f"The JSONPath '{path}' specified for the field '{field}' could not be found in the "
-        f"{where} '{_quoted_json(value)}'",
-    )
-
-
-def apply_template(
-    template: JSON, data: JSON, context: JSON, *, intrinsics: IntrinsicContext
-) -> JSON:
-    """Build a payload from an ASL template (Parameters, ResultSelector, ItemSelector).
-
-    The template is copied recursively; a field whose name ends in ``.$`` holds a Path
-    (``$...``/``$$...``) or an intrinsic function call, and its value in the output (under the
-    name without ``.$``) is what that evaluates to. A definite path that matches nothing raises
-    ``StatesError(States.ParameterPathFailure)``; intrinsic failures raise
-    ``StatesError(States.IntrinsicFailure)``. ``intrinsics`` supplies the randomness
-    (States.UUID, States.MathRandom).
-    """
-    # Imported here because intrinsics reads its path arguments with read_path: importing it
-    # at module level would make the two modules import each other.
-    from bridge.asl import intrinsics as intrinsic_functions
-
-    def build(node: JSON) -> JSON:
-        if isinstance(node, dict):
-            out: dict[str, JSON] = {}
-            for key, value in node.items():
-                if key.endswith(".$"):
-                    out[key[:-2]] = dynamic(key, value)
-                else:
-                    out[key] = build(value)
-            return out
-        if isinstance(node, list):
-            return [build(item) for item in node]
-        return node
-
-    def dynamic(key: str, expression: JSON) -> JSON:
-        if not isinstance(expression, str):
-            raise ValueError(f"the value of field '{key}' must be a string")
-        try:
-            if intrinsic_functions.is_intrinsic(expression):
-                return intrinsic_functions.evaluate(expression, data, context, intrinsics)
-            return read_path(expression, data, context)
-        except PathNotFound as exc:
-            raise _not_found(exc.path, key, data, context) from None
-
-    return build(template)
-
-
-def validate_template(template: JSON, where: str) -> list[str]:
-    """Problems in a payload template, each naming ``where`` and the field; empty if fine."""
-    from bridge.asl import intrinsics as intrinsic_functions
-
-    problems: list[str] = []
-
-    def check(node: JSON, at: str) -> None:
-        if isinstance(node, dict):
-            seen: set[str] = set()
-            for key, value in node.items():
-                field = f"{at}.{key}"
-                name = key[:-2] if key.endswith(".$") else key
-                if name in seen:
-                    problems.append(f"{field}: field '{name}' is given twice")
-                seen.add(name)
-                if not key.endswith(".$"):
-                    check(value, field)
-                elif not isinstance(value, str):
-                    problems.append(f"{field}: must be a string (a path or intrinsic function)")
-                elif intrinsic_functions.is_intrinsic(value):
-                    problem = intrinsic_functions.validate(value)
-                    if problem is not None:
-                        problems.append(f"{field}: {problem}")
-                else:
-                    problem = validate_path(value)
-                    if problem is not None:
-                        problems.append(f"{field}: {problem}")
-        elif isinstance(node, list):
-            for index, item in enumerate(node):
-                check(item, f"{at}[{index}]")
-
-    check(template, where)
-    return problems

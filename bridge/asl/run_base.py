@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bridge.asl import errors, intrinsics, jsonata, paths
+from bridge.asl import errors, intrinsics, jsonata, paths, templates
 from bridge.asl.dataflow import iso, parse_timestamp, read_or_runtime, unstorable
 from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
 from bridge.asl.errors import Failure, StatesError
@@ -316,7 +316,7 @@ class RunBase(ABC):
         return Failure(error or "", cause or "")
 
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
-        return paths.apply_template(template, data, context, intrinsics=self.entropy)
+        return templates.apply_template(template, data, context, intrinsics=self.entropy)
 
 
 def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:

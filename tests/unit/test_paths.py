@@ -9,7 +9,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bridge.asl import errors, paths
+from bridge.asl import errors, paths, templates
 from bridge.asl.errors import StatesError
 from bridge.asl.paths import PathNotFound
 
@@ -359,7 +359,7 @@ def test_template_doc_example() -> None:
             "StaticValue": "foo",
         },
     }
-    assert paths.apply_template(template, PRODUCT_INPUT, {}, intrinsics=RNG) == {
+    assert templates.apply_template(template, PRODUCT_INPUT, {}, intrinsics=RNG) == {
         "comment": "Selecting what I care about.",
         "MyDetails": {"size": "small", "exists": "in stock", "StaticValue": "foo"},
     }
@@ -367,7 +367,7 @@ def test_template_doc_example() -> None:
 
 def test_template_context_paths() -> None:
     template = {"execution.$": "$$.Execution.Id", "whole.$": "$$", "input.$": "$"}
-    assert paths.apply_template(template, {"x": 1}, CONTEXT, intrinsics=RNG) == {
+    assert templates.apply_template(template, {"x": 1}, CONTEXT, intrinsics=RNG) == {
         "execution": "arn:exec:1",
         "whole": CONTEXT,
         "input": {"x": 1},
@@ -381,7 +381,7 @@ def test_template_intrinsics_and_lists() -> None:
         "list.$": "$.items[*].price",
     }
     data = {"who": "Ada", "items": [{"price": 1}, {"price": 2}]}
-    assert paths.apply_template(template, data, {}, intrinsics=RNG) == {
+    assert templates.apply_template(template, data, {}, intrinsics=RNG) == {
         "greeting": "Hello, Ada!",
         "ids": [{"id": RNG.uuid4()}, "literal", 3, None],
         "list": [1, 2],
@@ -390,12 +390,12 @@ def test_template_intrinsics_and_lists() -> None:
 
 def test_template_plain_strings_that_look_like_paths_are_literal() -> None:
     template = {"a": "$.x", "b": "States.UUID()"}
-    assert paths.apply_template(template, {"x": 1}, {}, intrinsics=RNG) == template
+    assert templates.apply_template(template, {"x": 1}, {}, intrinsics=RNG) == template
 
 
 def test_template_missing_path_is_parameter_path_failure() -> None:
     with pytest.raises(StatesError) as info:
-        paths.apply_template({"x.$": "$.x"}, {"y": 1}, {}, intrinsics=RNG)
+        templates.apply_template({"x.$": "$.x"}, {"y": 1}, {}, intrinsics=RNG)
     assert info.value.error == errors.PARAMETER_PATH_FAILURE
     assert info.value.cause == (
         "The JSONPath '$.x' specified for the field 'x.$' could not be found in the input "
@@ -405,7 +405,7 @@ def test_template_missing_path_is_parameter_path_failure() -> None:
 
 def test_template_missing_context_path_names_the_context_object() -> None:
     with pytest.raises(StatesError) as info:
-        paths.apply_template({"t.$": "$$.Task.Token"}, {}, CONTEXT, intrinsics=RNG)
+        templates.apply_template({"t.$": "$$.Task.Token"}, {}, CONTEXT, intrinsics=RNG)
     assert info.value.error == errors.PARAMETER_PATH_FAILURE
     assert "'$$.Task.Token'" in info.value.cause
     assert "context object" in info.value.cause
@@ -413,25 +413,27 @@ def test_template_missing_context_path_names_the_context_object() -> None:
 
 def test_template_missing_path_inside_intrinsic_names_the_field() -> None:
     with pytest.raises(StatesError) as info:
-        paths.apply_template({"g.$": "States.Format('{}', $.nope)"}, {}, {}, intrinsics=RNG)
+        templates.apply_template({"g.$": "States.Format('{}', $.nope)"}, {}, {}, intrinsics=RNG)
     assert info.value.error == errors.PARAMETER_PATH_FAILURE
     assert "'$.nope'" in info.value.cause and "'g.$'" in info.value.cause
 
 
 def test_template_intrinsic_failure_passes_through() -> None:
     with pytest.raises(StatesError) as info:
-        paths.apply_template({"x.$": "States.ArrayLength($.s)"}, {"s": "no"}, {}, intrinsics=RNG)
+        templates.apply_template(
+            {"x.$": "States.ArrayLength($.s)"}, {"s": "no"}, {}, intrinsics=RNG
+        )
     assert info.value.error == errors.INTRINSIC_FAILURE
 
 
 def test_template_dynamic_value_must_be_string() -> None:
     with pytest.raises(ValueError):
-        paths.apply_template({"x.$": 5}, {}, {}, intrinsics=RNG)
+        templates.apply_template({"x.$": 5}, {}, {}, intrinsics=RNG)
 
 
 def test_template_output_does_not_alias_template() -> None:
     template = {"a": {"b": [1, 2]}}
-    out = paths.apply_template(template, {}, {}, intrinsics=RNG)
+    out = templates.apply_template(template, {}, {}, intrinsics=RNG)
     assert out == template
     assert out["a"] is not template["a"] and out["a"]["b"] is not template["a"]["b"]
 
@@ -439,7 +441,7 @@ def test_template_output_does_not_alias_template() -> None:
 def test_template_truncates_huge_inputs_in_causes() -> None:
     data = {"big": "x" * 10_000}
     with pytest.raises(StatesError) as info:
-        paths.apply_template({"x.$": "$.x"}, data, {}, intrinsics=RNG)
+        templates.apply_template({"x.$": "$.x"}, data, {}, intrinsics=RNG)
     assert len(info.value.cause) < 2_300
     assert info.value.cause.endswith("...'")
 
@@ -454,13 +456,13 @@ def test_validate_template() -> None:
         "dup": 1,
         "dup.$": "$.x",
     }
-    problems = paths.validate_template(template, "States.S.Parameters")
+    problems = templates.validate_template(template, "States.S.Parameters")
     assert any(p.startswith("States.S.Parameters.nested[0].bad.$:") for p in problems)
     assert any(p.startswith("States.S.Parameters.num.$:") for p in problems)
     assert any(p.startswith("States.S.Parameters.arity.$:") for p in problems)
     assert any(p.startswith("States.S.Parameters.dup.$:") for p in problems)
     assert len(problems) == 4
-    assert paths.validate_template({"a.$": "$.a", "b": {"c.$": "$$"}}, "X") == []
+    assert templates.validate_template({"a.$": "$.a", "b": {"c.$": "$$"}}, "X") == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -532,7 +534,7 @@ def test_template_without_dynamic_fields_is_copied_unchanged(template: Any) -> N
         return False
 
     assume(not has_dynamic(template))
-    assert paths.apply_template(template, {"x": 1}, {}, intrinsics=RNG) == template
+    assert templates.apply_template(template, {"x": 1}, {}, intrinsics=RNG) == template
 
 
 @given(items=st.lists(st.integers(), max_size=10))
@@ -553,4 +555,6 @@ def test_workflow_variables_are_read_as_dollar_name_paths() -> None:
     assert paths.validate_path("$order['items']") is None
     with pytest.raises(paths.PathNotFound):
         paths.read_path("$missing", {}, context)
-    assert paths.apply_template({"s.$": "$n"}, {}, context, intrinsics=FixedRandom()) == {"s": 3}
+    assert templates.apply_template({"s.$": "$n"}, {}, context, intrinsics=FixedRandom()) == {
+        "s": 3
+    }
