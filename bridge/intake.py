@@ -170,6 +170,18 @@ class Outcome:
         return self.status in ("applied", "duplicate", "ignored")
 
 
+#: Counts the forks this process came out of: a pool filled before the last one is stale.
+_forks_seen = 0
+
+
+def _forked() -> None:
+    global _forks_seen
+    _forks_seen += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class SystemEntropy:
     """Randomness for the interpreter: ids, unguessable tokens, intrinsic functions.
 
@@ -182,12 +194,12 @@ class SystemEntropy:
     def __init__(self) -> None:
         self._pool = b""
         self._at = 0
-        self._pid = os.getpid()
+        self._forks = _forks_seen
 
     def _random_bytes(self, n: int) -> bytes:
         # A forked child must not hand out the bytes its parent already used.
-        if self._at + n > len(self._pool) or self._pid != os.getpid():
-            self._pool, self._at, self._pid = os.urandom(self._POOL_BYTES), 0, os.getpid()
+        if self._at + n > len(self._pool) or self._forks != _forks_seen:
+            self._pool, self._at, self._forks = os.urandom(self._POOL_BYTES), 0, _forks_seen
         chunk = self._pool[self._at : self._at + n]
         self._at += n
         return chunk

@@ -6,8 +6,6 @@ import base64
 import os
 import uuid
 
-import pytest
-
 from bridge.intake import SystemEntropy
 
 
@@ -30,14 +28,20 @@ def test_tokens_carry_256_random_bits_url_safe() -> None:
         assert "=" not in token and "+" not in token and "/" not in token
 
 
-def test_a_forked_child_draws_fresh_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
-    parent = SystemEntropy()
-    parent.new_id()  # the pool is filled
-    child = SystemEntropy()
-    child.__dict__.update(parent.__dict__)  # what fork leaves the child with
-    real_pid = os.getpid()
-    monkeypatch.setattr(os, "getpid", lambda: real_pid + 1)
-    assert child.new_id() != parent.new_id()
+def test_a_forked_child_draws_fresh_bytes() -> None:
+    entropy = SystemEntropy()
+    entropy.new_id()  # the pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send the next id and leave at once
+        os.write(write, entropy.new_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    in_child = os.read(read, 100).decode()
+    os.close(read)
+    assert uuid.UUID(in_child).version == 4
+    assert in_child != entropy.new_id()
 
 
 def test_random_int_stays_in_range() -> None:
