@@ -57,7 +57,7 @@ def decode(record: KafkaRecord, max_bytes: int, max_depth: int = limits.MAX_DEPT
     headers = {name.lower(): value for name, value in record.headers}
     try:
         text = record.value.decode("utf-8")
-        body = json.loads(text)
+        body = json.loads(text, parse_constant=limits.refuse_constant)
     except UnicodeDecodeError:
         raise InvalidEvent("the value is not UTF-8") from None
     except RecursionError:

@@ -15,7 +15,6 @@ the one stored with the row.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from opentelemetry.trace import Span, SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults
+from bridge.asl import json_text
 from bridge.metrics import Metrics
 from bridge.poller import poll
 from bridge.send_errors import check_topic, describe, is_message_fault
@@ -39,7 +39,7 @@ SEND_TIMEOUT_SECONDS = 30.0
 
 
 def encode_value(value: object) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_text.dumps_bytes(value)
 
 
 class PublishingFailed(Exception):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from bridge.asl import errors, limits, paths
+from bridge.asl import errors, json_text, limits, paths
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import WaitState, event_wait_specs
 
@@ -169,7 +169,7 @@ def too_large(value: JSON) -> bool:
         return False
     if isinstance(value, str):
         return len(value) > MAX_PAYLOAD_BYTES // 4 and len(value.encode()) > MAX_PAYLOAD_BYTES
-    return len(json.dumps(value, separators=(",", ":"))) > MAX_PAYLOAD_BYTES
+    return len(json_text.dumps_bytes(value)) > MAX_PAYLOAD_BYTES
 
 
 def text(value: JSON) -> str:

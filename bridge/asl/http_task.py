@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from bridge.asl import errors
+from bridge.asl import errors, limits
 from bridge.asl.errors import Failure, StatesError
 
 JSON = Any
@@ -259,7 +259,7 @@ def response_result(
         parsed = text
         if _is_json(content_type):
             try:
-                parsed = json.loads(text)
+                parsed = json.loads(text, parse_constant=limits.refuse_constant)
             except (ValueError, RecursionError):
                 parsed = text
     return {

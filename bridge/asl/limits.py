@@ -12,6 +12,7 @@ Pure: no I/O; the core (``bridge.asl``) and the shell both use it.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Final
 
@@ -37,8 +38,8 @@ class Unstorable(ValueError):
 
 
 def check(value: JSON, what: str = "the value", *, max_depth: int = MAX_DEPTH) -> None:
-    """Raise ``Unstorable`` when ``value`` nests deeper than ``max_depth`` or holds a NUL
-    character (in a string or an object key).
+    """Raise ``Unstorable`` when ``value`` nests deeper than ``max_depth``, holds a NUL
+    character (in a string or an object key) or a number that is not finite.
 
     Iterative, so that a value nested far deeper than the interpreter's recursion limit is
     refused, not crashed on.
@@ -52,6 +53,8 @@ def problem(value: JSON, *, max_depth: int = MAX_DEPTH) -> str | None:
     """Why ``value`` cannot be stored (a phrase to follow "the value ..."), or None."""
     if isinstance(value, str):
         return _text_problem(value)
+    if isinstance(value, float):
+        return None if math.isfinite(value) else _NOT_FINITE
     if not isinstance(value, dict | list):
         return None
     stack: list[tuple[JSON, int]] = [(value, 1)]
@@ -70,7 +73,17 @@ def problem(value: JSON, *, max_depth: int = MAX_DEPTH) -> str | None:
                     return reason
             elif isinstance(child, dict | list):
                 stack.append((child, depth + 1))
+            elif isinstance(child, float) and not math.isfinite(child):
+                return _NOT_FINITE
     return None
+
+
+_NOT_FINITE: Final = "holds a number that is not finite (NaN or Infinity), which JSON cannot carry"
+
+
+def refuse_constant(name: str) -> None:
+    # Python's json reads NaN and Infinity, which are not JSON.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 #: Lone UTF-16 surrogates: JSON's "\ud800" escapes decode to them, and no UTF-8 encoder (the
@@ -99,7 +112,7 @@ def loads(text: str | bytes, what: str = "the body", *, max_depth: int = MAX_DEP
         except UnicodeDecodeError:
             raise Unstorable(f"{what} is not UTF-8") from None
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
         raise Unstorable(f"{what} is nested deeper than {max_depth} levels") from None
     except ValueError as exc:

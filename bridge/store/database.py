@@ -12,7 +12,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from bridge.asl import json_text
+
 READ_ONLY = "bridge_read_only"
+
+#: JSON columns written with the bridge's one JSON writer (see bridge.asl.json_text).
+_JSON: dict[str, Any] = {"json_serializer": json_text.dumps, "json_deserializer": json_text.loads}
 
 
 def open_engine(url: str) -> AsyncEngine:
@@ -22,7 +27,7 @@ def open_engine(url: str) -> AsyncEngine:
     writer got there first; taking the write lock at BEGIN makes writers queue instead.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **_JSON)
         sync_engine = engine.sync_engine
 
         @event.listens_for(sync_engine, "connect")
@@ -44,7 +49,7 @@ def open_engine(url: str) -> AsyncEngine:
     # No ping per checkout (a round trip, and an idle rollback, every time): a connection the
     # server dropped fails its first statement with a connection error, the pool is invalidated,
     # and the runner applies the batch again on a new connection.
-    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=False)
+    return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=False, **_JSON)
 
 
 @asynccontextmanager

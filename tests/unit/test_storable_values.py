@@ -63,3 +63,15 @@ def test_the_check_is_iterative_and_names_the_bound() -> None:
         limits.loads("[" * 100_000)
     with pytest.raises(limits.Unstorable, match="not UTF-8"):
         limits.loads(b"\xff")
+
+
+def test_numbers_that_json_cannot_carry_are_refused() -> None:
+    """NaN and Infinity: Python's json reads and writes them, PostgreSQL and Kafka consumers
+    do not; refused at the edge and in what a step produces, the same on every database."""
+    not_finite = "holds a number that is not finite (NaN or Infinity), which JSON cannot carry"
+    assert limits.problem(float("nan")) == not_finite
+    assert limits.problem({"a": [1.5, float("inf")]}) == not_finite
+    assert limits.problem({"a": [1.5, -2, 10**30]}) is None
+    for text in ("NaN", '{"a": [Infinity]}', '{"a": -Infinity}'):
+        with pytest.raises(limits.Unstorable, match="not JSON"):
+            limits.loads(text)

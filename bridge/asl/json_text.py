@@ -1,0 +1,44 @@
+"""JSON text of the values the bridge keeps and sends: compact UTF-8, made one way everywhere.
+
+Writing JSON is a large share of a step's cost (process state, history, outbox values, the
+payload size bound), so it goes through orjson, several times faster than the standard library.
+orjson refuses some values the standard library writes (integers beyond 64 bits, dictionary keys
+that are not strings): those fall back to the standard library, so every value that was written
+before still is, to the same JSON value. Reading stays with the standard library, which keeps
+large integers exact where orjson would turn them into floats.
+
+Non-finite numbers (NaN, Infinity) are not JSON; the bounds in ``bridge.asl.limits`` refuse
+them before a value is kept or sent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text of ``value``."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return _standard(value)
+
+
+def dumps_bytes(value: Any) -> bytes:
+    """Compact JSON of ``value``, UTF-8 encoded."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return _standard(value).encode("ascii")
+
+
+def _standard(value: Any) -> str:
+    # ASCII with escapes: a lone surrogate (which orjson refuses) still makes text.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | bytes) -> Any:
+    return json.loads(text)
