@@ -496,7 +496,12 @@ class Batch:
             trigger = core.TaskFailed(target.wait_id, item.error or "", item.cause or "")
         else:
             trigger = core.TaskHeartbeat(target.wait_id)
-        return self._step(target.process_id, trigger)
+        outcome = self._step(target.process_id, trigger)
+        if outcome.status == "conflict":
+            # The wait the token opened is closed: answered, timed out or aborted.
+            reason = f"the task token was already used or has expired ({outcome.reason})"
+            return Outcome("conflict", reason, outcome.process_ids)
+        return outcome
 
     async def _http_call_ended(self, item: HttpCallEnded) -> Outcome:
         """The answer of an HTTP call goes to its wait, and the call is done, in one transaction:

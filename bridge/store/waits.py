@@ -1,7 +1,9 @@
 """Task tokens and approvals: the secrets that let the outside world answer a waiting step.
 
-Only SHA-256 hashes of tokens are stored. A token or link works while its wait is open; closing
-the wait (answer, timeout, abort) closes all of them in the same transaction.
+Only SHA-256 hashes of tokens are stored. A token or link works while its wait is open. A task
+token's row only says which process and wait it answers; whether that wait is still open is the
+process's to say (the step refuses an answer to a wait it no longer has). Approval rows and links
+are closed with their wait, in the same transaction.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ def token_hash(token: str) -> str:
 class TokenTarget:
     process_id: str
     wait_id: str
+    #: False only for tokens closed by an earlier version, which marked them in the row.
     open: bool
 
 
@@ -70,13 +73,10 @@ async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str
 
 
 async def close_waits(conn: AsyncConnection, wait_ids: list[str], now: datetime) -> None:
+    """Close the approvals of closed waits. A task token needs no closing: its wait is gone
+    from the process, so the step it would answer refuses it."""
     if not wait_ids:
         return
-    await conn.execute(
-        update(task_tokens)
-        .where(and_(task_tokens.c.wait_id.in_(wait_ids), task_tokens.c.closed_at.is_(None)))
-        .values(closed_at=now)
-    )
     await conn.execute(
         update(approvals)
         .where(and_(approvals.c.wait_id.in_(wait_ids), approvals.c.status == "PENDING"))
