@@ -469,6 +469,8 @@ class Measured:
     warmup_s: float = 0.0
     last_send: float = 0.0
     alive_at_end: bool = False
+    #: CPU seconds per process over ``--idle`` seconds with nothing to do, after the run.
+    idle_cpu_s: dict[str, float | None] = field(default_factory=dict)
 
 
 async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
@@ -514,6 +516,11 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
         await wait_completions(args, observed, services.approve)
         measured.usage_after = res.usage(postgres=postgres)
         measured.rss_peak = res.peak_rss()
+        if args.idle:
+            await asyncio.sleep(1.0)  # the last batch's pollers and commits die down
+            before_idle = res.usage(postgres=postgres)
+            await asyncio.sleep(args.idle)
+            measured.idle_cpu_s = cpu_split(before_idle, res.usage(postgres=postgres))
         measured.alive_at_end = res.all_alive()
         lost = sorted(observed.expected - observed.completed_at.keys())
         diagnosis = await diagnose(base_url, observed, lost) if lost else None
@@ -616,6 +623,13 @@ def figures(
         if measured.pg_before is not None and measured.pg_after is not None
         else None,
         "warmup_s": round(measured.warmup_s, 2),
+        "idle_s": args.idle,
+        "idle_cpu_percent_of_a_core": {
+            name: None if seconds is None else round(100 * seconds / args.idle, 2)
+            for name, seconds in measured.idle_cpu_s.items()
+        }
+        if args.idle
+        else None,
         "stalled_send": measured.stalled_send,
         "bridge_alive_at_end": measured.alive_at_end,
         "bridge_exited_s_after_first_send": None
@@ -731,6 +745,12 @@ def parse_args() -> argparse.Namespace:
         type=_env_pair,
         metavar="NAME=VALUE",
         help="a setting for the bridge processes (repeatable), e.g. BRIDGE_RELAY_POLL_MS=20",
+    )
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="after the run, measure each process's CPU over this many seconds with no orders",
     )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")

@@ -153,6 +153,12 @@ def report(r: dict[str, Any]) -> None:
             f"send; exit codes {r.get('bridge_exit_codes')} (0 and 'stopping...' on its stderr: "
             "it got SIGTERM/SIGINT)"
         )
+    if r.get("idle_cpu_percent_of_a_core"):
+        idle = r["idle_cpu_percent_of_a_core"]
+        lines.append(
+            f"  idle CPU % of a core over {r['idle_s']} s: "
+            + ", ".join(f"{name} {value}" for name, value in idle.items())
+        )
     lines.append(f"  bridge stderr        {r['bridge_log']}")
     print("\n".join(lines))
     print(json.dumps(r, separators=(",", ":")))

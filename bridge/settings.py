@@ -36,8 +36,16 @@ class Settings(BaseSettings):
         default=10,
         ge=0,
         le=10_000,
-        description="Consumer fetch wait. Real Kafka answers as soon as data arrives; brokers "
-        "that only answer at the end of the wait need a small value.",
+        description="Consumer fetch wait while records flow. Real Kafka answers as soon as data "
+        "arrives; brokers that only answer at the end of the wait need a small value.",
+    )
+    kafka_fetch_idle_wait_ms: int = Field(
+        default=250,
+        ge=0,
+        le=10_000,
+        description="Consumer fetch wait after a second without records (at least the fetch "
+        "wait above): fewer round trips while idle. On a broker that answers only at the end of "
+        "the wait, the first record after a quiet second may wait this long.",
     )
     kafka_session_timeout_ms: int | None = Field(
         default=None,

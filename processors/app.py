@@ -23,6 +23,7 @@ from bridge.asl import limits
 from bridge.engine import CallbackReceived, Engine, EventReceived, InvalidInput
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
+from processors.batching import take_batches
 from processors.transport import BridgeApp, PromptTableManager, transport_class
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,16 @@ def build_app(
         TableManager=PromptTableManager,
         datadir=datadir,
     )
-    app.transport_cls = transport_class(settings.kafka_fetch_max_wait_ms)
+    app.transport_cls = transport_class(
+        settings.kafka_fetch_max_wait_ms, settings.kafka_fetch_idle_wait_ms
+    )
     within = settings.batch_max_wait_ms / 1000
     if topics:
         event_topic = app.topic(*topics, value_serializer="raw", key_serializer="raw")
 
         @app.agent(event_topic, name="bridge-events")
         async def events(stream: Any) -> None:
-            async for batch in stream.take_events(settings.batch_max_events, within=within):
+            async for batch in take_batches(stream, settings.batch_max_events, within):
                 inputs = [EventReceived(record_of(event)) for event in batch]
                 first = inputs[0].record
                 with structlog.contextvars.bound_contextvars(
@@ -166,7 +169,7 @@ def build_app(
 
     @app.agent(reply_topic, name="bridge-replies")
     async def replies(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max_events, within=within):
+        async for batch in take_batches(stream, settings.batch_max_events, within):
             inputs = [
                 reply_input(record_of(event), settings.max_event_bytes, settings.max_event_depth)
                 for event in batch

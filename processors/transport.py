@@ -3,7 +3,8 @@ that does not wait.
 
 faust-streaming 0.15.3 hard-codes ``fetch_max_wait_ms=1500`` for worker consumers. Brokers that
 answer a fetch only when that wait runs out (the embedded test broker) would then add ~0.7 s to
-every hop, so the bridge sets its own value.
+every hop, so the bridge sets its own value: short while records come, longer once none came for
+a second, so that an idle worker does not fetch a hundred times a second.
 
 faust's table manager sleeps one second at start before it registers the app's tables, and the
 consumer joins its group only after that. The bridge keeps no faust tables (its state is in SQL),
@@ -12,6 +13,7 @@ so that second only delays every (re)start of a worker.
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 import aiokafka
@@ -22,6 +24,7 @@ from faust.transport.drivers import aiokafka as driver
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
     fetch_max_wait_ms: ClassVar[int] = 10
+    fetch_idle_wait_ms: ClassVar[int] = 250
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -29,10 +32,51 @@ class _ConsumerThread(driver.AIOKafkaConsumerThread):
         consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
         return consumer
 
+    async def on_start(self) -> None:
+        await super().on_start()
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is not None:
+            adapt_fetch_wait(fetcher, self.fetch_max_wait_ms, self.fetch_idle_wait_ms)
 
-def transport_class(fetch_max_wait_ms: int) -> type[driver.Transport]:
-    """A transport class whose worker consumers wait at most ``fetch_max_wait_ms`` per fetch."""
-    thread = type("ConsumerThread", (_ConsumerThread,), {"fetch_max_wait_ms": fetch_max_wait_ms})
+
+#: Without records for this long, a consumer is idle and fetches with the longer wait.
+IDLE_AFTER_SECONDS = 1.0
+
+
+def adapt_fetch_wait(fetcher: Any, busy_ms: int, idle_ms: int) -> None:
+    """Make aiokafka's ``fetcher`` wait ``busy_ms`` per fetch while records come, and
+    ``idle_ms`` (if longer) once none came for ``IDLE_AFTER_SECONDS``.
+
+    The fetcher reads ``_fetch_max_wait_ms`` each time it builds a request, and
+    ``_proc_fetch_request`` says whether a response brought records.
+    """
+    idle_ms = max(idle_ms, busy_ms)
+    fetch = fetcher._proc_fetch_request
+    last_records = time.monotonic()
+
+    async def fetch_and_adapt(assignment: Any, node_id: Any, request: Any) -> bool:
+        nonlocal last_records
+        got_records: bool = await fetch(assignment, node_id, request)
+        now = time.monotonic()
+        if got_records:
+            last_records = now
+        idle = now - last_records >= IDLE_AFTER_SECONDS
+        fetcher._fetch_max_wait_ms = idle_ms if idle else busy_ms
+        return got_records
+
+    fetcher._proc_fetch_request = fetch_and_adapt
+
+
+def transport_class(
+    fetch_max_wait_ms: int, fetch_idle_wait_ms: int = 250
+) -> type[driver.Transport]:
+    """A transport class whose worker consumers wait at most ``fetch_max_wait_ms`` per fetch
+    while records come, and ``fetch_idle_wait_ms`` once idle."""
+    thread = type(
+        "ConsumerThread",
+        (_ConsumerThread,),
+        {"fetch_max_wait_ms": fetch_max_wait_ms, "fetch_idle_wait_ms": fetch_idle_wait_ms},
+    )
 
     class BridgeConsumer(driver.Consumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
