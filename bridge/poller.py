@@ -20,7 +20,7 @@ MAX_BACKOFF_SECONDS = 5.0
 
 
 async def poll(
-    round_: Callable[[], Awaitable[bool]],
+    round_: Callable[[], Awaitable[bool | float]],
     *,
     name: str,
     poll_seconds: float,
@@ -29,8 +29,10 @@ async def poll(
 ) -> NoReturn:
     """Run ``round_`` until cancelled.
 
-    ``round_`` says whether there may be more work at once (it found a full batch): then it runs
-    again without a rest. Otherwise the loop rests ``poll_seconds``, or until ``wake`` is set.
+    ``round_`` says whether there may be more work at once (True: it found a full batch): then it
+    runs again without a rest. Otherwise the loop rests ``poll_seconds``, or as many seconds as
+    the round returned when that is sooner (the next due time it knows of), or until ``wake`` is
+    set.
     A round that raises is logged (with its traceback the first time in a row) and the loop rests
     twice as long as after the previous failure, up to ``max_backoff``; a good round resets that.
     Every rest is a plain ``await``, so cancelling the task that runs this stops it at once.
@@ -53,11 +55,13 @@ async def poll(
         if failures:
             log.info("%s works again after %d failed rounds", name, failures)
             failures = 0
-        if more:
+        if more is True:
             # Let other tasks (and a cancellation) in between full batches.
             await asyncio.sleep(0)
-        else:
+        elif more is False:
             await idle(poll_seconds, wake)
+        else:
+            await idle(min(max(more, 0.0), poll_seconds), wake)
 
 
 def backoff(poll_seconds: float, failures: int, max_backoff: float) -> float:

@@ -46,6 +46,24 @@ async def test_a_wake_up_ends_the_rest() -> None:
     assert not wake.is_set()
 
 
+async def test_a_round_may_ask_for_a_shorter_rest_never_a_longer_one() -> None:
+    """The timer scanner rests until the next due time it knows of, at most the poll interval."""
+    times: list[float] = []
+    rests = [0.1, 60.0]
+
+    async def round_() -> float:
+        times.append(time.monotonic())
+        return rests.pop(0) if rests else 60.0
+
+    task = asyncio.create_task(poll(round_, name="test", poll_seconds=0.3))
+    await asyncio.sleep(0.55)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert len(times) == 3, "0.1 s as asked, then 0.3 s (the poll interval) instead of 60"
+    assert 0.08 <= times[1] - times[0] < 0.25
+    assert 0.25 <= times[2] - times[1] < 0.45
+
+
 async def test_failures_back_off_and_a_good_round_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, "bridge.poller")
     outcomes: list[bool | Exception] = [RuntimeError("down"), RuntimeError("down"), True, False]
