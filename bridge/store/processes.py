@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, insert, select, update
+from sqlalchemy import Text, and_, bindparam, cast, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl.effects import HistoryEntry
 from bridge.asl.process import Process
+from bridge.store import history_chunks
 from bridge.store.database import is_postgres
 from bridge.store.schema import history, processes
 
@@ -162,23 +163,10 @@ def _columns(process: Process, now: datetime) -> dict[str, Any]:
 async def append_history(
     conn: AsyncConnection, rows: Sequence[tuple[str, int, HistoryEntry]]
 ) -> None:
-    """Insert ``(process_id, seq, entry)`` rows in one statement."""
-    if not rows:
-        return
-    await conn.execute(
-        insert(history),
-        [
-            {
-                "process_id": process_id,
-                "seq": seq,
-                "at": entry.at,
-                "type": entry.type,
-                "state": entry.state,
-                "details": entry.details,
-            }
-            for process_id, seq, entry in rows
-        ],
-    )
+    """Store ``(process_id, seq, entry)`` triples, in the order they were added, in one
+    statement: a row per process and run of consecutive entries (``history_chunks.chunks``)."""
+    if rows:
+        await conn.execute(insert(history), history_chunks.chunks(rows))
 
 
 async def running_ids(conn: AsyncConnection, definition: str, key: str) -> list[str]:
@@ -241,42 +229,72 @@ async def find(
     return [Process.model_validate(row.state) for row in (await conn.execute(query)).all()]
 
 
+#: The most history chunks one query of a page reads.
+HISTORY_GROUP = 50
+
+
 async def read_history(
     conn: AsyncConnection, process_id: str, *, after_seq: int = 0, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    query = (
-        select(history.c.seq, history.c.at, history.c.type, history.c.state, history.c.details)
-        .where(and_(history.c.process_id == process_id, history.c.seq > after_seq))
-        .order_by(history.c.seq)
-        .limit(limit)
-    )
-    return [dict(row._mapping) for row in (await conn.execute(query)).all()]
+    """Up to ``limit`` entries of the history after ``after_seq``, oldest first:
+    ``{seq, at, type, state, details}`` each. Chunks are read a group at a time, from the one
+    that holds ``after_seq + 1``, until the page is full: a page never reads the whole history."""
+    found: list[dict[str, Any]] = []
+    past = after_seq
+    while len(found) < limit:
+        # A chunk holds one entry at least, so more chunks than entries still wanted are never
+        # needed; a group bounds what one query decodes when the page is large.
+        group = min(limit - len(found), HISTORY_GROUP)
+        rows = (
+            await conn.execute(
+                select(history.c.seq, history.c.last_seq, history.c.entries)
+                .where(and_(history.c.process_id == process_id, history.c.last_seq > past))
+                .order_by(history.c.last_seq)
+                .limit(group)
+            )
+        ).all()
+        for row in rows:
+            found.extend(history_chunks.entries(row.seq, row.entries, after_seq=after_seq))
+        if len(rows) < group:
+            break
+        past = rows[-1].last_seq
+    return found[:limit]
 
 
 async def children_of(conn: AsyncConnection, process_id: str) -> list[dict[str, Any]]:
     """The child processes ``process_id`` started, oldest first, from its ChildStarted history
     entries: id, state, definition, version, name, sync, and the child's status and start time
     (None when the child row is gone)."""
+    # Only chunks that mention ChildStarted are decoded; the text of JSON and JSONB alike
+    # holds the type as a quoted string.
     query = (
-        select(history.c.state, history.c.details)
-        .where(and_(history.c.process_id == process_id, history.c.type == "ChildStarted"))
-        .order_by(history.c.seq)
+        select(history.c.seq, history.c.entries)
+        .where(
+            and_(
+                history.c.process_id == process_id,
+                cast(history.c.entries, Text).like('%"ChildStarted"%'),
+            )
+        )
+        .order_by(history.c.last_seq)
     )
     found: dict[str, dict[str, Any]] = {}
     for row in (await conn.execute(query)).all():
-        details = row.details or {}
-        child = details.get("processId")
-        if isinstance(child, str) and child not in found:
-            found[child] = {
-                "id": child,
-                "state": row.state,
-                "definition": details.get("definition"),
-                "version": details.get("version"),
-                "name": details.get("name"),
-                "sync": bool(details.get("sync")),
-                "status": None,
-                "started_at": None,
-            }
+        for entry in history_chunks.entries(row.seq, row.entries):
+            if entry["type"] != "ChildStarted":
+                continue
+            details = entry["details"] or {}
+            child = details.get("processId")
+            if isinstance(child, str) and child not in found:
+                found[child] = {
+                    "id": child,
+                    "state": entry["state"],
+                    "definition": details.get("definition"),
+                    "version": details.get("version"),
+                    "name": details.get("name"),
+                    "sync": bool(details.get("sync")),
+                    "status": None,
+                    "started_at": None,
+                }
     if found:
         rows = await conn.execute(
             select(processes.c.id, processes.c.status, processes.c.started_at).where(

@@ -104,17 +104,20 @@ processes = Table(
     Index(None, "started_at"),
 )
 
+#: A process's history in chunks: one row per process and batch that added to it, holding its
+#: entries ``seq`` to ``last_seq`` (bridge.store.history_chunks packs and unpacks them). Chunks of
+#: a process never overlap, so ordering them by ``last_seq`` orders them by ``seq`` too, and a
+#: page after some seq starts at the first chunk whose ``last_seq`` is past it, hence the index.
 history = Table(
     "history",
     metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
     Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
     Column("seq", Integer, nullable=False),
-    Column("at", UTCDateTime, nullable=False),
-    Column("type", String(40), nullable=False),
-    Column("state", String(200), nullable=True),
-    Column("details", Json, nullable=False),
-    Index(None, "process_id", "seq", unique=True),
+    Column("last_seq", Integer, nullable=False),
+    #: [{"at": "2026-12-03T10:00:00.000000+00:00", "type": ..., "state": ..., "details": {...}}]
+    Column("entries", Json, nullable=False),
+    Index(None, "process_id", "last_seq", unique=True),
 )
 
 outbox = Table(

@@ -40,6 +40,7 @@ from sqlalchemy import func, select
 from bridge.bootstrap import Core, Web, open_core
 from bridge.broker import free_port
 from bridge.settings import Settings
+from bridge.store import history_chunks
 from bridge.store.database import reading
 from bridge.store.schema import history, inbox, outbox, processes
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -708,9 +709,9 @@ class Rig:
                     )
                 )
             ).all()
-            steps = (
+            chunks = (
                 await conn.execute(
-                    select(history.c.process_id, history.c.type, history.c.state).order_by(
+                    select(history.c.process_id, history.c.seq, history.c.entries).order_by(
                         history.c.process_id, history.c.seq
                     )
                 )
@@ -722,8 +723,11 @@ class Rig:
         for row in rows:
             by_order[row.correlation_key].append(row)
         histories: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
-        for step in steps:
-            histories[step.process_id].append((step.type, step.state))
+        for chunk in chunks:
+            histories[chunk.process_id].extend(
+                (step["type"], step["state"])
+                for step in history_chunks.entries(chunk.seq, chunk.entries)
+            )
 
         lost: list[str] = []
         completed = 0

@@ -28,7 +28,8 @@ from bridge.broker import free_port
 from bridge.engine import StartRequested
 from bridge.settings import Settings
 from bridge.store.database import reading
-from bridge.store.schema import history, http_calls, processes
+from bridge.store.processes import read_history
+from bridge.store.schema import http_calls, processes
 from tests.faults.rig import WorkerProcess
 
 pytestmark = pytest.mark.integration
@@ -186,14 +187,7 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
         state = row.state
         assert state["output"]["payment"] == {"paymentId": "pay-2"}
         async with reading(core.db) as conn:
-            kinds = [
-                entry.type
-                for entry in await conn.execute(
-                    select(history.c.type)
-                    .where(history.c.process_id == process_id)
-                    .order_by(history.c.seq)
-                )
-            ]
+            kinds = [entry["type"] for entry in await read_history(conn, process_id)]
             call = (
                 await conn.execute(select(http_calls).where(http_calls.c.process_id == process_id))
             ).one()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,22 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from bridge.asl.effects import HistoryEntry
 from bridge.store.database import open_engine
 from bridge.store.migrate import (
     alembic_config,
@@ -27,7 +40,8 @@ from bridge.store.migrate import (
     downgrade,
     upgrade,
 )
-from bridge.store.schema import metadata
+from bridge.store.processes import append_history, read_history
+from bridge.store.schema import Json, UTCDateTime, history, metadata, processes
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +201,115 @@ async def test_concurrent_upgrades_of_two_databases_in_one_process(tmp_path: Pat
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+#: The history table as revisions 0001 to 0007 built it: one row per entry.
+_HISTORY_0007 = Table(
+    "history",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("process_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("state", String(200), nullable=True),
+    Column("details", Json, nullable=False),
+)
+
+_T0 = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+_OLD_ROWS = [
+    ("p-1", 1, _T0, "ProcessStarted", None, {"input": {"order": "o-1"}}),
+    ("p-1", 2, _T0 + timedelta(microseconds=1), "StateEntered", "Pay", {}),
+    (
+        "p-1",
+        3,
+        _T0 + timedelta(days=1, seconds=59, microseconds=999999),
+        "TaskFailed",
+        "Pay",
+        {"error": "Bad", "cause": 'quote " backslash \\ é ✓', "deep": [[{"a": None}]]},
+    ),
+    ("p-2", 1, _T0 + timedelta(hours=5), "ProcessStarted", None, {}),
+]
+
+
+async def test_upgrade_makes_each_history_row_a_chunk_and_downgrade_expands_them(
+    engine: AsyncEngine,
+) -> None:
+    await upgrade(engine, "0007")
+    async with engine.begin() as connection:
+        await connection.execute(
+            insert(processes),
+            [
+                {
+                    "id": process_id,
+                    "definition": "d",
+                    "version": 1,
+                    "status": "RUNNING",
+                    "state": {},
+                    "started_at": _T0,
+                    "updated_at": _T0,
+                    "history_seq": 3,
+                    "row_version": 1,
+                }
+                for process_id in ("p-1", "p-2")
+            ],
+        )
+        await connection.execute(
+            insert(_HISTORY_0007),
+            [
+                dict(zip(("process_id", "seq", "at", "type", "state", "details"), row, strict=True))
+                for row in _OLD_ROWS
+            ],
+        )
+
+    await upgrade(engine)
+
+    expected = [
+        {"seq": seq, "at": at, "type": kind, "state": state, "details": details}
+        for _, seq, at, kind, state, details in _OLD_ROWS
+    ]
+    async with engine.connect() as connection:
+        chunks = (
+            await connection.execute(
+                select(history.c.process_id, history.c.seq, history.c.last_seq).order_by(
+                    history.c.id
+                )
+            )
+        ).all()
+        assert [tuple(chunk) for chunk in chunks] == [(p, s, s) for p, s, *_ in _OLD_ROWS]
+        assert await read_history(connection, "p-1") == expected[:3]
+        assert await read_history(connection, "p-1", after_seq=1, limit=1) == expected[1:2]
+        assert await read_history(connection, "p-2") == expected[3:]
+    # Entries written after the upgrade share rows, and the downgrade expands those too.
+    async with engine.begin() as connection:
+        more = [HistoryEntry(_T0, "StateEntered", "Ship"), HistoryEntry(_T0, "ProcessSucceeded")]
+        await append_history(connection, [("p-1", 4, more[0]), ("p-1", 5, more[1])])
+        assert await connection.scalar(select(func.count()).select_from(history)) == 5
+
+    await downgrade(engine, "0007")
+
+    async with engine.connect() as connection:
+        assert await connection.run_sync(_history_columns) == {
+            "id",
+            "process_id",
+            "seq",
+            "at",
+            "type",
+            "state",
+            "details",
+        }
+        rows = (
+            await connection.execute(
+                select(_HISTORY_0007).order_by(_HISTORY_0007.c.process_id, _HISTORY_0007.c.seq)
+            )
+        ).all()
+    old = list(_OLD_ROWS)
+    old[3:3] = [
+        ("p-1", 4, _T0, "StateEntered", "Ship", {}),
+        ("p-1", 5, _T0, "ProcessSucceeded", None, {}),
+    ]
+    assert [tuple(row)[1:] for row in rows] == old
+
+
+def _history_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("history")}

@@ -49,7 +49,7 @@ from bridge.asl.model import parse_definition
 from bridge.definitions import Registry
 from bridge.engine import BufferExpired, Engine, EngineConfig, EventReceived, Outcome
 from bridge.events import KafkaRecord
-from bridge.store import correlation
+from bridge.store import correlation, history_chunks
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import buffered_events, history, inbox, outbox, processes
@@ -412,9 +412,9 @@ class World:
                     )
                 )
             ).all()
-            entries = (
+            chunks = (
                 await conn.execute(
-                    select(history.c.process_id, history.c.type, history.c.details).order_by(
+                    select(history.c.process_id, history.c.seq, history.c.entries).order_by(
                         history.c.process_id, history.c.seq
                     )
                 )
@@ -428,13 +428,13 @@ class World:
             seen_keys = sorted(seen)
         starts: dict[str, str] = {}
         received: dict[str, list[tuple[str, str]]] = {row.id: [] for row in rows}
-        for entry in entries:
-            if entry.type == "ProcessStarted":
-                starts[entry.process_id] = entry.details["eventKey"]
-            elif entry.type == "EventReceived":
-                received[entry.process_id].append(
-                    (entry.details["type"], entry.details["eventKey"])
-                )
+        for chunk in chunks:
+            for entry in history_chunks.entries(chunk.seq, chunk.entries):
+                details = entry["details"]
+                if entry["type"] == "ProcessStarted":
+                    starts[chunk.process_id] = details["eventKey"]
+                elif entry["type"] == "EventReceived":
+                    received[chunk.process_id].append((details["type"], details["eventKey"]))
         found: dict[tuple[str, str], Any] = {}
         for row in rows:
             ident = (row.definition, starts[row.id])
