@@ -70,6 +70,7 @@ from bridge.store import aliases, correlation, http_calls, inbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate, Loaded
+from bridge.wakeups import Written
 
 if TYPE_CHECKING:
     from bridge.engine import Engine
@@ -120,8 +121,8 @@ class Batch:
         #: The trace context each effect was written in, effect by effect.
         self.effect_traces: list[SpanContext | None] = []
         self.tally = Tally()
-        #: HTTP calls this batch queued (the engine wakes the invoker after the commit).
-        self.http_calls_queued = 0
+        #: What this batch wrote that a poller acts on (woken after the commit).
+        self.written = Written()
         #: Events and event waits: triggers, waits, the buffer, dead letters.
         self.correlator = Correlator(self)
         #: Approval decisions and views, and the rows and messages of approvals.

@@ -14,6 +14,8 @@ from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from approvals.app import build_app as build_web_app
+from bridge.announce import Listener
+from bridge.announce import announce as announce_work
 from bridge.asl.errors import DefinitionError
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
 from bridge.engine import Engine, EngineConfig
@@ -22,7 +24,7 @@ from bridge.lag import ConsumerLag
 from bridge.relay import Relay
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
-from bridge.store.database import open_engine
+from bridge.store.database import is_postgres, open_engine
 from bridge.store.migrate import upgrade
 from bridge.tracing import Tracing, from_settings
 from processors.app import build_app as build_processors
@@ -94,8 +96,17 @@ async def open_core(
 class Worker:
     """Stream processors, the outbox relay, the timer scanner and the HTTP invoker."""
 
-    def __init__(self, core: Core, bootstrap: str, *, embedded_broker: bool = False) -> None:
-        """``embedded_broker``: ``bootstrap`` is the broker ``bridge dev`` started."""
+    def __init__(
+        self,
+        core: Core,
+        bootstrap: str,
+        *,
+        embedded_broker: bool = False,
+        listen: bool = False,
+    ) -> None:
+        """``embedded_broker``: ``bootstrap`` is the broker ``bridge dev`` started. ``listen``:
+        other processes (``bridge web``) write work for this one's pollers, and say so on
+        PostgreSQL (see bridge.announce)."""
         self.core = core
         self.bootstrap = bootstrap
         settings = core.settings
@@ -111,7 +122,7 @@ class Worker:
         self.relay = Relay(
             core.db,
             self.producer,
-            core.engine.committed,
+            core.engine.wakeups.relay,
             poll_seconds=settings.relay_poll_ms / 1000,
             batch_size=settings.relay_batch_size,
             metrics=core.engine.metrics,
@@ -134,6 +145,9 @@ class Worker:
         self.app = build_processors(
             settings, core.engine, bootstrap, self.topics, embedded_broker=embedded_broker
         )
+        self.listener = (
+            Listener(core.db, core.engine.wakeups) if listen and is_postgres(core.db) else None
+        )
         self._tasks: list[asyncio.Task[None]] = []
         # /metrics (served by the web endpoint of this or another process) shows the lag.
         consumed = [*self.topics, settings.kafka_replies_topic]
@@ -147,6 +161,8 @@ class Worker:
             asyncio.create_task(self.scanner.run(), name="timers"),
             asyncio.create_task(self.invoker.run(), name="http-invoker"),
         ]
+        if self.listener is not None:
+            self._tasks.append(asyncio.create_task(self.listener.run(), name="listener"))
         await self.app.start()
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -179,8 +195,12 @@ class Worker:
 
 
 class Web:
-    def __init__(self, core: Core, host: str, port: int) -> None:
+    def __init__(self, core: Core, host: str, port: int, *, announce: bool = False) -> None:
+        """``announce``: the pollers that carry out what this process commits run in other
+        processes; on PostgreSQL each writing transaction tells them (see bridge.announce)."""
         self.core = core
+        if announce and is_postgres(core.db):
+            core.engine.announce = announce_work
         self.host = host
         self.port = port
         settings = core.settings

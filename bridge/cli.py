@@ -136,7 +136,7 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
     from bridge.bootstrap import Worker, open_core
 
     core = await open_core(settings)
-    worker = Worker(core, bootstrap)
+    worker = Worker(core, bootstrap, listen=True)
     try:
         await worker.start()
         click.echo(
@@ -162,7 +162,7 @@ async def _web(settings: Settings) -> None:
     from bridge.bootstrap import Web, open_core
 
     core = await open_core(settings)
-    server = Web(core, settings.http_host, settings.http_port)
+    server = Web(core, settings.http_host, settings.http_port, announce=True)
     try:
         await server.start()
         click.echo(f"bridge web listening on http://{settings.http_host}:{server.port}")

@@ -210,6 +210,7 @@ class Correlator:
                 now=self.batch.now,
                 expires_at=expires,
             )
+            self.batch.written.due(expires)
         assert until is not None
         details["bufferedUntil"] = until.isoformat()
         details["bufferedFor"] = [{"type": c.type, "key": c.key, "topic": c.topic} for c in keep]

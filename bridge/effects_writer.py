@@ -117,13 +117,17 @@ class EffectsWriter:
         await waits.add_task_tokens(conn, tokens, now)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
-        self.batch.http_calls_queued = len(calls)
+        written = self.batch.written
+        written.http_calls = written.http_calls or bool(calls)
         await http_calls.cancel(conn, closed, now)
         await waits.close_waits(conn, closed, now)
         await correlation.remove_waits(conn, closed)
         await timers.cancel(conn, cancelled)
         await timers.add(conn, list(new_timers.values()))
+        for timer in new_timers.values():
+            written.due(timer["due_at"])
         await outbox.add(conn, self.batch.outbox_rows)
+        written.outbox = written.outbox or bool(self.batch.outbox_rows)
         await store.append_history(conn, history_rows)
         await inbox.mark(conn, list(self.batch.marks.values()))
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults, runner
 from bridge.batch import Batch, MissingDefinition
@@ -43,6 +43,7 @@ from bridge.intake import (
 from bridge.metrics import Metrics
 from bridge.store.processes import ConcurrentUpdate
 from bridge.tracing import Tracing
+from bridge.wakeups import Wakeups, Written
 
 __all__ = [
     "ApprovalViewed",
@@ -105,10 +106,11 @@ class Engine:
         self.metrics = Metrics()
         #: Spans per input applied; trace context goes on from inputs to processes and outbox.
         self.tracing = tracing or Tracing()
-        #: Set after every commit, to wake the relay at once.
-        self.committed = asyncio.Event()
-        #: Set after a commit that queued HTTP calls, to wake the invoker at once.
-        self.http_calls_queued = asyncio.Event()
+        #: The pollers a commit gives work to: woken at once.
+        self.wakeups = Wakeups()
+        #: Called in each writing transaction before it commits, with what it wrote: tells
+        #: the pollers of other processes (see bridge.announce). None: nobody to tell.
+        self.announce: Callable[[AsyncConnection, Written], Awaitable[None]] | None = None
 
     @property
     def base_url(self) -> str:
@@ -135,10 +137,10 @@ class Engine:
                 async with self.db.begin() as conn:
                     work = Batch(self, conn)
                     outcomes = await work.run(batch)
+                    if self.announce is not None and work.written.anything:
+                        await self.announce(conn, work.written)
                     faults.point("after-step-before-commit")
-                self.committed.set()
-                if work.http_calls_queued:
-                    self.http_calls_queued.set()
+                self.wakeups.after_commit(work.written)
                 self.metrics.applied(batch, outcomes, time.perf_counter() - started, work.tally)
                 return outcomes
             except ConcurrentUpdate:
@@ -164,7 +166,9 @@ class Engine:
         async with self.db.begin() as conn:
             work = Batch(self, conn)
             outcome = await work.give_up(item, reason, process_ids, thorough=thorough)
-        self.committed.set()
+            if self.announce is not None and work.written.anything:
+                await self.announce(conn, work.written)
+        self.wakeups.after_commit(work.written)
         self.metrics.counted(work.tally)
         return outcome
 

@@ -147,7 +147,7 @@ class Invoker:
                 poll_seconds=self.poll_seconds,
                 # Calls queued by this process start at once; those of other processes, and
                 # claims that ran out, at the next poll.
-                wake=self.engine.http_calls_queued,
+                wake=self.engine.wakeups.http_invoker,
             )
         finally:
             renewing.cancel()

@@ -37,12 +37,33 @@ class TimerScanner:
         self._last_refresh = time.monotonic()
 
     async def run(self) -> None:
-        await poll(self._round, name="the timer scan", poll_seconds=self.poll_seconds)
+        await poll(
+            self._round,
+            name="the timer scan",
+            poll_seconds=self.poll_seconds,
+            wake=self.engine.wakeups.timer_scanner,
+        )
 
-    async def _round(self) -> bool:
+    async def _round(self) -> bool | float:
+        """True when a full batch fired (look again at once), else the seconds until the next
+        due time (the poll interval caps the rest: another process's timers wake no one here
+        on SQLite)."""
+        wakeups = self.engine.wakeups
+        # Commits from now on that write something due before the next look wake the scan.
+        wakeups.scanner_looks_at = None
         fired = await self.fire_due()
         await self._purge_now_and_then()
-        return fired >= self.batch_size
+        if fired >= self.batch_size:
+            return True
+        async with reading(self.engine.db) as conn:
+            now = await database_now(conn)
+            due = [await timers.next_due(conn), await correlation.next_expiry(conn)]
+        soonest = min((at for at in due if at is not None), default=None)
+        rest = self.poll_seconds
+        if soonest is not None:
+            rest = min(rest, max((soonest - now).total_seconds(), 0.0))
+        wakeups.scanner_looks_at = now + timedelta(seconds=rest)
+        return rest
 
     async def fire_due(self) -> int:
         async with reading(self.engine.db) as conn:

@@ -119,7 +119,12 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Most events applied in one transaction."
     )
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
-    relay_poll_ms: int = Field(default=100, ge=1, description="Outbox and timer poll interval.")
+    relay_poll_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="How often the relay, timer scanner and HTTP invoker look for work nothing "
+        "woke them for (commits wake them, and the scanner wakes when the next timer is due).",
+    )
     relay_batch_size: int = Field(default=500, ge=1)
     max_event_bytes: int = Field(
         default=256 * 1024,

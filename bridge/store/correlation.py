@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.schema import buffered_events, event_waits
@@ -146,6 +146,16 @@ async def take_buffered(
 class Expired:
     id: int
     event_key: str
+
+
+async def next_expiry(conn: AsyncConnection) -> datetime | None:
+    """When the next buffered event expires (None: none waits)."""
+    expires_at: datetime | None = await conn.scalar(
+        select(func.min(buffered_events.c.expires_at)).where(
+            and_(buffered_events.c.consumed_at.is_(None), buffered_events.c.expired_at.is_(None))
+        )
+    )
+    return expires_at
 
 
 async def due_expiries(conn: AsyncConnection, now: datetime, limit: int) -> list[Expired]:

@@ -1,0 +1,49 @@
+"""What a commit wakes: the relay, the HTTP invoker, the timer scanner.
+
+The pollers rest while there is nothing to do (``bridge.poller``); a commit that gives one of
+them work wakes it, so nothing waits for a poll interval. The timer scanner rests until the
+earliest due time it knows of; a commit wakes it only when it wrote something due sooner, so
+that the timeouts every task writes, due minutes later, do not wake it once per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass
+class Written:
+    """What one transaction wrote that a poller acts on."""
+
+    outbox: bool = False
+    http_calls: bool = False
+    #: The earliest due time among the timers and buffered events it wrote.
+    earliest_due: datetime | None = None
+
+    def due(self, at: datetime) -> None:
+        if self.earliest_due is None or at < self.earliest_due:
+            self.earliest_due = at
+
+    @property
+    def anything(self) -> bool:
+        return self.outbox or self.http_calls or self.earliest_due is not None
+
+
+@dataclass
+class Wakeups:
+    relay: asyncio.Event = field(default_factory=asyncio.Event)
+    http_invoker: asyncio.Event = field(default_factory=asyncio.Event)
+    timer_scanner: asyncio.Event = field(default_factory=asyncio.Event)
+    #: When the timer scanner looks next, by the database's clock; None: not resting.
+    scanner_looks_at: datetime | None = None
+
+    def after_commit(self, written: Written) -> None:
+        if written.outbox:
+            self.relay.set()
+        if written.http_calls:
+            self.http_invoker.set()
+        due = written.earliest_due
+        if due is not None and (self.scanner_looks_at is None or due < self.scanner_looks_at):
+            self.timer_scanner.set()
