@@ -2,9 +2,9 @@
 
 Processes are written first (tokens, approvals, timers and history point at them); then what
 their effects ask for, effect by effect (task tokens, approval rows, votes) or gathered (HTTP
-calls, closed waits, timers); then the outbox rows (commands, approval requests and reminders,
-lifecycle events, dead letters), the history and the inputs' dedupe marks. Each outbox row and
-HTTP call carries the trace context of the step that asked for it.
+calls, closed waits, timers); then the outbox messages, in one row (commands, approval requests
+and reminders, lifecycle events, dead letters), the history and the inputs' dedupe marks. Each
+outbox message and HTTP call carries the trace context of the step that asked for it.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class EffectsWriter:
         }
 
     def send(self, row: dict[str, Any], context: SpanContext | None) -> None:
-        """An outbox row, sent on in the trace context of the step that wrote it."""
+        """An outbox message, sent on in the trace context of the step that wrote it."""
         if context is not None:
             row.update(tracing.columns(context))
         self.batch.outbox_rows.append(row)

@@ -180,10 +180,11 @@ class Metrics:
             for definition, status, count in rows:
                 self.processes.labels(definition, status).set(count)
             waiting = outbox.c.parked_at.is_(None)
+            # A row holds many messages; a parked row holds one.
             backlog, oldest, parked = (
                 await conn.execute(
                     select(
-                        func.count().filter(waiting),
+                        func.coalesce(func.sum(outbox.c.message_count).filter(waiting), 0),
                         func.min(outbox.c.created_at).filter(waiting),
                         func.count().filter(~waiting),
                     )

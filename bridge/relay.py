@@ -1,22 +1,26 @@
-"""The outbox relay: publishes committed outbox rows to Kafka, at least once, in order.
+"""The outbox relay: publishes committed outbox messages to Kafka, at least once, in order.
 
-A published row is deleted: commands carry task tokens and approval requests carry their links,
-and neither may stay in the database in clear once sent. A crash between publishing and deleting
-publishes the rows again with the same ``ce_id`` header, which is what consumers deduplicate on.
+An outbox row holds the messages of one transaction; the relay takes rows in id order and sends
+their messages in order. A row whose messages all went out is deleted: commands carry task
+tokens and approval requests carry their links, and neither may stay in the database in clear
+once sent. A crash between publishing and deleting publishes the messages again with the same
+``ce_id`` header, which is what consumers deduplicate on.
 
-A row that can never be published (see ``bridge.send_errors``: too large, an invalid topic, a
-value that cannot be encoded) is parked with its reason, counted and logged once, and the rows
-after it go on in order. Any other failure (the broker away, a timeout) leaves the row and those
-after it for the next round, after a backoff. A row's trace context goes out as its
-``traceparent``/``tracestate`` headers: the context of a publish span when tracing records, else
-the one stored with the row.
+A message that can never be published (see ``bridge.send_errors``: too large, an invalid topic,
+a value that cannot be encoded) is moved to a row of its own, parked with its reason, counted and
+logged once, and the messages after it go on in order. Any other failure (the broker away, a
+timeout) leaves that message and those after it for the next round, after a backoff; its row
+keeps only the messages still to send, so that nothing already sent stays behind. A message's
+trace context goes out as its ``traceparent``/``tracestate`` headers: the context of a publish
+span when tracing records, else the one stored with the message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,11 +52,15 @@ class PublishingFailed(Exception):
 
 @dataclass
 class Round:
-    """What became of one batch: rows published, rows parked (with their reason), and the first
-    failure that may pass, from which on the rows are left for the next round."""
+    """What became of the rows of one round: messages published, messages to park (with their
+    reason), rows settled (every message published or parked), the row cut short by the first
+    failure that may pass (with the messages it keeps) and that failure; the rows after it are
+    left as they are for the next round."""
 
-    sent: list[int] = field(default_factory=list)
-    parked: dict[int, str] = field(default_factory=dict)
+    sent: list[outbox.OutboxMessage] = field(default_factory=list)
+    parked: list[outbox.Parking] = field(default_factory=list)
+    settled: list[int] = field(default_factory=list)
+    rest: tuple[int, Sequence[outbox.OutboxMessage]] | None = None
     retry: str | None = None
 
 
@@ -90,56 +98,60 @@ class Relay:
         return await self.publish_once() >= self.batch_size
 
     async def publish_once(self) -> int:
-        """Publish one batch of rows, delete those published and park those that never can be;
-        the number of rows taken. ``PublishingFailed`` when a row could not be published for a
-        reason that may pass (the rows before it are settled)."""
-        batch: list[outbox.OutboxMessage]
+        """Publish one round of rows (about ``batch_size`` messages), delete the rows published
+        and park the messages that never can be; the number of messages taken.
+        ``PublishingFailed`` when a message could not be published for a reason that may pass
+        (the messages before it are settled)."""
+        rows: list[outbox.OutboxRow]
         if is_postgres(self.db):
             # The claim's advisory lock lives as long as this transaction: one relay at a time.
             async with self.db.begin() as conn:
-                batch = await outbox.claim(conn, self.batch_size)
-                done = await self._publish(batch)
+                rows = await outbox.claim(conn, self.batch_size)
+                done = await self._publish(rows)
                 await self._settle(conn, done)
         else:
             # SQLite has one writer: never hold its write lock while waiting for Kafka.
             async with reading(self.db) as conn:
-                batch = await outbox.claim(conn, self.batch_size)
-            done = await self._publish(batch)
-            if done.sent or done.parked:
+                rows = await outbox.claim(conn, self.batch_size)
+            done = await self._publish(rows)
+            if done.settled or done.rest is not None:
                 async with self.db.begin() as conn:
                     await self._settle(conn, done)
-        self._count(batch, done)
+        self._count(done)
         if done.retry is not None:
             raise PublishingFailed(done.retry)
-        return len(batch)
+        return sum(len(row.messages) for row in rows)
 
     async def _settle(self, conn: AsyncConnection, done: Round) -> None:
-        await outbox.delete_sent(conn, done.sent)
+        """Delete the settled rows, trim the row cut short, and park what never goes out, in one
+        transaction: a message parked is never also left in the row it came from."""
+        await outbox.delete_sent(conn, done.settled)
+        if done.rest is not None:
+            await outbox.keep_only(conn, *done.rest)
         await outbox.park(conn, done.parked, datetime.now(UTC))
 
-    def _count(self, batch: list[outbox.OutboxMessage], done: Round) -> None:
+    def _count(self, done: Round) -> None:
         self.published += len(done.sent)
         self.parked += len(done.parked)
         if self.metrics is not None:
             self.metrics.published.inc(len(done.sent))
             self.metrics.parked.inc(len(done.parked))
-        for message in batch:
-            reason = done.parked.get(message.id)
-            if reason is not None:
-                log.error(
-                    "parked outbox message %s to topic %s (process %s): it cannot be published: "
-                    "%s; see `bridge outbox parked`",
-                    message.message_id,
-                    message.topic,
-                    message.process_id,
-                    reason,
-                )
+        for message, reason, _ in done.parked:
+            log.error(
+                "parked outbox message %s to topic %s (process %s): it cannot be published: "
+                "%s; see `bridge outbox parked`",
+                message.message_id,
+                message.topic,
+                message.process_id,
+                reason,
+            )
 
-    async def _publish(self, batch: list[outbox.OutboxMessage]) -> Round:
-        """Send ``batch`` in order and say what became of each row."""
+    async def _publish(self, rows: list[outbox.OutboxRow]) -> Round:
+        """Send the messages of ``rows`` in order and say what became of each."""
+        batch = [message for row in rows for message in row.messages]
         loop = asyncio.get_running_loop()
         # A send the broker never answers must not hold the relay forever: give up, and the next
-        # round publishes the rows again (same ce_id, so consumers drop the copies).
+        # round publishes the messages again (same ce_id, so consumers drop the copies).
         deadline = loop.time() + SEND_TIMEOUT_SECONDS
         spans: dict[int, Span] = {}
         sends: dict[int, asyncio.Future[object]] = {}
@@ -167,7 +179,7 @@ class Relay:
                 span.end()
         if batch:
             faults.point("after-publish-before-mark")
-        return _outcome(batch, sends.keys(), failed)
+        return _outcome(rows, sends.keys(), failed)
 
     async def _send(
         self,
@@ -223,21 +235,28 @@ class Relay:
 
 
 def _outcome(
-    batch: list[outbox.OutboxMessage],
+    rows: list[outbox.OutboxRow],
     sent: Collection[int],
     failed: dict[int, BaseException],
 ) -> Round:
-    """Fold the sends of ``batch`` in order: published and parked rows up to the first failure
-    that may pass."""
+    """Fold the sends of the messages of ``rows`` (numbered in order across the rows) in order:
+    published and parked messages, and the rows they settle, up to the first failure that may
+    pass."""
     done = Round()
-    for index, message in enumerate(batch):
-        error = failed.get(index)
-        if error is None and index in sent:
-            done.sent.append(message.id)
-        elif error is not None and is_message_fault(error):
-            done.parked[message.id] = describe(error)
-        else:
-            shown = describe(error) if error is not None else "not sent"
-            done.retry = f"message {message.message_id} to {message.topic}: {shown}"
-            break
+    numbers = itertools.count()
+    for row in rows:
+        for position, message in enumerate(row.messages):
+            index = next(numbers)
+            error = failed.get(index)
+            if error is None and index in sent:
+                done.sent.append(message)
+            elif error is not None and is_message_fault(error):
+                done.parked.append(outbox.Parking(message, describe(error), row.created_at))
+            else:
+                shown = describe(error) if error is not None else "not sent"
+                done.retry = f"message {message.message_id} to {message.topic}: {shown}"
+                if position > 0:
+                    done.rest = (row.id, row.messages[position:])
+                return done
+        done.settled.append(row.id)
     return done

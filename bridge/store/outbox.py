@@ -1,18 +1,21 @@
 """The outbox: messages written with the state that caused them, published by the relay.
 
-A published row is deleted (it may carry a task token or an approval link, which must not stay in
-the database in clear). A row that can never be published is parked with its reason and waits for
-an operator (``bridge outbox parked`` / ``bridge outbox retry``).
+One row holds every message one transaction wrote, in order (a JSON array), so that a batch
+costs the outbox one insert and, once published, one delete, however many messages it wrote.
+A published row is deleted (it may carry task tokens or approval links, which must not stay in
+the database in clear). A message that can never be published is moved to a row of its own,
+parked with its reason, and waits for an operator (``bridge outbox parked`` / ``bridge outbox
+retry``); a parked row therefore holds exactly one message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store.database import is_postgres
@@ -24,7 +27,6 @@ _RELAY_LOCK = 0x6272_6964_6765
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    id: int
     message_id: str
     topic: str
     key: str | None
@@ -35,81 +37,166 @@ class OutboxMessage:
     traceparent: str | None = None
     tracestate: str | None = None
 
+    @classmethod
+    def from_json(cls, item: Mapping[str, Any]) -> OutboxMessage:
+        """The message of one element of a row's array."""
+        return cls(
+            item["message_id"],
+            item["topic"],
+            item.get("key"),
+            item.get("value"),
+            dict(item.get("headers") or {}),
+            item.get("process_id"),
+            item.get("traceparent"),
+            item.get("tracestate"),
+        )
 
-async def add(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows with message_id, process_id, topic, key, value, headers, created_at, traceparent,
-    tracestate."""
-    if rows:
-        await conn.execute(insert(outbox), list(rows))
+    def to_json(self) -> dict[str, Any]:
+        """The element of a row's array that holds this message."""
+        return {
+            "message_id": self.message_id,
+            "process_id": self.process_id,
+            "topic": self.topic,
+            "key": self.key,
+            "value": self.value,
+            "headers": self.headers,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
+        }
 
 
-async def claim(conn: AsyncConnection, limit: int) -> list[OutboxMessage]:
-    """The oldest messages to publish (neither published nor parked), in order; empty when
-    another relay holds the lock."""
+@dataclass(frozen=True)
+class OutboxRow:
+    """The messages of one row, to be published in this order."""
+
+    id: int
+    created_at: datetime
+    messages: tuple[OutboxMessage, ...]
+
+
+class Parking(NamedTuple):
+    """A message to set aside in a row of its own: why, and when its first row was written."""
+
+    message: OutboxMessage
+    reason: str
+    created_at: datetime
+
+
+#: What a row's array element holds; anything else a caller's mapping carries stays out.
+_FIELDS = (
+    "message_id",
+    "process_id",
+    "topic",
+    "key",
+    "value",
+    "headers",
+    "traceparent",
+    "tracestate",
+)
+
+
+async def add(conn: AsyncConnection, messages: Sequence[Mapping[str, Any]]) -> None:
+    """One row holding ``messages`` in order: mappings with message_id, process_id, topic, key,
+    value, headers, created_at, traceparent, tracestate (see ``bridge.messages.row``). The row's
+    ``created_at`` is the earliest of theirs."""
+    if messages:
+        await conn.execute(
+            insert(outbox),
+            {
+                "messages": [{name: item.get(name) for name in _FIELDS} for item in messages],
+                "message_count": len(messages),
+                "created_at": min(item["created_at"] for item in messages),
+            },
+        )
+
+
+async def claim(conn: AsyncConnection, limit: int) -> list[OutboxRow]:
+    """The oldest rows to publish (not parked), in order, taken whole while fewer than ``limit``
+    messages are taken (so a row of more than ``limit`` messages comes alone); empty when another
+    relay holds the lock."""
     if is_postgres(conn):
         locked = await conn.scalar(
             text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _RELAY_LOCK}
         )
         if not locked:
             return []
-    rows = (
-        await conn.execute(
-            select(
-                outbox.c.id,
-                outbox.c.message_id,
-                outbox.c.topic,
-                outbox.c.key,
-                outbox.c.value,
-                outbox.c.headers,
-                outbox.c.process_id,
-                outbox.c.traceparent,
-                outbox.c.tracestate,
-            )
-            .where(outbox.c.parked_at.is_(None))
-            .order_by(outbox.c.id)
-            .limit(limit)
+    # Each row holds at least one message, so the first ``limit`` rows are all a round can need.
+    counted = (
+        select(
+            outbox.c.id,
+            outbox.c.created_at,
+            outbox.c.messages,
+            (
+                func.sum(outbox.c.message_count).over(order_by=outbox.c.id) - outbox.c.message_count
+            ).label("before"),
         )
-    ).all()
+        .where(outbox.c.parked_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+        .subquery()
+    )
+    rows = await conn.execute(
+        select(counted.c.id, counted.c.created_at, counted.c.messages)
+        .where(counted.c.before < limit)
+        .order_by(counted.c.id)
+    )
     return [
-        OutboxMessage(
-            row.id,
-            row.message_id,
-            row.topic,
-            row.key,
-            row.value,
-            dict(row.headers),
-            row.process_id,
-            row.traceparent,
-            row.tracestate,
+        OutboxRow(
+            row.id, row.created_at, tuple(OutboxMessage.from_json(item) for item in row.messages)
         )
         for row in rows
     ]
 
 
 async def delete_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    """Forget published rows."""
+    """Forget rows whose messages are all published or parked elsewhere."""
     if ids:
         await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
 
 
-async def park(conn: AsyncConnection, reasons: dict[int, str], now: datetime) -> None:
-    """Set rows aside that can never be published, each with its reason."""
-    if reasons:
-        statement = (
-            update(outbox)
-            .where(outbox.c.id == bindparam("row_id"))
-            .values(parked_at=now, park_reason=bindparam("reason"))
-        )
+async def keep_only(conn: AsyncConnection, row_id: int, messages: Sequence[OutboxMessage]) -> None:
+    """Leave in a row only the messages still to publish (those before them went out or were
+    parked), so that they keep the row's place in the order."""
+    await conn.execute(
+        update(outbox)
+        .where(outbox.c.id == row_id)
+        .values(messages=[message.to_json() for message in messages], message_count=len(messages))
+    )
+
+
+async def park(conn: AsyncConnection, parked: Sequence[Parking], now: datetime) -> None:
+    """Set messages aside that can never be published, each in a row of its own with its
+    reason, in the order given."""
+    if parked:
         await conn.execute(
-            statement,
-            [{"row_id": row_id, "reason": reason[:2000]} for row_id, reason in reasons.items()],
+            insert(outbox),
+            [
+                {
+                    "messages": [item.message.to_json()],
+                    "message_count": 1,
+                    "created_at": item.created_at,
+                    "parked_at": now,
+                    "park_reason": item.reason[:2000],
+                }
+                for item in parked
+            ],
         )
 
 
 async def backlog(conn: AsyncConnection) -> int:
-    """How many rows wait to be published (parked rows do not)."""
-    query = select(func.count()).select_from(outbox).where(outbox.c.parked_at.is_(None))
+    """How many messages wait to be published (parked ones do not)."""
+    query = select(func.coalesce(func.sum(outbox.c.message_count), 0)).where(
+        outbox.c.parked_at.is_(None)
+    )
     return int(await conn.scalar(query) or 0)
+
+
+async def pending(conn: AsyncConnection) -> list[OutboxMessage]:
+    """Every message waiting to be published, in order, without claiming any (to look at)."""
+    rows = await conn.execute(
+        select(outbox.c.messages).where(outbox.c.parked_at.is_(None)).order_by(outbox.c.id)
+    )
+    return [OutboxMessage.from_json(item) for messages in rows.scalars() for item in messages]
 
 
 @dataclass(frozen=True)
@@ -123,15 +210,20 @@ class ParkedMessage:
     reason: str
 
 
+def _field(name: str) -> Any:
+    """A field of a parked row's only message, read by the database: the value stays there."""
+    return outbox.c.messages[(0, name)].as_string()
+
+
 async def parked(conn: AsyncConnection, limit: int = 1000) -> list[ParkedMessage]:
-    """Parked rows, oldest first (their values stay out: they may hold secrets)."""
+    """Parked messages, oldest first (their values stay out: they may hold secrets)."""
     rows = await conn.execute(
         select(
             outbox.c.id,
-            outbox.c.message_id,
-            outbox.c.process_id,
-            outbox.c.topic,
-            outbox.c.key,
+            _field("message_id").label("message_id"),
+            _field("process_id").label("process_id"),
+            _field("topic").label("topic"),
+            _field("key").label("key"),
             outbox.c.parked_at,
             outbox.c.park_reason,
         )
@@ -154,9 +246,9 @@ async def parked(conn: AsyncConnection, limit: int = 1000) -> list[ParkedMessage
 
 
 async def unpark(conn: AsyncConnection, message_ids: Sequence[str] | None = None) -> int:
-    """Give parked rows (those of ``message_ids``, or all) back to the relay; how many."""
+    """Give parked messages (those of ``message_ids``, or all) back to the relay; how many."""
     statement = update(outbox).where(outbox.c.parked_at.is_not(None))
     if message_ids is not None:
-        statement = statement.where(outbox.c.message_id.in_(list(message_ids)))
+        statement = statement.where(_field("message_id").in_(list(message_ids)))
     result = await conn.execute(statement.values(parked_at=None, park_reason=None))
     return int(result.rowcount or 0)

@@ -124,19 +124,19 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Serial, primary_key=True, autoincrement=True),
-    Column("message_id", String(64), nullable=False, unique=True),
-    Column("process_id", String(64), nullable=True),
-    Column("topic", String(249), nullable=False),
-    Column("key", String(500), nullable=True),
-    Column("value", Json, nullable=True),
-    Column("headers", Json, nullable=False),
+    #: Every message one transaction wrote, in the order they go out: a JSON array of objects
+    #: with message_id, process_id, topic, key, value, headers, traceparent and tracestate (the
+    #: W3C trace context of the step that wrote the message; the relay sends it as headers).
+    #: One row per transaction: one insert and one delete however many messages it wrote.
+    Column("messages", Json, nullable=False),
+    #: The array's length, so that the relay can bound a round and the backlog can be counted in
+    #: messages without reading the messages.
+    Column("message_count", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    #: W3C trace context of the step that wrote the message; the relay sends it as headers.
-    Column("traceparent", String(55), nullable=True),
-    Column("tracestate", String(512), nullable=True),
-    #: Set when the message can never be published (too large, an invalid topic...): the relay
-    #: leaves it aside with the reason until an operator retries it. A published row is deleted,
-    #: so that no task token or approval link it carried stays in the database.
+    #: Set when a message can never be published (too large, an invalid topic...): the relay
+    #: moves it to a row of its own, left aside with the reason until an operator retries it, so
+    #: a parked row holds exactly one message. A published row is deleted, so that no task token
+    #: or approval link it carried stays in the database.
     Column("parked_at", UTCDateTime, nullable=True),
     Column("park_reason", String(2000), nullable=True),
     Index(None, "parked_at", "id"),

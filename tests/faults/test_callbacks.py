@@ -15,15 +15,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 
 from bridge.bootstrap import Web, open_core
 from bridge.broker import free_port
 from bridge.engine import EventReceived
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
+from bridge.store import outbox
 from bridge.store.database import reading
-from bridge.store.schema import outbox
 from tests.integration.harness import Bridge, running_bridge
 
 pytestmark = pytest.mark.integration
@@ -208,9 +207,7 @@ async def test_callback_after_the_timeout_is_refused_while_no_worker_runs_the_ti
         outcome = (await core.engine.apply([EventReceived(record)]))[0]
         assert outcome.status == "applied", outcome
         async with reading(core.db) as conn:
-            value = (
-                await conn.execute(select(outbox.c.value).where(outbox.c.topic == topics["work"]))
-            ).scalar_one()
+            [value] = [m.value for m in await outbox.pending(conn) if m.topic == topics["work"]]
         await asyncio.sleep(1.6)  # past the 1 s deadline; no worker, so no timer fires
         async with (
             aiohttp.ClientSession() as http,
@@ -220,9 +217,7 @@ async def test_callback_after_the_timeout_is_refused_while_no_worker_runs_the_ti
         ):
             code, body = response.status, await response.text()
         async with reading(core.db) as conn:
-            done = (
-                await conn.execute(select(outbox.c.value).where(outbox.c.topic == topics["done"]))
-            ).all()
+            done = [m.value for m in await outbox.pending(conn) if m.topic == topics["done"]]
         print(
             f"\nFAULTS callback 0.6 s after the deadline, timers not running "
             f"({database_url.split(':')[0]}): HTTP {code}, JobDone commands {len(done)}"

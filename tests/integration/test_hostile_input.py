@@ -24,9 +24,10 @@ from bridge.events import KafkaRecord
 from bridge.messages import LETTER_VALUE_BYTES
 from bridge.relay import encode_value
 from bridge.runner import MAX_ATTEMPTS
+from bridge.store import outbox
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
-from bridge.store.schema import outbox, processes, timers
+from bridge.store.schema import processes, timers
 from processors.app import reply_input
 
 pytestmark = pytest.mark.integration
@@ -72,9 +73,13 @@ async def started_keys(engine: Engine) -> set[str]:
 
 
 async def dead_letters(engine: Engine) -> list[dict[str, Any]]:
+    return await outbox_values(engine, "dlq")
+
+
+async def outbox_values(engine: Engine, topic: str) -> list[Any]:
+    """The values of the messages to ``topic`` waiting in the outbox, in order."""
     async with reading(engine.db) as conn:
-        rows = (await conn.execute(select(outbox.c.value).where(outbox.c.topic == "dlq"))).all()
-    return [row.value for row in rows]
+        return [m.value for m in await outbox.pending(conn) if m.topic == topic]
 
 
 def nested(depth: int) -> Any:
@@ -217,10 +222,8 @@ async def test_a_timer_whose_step_fails_fails_its_process_and_the_others_fire(
 
 async def test_an_invalid_reply_on_kafka_is_dead_lettered(engine: Engine) -> None:
     await engine.apply([good(0, "a")])
-    async with reading(engine.db) as conn:
-        token = (
-            await conn.execute(select(outbox.c.value).where(outbox.c.topic == "out"))
-        ).scalar_one()["t"]
+    [command] = await outbox_values(engine, "out")
+    token = command["t"]
     replies = [
         KafkaRecord("bridge.replies", 0, 0, None, b'{"output": {"no": "token"}}'),
         KafkaRecord("bridge.replies", 0, 1, None, b"[" * 3000),
@@ -325,10 +328,10 @@ async def test_a_poison_event_is_dead_lettered_and_the_others_go_through(
     assert len(calls) == MAX_ATTEMPTS + 1  # once in the whole batch, then alone until given up
     async with reading(engine.db) as conn:
         keys = set((await conn.execute(select(processes.c.correlation_key))).scalars())
-        letters = (await conn.execute(select(outbox.c.value).where(outbox.c.topic == "dlq"))).all()
+    letters = await dead_letters(engine)
     assert keys == {"a", "b"}
     assert len(letters) == 1
-    letter = letters[0].value
+    letter = letters[0]
     assert letter["offset"] == 1 and letter["topic"] == "t" and letter["partition"] == 1
     assert "the interpreter broke" in letter["reason"]
 
@@ -341,13 +344,9 @@ async def test_the_process_a_poison_input_was_stepping_is_failed_with_the_reason
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bridge.engine import CallbackReceived
-    from bridge.store.schema import outbox as outbox_table
 
     await engine.apply([good(0, "p")])
-    async with reading(engine.db) as conn:
-        message = (
-            await conn.execute(select(outbox_table.c.value).where(outbox_table.c.topic == "out"))
-        ).scalar_one()
+    [message] = await outbox_values(engine, "out")
     real_step = bridge.batch.step
 
     def failing_step(definition: Any, process: Any, event: Any, now: Any, entropy: Any) -> Any:

@@ -18,6 +18,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
+    JSON,
     Column,
     Integer,
     MetaData,
@@ -29,10 +30,12 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge.asl.effects import HistoryEntry
+from bridge.store import outbox
 from bridge.store.database import open_engine
 from bridge.store.migrate import (
     alembic_config,
@@ -42,6 +45,7 @@ from bridge.store.migrate import (
 )
 from bridge.store.processes import append_history, read_history
 from bridge.store.schema import Json, UTCDateTime, history, metadata, processes
+from bridge.store.schema import outbox as outbox_table
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +96,8 @@ async def test_revisions_are_numbered_one_after_another() -> None:
 
     script = ScriptDirectory.from_config(alembic_config())
     chain = [revision.revision for revision in script.walk_revisions()][::-1]
-    assert chain == [f"{number:04d}" for number in range(1, len(chain) + 1)]
+    numbered = [f"{number:04d}" for number in range(1, int(chain[-1]) + 1)]
+    assert chain == numbered
     assert chain[-1] == HEAD
 
 
@@ -313,3 +318,113 @@ async def test_upgrade_makes_each_history_row_a_chunk_and_downgrade_expands_them
 
 def _history_columns(connection: Connection) -> set[str]:
     return {column["name"] for column in inspect(connection).get_columns("history")}
+
+
+_JSON = JSON().with_variant(JSONB(), "postgresql")
+#: The outbox as it was before 0009: one row per message.
+_ROW_PER_MESSAGE = Table(
+    "outbox",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("message_id", String(64)),
+    Column("process_id", String(64)),
+    Column("topic", String(249)),
+    Column("key", String(500)),
+    Column("value", _JSON),
+    Column("headers", _JSON),
+    Column("created_at", UTCDateTime),
+    Column("traceparent", String(55)),
+    Column("tracestate", String(512)),
+    Column("parked_at", UTCDateTime),
+    Column("park_reason", String(2000)),
+)
+
+
+def _message(name: str, value: Any, **fields: Any) -> dict[str, Any]:
+    return {
+        "message_id": name,
+        "process_id": fields.get("process_id"),
+        "topic": fields.get("topic", "orders"),
+        "key": fields.get("key", "k"),
+        "value": value,
+        "headers": {"ce_id": name, "ce_type": "test"},
+        "traceparent": fields.get("traceparent"),
+        "tracestate": fields.get("tracestate"),
+    }
+
+
+async def test_outbox_batches_migration_converts_waiting_and_parked_rows_both_ways(
+    engine: AsyncEngine,
+) -> None:
+    script = ScriptDirectory.from_config(alembic_config())
+    before = script.get_revision("0009").down_revision
+    assert isinstance(before, str)
+    await upgrade(engine, before)
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    old = [
+        _message(
+            "a",
+            {"n": 1, "ok": True, "list": [1, "two", None]},
+            process_id="p-1",
+            traceparent=f"00-{'a' * 32}-{'b' * 16}-01",
+            tracestate="v=1",
+        ),
+        _message("b", {"n": 2}, topic="not a topic!"),
+        _message("c", "plain text", key=None),
+        _message("d", None),
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(_ROW_PER_MESSAGE),
+            [
+                {
+                    **message,
+                    "created_at": at,
+                    "parked_at": at if message["message_id"] == "b" else None,
+                    "park_reason": "InvalidTopicError" if message["message_id"] == "b" else None,
+                }
+                for message in old
+            ],
+        )
+
+    await upgrade(engine, "0009")
+
+    # Each row became a one-message row with its id; the parked one stays parked.
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                select(outbox_table.c.id, outbox_table.c.message_count).order_by(outbox_table.c.id)
+            )
+        ).all()
+        assert [tuple(row) for row in rows] == [(1, 1), (2, 1), (3, 1), (4, 1)]
+        assert [m.to_json() for m in await outbox.pending(conn)] == [old[0], old[2], old[3]]
+        assert await outbox.backlog(conn) == 3
+        parked = await outbox.parked(conn)
+        assert [(p.message_id, p.topic, p.reason, p.parked_at) for p in parked] == [
+            ("b", "not a topic!", "InvalidTopicError", at)
+        ]
+    new = [_message("e", {"n": 5}), _message("f", {"n": 6}, process_id="p-2")]
+    async with engine.begin() as conn:
+        await outbox.add(conn, [{**message, "created_at": at} for message in new])
+
+    await downgrade(engine, before)
+
+    # One row per message again, in order; the parked one still parked.
+    async with engine.connect() as conn:
+        back = (
+            (await conn.execute(select(_ROW_PER_MESSAGE).order_by(_ROW_PER_MESSAGE.c.id)))
+            .mappings()
+            .all()
+        )
+    fields = list(old[0])
+    assert [{name: row[name] for name in fields} for row in back] == [*old, *new]
+    assert [(row["parked_at"], row["park_reason"]) for row in back] == [
+        (None, None),
+        (at, "InvalidTopicError"),
+        *[(None, None)] * 4,
+    ]
+    assert {row["created_at"] for row in back} == {at}
+
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == []

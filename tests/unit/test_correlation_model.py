@@ -49,10 +49,10 @@ from bridge.asl.model import parse_definition
 from bridge.definitions import Registry
 from bridge.engine import BufferExpired, Engine, EngineConfig, EventReceived, Outcome
 from bridge.events import KafkaRecord
-from bridge.store import correlation, history_chunks
+from bridge.store import correlation, history_chunks, outbox
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
-from bridge.store.schema import buffered_events, history, inbox, outbox, processes
+from bridge.store.schema import buffered_events, history, inbox, processes
 
 TOPIC = "t"
 DLQ = "bridge.dlq"
@@ -419,9 +419,7 @@ class World:
                     )
                 )
             ).all()
-            dead = (
-                await conn.execute(select(outbox.c.value).where(outbox.c.topic == DLQ))
-            ).scalars()
+            dead = [m.value for m in await outbox.pending(conn) if m.topic == DLQ]
             kept = (await conn.execute(select(buffered_events))).all()
             seen = (await conn.execute(select(inbox.c.key))).scalars()
             dead_keys = sorted(value["eventKey"] for value in dead)
