@@ -40,6 +40,8 @@ from bridge.tracing import Tracing, format_traceparent, format_tracestate, kafka
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_SECONDS = 30.0
+#: How soon a relay looks again after finding another one publishing.
+BUSY_RETRY_SECONDS = 0.02
 
 
 def encode_value(value: object) -> bytes:
@@ -85,6 +87,8 @@ class Relay:
         self.batch_size = batch_size
         self.published = 0
         self.parked = 0
+        #: The last round found another relay publishing (PostgreSQL's advisory lock).
+        self.lock_busy = False
 
     async def run(self) -> None:
         await poll(
@@ -94,29 +98,37 @@ class Relay:
             wake=self.wake,
         )
 
-    async def _round(self) -> bool:
-        return await self.publish_once() >= self.batch_size
+    async def _round(self) -> bool | float:
+        taken = await self.publish_once()
+        if self.lock_busy:
+            # Another relay publishes: rows committed after its claim would wait for the next
+            # wake-up, so look again soon.
+            return BUSY_RETRY_SECONDS
+        return taken >= self.batch_size
 
     async def publish_once(self) -> int:
         """Publish one round of rows (about ``batch_size`` messages), delete the rows published
         and park the messages that never can be; the number of messages taken.
         ``PublishingFailed`` when a message could not be published for a reason that may pass
         (the messages before it are settled)."""
-        rows: list[outbox.OutboxRow]
+        claimed: list[outbox.OutboxRow] | None
         if is_postgres(self.db):
             # The claim's advisory lock lives as long as this transaction: one relay at a time.
             async with self.db.begin() as conn:
-                rows = await outbox.claim(conn, self.batch_size)
+                claimed = await outbox.claim(conn, self.batch_size)
+                rows = claimed or []
                 done = await self._publish(rows)
                 await self._settle(conn, done)
         else:
             # SQLite has one writer: never hold its write lock while waiting for Kafka.
             async with reading(self.db) as conn:
-                rows = await outbox.claim(conn, self.batch_size)
+                claimed = await outbox.claim(conn, self.batch_size)
+            rows = claimed or []
             done = await self._publish(rows)
             if done.settled or done.rest is not None:
                 async with self.db.begin() as conn:
                     await self._settle(conn, done)
+        self.lock_busy = claimed is None
         self._count(done)
         if done.retry is not None:
             raise PublishingFailed(done.retry)

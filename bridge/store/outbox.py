@@ -22,7 +22,7 @@ from bridge.store.database import is_postgres
 from bridge.store.schema import outbox
 
 #: Any constant: the advisory lock that lets one relay at a time publish, keeping order.
-_RELAY_LOCK = 0x6272_6964_6765
+RELAY_LOCK = 0x6272_6964_6765
 
 
 @dataclass(frozen=True)
@@ -110,16 +110,16 @@ async def add(conn: AsyncConnection, messages: Sequence[Mapping[str, Any]]) -> N
         )
 
 
-async def claim(conn: AsyncConnection, limit: int) -> list[OutboxRow]:
+async def claim(conn: AsyncConnection, limit: int) -> list[OutboxRow] | None:
     """The oldest rows to publish (not parked), in order, taken whole while fewer than ``limit``
-    messages are taken (so a row of more than ``limit`` messages comes alone); empty when another
+    messages are taken (so a row of more than ``limit`` messages comes alone); None when another
     relay holds the lock."""
     if is_postgres(conn):
         locked = await conn.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _RELAY_LOCK}
+            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK}
         )
         if not locked:
-            return []
+            return None
     # Each row holds at least one message, so the first ``limit`` rows are all a round can need.
     counted = (
         select(

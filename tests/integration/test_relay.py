@@ -18,16 +18,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bridge.faults
 from bridge.cli import main
 from bridge.metrics import Metrics
-from bridge.relay import PublishingFailed, Relay
+from bridge.relay import BUSY_RETRY_SECONDS, PublishingFailed, Relay
 from bridge.store import outbox
-from bridge.store.database import open_engine, reading
+from bridge.store.database import is_postgres, open_engine, reading
 from bridge.store.migrate import upgrade
+from bridge.store.outbox import RELAY_LOCK
 from bridge.store.schema import outbox as outbox_table
 
 pytestmark = pytest.mark.integration
@@ -136,6 +137,25 @@ async def test_the_messages_of_a_row_are_published_in_order_and_the_row_deleted(
     assert await row_count(db) == 0
     assert relay.published == 5
     assert "bridge_outbox_published_total 5.0" in (await metrics.scrape(db)).decode()
+
+
+async def test_a_relay_that_finds_another_publishing_looks_again_soon(
+    db: AsyncEngine, producer: AIOKafkaProducer, kafka: str
+) -> None:
+    """With several workers, one relay publishes at a time; the others must not rest until the
+    next poll while rows committed after that relay's claim wait."""
+    if not is_postgres(db):
+        pytest.skip("SQLite has one writer and no advisory lock")
+    topic = f"relay.{uuid.uuid4().hex[:8]}"
+    await write(db, [row(topic, {"n": 1})])
+    relay = Relay(db, producer, asyncio.Event(), poll_seconds=30.0, batch_size=10)
+    async with db.begin() as other:  # another relay, in the middle of its round
+        await other.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RELAY_LOCK})
+        assert await relay._round() == BUSY_RETRY_SECONDS
+        assert relay.lock_busy
+    assert await relay._round() is False
+    assert not relay.lock_busy
+    assert [value for value, _ in await records(kafka, topic, 1)] == ['{"n":1}']
 
 
 async def test_a_round_takes_whole_rows_up_to_about_the_batch_size(
