@@ -27,7 +27,6 @@ from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_engine
 from bridge.store.migrate import upgrade
 from bridge.tracing import Tracing, from_settings
-from processors.app import build_app as build_processors
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +141,10 @@ class Worker:
             poll_seconds=settings.relay_poll_ms / 1000,
         )
         self.topics = sorted(core.registry.topics())
+        # Imported here: faust and the stream processors are the worker's, not the web's (about
+        # 9 MB of a bridge web process).
+        from processors.app import build_app as build_processors
+
         self.app = build_processors(
             settings, core.engine, bootstrap, self.topics, embedded_broker=embedded_broker
         )
