@@ -284,9 +284,9 @@ class Correlator:
             self.correlated += 1
             if isinstance(effect, StartChild | StopChild | NotifyParent):
                 await self.batch.nesting.apply(process_id, effect)
-            elif isinstance(effect, CloseWait):
-                # Most closed waits are no event waits (tasks, approvals): their rows, if any,
-                # go in one statement when the batch is written; until then this set hides them.
+            elif isinstance(effect, CloseWait) and effect.kind == "event":
+                # The event wait's rows go in one statement when the batch is written; until
+                # then this set hides them.
                 self.closed.add(effect.wait_id)
             elif isinstance(effect, ExpectEvent):
                 taken = await correlation.take_buffered(

@@ -69,7 +69,7 @@ class EffectsWriter:
         await store.update_processes(conn, changed, now)
         new_timers: dict[str, dict[str, Any]] = {}
         cancelled: list[str] = []
-        closed: list[str] = []
+        closed: dict[str, list[str]] = {"callback": [], "approval": [], "event": [], "http": []}
         calls: list[dict[str, Any]] = []
         tokens: list[tuple[str, str, str, str]] = []
         for (process_id, effect), context in zip(
@@ -98,7 +98,7 @@ class EffectsWriter:
                 case RemindApproval():
                     self.send(await self.batch.approvals.reminder(process, effect), context)
                 case CloseWait():
-                    closed.append(effect.wait_id)
+                    closed[effect.kind].append(effect.wait_id)
                 case StartTimer():
                     new_timers[effect.timer_id] = {
                         "id": effect.timer_id,
@@ -119,9 +119,10 @@ class EffectsWriter:
         await http_calls.add(conn, calls)
         written = self.batch.written
         written.http_calls = written.http_calls or bool(calls)
-        await http_calls.cancel(conn, closed, now)
-        await waits.close_waits(conn, closed, now)
-        await correlation.remove_waits(conn, closed)
+        # A task's wait has no rows to close (its token's row says nothing of it being open).
+        await http_calls.cancel(conn, closed["http"], now)
+        await waits.close_waits(conn, closed["approval"], now)
+        await correlation.remove_waits(conn, closed["event"])
         await timers.cancel(conn, cancelled)
         await timers.add(conn, list(new_timers.values()))
         for timer in new_timers.values():

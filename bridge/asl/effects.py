@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 JSON = Any
 
@@ -108,9 +108,11 @@ class InvokeHttp:
 
 @dataclass(frozen=True)
 class CloseWait:
-    """The wait ended (answered, timed out, aborted): its tokens and links stop working."""
+    """The wait ended (answered, timed out, aborted): its tokens and links stop working.
+    ``kind`` says which rows it may have (an approval's, an event wait's, an HTTP call)."""
 
     wait_id: str
+    kind: Literal["callback", "approval", "event", "http"]
 
 
 @dataclass(frozen=True)

@@ -142,7 +142,7 @@ class RunBase(ABC):
         wait = position.wait
         if wait is not None:
             if wait.kind in ("callback", "approval", "event", "http"):
-                self.effects.append(CloseWait(wait.id))
+                self.effects.append(CloseWait(wait.id, wait.kind))
             if wait.kind == "child" and wait.child is not None:
                 # Nobody waits for the child any more: it stops too (with its own children).
                 self.effects.append(StopChild(wait.child, position.state))

@@ -259,7 +259,7 @@ def test_saga_below_the_threshold_reserves_charges_and_completes() -> None:
     assert timeout.due_at == T0 + timedelta(seconds=86400)
 
     reserved = run.apply(TaskSucceeded(expect.wait_id, {"reservationId": "r-9"}), after=5)
-    assert CloseWait(expect.wait_id) in reserved.effects
+    assert CloseWait(expect.wait_id, "callback") in reserved.effects
     assert CancelTimer(timeout.timer_id) in reserved.effects
     charge = one(reserved.effects, SendMessage)
     expect_payment = one(reserved.effects, ExpectCallback)
@@ -336,7 +336,7 @@ def test_an_approved_order_completes_with_the_decision_in_its_output() -> None:
         ApprovalDecided(approval.id, approved=True, decided_by="alice", comment="fine"), after=60
     )
 
-    assert CloseWait(approval.id) in decided.effects
+    assert CloseWait(approval.id, "approval") in decided.effects
     assert CancelTimer(approval.timeout_timer or "") in decided.effects
     assert one(decided.effects, SendMessage).topic == "orders.done"
     assert run.running.status is ProcessStatus.SUCCEEDED
@@ -367,7 +367,7 @@ def test_a_rejected_order_fails_with_approval_rejected_naming_the_decider() -> N
     )
 
     assert of_type(decided.effects, SendMessage) == []
-    assert CloseWait(approval.id) in decided.effects
+    assert CloseWait(approval.id, "approval") in decided.effects
     process = run.running
     assert process.status is ProcessStatus.FAILED
     assert process.error == errors.APPROVAL_REJECTED == "Approval.Rejected"
@@ -385,7 +385,7 @@ def test_a_task_failure_without_catch_fails_the_process_and_closes_the_wait() ->
 
     failed = run.apply(TaskFailed(wait.id, "Inventory.OutOfStock", "sku-1 is sold out"), after=3)
 
-    assert CloseWait(wait.id) in failed.effects
+    assert CloseWait(wait.id, wait.kind) in failed.effects
     assert CancelTimer(wait.timeout_timer) in failed.effects
     assert of_type(failed.effects, SendMessage) == []
     assert of_type(failed.effects, StartTimer) == []
@@ -492,7 +492,7 @@ def test_a_task_timeout_fails_with_states_timeout() -> None:
 
     fired = run.apply(TimerFired(timer.timer_id), after=86400)
 
-    assert CloseWait(wait.id) in fired.effects
+    assert CloseWait(wait.id, wait.kind) in fired.effects
     assert run.running.status is ProcessStatus.FAILED
     assert run.running.error == errors.TIMEOUT == "States.Timeout"
     assert "ReserveInventory" in (run.running.cause or "")
@@ -565,7 +565,7 @@ def test_a_missed_heartbeat_fails_with_states_heartbeat_timeout() -> None:
 
     missed = run.apply(TimerFired(wait.heartbeat_timer or ""), after=10)
 
-    assert CloseWait(wait.id) in missed.effects
+    assert CloseWait(wait.id, wait.kind) in missed.effects
     assert CancelTimer(wait.timeout_timer or "") in missed.effects
     assert run.running.status is ProcessStatus.FAILED
     assert run.running.error == errors.HEARTBEAT_TIMEOUT == "States.HeartbeatTimeout"
@@ -896,7 +896,7 @@ def test_the_definition_timeout_times_the_process_out() -> None:
 
     fired = run.apply(TimerFired(process_timer), after=3600)
 
-    assert CloseWait(wait.id) in fired.effects
+    assert CloseWait(wait.id, wait.kind) in fired.effects
     assert CancelTimer(wait.timeout_timer or "") in fired.effects
     process = run.running
     assert process.status is ProcessStatus.TIMED_OUT
@@ -924,7 +924,7 @@ def test_stop_aborts_with_the_given_error_and_closes_the_wait() -> None:
 
     stopped = run.apply(Stop(error="Ops.Cancelled", cause="the customer called"))
 
-    assert CloseWait(wait.id) in stopped.effects
+    assert CloseWait(wait.id, wait.kind) in stopped.effects
     assert CancelTimer(wait.timeout_timer or "") in stopped.effects
     process = run.running
     assert process.status is ProcessStatus.ABORTED
