@@ -1,6 +1,7 @@
-"""Processes the benches start, and what they cost: CPU seconds and peak RSS from /proc (Linux).
+"""Processes the benches start, and what they cost: CPU seconds and RSS from /proc (Linux).
 
-Used by ``order_saga.py`` (run as a script from this folder, so imported as ``processes``).
+Used by ``order_saga.py`` and ``waiting.py`` (run as scripts from this folder, so imported as
+``processes``).
 """
 
 from __future__ import annotations
@@ -89,6 +90,17 @@ def cpu_seconds(pid: int) -> float | None:
 
 def peak_rss_mib(pid: int) -> float | None:
     """VmHWM of ``pid`` plus that of its live descendants, in MiB."""
+    return _status_mib(pid, "VmHWM")
+
+
+def rss_mib(pid: int) -> float | None:
+    """VmRSS (resident now) of ``pid`` plus that of its live descendants, in MiB."""
+    return _status_mib(pid, "VmRSS")
+
+
+def _status_mib(pid: int, name: str) -> float | None:
+    """The ``name`` line (in kB) of /proc/PID/status, summed over ``pid`` and its live
+    descendants, in MiB."""
     total_kib = 0
     seen = False
     stack = [pid]
@@ -96,7 +108,7 @@ def peak_rss_mib(pid: int) -> float | None:
         current = stack.pop()
         try:
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{name}:"):
                     total_kib += int(line.split()[1])
                     seen = True
             for task in Path(f"/proc/{current}/task").iterdir():
