@@ -488,8 +488,6 @@ class Batch:
     def _callback(self, item: CallbackReceived, target: waits.TokenTarget | None) -> Outcome:
         if target is None:
             return Outcome("not_found", "unknown task token")
-        if not target.open:
-            return Outcome("conflict", "the task token was already used or has expired")
         trigger: core.Input
         if item.outcome == "success":
             trigger = core.TaskSucceeded(target.wait_id, item.output)

@@ -205,10 +205,6 @@ task_tokens = Table(
     Column("wait_id", String(64), nullable=False),
     Column("state", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
-    #: Written by earlier versions when the wait closed; now the process says whether its wait
-    #: is open (see bridge.store.waits).
-    Column("closed_at", UTCDateTime, nullable=True),
-    Index(None, "wait_id"),
 )
 
 approvals = Table(

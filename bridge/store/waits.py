@@ -27,8 +27,6 @@ def token_hash(token: str) -> str:
 class TokenTarget:
     process_id: str
     wait_id: str
-    #: False only for tokens closed by an earlier version, which marked them in the row.
-    open: bool
 
 
 async def add_task_tokens(
@@ -62,14 +60,10 @@ async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str
                 task_tokens.c.token_hash,
                 task_tokens.c.process_id,
                 task_tokens.c.wait_id,
-                task_tokens.c.closed_at,
             ).where(task_tokens.c.token_hash.in_(list(by_hash)))
         )
     ).all()
-    return {
-        by_hash[row.token_hash]: TokenTarget(row.process_id, row.wait_id, row.closed_at is None)
-        for row in rows
-    }
+    return {by_hash[row.token_hash]: TokenTarget(row.process_id, row.wait_id) for row in rows}
 
 
 async def close_waits(conn: AsyncConnection, wait_ids: list[str], now: datetime) -> None:
