@@ -47,34 +47,29 @@ class TimerScanner:
     async def _round(self) -> bool | float:
         """True when a full batch fired (look again at once), else the seconds until the next
         due time (the poll interval caps the rest: another process's timers wake no one here
-        on SQLite)."""
+        on SQLite). One read finds what is due and what comes next."""
         wakeups = self.engine.wakeups
         # Commits from now on that write something due before the next look wake the scan.
         wakeups.scanner_looks_at = None
-        fired = await self.fire_due()
-        await self._purge_now_and_then()
-        if fired >= self.batch_size:
-            return True
         async with reading(self.engine.db) as conn:
             now = await database_now(conn)
-            due = [await timers.next_due(conn), await correlation.next_expiry(conn)]
-        soonest = min((at for at in due if at is not None), default=None)
+            due = await timers.due(conn, self.batch_size)
+            expired = await correlation.due_expiries(conn, now, self.batch_size)
+            upcoming = [await timers.next_due(conn), await correlation.next_expiry(conn)]
+        if due:
+            await self.engine.apply([TimerDue(timer.id, timer.process_id) for timer in due])
+        if expired:
+            await self.engine.apply([BufferExpired(item.id) for item in expired])
+        await self._purge_now_and_then()
+        if max(len(due), len(expired)) >= self.batch_size:
+            return True
+        # After firing, the soonest is one of those fired: the scan looks again at once.
+        soonest = min((at for at in upcoming if at is not None), default=None)
         rest = self.poll_seconds
         if soonest is not None:
             rest = min(rest, max((soonest - now).total_seconds(), 0.0))
         wakeups.scanner_looks_at = now + timedelta(seconds=rest)
         return rest
-
-    async def fire_due(self) -> int:
-        async with reading(self.engine.db) as conn:
-            now = await database_now(conn)
-            due = await timers.due(conn, self.batch_size)
-            expired = await correlation.due_expiries(conn, now, self.batch_size)
-        if due:
-            await self.engine.apply([TimerDue(timer.id, timer.process_id) for timer in due])
-        if expired:
-            await self.engine.apply([BufferExpired(item.id) for item in expired])
-        return max(len(due), len(expired))
 
     async def _purge_now_and_then(self) -> None:
         if time.monotonic() - self._last_refresh >= REFRESH_EVERY_SECONDS:
