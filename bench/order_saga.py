@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import random
-import signal
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ from saga_figures import (
     summed,
 )
 from saga_services import EVENTS, TOPICS, Observed, Services, now
-from stack import Resources, create_topics, env_pair, open_database, wait_ready
+from stack import Resources, create_topics, env_pair, open_database, run_to_end, wait_ready
 
 from bridge.broker import free_port
 
@@ -378,40 +377,16 @@ def main() -> int:
     args = parse_args()
     if args.seed is not None:
         random.seed(args.seed)
-
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     # The order saga alone: the shipment follow-up example would start a second process for
     # every completed order and measure two things at once.
     res = Resources({"order-saga.asl.yaml": (EXAMPLES / "order-saga.asl.yaml").read_text()})
-    code = 0
-    result = None
-    try:
-        result = asyncio.run(asyncio.wait_for(run(args, res), args.deadline))
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except TimeoutError:
-        print(f"the bench hit its deadline of {args.deadline}s; cleaning up", file=sys.stderr)
-        code = 2
-    except Exception as exc:
-        print(f"bench failed: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        res.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    result, code = run_to_end(lambda started: run(args, started), res, args.deadline)
     if result is not None:
         result["bridge_exit_code"] = res.exit_code
         result["bridge_exit_codes"] = res.exit_codes
         report(result)
         if res.exit_code not in (0, None):
             print(f"a bridge process exited with {res.exit_codes}; log tails:\n{res.tails()}")
-    elif code:
-        print(f"bridge log tails:\n{res.tails()}", file=sys.stderr)
     return code
 
 

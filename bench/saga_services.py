@@ -84,13 +84,18 @@ async def consume(
     )
     await consumer.start()
     try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
-            records = [record for batch in batches.values() for record in batch]
-            if records:
-                await handle(records)
+        await hand_over(consumer, handle, stop)
     finally:
         await consumer.stop()
+
+
+async def hand_over(consumer: AIOKafkaConsumer, handle: Any, stop: asyncio.Event) -> None:
+    """Until ``stop``, pass what ``consumer`` reads to ``handle``, a batch at a time."""
+    while not stop.is_set():
+        batches = await consumer.getmany(timeout_ms=100, max_records=2000)
+        records = [record for batch in batches.values() for record in batch]
+        if records:
+            await handle(records)
 
 
 def service(observed: Observed, producer: AIOKafkaProducer, kind: str, output: Any) -> Any:

@@ -13,11 +13,12 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,40 @@ def env_pair(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
     return name, value
+
+
+def run_to_end(
+    run: Callable[[Resources], Coroutine[Any, Any, dict[str, Any]]],
+    res: Resources,
+    deadline: float,
+) -> tuple[dict[str, Any] | None, int]:
+    """Run a bench until it ends, fails, is interrupted (Ctrl-C, SIGTERM) or hits ``deadline``
+    seconds, and clean up the broker, the bridge processes and the database whatever happened.
+    The result (None when there is none) and the exit code; on a failure, the bridge's log
+    tails are printed."""
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    code = 0
+    result = None
+    try:
+        result = asyncio.run(asyncio.wait_for(run(res), deadline))
+    except KeyboardInterrupt:
+        print("interrupted; cleaning up", file=sys.stderr)
+        code = 130
+    except TimeoutError:
+        print(f"the bench hit its deadline of {deadline}s; cleaning up", file=sys.stderr)
+        code = 2
+    except Exception as exc:
+        print(f"bench failed: {exc!r}", file=sys.stderr)
+        code = 1
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
+        res.close()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if result is None and code:
+        print(f"bridge log tails:\n{res.tails()}", file=sys.stderr)
+    return result, code

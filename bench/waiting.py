@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import random
-import signal
 import sys
 import uuid
 from collections import Counter
@@ -44,8 +43,8 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from processes import Usage, cpu_split, peak_rss_mib, rss_mib
 from saga_figures import percentile, rounded
-from saga_services import consume, header, now
-from stack import Resources, create_topics, env_pair, open_database, wait_ready
+from saga_services import consume, hand_over, header, now
+from stack import Resources, create_topics, env_pair, open_database, run_to_end, wait_ready
 
 from bridge.broker import free_port
 
@@ -133,11 +132,7 @@ async def tail_topic(
         for tp in assigned:
             await consumer.position(tp)  # resolves the end now, before callbacks go out
         ready.set()
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=100, max_records=2000)
-            records = [record for batch in batches.values() for record in batch]
-            if records:
-                await handle(records)
+        await hand_over(consumer, handle, stop)
     finally:
         await consumer.stop()
 
@@ -543,35 +538,11 @@ def main() -> int:
     args = parse_args()
     if args.seed is not None:
         random.seed(args.seed)
-
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     res = Resources({"waiting.asl.yaml": DEFINITION})
-    code = 0
-    result = None
-    try:
-        result = asyncio.run(asyncio.wait_for(run(args, res), args.deadline))
-    except KeyboardInterrupt:
-        print("interrupted; cleaning up", file=sys.stderr)
-        code = 130
-    except TimeoutError:
-        print(f"the bench hit its deadline of {args.deadline}s; cleaning up", file=sys.stderr)
-        code = 2
-    except Exception as exc:
-        print(f"bench failed: {exc!r}", file=sys.stderr)
-        code = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # let cleanup finish
-        res.close()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    result, code = run_to_end(lambda started: run(args, started), res, args.deadline)
     if result is not None:
         result["bridge_exit_codes"] = res.exit_codes
         report(result)
-    elif code:
-        print(f"bridge log tails:\n{res.tails()}", file=sys.stderr)
     return code
 
 
