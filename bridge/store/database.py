@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -66,9 +66,13 @@ def is_postgres(connection: AsyncConnection | AsyncEngine) -> bool:
 
 async def database_now(conn: AsyncConnection) -> datetime:
     """The database server's time, aware UTC: the one clock all processes agree on."""
+    # Driver SQL: this runs at the start of every batch (see bridge.store.sql_text).
     if conn.dialect.name == "sqlite":
-        text_now = await conn.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        text_now = (await conn.exec_driver_sql(_SQLITE_NOW)).scalar()
         return datetime.fromisoformat(str(text_now)).replace(tzinfo=UTC)
-    moment = await conn.scalar(text("SELECT clock_timestamp()"))
+    moment = (await conn.exec_driver_sql("SELECT clock_timestamp()")).scalar()
     assert isinstance(moment, datetime)
     return moment.astimezone(UTC)
+
+
+_SQLITE_NOW = "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"

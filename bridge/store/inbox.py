@@ -7,24 +7,56 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.store import sql_text
 from bridge.store.schema import inbox
+
+_SEEN = sql_text.statement(
+    f"SELECT key FROM inbox WHERE key {sql_text.any_of(1).postgres}",
+    f"SELECT key FROM inbox WHERE key {sql_text.any_of(1).sqlite}",
+)
 
 
 async def seen(conn: AsyncConnection, keys: Iterable[str]) -> set[str]:
     wanted = list(set(keys))
     if not wanted:
         return set()
-    rows = await conn.execute(select(inbox.c.key).where(inbox.c.key.in_(wanted)))
-    return set(rows.scalars())
+    return {key for (key,) in await sql_text.fetch(conn, _SEEN, (sql_text.ids(conn, wanted),))}
+
+
+_MARK = sql_text.statement(
+    """INSERT INTO inbox (key, received_at, outcome, event_id, source, topic, partition,
+    "offset", event_type, details, duplicates, last_duplicate_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
+)
 
 
 async def mark(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Rows with key, received_at, outcome and, for events, the event's columns and details."""
-    if rows:
-        await conn.execute(insert(inbox), rows)
+    """Rows with key, received_at, outcome and, for events, the event's columns and details;
+    duplicates and last_duplicate_at when the batch saw the input again."""
+    await sql_text.execute_many(
+        conn,
+        _MARK,
+        [
+            (
+                row["key"],
+                sql_text.time(conn, row["received_at"]),
+                row["outcome"],
+                row.get("event_id"),
+                row.get("source"),
+                row.get("topic"),
+                row.get("partition"),
+                row.get("offset"),
+                row.get("event_type"),
+                sql_text.json(row.get("details")),
+                row.get("duplicates", 0),
+                sql_text.time(conn, row.get("last_duplicate_at")),
+            )
+            for row in rows
+        ],
+    )
 
 
 async def count_duplicate(conn: AsyncConnection, key: str, now: datetime) -> None:

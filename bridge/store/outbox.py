@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.database import is_postgres
+from bridge.store import sql_text
 from bridge.store.schema import outbox
 
 #: Any constant: the advisory lock that lets one relay at a time publish, keeping order.
@@ -95,63 +95,69 @@ _FIELDS = (
 )
 
 
+_ADD = sql_text.statement(
+    "INSERT INTO outbox (messages, message_count, created_at) VALUES ($1, $2, $3)"
+)
+
+
 async def add(conn: AsyncConnection, messages: Sequence[Mapping[str, Any]]) -> None:
     """One row holding ``messages`` in order: mappings with message_id, process_id, topic, key,
     value, headers, created_at, traceparent, tracestate (see ``bridge.messages.row``). The row's
     ``created_at`` is the earliest of theirs."""
     if messages:
-        await conn.execute(
-            insert(outbox),
-            {
-                "messages": [{name: item.get(name) for name in _FIELDS} for item in messages],
-                "message_count": len(messages),
-                "created_at": min(item["created_at"] for item in messages),
-            },
+        await sql_text.execute(
+            conn,
+            _ADD,
+            (
+                sql_text.json([{name: item.get(name) for name in _FIELDS} for item in messages]),
+                len(messages),
+                sql_text.time(conn, min(item["created_at"] for item in messages)),
+            ),
         )
+
+
+_LOCK = sql_text.statement("SELECT pg_try_advisory_xact_lock($1)")
+# Each row holds at least one message, so the first ``limit`` rows are all a round can need;
+# they are taken whole while fewer than ``limit`` messages were taken before them.
+_CLAIM = sql_text.statement(
+    """SELECT id, created_at, messages FROM (
+        SELECT id, created_at, messages,
+            sum(message_count) OVER (ORDER BY id) - message_count AS before
+        FROM outbox WHERE parked_at IS NULL ORDER BY id LIMIT $1
+    ) AS counted WHERE before < $1 ORDER BY id"""
+)
+_DELETE = sql_text.statement(
+    f"DELETE FROM outbox WHERE id {sql_text.any_of(1, 'bigint').postgres}",
+    f"DELETE FROM outbox WHERE id {sql_text.any_of(1).sqlite}",
+)
 
 
 async def claim(conn: AsyncConnection, limit: int) -> list[OutboxRow] | None:
     """The oldest rows to publish (not parked), in order, taken whole while fewer than ``limit``
     messages are taken (so a row of more than ``limit`` messages comes alone); None when another
     relay holds the lock."""
-    if is_postgres(conn):
-        locked = await conn.scalar(
-            text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RELAY_LOCK}
+    if sql_text.is_postgres(conn) and not await _lock(conn):
+        return None
+    found: list[OutboxRow] = []
+    for row_id, created_at, stored in await sql_text.fetch(conn, _CLAIM, (limit,)):
+        when = sql_text.read_time(created_at)
+        assert when is not None
+        messages = sql_text.read_json(conn, stored)
+        found.append(
+            OutboxRow(row_id, when, tuple(OutboxMessage.from_json(item) for item in messages))
         )
-        if not locked:
-            return None
-    # Each row holds at least one message, so the first ``limit`` rows are all a round can need.
-    counted = (
-        select(
-            outbox.c.id,
-            outbox.c.created_at,
-            outbox.c.messages,
-            (
-                func.sum(outbox.c.message_count).over(order_by=outbox.c.id) - outbox.c.message_count
-            ).label("before"),
-        )
-        .where(outbox.c.parked_at.is_(None))
-        .order_by(outbox.c.id)
-        .limit(limit)
-        .subquery()
-    )
-    rows = await conn.execute(
-        select(counted.c.id, counted.c.created_at, counted.c.messages)
-        .where(counted.c.before < limit)
-        .order_by(counted.c.id)
-    )
-    return [
-        OutboxRow(
-            row.id, row.created_at, tuple(OutboxMessage.from_json(item) for item in row.messages)
-        )
-        for row in rows
-    ]
+    return found
+
+
+async def _lock(conn: AsyncConnection) -> bool:
+    """Whether this transaction took the relay's lock (PostgreSQL)."""
+    return bool((await sql_text.fetch(conn, _LOCK, (RELAY_LOCK,)))[0][0])
 
 
 async def delete_sent(conn: AsyncConnection, ids: Sequence[int]) -> None:
     """Forget rows whose messages are all published or parked elsewhere."""
     if ids:
-        await conn.execute(delete(outbox).where(outbox.c.id.in_(ids)))
+        await sql_text.execute(conn, _DELETE, (sql_text.ids(conn, list(ids)),))
 
 
 async def keep_only(conn: AsyncConnection, row_id: int, messages: Sequence[OutboxMessage]) -> None:

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, and_, bindparam, cast, insert, select, update
+from sqlalchemy import Text, and_, cast, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.asl import json_text
 from bridge.asl.effects import HistoryEntry
 from bridge.asl.process import Process
-from bridge.store import history_chunks
-from bridge.store.database import is_postgres
+from bridge.store import history_chunks, sql_text
 from bridge.store.schema import history, processes
 
 
@@ -33,32 +33,38 @@ class ConcurrentUpdate(Exception):
     """Another writer changed the process since it was read; the transaction must be retried."""
 
 
+_LOAD = sql_text.statement(
+    f"""SELECT id, state, row_version, history_seq, traceparent, tracestate FROM processes
+    WHERE id {sql_text.any_of(1).postgres} ORDER BY id FOR UPDATE""",
+    f"""SELECT id, state, row_version, history_seq, traceparent, tracestate FROM processes
+    WHERE id {sql_text.any_of(1).sqlite}""",
+)
+
+
 async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str, Loaded]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    query = select(
-        processes.c.id,
-        processes.c.state,
-        processes.c.row_version,
-        processes.c.history_seq,
-        processes.c.traceparent,
-        processes.c.tracestate,
-    ).where(processes.c.id.in_(wanted))
-    if is_postgres(conn):
-        # Sorted ids and row locks: a Kafka worker and an HTTP request cannot both win.
-        query = query.order_by(processes.c.id).with_for_update()
-    rows = (await conn.execute(query)).all()
+    # Sorted ids and row locks (PostgreSQL; SQLite's writers hold its one write lock): a Kafka
+    # worker and an HTTP request cannot both win.
+    rows = await sql_text.fetch(conn, _LOAD, (sql_text.ids(conn, wanted),))
     return {
-        row.id: Loaded(
-            Process.model_validate(row.state),
-            row.row_version,
-            row.history_seq,
-            row.traceparent,
-            row.tracestate,
+        process_id: Loaded(
+            Process.model_validate(sql_text.read_json(conn, state)),
+            row_version,
+            history_seq,
+            traceparent,
+            tracestate,
         )
-        for row in rows
+        for process_id, state, row_version, history_seq, traceparent, tracestate in rows
     }
+
+
+_INSERT = sql_text.statement(
+    """INSERT INTO processes (id, definition, version, correlation_key, status, current_state,
+    state, started_at, updated_at, ended_at, traceparent, tracestate, history_seq, row_version)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"""
+)
 
 
 async def insert_processes(
@@ -68,14 +74,27 @@ async def insert_processes(
 ) -> None:
     """New processes, one statement: ``(process, history_seq, trace columns)`` each (the trace
     columns as ``bridge.tracing.columns`` gives them)."""
-    if rows:
-        await conn.execute(
-            insert(processes),
-            [
-                {**_columns(process, now), **trace, "history_seq": seq, "row_version": 1}
-                for process, seq, trace in rows
-            ],
-        )
+    await sql_text.execute_many(
+        conn,
+        _INSERT,
+        [
+            (
+                *_columns(conn, process, now),
+                trace.get("traceparent"),
+                trace.get("tracestate"),
+                seq,
+            )
+            for process, seq, trace in rows
+        ],
+    )
+
+
+_UPDATE = sql_text.statement(
+    """UPDATE processes SET definition = $2, version = $3, correlation_key = $4, status = $5,
+    current_state = $6, state = $7, started_at = $8, updated_at = $9, ended_at = $10,
+    traceparent = $11, tracestate = $12, history_seq = $13, row_version = $14 + 1
+    WHERE id = $1 AND row_version = $14"""
+)
 
 
 async def update_processes(
@@ -90,74 +109,36 @@ async def update_processes(
     the rows of a batched statement, asyncpg, the locks alone keep it.)"""
     if not rows:
         return
-    statement = (
-        update(processes)
-        .where(
-            and_(
-                processes.c.id == bindparam("_id"),
-                processes.c.row_version == bindparam("_row_version"),
-            )
-        )
-        .values(
-            {
-                name: bindparam(name)
-                for name in (
-                    *_COLUMN_NAMES,
-                    "traceparent",
-                    "tracestate",
-                    "row_version",
-                    "history_seq",
-                )
-            }
-        )
-    )
     parameters = [
-        {
-            **_columns(process, now),
-            "traceparent": trace.get("traceparent"),
-            "tracestate": trace.get("tracestate"),
-            "_id": process.id,
-            "_row_version": row_version,
-            "row_version": row_version + 1,
-            "history_seq": seq,
-        }
+        (
+            *_columns(conn, process, now),
+            trace.get("traceparent"),
+            trace.get("tracestate"),
+            seq,
+            row_version,
+        )
         for process, row_version, seq, trace in rows
     ]
-    for row in parameters:
-        # "id" is bound as _id in the WHERE clause; the SET list leaves it alone.
-        del row["id"]
-    result = await conn.execute(statement, parameters)
-    counted = len(parameters) == 1 or conn.dialect.supports_sane_multi_rowcount
-    if counted and result.rowcount != len(parameters):
+    changed = await sql_text.execute_many(conn, _UPDATE, parameters)
+    counted = len(parameters) == 1 or not sql_text.is_postgres(conn)
+    if counted and changed != len(parameters):
         raise ConcurrentUpdate(", ".join(process.id for process, *_ in rows))
 
 
-_COLUMN_NAMES = (
-    "definition",
-    "version",
-    "correlation_key",
-    "status",
-    "current_state",
-    "state",
-    "started_at",
-    "updated_at",
-    "ended_at",
-)
-
-
-def _columns(process: Process, now: datetime) -> dict[str, Any]:
-    return {
-        "id": process.id,
-        "definition": process.definition,
-        "version": process.version,
-        "correlation_key": process.correlation_key,
-        "status": process.status.value,
-        "current_state": process.current_state,
-        "state": process.model_dump(mode="json"),
-        "started_at": process.started_at,
-        "updated_at": now,
-        "ended_at": process.ended_at,
-    }
+def _columns(conn: AsyncConnection, process: Process, now: datetime) -> tuple[Any, ...]:
+    """id to ended_at, as ``_INSERT`` and ``_UPDATE`` take them."""
+    return (
+        process.id,
+        process.definition,
+        process.version,
+        process.correlation_key,
+        process.status.value,
+        process.current_state,
+        json_text.dumps(process.model_dump(mode="json")),
+        sql_text.time(conn, process.started_at),
+        sql_text.time(conn, now),
+        sql_text.time(conn, process.ended_at),
+    )
 
 
 async def append_history(
@@ -165,8 +146,24 @@ async def append_history(
 ) -> None:
     """Store ``(process_id, seq, entry)`` triples, in the order they were added, in one
     statement: a row per process and run of consecutive entries (``history_chunks.chunks``)."""
-    if rows:
-        await conn.execute(insert(history), history_chunks.chunks(rows))
+    await sql_text.execute_many(
+        conn,
+        _APPEND_HISTORY,
+        [
+            (
+                chunk["process_id"],
+                chunk["seq"],
+                chunk["last_seq"],
+                sql_text.json(chunk["entries"]),
+            )
+            for chunk in history_chunks.chunks(rows)
+        ],
+    )
+
+
+_APPEND_HISTORY = sql_text.statement(
+    "INSERT INTO history (process_id, seq, last_seq, entries) VALUES ($1, $2, $3, $4)"
+)
 
 
 async def running_ids(conn: AsyncConnection, definition: str, key: str) -> list[str]:

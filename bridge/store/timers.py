@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from bridge.store import sql_text
 from bridge.store.schema import timers
 
 
@@ -18,15 +20,29 @@ class DueTimer:
     process_id: str
 
 
-async def add(conn: AsyncConnection, rows: list[dict[str, object]]) -> None:
+_ADD = sql_text.statement("INSERT INTO timers (id, process_id, due_at) VALUES ($1, $2, $3)")
+_CANCEL = sql_text.statement(
+    f"DELETE FROM timers WHERE id {sql_text.any_of(1).postgres}",
+    f"DELETE FROM timers WHERE id {sql_text.any_of(1).sqlite}",
+)
+_CLAIM = sql_text.statement(
+    f"DELETE FROM timers WHERE id {sql_text.any_of(1).postgres} RETURNING id",
+    f"DELETE FROM timers WHERE id {sql_text.any_of(1).sqlite} RETURNING id",
+)
+
+
+async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Rows with id, process_id, due_at."""
-    if rows:
-        await conn.execute(insert(timers), rows)
+    await sql_text.execute_many(
+        conn,
+        _ADD,
+        [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows],
+    )
 
 
 async def cancel(conn: AsyncConnection, ids: list[str]) -> None:
     if ids:
-        await conn.execute(delete(timers).where(timers.c.id.in_(ids)))
+        await sql_text.execute(conn, _CANCEL, (sql_text.ids(conn, ids),))
 
 
 async def due(conn: AsyncConnection, limit: int) -> list[DueTimer]:
@@ -46,8 +62,9 @@ async def claim(conn: AsyncConnection, ids: list[str]) -> set[str]:
     """Delete the timers and return those this transaction removed: each fires once."""
     if not ids:
         return set()
-    result = await conn.execute(delete(timers).where(timers.c.id.in_(ids)).returning(timers.c.id))
-    return set(result.scalars())
+    return {
+        timer_id for (timer_id,) in await sql_text.fetch(conn, _CLAIM, (sql_text.ids(conn, ids),))
+    }
 
 
 async def next_due(conn: AsyncConnection) -> datetime | None:

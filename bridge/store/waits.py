@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import and_, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store.schema import approval_links, approvals, task_tokens
+from bridge.store import sql_text
+from bridge.store.schema import approval_links, approvals
 
 
 def token_hash(token: str) -> str:
@@ -33,20 +34,27 @@ async def add_task_tokens(
     conn: AsyncConnection, rows: list[tuple[str, str, str, str]], now: datetime
 ) -> None:
     """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept."""
-    if rows:
-        await conn.execute(
-            insert(task_tokens),
-            [
-                {
-                    "token_hash": token_hash(token),
-                    "process_id": process_id,
-                    "wait_id": wait_id,
-                    "state": state,
-                    "created_at": now,
-                }
-                for token, process_id, wait_id, state in rows
-            ],
-        )
+    created_at = sql_text.time(conn, now)
+    await sql_text.execute_many(
+        conn,
+        _ADD_TASK_TOKENS,
+        [
+            (token_hash(token), process_id, wait_id, state, created_at)
+            for token, process_id, wait_id, state in rows
+        ],
+    )
+
+
+_ADD_TASK_TOKENS = sql_text.statement(
+    """INSERT INTO task_tokens (token_hash, process_id, wait_id, state, created_at)
+    VALUES ($1, $2, $3, $4, $5)"""
+)
+_FIND_TASK_TOKENS = sql_text.statement(
+    "SELECT token_hash, process_id, wait_id FROM task_tokens WHERE token_hash "
+    + sql_text.any_of(1).postgres,
+    "SELECT token_hash, process_id, wait_id FROM task_tokens WHERE token_hash "
+    + sql_text.any_of(1).sqlite,
+)
 
 
 async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str, TokenTarget]:
@@ -54,16 +62,10 @@ async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str
     by_hash = {token_hash(token): token for token in tokens}
     if not by_hash:
         return {}
-    rows = (
-        await conn.execute(
-            select(
-                task_tokens.c.token_hash,
-                task_tokens.c.process_id,
-                task_tokens.c.wait_id,
-            ).where(task_tokens.c.token_hash.in_(list(by_hash)))
-        )
-    ).all()
-    return {by_hash[row.token_hash]: TokenTarget(row.process_id, row.wait_id) for row in rows}
+    rows = await sql_text.fetch(conn, _FIND_TASK_TOKENS, (sql_text.ids(conn, list(by_hash)),))
+    return {
+        by_hash[hashed]: TokenTarget(process_id, wait_id) for hashed, process_id, wait_id in rows
+    }
 
 
 async def close_waits(conn: AsyncConnection, wait_ids: list[str], now: datetime) -> None:

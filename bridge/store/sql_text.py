@@ -1,0 +1,131 @@
+"""The engine's hot statements, written as SQL text for each dialect.
+
+Every batch runs the same dozen statements. Built with SQLAlchemy Core, each execution paid for
+building the statement, its cache key and a bind processor call per column and row: about a
+third of the worker's CPU (issue 13). These statements are written once, as text, and run with
+``AsyncConnection.exec_driver_sql``: still SQLAlchemy's connection, transaction, error
+translation and pool invalidation (``bridge.failures`` classifies the same exceptions), but the
+parameters go to the driver as they are. So this module converts values itself, the way the
+schema's types do (``bridge.store.schema``):
+
+- times: aware UTC on PostgreSQL; on SQLite naive UTC text in the form SQLAlchemy stores;
+- JSON: text from ``bridge.asl.json_text``; read back decoded (PostgreSQL's driver decodes JSONB
+  itself, with the engine's deserializer);
+- id lists: one array parameter on PostgreSQL (``= ANY($1)``), one JSON text on SQLite
+  (``IN (SELECT value FROM json_each(?1))``), so the text stays the same whatever the list's
+  length and the driver's prepared-statement cache keeps working.
+
+The schema, migrations and everything off the hot path stay SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.asl import json_text
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement's text on PostgreSQL (``$1`` placeholders) and on SQLite (``?1``)."""
+
+    postgres: str
+    sqlite: str
+
+    def text(self, conn: AsyncConnection) -> str:
+        return self.postgres if conn.dialect.name == "postgresql" else self.sqlite
+
+
+def statement(postgres: str, sqlite: str | None = None) -> Statement:
+    """A statement from its PostgreSQL text; SQLite's is the same with ``?N`` placeholders
+    unless given."""
+    sqlite_text = sqlite if sqlite is not None else postgres
+    return Statement(
+        " ".join(postgres.split()), _PLACEHOLDER.sub(r"?\1", " ".join(sqlite_text.split()))
+    )
+
+
+def any_of(placeholder: int, array_type: str = "varchar") -> Statement:
+    """``IN`` a list given as one parameter: see ``ids``."""
+    return Statement(
+        f"= ANY(${placeholder}::{array_type}[])",
+        f"IN (SELECT value FROM json_each(?{placeholder}))",
+    )
+
+
+def is_postgres(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+async def fetch(
+    conn: AsyncConnection, sql: Statement, parameters: tuple[Any, ...] = ()
+) -> Sequence[tuple[Any, ...]]:
+    """The rows, as tuples."""
+    result = await conn.exec_driver_sql(sql.text(conn), parameters)
+    # A Row unpacks like the tuple it is.
+    return cast(Sequence[tuple[Any, ...]], result.all())
+
+
+async def execute(conn: AsyncConnection, sql: Statement, parameters: tuple[Any, ...] = ()) -> int:
+    """The number of rows the statement changed."""
+    result = await conn.exec_driver_sql(sql.text(conn), parameters)
+    return int(result.rowcount)
+
+
+async def execute_many(
+    conn: AsyncConnection, sql: Statement, rows: Sequence[tuple[Any, ...]]
+) -> int:
+    """The number of rows changed, where the driver counts them: asyncpg does not count the
+    rows of a batched statement (-1), SQLite does."""
+    if not rows:
+        return 0
+    if len(rows) == 1:
+        return await execute(conn, sql, rows[0])
+    result = await conn.exec_driver_sql(sql.text(conn), list(rows))
+    return int(result.rowcount)
+
+
+def ids(conn: AsyncConnection, values: Sequence[Any]) -> Any:
+    """A list for ``any_of``."""
+    return list(values) if is_postgres(conn) else json_text.dumps(list(values))
+
+
+def time(conn: AsyncConnection, moment: datetime | None) -> Any:
+    """A time parameter; like ``schema.UTCDateTime``, naive times are refused."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValueError("naive datetimes are not stored")
+    if is_postgres(conn):
+        return moment.astimezone(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def read_time(value: Any) -> datetime | None:
+    """A time column as read: aware UTC."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json(value: Any) -> str | None:
+    """A JSON parameter (None is SQL NULL)."""
+    return None if value is None else json_text.dumps(value)
+
+
+def read_json(conn: AsyncConnection, value: Any) -> Any:
+    """A JSON column as read: PostgreSQL's driver decoded it already, SQLite gives text."""
+    if value is None or is_postgres(conn):
+        return value
+    return json_text.loads(value)
