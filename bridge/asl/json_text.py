@@ -4,8 +4,11 @@ Writing JSON is a large share of a step's cost (process state, history, outbox v
 payload size bound), so it goes through orjson, several times faster than the standard library.
 orjson refuses some values the standard library writes (integers beyond 64 bits, dictionary keys
 that are not strings): those fall back to the standard library, so every value that was written
-before still is, to the same JSON value. Reading stays with the standard library, which keeps
-large integers exact where orjson would turn them into floats.
+before still is, to the same JSON value. Reading what the bridge wrote (``loads``) goes through
+orjson too, except where it would differ from the standard library: orjson turns integers beyond
+64 bits into floats, so text with a run of 19 digits or more is read by the standard library, as
+is text orjson refuses (lone surrogates, NaN). Input from outside is read by
+``bridge.asl.limits.loads``, with its own bounds.
 
 Non-finite numbers (NaN, Infinity) are not JSON; the bounds in ``bridge.asl.limits`` refuse
 them before a value is kept or sent.
@@ -14,6 +17,7 @@ them before a value is kept or sent.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import orjson
@@ -40,5 +44,16 @@ def _standard(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
+#: A number that may not fit 64 bits (or a long run of digits inside a string, read the slow way).
+_LONG_NUMBER = re.compile(r"\d{19}")
+
+
 def loads(text: str | bytes) -> Any:
+    """The value of JSON text, as the standard library reads it."""
+    probe = text if isinstance(text, str) else text.decode("utf-8", "surrogatepass")
+    if _LONG_NUMBER.search(probe) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
     return json.loads(text)

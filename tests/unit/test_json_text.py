@@ -39,3 +39,26 @@ def test_what_orjson_refuses_falls_back_to_the_standard_library() -> None:
 def test_compact_utf8() -> None:
     assert json_text.dumps({"a": [1, "é"]}) == '{"a":[1,"é"]}'
     assert json_text.dumps_bytes({"a": "é"}) == '{"a":"é"}'.encode()
+
+
+def _same(left: Any, right: Any) -> bool:
+    """Equal, and of the same types all the way down (1 == 1.0 hides an int read as a float)."""
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(map(_same, left, right))
+    return type(left) is type(right) and left == right
+
+
+@given(values)
+def test_reads_what_it_wrote_as_the_standard_library_does(value: Any) -> None:
+    for text in (json_text.dumps(value), json.dumps(value)):
+        assert _same(json_text.loads(text), json.loads(text))
+        assert _same(json_text.loads(text.encode()), json.loads(text))
+
+
+def test_reads_what_orjson_would_change_with_the_standard_library() -> None:
+    assert json_text.loads('{"big":1180591620717411303424}') == {"big": 2**70}
+    assert type(json_text.loads("[-9223372036854775809]")[0]) is int
+    assert json_text.loads('"\\ud800"') == "\ud800"
+    assert json_text.loads("1e400") == float("inf")
