@@ -63,6 +63,7 @@ from bridge.intake import (
     StartRequested,
     StopRequested,
     TimerDue,
+    TracedInput,
 )
 from bridge.metrics import Tally
 from bridge.nesting import Nesting
@@ -225,7 +226,7 @@ class Batch:
             own = tracing.from_headers(item.record.headers)
             if isinstance(read, ReadEvent):
                 structlog.contextvars.bind_contextvars(event_id=read.event.id or read.key)
-        elif isinstance(item, CallbackReceived | HttpCallEnded) and item.traceparent is not None:
+        elif isinstance(item, TracedInput) and item.traceparent is not None:
             own = tracing.parse(item.traceparent, item.tracestate)
         else:
             own = ambient

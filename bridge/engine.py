@@ -22,6 +22,7 @@ from bridge import faults, runner
 from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
 from bridge.failures import Retry, classify
+from bridge.group_commit import GroupCommit
 from bridge.intake import (
     KINDS,
     ApprovalViewed,
@@ -111,6 +112,8 @@ class Engine:
         #: Called in each writing transaction before it commits, with what it wrote: tells
         #: the pollers of other processes (see bridge.announce). None: nobody to tell.
         self.announce: Callable[[AsyncConnection, Written], Awaitable[None]] | None = None
+        #: Single inputs (HTTP requests, HTTP calls' answers) go in groups: see apply_one.
+        self.group_commit = GroupCommit(self._apply_group)
 
     @property
     def base_url(self) -> str:
@@ -126,7 +129,14 @@ class Engine:
         return await runner.run(self, batch, patience=patience)
 
     async def apply_one(self, item: EngineInput, *, patience: float | None = None) -> Outcome:
-        return (await self.apply([item], patience=patience))[0]
+        """Apply one input (an HTTP request's, an HTTP call's answer) together with those that
+        arrive while a transaction is written (``bridge.group_commit``)."""
+        return await self.group_commit.apply(item, patience)
+
+    async def _apply_group(
+        self, batch: Sequence[EngineInput], patience: float | None
+    ) -> list[Outcome]:
+        return await self.apply(batch, patience=patience)
 
     async def transact(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         """Apply ``batch`` in one transaction, or raise; tried again at once while another

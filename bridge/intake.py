@@ -29,7 +29,7 @@ class CallbackReceived:
     error: str | None = None
     cause: str | None = None
     via: str = "http"
-    #: The W3C trace context of a reply on Kafka (over HTTP: the request's, found in context).
+    #: The W3C trace context of a reply on Kafka, or of the HTTP request it came in.
     traceparent: str | None = None
     tracestate: str | None = None
     #: The reply's record, when it came on Kafka: where a dead letter says it came from.
@@ -54,6 +54,9 @@ class DecisionReceived:
     approve: bool | None = None
     #: A form post without a valid nonce or from another origin: audited, never applied.
     forged: bool = False
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,9 @@ class ApprovalViewed:
 
     link_token: str
     viewer: str | None = None
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,9 @@ class StartRequested:
     name: str | None = None
     version: int | None = None
     correlation_key: str | None = None
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,11 +95,17 @@ class StopRequested:
     process_id: str
     error: str = "Process.Stopped"
     cause: str = ""
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
 class RedriveRequested:
     process_id: str
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,17 @@ EngineInput = (
     | ApprovalViewed
     | TimerDue
     | BufferExpired
+    | HttpCallEnded
+    | StartRequested
+    | StopRequested
+    | RedriveRequested
+)
+
+#: Inputs that may carry a trace context of their own (``traceparent``, ``tracestate``).
+TracedInput = (
+    CallbackReceived
+    | DecisionReceived
+    | ApprovalViewed
     | HttpCallEnded
     | StartRequested
     | StopRequested
