@@ -17,7 +17,6 @@ them before a value is kept or sent.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -44,16 +43,19 @@ def _standard(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
 
 
-#: A number that may not fit 64 bits (or a long run of digits inside a string, read the slow way).
-_LONG_NUMBER = re.compile(r"\d{19}")
+#: Every digit becomes "0", so that a run of 19 digits or more, a number that may not fit 64 bits
+#: (or such a run inside a string, read the slow way), is a plain substring; translating bytes and
+#: searching them costs a fraction of what a regular expression over the text did.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_RUN = b"0" * 19
 
 
 def loads(text: str | bytes) -> Any:
     """The value of JSON text, as the standard library reads it."""
-    probe = text if isinstance(text, str) else text.decode("utf-8", "surrogatepass")
-    if _LONG_NUMBER.search(probe) is None:
+    raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    if _LONG_RUN not in raw.translate(_DIGITS_AS_ZERO):
         try:
-            return orjson.loads(text)
+            return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return json.loads(text)

@@ -26,6 +26,8 @@ def chunks(rows: Sequence[tuple[str, int, HistoryEntry]]) -> list[dict[str, Any]
     were added: consecutive entries of one process with consecutive numbers share a row."""
     found: list[dict[str, Any]] = []
     current: dict[str, Any] | None = None
+    # The entries of a batch share a handful of times: each is formatted once.
+    times: dict[datetime, str] = {}
     for process_id, seq, entry in rows:
         if (
             current is None
@@ -36,17 +38,24 @@ def chunks(rows: Sequence[tuple[str, int, HistoryEntry]]) -> list[dict[str, Any]
             current = {"process_id": process_id, "seq": seq, "last_seq": seq, "entries": []}
             found.append(current)
         current["last_seq"] = seq
-        current["entries"].append(encode(entry))
+        current["entries"].append(encode(entry, times))
     return found
 
 
-def encode(entry: HistoryEntry) -> dict[str, Any]:
+def encode(entry: HistoryEntry, times: dict[datetime, str] | None = None) -> dict[str, Any]:
     """One entry as a chunk holds it. The time is UTC text of fixed width, so that a migration
-    can turn it back into a column value with string functions alone."""
-    if entry.at.tzinfo is None:
-        raise ValueError("naive datetimes are not stored")
+    can turn it back into a column value with string functions alone. ``times``: the texts of
+    times formatted before, kept and reused."""
+    at = entry.at
+    text = None if times is None else times.get(at)
+    if text is None:
+        if at.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        text = at.astimezone(UTC).isoformat(timespec="microseconds")
+        if times is not None:
+            times[at] = text
     return {
-        "at": entry.at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "at": text,
         "type": entry.type,
         "state": entry.state,
         "details": entry.details,

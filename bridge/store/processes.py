@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 from sqlalchemy import Text, and_, cast, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,7 +36,7 @@ class ConcurrentUpdate(Exception):
 
 
 _LOAD = sql_text.statement(
-    f"""SELECT id, state, row_version, history_seq, traceparent, tracestate FROM processes
+    f"""SELECT id, state::text, row_version, history_seq, traceparent, tracestate FROM processes
     WHERE id {sql_text.any_of(1).postgres} ORDER BY id FOR UPDATE""",
     f"""SELECT id, state, row_version, history_seq, traceparent, tracestate FROM processes
     WHERE id {sql_text.any_of(1).sqlite}""",
@@ -50,7 +52,7 @@ async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str
     rows = await sql_text.fetch(conn, _LOAD, (sql_text.ids(conn, wanted),))
     return {
         process_id: Loaded(
-            Process.model_validate(sql_text.read_json(conn, state)),
+            _read_state(state),
             row_version,
             history_seq,
             traceparent,
@@ -134,11 +136,33 @@ def _columns(conn: AsyncConnection, process: Process, now: datetime) -> tuple[An
         process.correlation_key,
         process.status.value,
         process.current_state,
-        json_text.dumps(process.model_dump(mode="json")),
+        _state_text(process),
         sql_text.time(conn, process.started_at),
         sql_text.time(conn, now),
         sql_text.time(conn, process.ended_at),
     )
+
+
+def _state_text(process: Process) -> str:
+    """The ``state`` column's JSON. pydantic writes it in one pass; a value it cannot encode (a
+    lone surrogate, which the bounds in ``bridge.asl.limits`` keep out of new values) goes the
+    long way, through ``json_text``, as it always did."""
+    try:
+        return process.model_dump_json()
+    except PydanticSerializationError:
+        return json_text.dumps(process.model_dump(mode="json"))
+
+
+def _read_state(text: str) -> Process:
+    """A process from its ``state`` column, read as text (``state::text`` on PostgreSQL), so that
+    pydantic parses and validates in one pass; what its parser refuses (the escape of a lone
+    surrogate) is read by ``json_text`` first."""
+    try:
+        return Process.model_validate_json(text)
+    except ValidationError as exc:
+        if any(error["type"] != "json_invalid" for error in exc.errors()):
+            raise
+        return Process.model_validate(json_text.loads(text))
 
 
 async def append_history(

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.asl import json_text
 from bridge.store import sql_text
 from bridge.store.schema import approval_links, approvals
 
@@ -102,37 +103,44 @@ async def add_approval(
     now: datetime,
 ) -> None:
     """``links`` maps each link token to (whether it approves, the seat it decides for)."""
-    await conn.execute(
-        insert(approvals).values(
-            id=approval_id,
-            process_id=process_id,
-            definition=definition,
-            wait_id=wait_id,
-            state=state,
-            title=title,
-            description=description,
-            data=data,
-            status="PENDING",
-            created_at=now,
-            seats=seats,
-            rule=str(rule),
-            votes=[],
-            expires_at=expires_at,
-            on_expiry=on_expiry,
-        )
+    await sql_text.execute(
+        conn,
+        _ADD_APPROVAL,
+        (
+            approval_id,
+            process_id,
+            definition,
+            wait_id,
+            state,
+            title,
+            description,
+            # JSON null, not SQL NULL, for no data: as the JSON column type wrote it.
+            json_text.dumps(data),
+            sql_text.time(conn, now),
+            json_text.dumps(seats),
+            str(rule),
+            sql_text.time(conn, expires_at),
+            on_expiry,
+        ),
     )
-    await conn.execute(
-        insert(approval_links),
+    await sql_text.execute_many(
+        conn,
+        _ADD_APPROVAL_LINKS,
         [
-            {
-                "token_hash": token_hash(token),
-                "approval_id": approval_id,
-                "approve": approve,
-                "seat": seat,
-            }
+            (token_hash(token), approval_id, approve, seat)
             for token, (approve, seat) in links.items()
         ],
     )
+
+
+_ADD_APPROVAL = sql_text.statement(
+    """INSERT INTO approvals (id, process_id, definition, wait_id, state, title, description, data,
+    status, created_at, seats, rule, votes, expires_at, on_expiry)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, '[]', $12, $13)"""
+)
+_ADD_APPROVAL_LINKS = sql_text.statement(
+    "INSERT INTO approval_links (token_hash, approval_id, approve, seat) VALUES ($1, $2, $3, $4)"
+)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from bridge.asl import limits
 from bridge.local import run_local
@@ -75,3 +77,43 @@ def test_numbers_that_json_cannot_carry_are_refused() -> None:
     for text in ("NaN", '{"a": [Infinity]}', '{"a": -Infinity}'):
         with pytest.raises(limits.Unstorable, match="not JSON"):
             limits.loads(text)
+
+
+# Mostly plain values, so that many examples reach the shortcut's own checks rather than being
+# refused by orjson (which sends them to the walk).
+_TEXT = st.lists(
+    st.sampled_from(["a", "a", "a", "\\", "u", "0", "\x00", "\ud800", "é", "null"]), max_size=6
+).map("".join)
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | _TEXT
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(_TEXT | st.integers(), children, max_size=4)
+    ),
+    max_leaves=40,
+)
+
+
+@settings(max_examples=1000)
+@example(value=[float("nan")], max_depth=2)
+@example(value={"k": [float("-inf"), None]}, max_depth=3)
+@example(value={"k": "a\x00"}, max_depth=2)
+@example(value=[{"a\x00": 1}], max_depth=2)
+@example(value=["\\u0000"], max_depth=2)
+@example(value=[[[[]]]], max_depth=3)
+@example(value=[2**64, "\ud800"], max_depth=2)
+@given(
+    value=st.lists(_VALUES, max_size=3) | st.dictionaries(_TEXT, _VALUES, max_size=3),
+    max_depth=st.integers(min_value=1, max_value=8),
+)
+def test_the_quick_check_agrees_with_the_walk(value: Any, max_depth: int) -> None:
+    # The encoded-text shortcut may only ever say "fine" when walking the value would.
+    assert limits.problem(value, max_depth=max_depth) == limits._walk(value, max_depth)
