@@ -13,7 +13,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from approvals.app import build_app as build_web_app
 from bridge.announce import Listener
 from bridge.announce import announce as announce_work
 from bridge.asl.errors import DefinitionError
@@ -25,7 +24,7 @@ from bridge.relay import Relay
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_engine
-from bridge.store.migrate import upgrade
+from bridge.store.revision import at_head
 from bridge.tracing import Tracing, from_settings
 
 log = logging.getLogger(__name__)
@@ -61,7 +60,10 @@ async def open_core(
     ``tracing``: the tracer to use; by default the one the settings ask for.
     """
     db = open_engine(settings.database_url)
-    if settings.database_migrate:
+    if settings.database_migrate and not await at_head(db):
+        # Imported here: Alembic is needed only when there is something to migrate.
+        from bridge.store.migrate import upgrade
+
         await upgrade(db)
     registry = Registry()
     problems: list[str] = []
@@ -207,6 +209,9 @@ class Web:
         self.host = host
         self.port = port
         settings = core.settings
+        # Imported here: the pages and the API are the web's, not a worker's.
+        from approvals.app import build_app as build_web_app
+
         self.app = build_web_app(
             core.engine,
             settings.secret_key.get_secret_value(),

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge.asl.effects import HistoryEntry
-from bridge.store import outbox
+from bridge.store import outbox, revision
 from bridge.store.database import open_engine
 from bridge.store.migrate import (
     alembic_config,
@@ -44,6 +44,7 @@ from bridge.store.migrate import (
     upgrade,
 )
 from bridge.store.processes import append_history, read_history
+from bridge.store.revision import head_revision
 from bridge.store.schema import Json, UTCDateTime, history, metadata, processes
 from bridge.store.schema import outbox as outbox_table
 
@@ -99,6 +100,18 @@ async def test_revisions_are_numbered_one_after_another() -> None:
     numbered = [f"{number:04d}" for number in range(1, int(chain[-1]) + 1)]
     assert chain == numbered
     assert chain[-1] == HEAD
+    # bridge.store.revision finds the head from the file names alone.
+    assert head_revision() == HEAD
+    for path in revision.VERSIONS.glob("*.py"):
+        assert path.name.split("_")[0] == script.get_revision(path.name[:4]).revision
+
+
+async def test_at_head_tells_when_there_is_nothing_to_migrate(engine: AsyncEngine) -> None:
+    assert not await revision.at_head(engine)
+    await upgrade(engine, "0009")
+    assert not await revision.at_head(engine)
+    await upgrade(engine)
+    assert await revision.at_head(engine)
 
 
 async def test_upgrade_builds_exactly_the_metadata(engine: AsyncEngine) -> None:
