@@ -35,6 +35,7 @@ from bridge.asl.effects import (
 from bridge.asl.process import Process
 from bridge.store import correlation, http_calls, inbox, outbox, timers, waits
 from bridge.store import processes as store
+from bridge.store.write_set import WriteSet
 
 if TYPE_CHECKING:
     from bridge.batch import Batch
@@ -114,7 +115,9 @@ class EffectsWriter:
                     calls.append(self._http_call(process_id, effect, context))
                 case StartChild() | StopChild() | NotifyParent():
                     pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
-        await waits.add_task_tokens(conn, tokens, now)
+        # What needs no answer goes at the end, in one round trip (bridge.store.write_set).
+        writes = WriteSet(conn)
+        await waits.add_task_tokens(conn, tokens, now, writes=writes)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
         written = self.batch.written
@@ -123,14 +126,15 @@ class EffectsWriter:
         await http_calls.cancel(conn, closed["http"], now)
         await waits.close_waits(conn, closed["approval"], now)
         await correlation.remove_waits(conn, closed["event"])
-        await timers.cancel(conn, cancelled)
-        await timers.add(conn, list(new_timers.values()))
+        await timers.cancel(conn, cancelled, writes=writes)
+        await timers.add(conn, list(new_timers.values()), writes=writes)
         for timer in new_timers.values():
             written.due(timer["due_at"])
-        await outbox.add(conn, self.batch.outbox_rows)
+        await outbox.add(conn, self.batch.outbox_rows, writes=writes)
         written.outbox = written.outbox or bool(self.batch.outbox_rows)
-        await store.append_history(conn, history_rows)
-        await inbox.mark(conn, list(self.batch.marks.values()))
+        await store.append_history(conn, history_rows, writes=writes)
+        await inbox.mark(conn, list(self.batch.marks.values()), writes=writes)
+        await writes.flush()
 
     def _http_call(
         self, process_id: str, effect: InvokeHttp, context: SpanContext | None

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store import sql_text
 from bridge.store.schema import inbox
+from bridge.store.write_set import Insert, WriteSet
 
 _SEEN = sql_text.statement(
     f"SELECT key FROM inbox WHERE key {sql_text.any_of(1).postgres}",
@@ -26,18 +27,33 @@ async def seen(conn: AsyncConnection, keys: Iterable[str]) -> set[str]:
     return {key for (key,) in await sql_text.fetch(conn, _SEEN, (sql_text.ids(conn, wanted),))}
 
 
-_MARK = sql_text.statement(
-    """INSERT INTO inbox (key, received_at, outcome, event_id, source, topic, partition,
-    "offset", event_type, details, duplicates, last_duplicate_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"""
+_MARK = Insert(
+    "inbox",
+    (
+        ("key", "varchar"),
+        ("received_at", "timestamptz"),
+        ("outcome", "varchar"),
+        ("event_id", "varchar"),
+        ("source", "varchar"),
+        ("topic", "varchar"),
+        ("partition", "integer"),
+        ('"offset"', "bigint"),
+        ("event_type", "varchar"),
+        ("details", "jsonb"),
+        ("duplicates", "integer"),
+        ("last_duplicate_at", "timestamptz"),
+    ),
 )
 
 
-async def mark(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+async def mark(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, writes: WriteSet | None = None
+) -> None:
     """Rows with key, received_at, outcome and, for events, the event's columns and details;
-    duplicates and last_duplicate_at when the batch saw the input again."""
-    await sql_text.execute_many(
-        conn,
+    duplicates and last_duplicate_at when the batch saw the input again. ``writes``: add them
+    to this batch's writes instead of writing them now."""
+    target = writes or WriteSet(conn)
+    target.insert(
         _MARK,
         [
             (
@@ -57,6 +73,8 @@ async def mark(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
             for row in rows
         ],
     )
+    if writes is None:
+        await target.flush()
 
 
 async def count_duplicate(conn: AsyncConnection, key: str, now: datetime) -> None:

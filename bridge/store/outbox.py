@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.store import sql_text
 from bridge.store.schema import outbox
+from bridge.store.write_set import Insert, WriteSet
 
 #: Any constant: the advisory lock that lets one relay at a time publish, keeping order.
 RELAY_LOCK = 0x6272_6964_6765
@@ -95,25 +96,32 @@ _FIELDS = (
 )
 
 
-_ADD = sql_text.statement(
-    "INSERT INTO outbox (messages, message_count, created_at) VALUES ($1, $2, $3)"
+_ADD = Insert(
+    "outbox", (("messages", "jsonb"), ("message_count", "integer"), ("created_at", "timestamptz"))
 )
 
 
-async def add(conn: AsyncConnection, messages: Sequence[Mapping[str, Any]]) -> None:
+async def add(
+    conn: AsyncConnection,
+    messages: Sequence[Mapping[str, Any]],
+    *,
+    writes: WriteSet | None = None,
+) -> None:
     """One row holding ``messages`` in order: mappings with message_id, process_id, topic, key,
     value, headers, created_at, traceparent, tracestate (see ``bridge.messages.row``). The row's
-    ``created_at`` is the earliest of theirs."""
-    if messages:
-        await sql_text.execute(
-            conn,
-            _ADD,
-            (
-                sql_text.json([{name: item.get(name) for name in _FIELDS} for item in messages]),
-                len(messages),
-                sql_text.time(conn, min(item["created_at"] for item in messages)),
-            ),
-        )
+    ``created_at`` is the earliest of theirs. ``writes``: add the row to this batch's writes
+    instead of writing it now."""
+    if not messages:
+        return
+    target = writes or WriteSet(conn)
+    row = (
+        sql_text.json([{name: item.get(name) for name in _FIELDS} for item in messages]),
+        len(messages),
+        sql_text.time(conn, min(item["created_at"] for item in messages)),
+    )
+    target.insert(_ADD, [row])
+    if writes is None:
+        await target.flush()
 
 
 _LOCK = sql_text.statement("SELECT pg_try_advisory_xact_lock($1)")

@@ -17,6 +17,7 @@ from bridge.asl.effects import HistoryEntry
 from bridge.asl.process import Process
 from bridge.store import history_chunks, sql_text
 from bridge.store.schema import history, processes
+from bridge.store.write_set import Insert, WriteSet
 
 
 @dataclass
@@ -166,12 +167,16 @@ def _read_state(text: str) -> Process:
 
 
 async def append_history(
-    conn: AsyncConnection, rows: Sequence[tuple[str, int, HistoryEntry]]
+    conn: AsyncConnection,
+    rows: Sequence[tuple[str, int, HistoryEntry]],
+    *,
+    writes: WriteSet | None = None,
 ) -> None:
     """Store ``(process_id, seq, entry)`` triples, in the order they were added, in one
-    statement: a row per process and run of consecutive entries (``history_chunks.chunks``)."""
-    await sql_text.execute_many(
-        conn,
+    statement: a row per process and run of consecutive entries (``history_chunks.chunks``).
+    ``writes``: add them to this batch's writes instead of writing them now."""
+    target = writes or WriteSet(conn)
+    target.insert(
         _APPEND_HISTORY,
         [
             (
@@ -183,10 +188,13 @@ async def append_history(
             for chunk in history_chunks.chunks(rows)
         ],
     )
+    if writes is None:
+        await target.flush()
 
 
-_APPEND_HISTORY = sql_text.statement(
-    "INSERT INTO history (process_id, seq, last_seq, entries) VALUES ($1, $2, $3, $4)"
+_APPEND_HISTORY = Insert(
+    "history",
+    (("process_id", "varchar"), ("seq", "integer"), ("last_seq", "integer"), ("entries", "jsonb")),
 )
 
 

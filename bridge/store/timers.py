@@ -12,6 +12,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from bridge.store import sql_text
 from bridge.store.schema import timers
+from bridge.store.write_set import Delete, Insert, WriteSet
 
 
 @dataclass(frozen=True)
@@ -20,29 +21,32 @@ class DueTimer:
     process_id: str
 
 
-_ADD = sql_text.statement("INSERT INTO timers (id, process_id, due_at) VALUES ($1, $2, $3)")
-_CANCEL = sql_text.statement(
-    f"DELETE FROM timers WHERE id {sql_text.any_of(1).postgres}",
-    f"DELETE FROM timers WHERE id {sql_text.any_of(1).sqlite}",
-)
+_ADD = Insert("timers", (("id", "varchar"), ("process_id", "varchar"), ("due_at", "timestamptz")))
+_CANCEL = Delete("timers", "id")
 _CLAIM = sql_text.statement(
     f"DELETE FROM timers WHERE id {sql_text.any_of(1).postgres} RETURNING id",
     f"DELETE FROM timers WHERE id {sql_text.any_of(1).sqlite} RETURNING id",
 )
 
 
-async def add(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-    """Rows with id, process_id, due_at."""
-    await sql_text.execute_many(
-        conn,
-        _ADD,
-        [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows],
+async def add(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, writes: WriteSet | None = None
+) -> None:
+    """Rows with id, process_id, due_at. ``writes``: add them to this batch's writes instead
+    of writing them now."""
+    target = writes or WriteSet(conn)
+    target.insert(
+        _ADD, [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows]
     )
+    if writes is None:
+        await target.flush()
 
 
-async def cancel(conn: AsyncConnection, ids: list[str]) -> None:
-    if ids:
-        await sql_text.execute(conn, _CANCEL, (sql_text.ids(conn, ids),))
+async def cancel(conn: AsyncConnection, ids: list[str], *, writes: WriteSet | None = None) -> None:
+    target = writes or WriteSet(conn)
+    target.delete(_CANCEL, ids)
+    if writes is None:
+        await target.flush()
 
 
 async def due(conn: AsyncConnection, limit: int) -> list[DueTimer]:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.asl import json_text
 from bridge.store import sql_text
 from bridge.store.schema import approval_links, approvals
+from bridge.store.write_set import Insert, WriteSet
 
 
 def token_hash(token: str) -> str:
@@ -32,23 +33,36 @@ class TokenTarget:
 
 
 async def add_task_tokens(
-    conn: AsyncConnection, rows: list[tuple[str, str, str, str]], now: datetime
+    conn: AsyncConnection,
+    rows: list[tuple[str, str, str, str]],
+    now: datetime,
+    *,
+    writes: WriteSet | None = None,
 ) -> None:
-    """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept."""
+    """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept.
+    ``writes``: add them to this batch's writes instead of writing them now."""
     created_at = sql_text.time(conn, now)
-    await sql_text.execute_many(
-        conn,
+    target = writes or WriteSet(conn)
+    target.insert(
         _ADD_TASK_TOKENS,
         [
             (token_hash(token), process_id, wait_id, state, created_at)
             for token, process_id, wait_id, state in rows
         ],
     )
+    if writes is None:
+        await target.flush()
 
 
-_ADD_TASK_TOKENS = sql_text.statement(
-    """INSERT INTO task_tokens (token_hash, process_id, wait_id, state, created_at)
-    VALUES ($1, $2, $3, $4, $5)"""
+_ADD_TASK_TOKENS = Insert(
+    "task_tokens",
+    (
+        ("token_hash", "varchar"),
+        ("process_id", "varchar"),
+        ("wait_id", "varchar"),
+        ("state", "varchar"),
+        ("created_at", "timestamptz"),
+    ),
 )
 _FIND_TASK_TOKENS = sql_text.statement(
     "SELECT token_hash, process_id, wait_id FROM task_tokens WHERE token_hash "

@@ -1,0 +1,144 @@
+"""A batch's closing writes in one statement (``bridge.store.write_set``): every part lands as
+its own statements would have written it (text, NULLs, times, JSON), a failing part fails the
+whole statement, and nothing is written before ``flush``. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bridge.store import inbox, outbox, timers, waits
+from bridge.store.database import open_engine, reading
+from bridge.store.migrate import upgrade
+from bridge.store.schema import inbox as inbox_table
+from bridge.store.schema import outbox as outbox_table
+from bridge.store.schema import processes, task_tokens
+from bridge.store.schema import timers as timers_table
+from bridge.store.write_set import WriteSet
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = open_engine(database_url)
+    try:
+        await upgrade(engine)
+        async with engine.begin() as conn:
+            await conn.execute(
+                insert(processes),
+                [
+                    {
+                        "id": process_id,
+                        "definition": "d",
+                        "version": 1,
+                        "status": "RUNNING",
+                        "state": {},
+                        "started_at": T0,
+                        "updated_at": T0,
+                        "history_seq": 0,
+                        "row_version": 1,
+                    }
+                    for process_id in ("p1", "p2")
+                ],
+            )
+            await timers.add(conn, [{"id": "old", "process_id": "p1", "due_at": T0}])
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def test_every_part_lands_as_written_alone(db: AsyncEngine) -> None:
+    message = {
+        "message_id": "m1",
+        "process_id": "p1",
+        "topic": "t",
+        "key": None,
+        "value": {"deep": [1, "é", None]},
+        "headers": {"h": "v"},
+        "created_at": T0,
+    }
+    mark = {"key": "k1", "received_at": T0, "outcome": "started p1", "details": None}
+    event_mark = {
+        "key": "k2",
+        "received_at": T0,
+        "outcome": "started p2",
+        "event_id": "e2",
+        "topic": "orders",
+        "partition": 3,
+        "offset": 2**40,
+        "details": {"why": "it matched"},
+    }
+    async with db.begin() as conn:
+        writes = WriteSet(conn)
+        await waits.add_task_tokens(conn, [("token", "p1", "w1", "Charge")], T0, writes=writes)
+        await timers.cancel(conn, ["old"], writes=writes)
+        await timers.add(
+            conn,
+            [
+                {"id": "t1", "process_id": "p1", "due_at": T0 + timedelta(seconds=1)},
+                {"id": "t2", "process_id": "p2", "due_at": T0 + timedelta(seconds=2)},
+            ],
+            writes=writes,
+        )
+        await outbox.add(conn, [message], writes=writes)
+        await inbox.mark(conn, [mark, event_mark], writes=writes)
+        # Nothing before the flush.
+        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
+        await writes.flush()
+
+    async with reading(db) as conn:
+        assert sorted((await conn.execute(select(timers_table))).all()) == [
+            ("t1", "p1", T0 + timedelta(seconds=1)),
+            ("t2", "p2", T0 + timedelta(seconds=2)),
+        ]
+        token = (await conn.execute(select(task_tokens))).one()
+        assert (token.token_hash, token.process_id, token.wait_id, token.state) == (
+            waits.token_hash("token"),
+            "p1",
+            "w1",
+            "Charge",
+        )
+        assert token.created_at == T0
+        row = (await conn.execute(select(outbox_table))).one()
+        assert row.message_count == 1
+        assert row.created_at == T0
+        assert row.messages[0]["value"] == {"deep": [1, "é", None]}
+        assert row.messages[0]["headers"] == {"h": "v"}
+        marks = {r.key: r for r in (await conn.execute(select(inbox_table))).all()}
+        assert marks["k1"].details is None
+        assert marks["k1"].partition is None
+        assert marks["k2"].details == {"why": "it matched"}
+        assert (marks["k2"].partition, marks["k2"].offset) == (3, 2**40)
+        assert marks["k2"].received_at == T0
+
+
+async def test_a_failing_part_fails_the_whole_statement(db: AsyncEngine) -> None:
+    with pytest.raises(DBAPIError):
+        async with db.begin() as conn:
+            writes = WriteSet(conn)
+            await timers.cancel(conn, ["old"], writes=writes)
+            await timers.add(conn, [{"id": "t1", "process_id": "p1", "due_at": T0}], writes=writes)
+            # No such process: the foreign key refuses the token.
+            await waits.add_task_tokens(conn, [("token", "nope", "w", "S")], T0, writes=writes)
+            await writes.flush()
+    async with reading(db) as conn:
+        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
+        assert (await conn.execute(select(task_tokens))).all() == []
+
+
+async def test_an_empty_write_set_writes_nothing(db: AsyncEngine) -> None:
+    async with db.begin() as conn:
+        writes = WriteSet(conn)
+        await timers.add(conn, [], writes=writes)
+        await outbox.add(conn, [], writes=writes)
+        await writes.flush()
+    async with reading(db) as conn:
+        assert (await conn.execute(select(outbox_table))).all() == []
