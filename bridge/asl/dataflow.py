@@ -3,6 +3,7 @@ from the input, the payload limit, and the Kafka message a send task asks for. P
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -66,6 +67,8 @@ def read_or_runtime(path: str, data: JSON, context: JSON = None) -> JSON:
         raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
 
 
+# Every step builds its context object with the same few times (the start, the state's entry).
+@functools.lru_cache(maxsize=4096)
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
