@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.asl.effects import HistoryEntry
@@ -22,6 +22,7 @@ from bridge.store import processes as store
 from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import history, processes
+from tests.integration.rows import add_processes
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +47,7 @@ def _entry(seq: int, type_: str = "StateEntered", **details: Any) -> HistoryEntr
 
 
 async def _processes(db: AsyncEngine, *ids: str) -> None:
-    async with db.begin() as conn:
-        await conn.execute(
-            insert(processes),
-            [
-                {
-                    "id": process_id,
-                    "definition": "d",
-                    "version": 1,
-                    "status": "RUNNING",
-                    "state": {},
-                    "started_at": T0,
-                    "updated_at": T0,
-                    "history_seq": 0,
-                    "row_version": 1,
-                }
-                for process_id in ids
-            ],
-        )
+    await add_processes(db, T0, *ids)
 
 
 async def _chunked_history(db: AsyncEngine) -> None:

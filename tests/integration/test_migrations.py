@@ -45,8 +45,9 @@ from bridge.store.migrate import (
 )
 from bridge.store.processes import append_history, read_history
 from bridge.store.revision import head_revision
-from bridge.store.schema import Json, UTCDateTime, history, metadata, processes
+from bridge.store.schema import Json, UTCDateTime, history, metadata
 from bridge.store.schema import outbox as outbox_table
+from tests.integration.rows import add_processes
 
 pytestmark = pytest.mark.integration
 
@@ -254,24 +255,8 @@ async def test_upgrade_makes_each_history_row_a_chunk_and_downgrade_expands_them
     engine: AsyncEngine,
 ) -> None:
     await upgrade(engine, "0007")
+    await add_processes(engine, _T0, "p-1", "p-2", history_seq=3)
     async with engine.begin() as connection:
-        await connection.execute(
-            insert(processes),
-            [
-                {
-                    "id": process_id,
-                    "definition": "d",
-                    "version": 1,
-                    "status": "RUNNING",
-                    "state": {},
-                    "started_at": _T0,
-                    "updated_at": _T0,
-                    "history_seq": 3,
-                    "row_version": 1,
-                }
-                for process_id in ("p-1", "p-2")
-            ],
-        )
         await connection.execute(
             insert(_HISTORY_0007),
             [

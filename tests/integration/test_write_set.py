@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,9 +17,10 @@ from bridge.store.database import open_engine, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import inbox as inbox_table
 from bridge.store.schema import outbox as outbox_table
-from bridge.store.schema import processes, task_tokens
+from bridge.store.schema import task_tokens
 from bridge.store.schema import timers as timers_table
 from bridge.store.write_set import WriteSet
+from tests.integration.rows import add_processes
 
 pytestmark = pytest.mark.integration
 
@@ -31,24 +32,8 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
     engine = open_engine(database_url)
     try:
         await upgrade(engine)
+        await add_processes(engine, T0, "p1", "p2")
         async with engine.begin() as conn:
-            await conn.execute(
-                insert(processes),
-                [
-                    {
-                        "id": process_id,
-                        "definition": "d",
-                        "version": 1,
-                        "status": "RUNNING",
-                        "state": {},
-                        "started_at": T0,
-                        "updated_at": T0,
-                        "history_seq": 0,
-                        "row_version": 1,
-                    }
-                    for process_id in ("p1", "p2")
-                ],
-            )
             await timers.add(conn, [{"id": "old", "process_id": "p1", "due_at": T0}])
         yield engine
     finally:
