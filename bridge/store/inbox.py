@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store import sql_text
+from bridge.store import sql_text, write_set
 from bridge.store.schema import inbox
 from bridge.store.write_set import Insert, WriteSet
 
@@ -52,8 +52,8 @@ async def mark(
     """Rows with key, received_at, outcome and, for events, the event's columns and details;
     duplicates and last_duplicate_at when the batch saw the input again. ``writes``: add them
     to this batch's writes instead of writing them now."""
-    target = writes or WriteSet(conn)
-    target.insert(
+    await write_set.insert(
+        conn,
         _MARK,
         [
             (
@@ -72,9 +72,8 @@ async def mark(
             )
             for row in rows
         ],
+        writes,
     )
-    if writes is None:
-        await target.flush()
 
 
 async def count_duplicate(conn: AsyncConnection, key: str, now: datetime) -> None:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge.store import sql_text
+from bridge.store import sql_text, write_set
 from bridge.store.schema import outbox
 from bridge.store.write_set import Insert, WriteSet
 
@@ -113,15 +113,12 @@ async def add(
     instead of writing it now."""
     if not messages:
         return
-    target = writes or WriteSet(conn)
     row = (
         sql_text.json([{name: item.get(name) for name in _FIELDS} for item in messages]),
         len(messages),
         sql_text.time(conn, min(item["created_at"] for item in messages)),
     )
-    target.insert(_ADD, [row])
-    if writes is None:
-        await target.flush()
+    await write_set.insert(conn, _ADD, [row], writes)
 
 
 _LOCK = sql_text.statement("SELECT pg_try_advisory_xact_lock($1)")

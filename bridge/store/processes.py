@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.asl import json_text
 from bridge.asl.effects import HistoryEntry
 from bridge.asl.process import Process
-from bridge.store import history_chunks, sql_text
+from bridge.store import history_chunks, sql_text, write_set
 from bridge.store.schema import history, processes
 from bridge.store.write_set import Insert, WriteSet
 
@@ -175,8 +175,8 @@ async def append_history(
     """Store ``(process_id, seq, entry)`` triples, in the order they were added, in one
     statement: a row per process and run of consecutive entries (``history_chunks.chunks``).
     ``writes``: add them to this batch's writes instead of writing them now."""
-    target = writes or WriteSet(conn)
-    target.insert(
+    await write_set.insert(
+        conn,
         _APPEND_HISTORY,
         [
             (
@@ -187,9 +187,8 @@ async def append_history(
             )
             for chunk in history_chunks.chunks(rows)
         ],
+        writes,
     )
-    if writes is None:
-        await target.flush()
 
 
 _APPEND_HISTORY = Insert(

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store import sql_text
+from bridge.store import sql_text, write_set
 from bridge.store.schema import timers
 from bridge.store.write_set import Delete, Insert, WriteSet
 
@@ -34,19 +34,16 @@ async def add(
 ) -> None:
     """Rows with id, process_id, due_at. ``writes``: add them to this batch's writes instead
     of writing them now."""
-    target = writes or WriteSet(conn)
-    target.insert(
-        _ADD, [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows]
+    await write_set.insert(
+        conn,
+        _ADD,
+        [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows],
+        writes,
     )
-    if writes is None:
-        await target.flush()
 
 
 async def cancel(conn: AsyncConnection, ids: list[str], *, writes: WriteSet | None = None) -> None:
-    target = writes or WriteSet(conn)
-    target.delete(_CANCEL, ids)
-    if writes is None:
-        await target.flush()
+    await write_set.delete(conn, _CANCEL, ids, writes)
 
 
 async def due(conn: AsyncConnection, limit: int) -> list[DueTimer]:

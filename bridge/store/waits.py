@@ -17,7 +17,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl import json_text
-from bridge.store import sql_text
+from bridge.store import sql_text, write_set
 from bridge.store.schema import approval_links, approvals
 from bridge.store.write_set import Insert, WriteSet
 
@@ -42,16 +42,15 @@ async def add_task_tokens(
     """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept.
     ``writes``: add them to this batch's writes instead of writing them now."""
     created_at = sql_text.time(conn, now)
-    target = writes or WriteSet(conn)
-    target.insert(
+    await write_set.insert(
+        conn,
         _ADD_TASK_TOKENS,
         [
             (token_hash(token), process_id, wait_id, state, created_at)
             for token, process_id, wait_id, state in rows
         ],
+        writes,
     )
-    if writes is None:
-        await target.flush()
 
 
 _ADD_TASK_TOKENS = Insert(

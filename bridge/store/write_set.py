@@ -121,3 +121,26 @@ class WriteSet:
                 parameters.append(list(values))
         text = f"WITH {', '.join(pieces)} SELECT 1"
         await self.conn.exec_driver_sql(text, tuple(parameters))
+
+
+async def insert(
+    conn: AsyncConnection,
+    spec: Insert,
+    rows: Sequence[tuple[Any, ...]],
+    writes: WriteSet | None,
+) -> None:
+    """Insert ``rows`` now, or, given ``writes``, add them to it to go at its flush."""
+    target = writes or WriteSet(conn)
+    target.insert(spec, rows)
+    if writes is None:
+        await target.flush()
+
+
+async def delete(
+    conn: AsyncConnection, spec: Delete, keys: Sequence[Any], writes: WriteSet | None
+) -> None:
+    """Delete the rows of ``keys`` now, or, given ``writes``, when it is flushed."""
+    target = writes or WriteSet(conn)
+    target.delete(spec, keys)
+    if writes is None:
+        await target.flush()
