@@ -286,6 +286,12 @@ def figures(
         (observed.completed_at[o] - observed.sent_at[o]) * 1000 for o in completed_ids
     )
     first_send = min(observed.sent_at.values(), default=measured.last_send)
+    if args.latencies is not None:
+        with args.latencies.open("w") as out:
+            out.write("sent_s,latency_ms,approval\n")
+            for o in sorted(completed_ids, key=observed.sent_at.__getitem__):
+                latency = (observed.completed_at[o] - observed.sent_at[o]) * 1000
+                out.write(f"{observed.sent_at[o] - first_send:.3f},{latency:.1f},{int(o in big)}\n")
     last_done = max((observed.completed_at[o] for o in completed_ids), default=first_send)
     window = last_done - first_send
     expected_kinds = {"ReserveInventory": 1, "ChargePayment": 1, "approval": 1, "completed": 1}
@@ -465,6 +471,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--latencies",
+        type=Path,
+        default=None,
+        help="write each order's send offset (s), latency (ms) and approval flag to this CSV",
+    )
     args = parser.parse_args()
     if not 0 <= args.approval_share <= 1 or args.orders < 1:
         parser.error("--orders >= 1 and 0 <= --approval-share <= 1")
