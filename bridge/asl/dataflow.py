@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import re
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
 from bridge.asl import errors, json_text, limits, paths
@@ -20,30 +22,56 @@ Number = TypeVar("Number", int, float, int | None, float | None)
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
-def count(fixed: int, path: str | None, data: JSON, field_name: str) -> int:
+def count(fixed: int, path: str | None, data: JSON, context: JSON, field_name: str) -> int:
+    """MaxConcurrency or ToleratedFailureCount: fixed, or read by its *Path (the input, the
+    context object or a variable; a numeric string counts as its number, as on AWS)."""
     if path is None:
         return fixed
-    value = read_or_runtime(path, data)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise StatesError(errors.RUNTIME, f"{field_name}Path {path} must be a non-negative integer")
+    value = _path_number(path, data, context, field_name)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StatesError(
+            errors.RUNTIME,
+            f"The {field_name}Path field refers to value {_quoted(value)} which is not a valid "
+            f"integer: {path}",
+        )
+    if value < 0:
+        raise StatesError(errors.RUNTIME, f"{field_name} cannot be negative.")
     return value
 
 
-def optional_count(fixed: int | None, path: str | None, data: JSON) -> int | None:
+def optional_count(fixed: int | None, path: str | None, data: JSON, context: JSON) -> int | None:
     if path is None:
         return fixed
-    return count(0, path, data, "ToleratedFailureCount")
+    return count(0, path, data, context, "ToleratedFailureCount")
 
 
-def optional_percentage(fixed: float | None, path: str | None, data: JSON) -> float | None:
+def optional_percentage(
+    fixed: float | None, path: str | None, data: JSON, context: JSON
+) -> float | None:
     if path is None:
         return fixed
-    value = read_or_runtime(path, data)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
+    value = _path_number(path, data, context, "ToleratedFailurePercentage")
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise StatesError(
-            errors.RUNTIME, f"ToleratedFailurePercentagePath {path} must be a number from 0 to 100"
+            errors.RUNTIME,
+            f"The ToleratedFailurePercentagePath field refers to value {_quoted(value)} which is "
+            f"not a valid float: {path}",
         )
+    if not 0 <= value <= 100:
+        raise StatesError(errors.RUNTIME, "ToleratedFailurePercentage must be between 0 and 100.")
     return float(value)
+
+
+def _path_number(path: str, data: JSON, context: JSON, field_name: str) -> JSON:
+    value = read_or_runtime(path, data, context)
+    return number_text(value) if isinstance(value, str) else value
+
+
+def _quoted(value: JSON) -> str:
+    """A value as AWS shows it in a *Path error: its text in double quotes."""
+    return f'"{_shown(value)}"'
 
 
 def input_path(path: str | None, data: JSON, context: JSON) -> JSON:
@@ -91,30 +119,117 @@ def wait_due(state: WaitState, data: JSON, context: JSON, now: datetime) -> date
     if state.seconds is not None:
         return now + timedelta(seconds=fixed(state.seconds))
     if state.timestamp is not None:
-        return parse_timestamp(state.timestamp, "Timestamp")
+        moment = rfc3339(state.timestamp)
+        assert moment is not None, "validated: a fixed Timestamp is RFC 3339"
+        return moment
     if state.seconds_path is not None:
-        seconds = read_or_runtime(state.seconds_path, data, context)
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
-            raise StatesError(
-                errors.RUNTIME,
-                f"SecondsPath {state.seconds_path} must point to a non-negative number",
-            )
-        return now + timedelta(seconds=seconds)
-    assert state.timestamp_path is not None
-    value = read_or_runtime(state.timestamp_path, data, context)
-    return parse_timestamp(value, f"TimestampPath {state.timestamp_path}")
-
-
-def parse_timestamp(value: JSON, where: str) -> datetime:
-    if not isinstance(value, str):
-        raise StatesError(errors.RUNTIME, f"{where} is not an RFC 3339 timestamp")
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise StatesError(errors.RUNTIME, f"{where} is not an RFC 3339 timestamp") from None
-    if moment.tzinfo is None:
-        raise StatesError(errors.RUNTIME, f"{where} needs a time zone")
+        return now + timedelta(seconds=_seconds_at(state.seconds_path, data, context))
+    path = state.timestamp_path
+    assert path is not None
+    value = _wait_value("TimestampPath", path, data, context)
+    moment = rfc3339(value) if isinstance(value, str) else None
+    if moment is None:
+        raise StatesError(
+            errors.RUNTIME,
+            "The TimestampPath parameter does not reference a valid ISO-8601 extended offset "
+            f"date-time format string: {path} == {_shown(value)}",
+        )
     return moment
+
+
+def jsonata_timestamp(value: JSON) -> datetime:
+    """A JSONata Wait's Timestamp, as AWS reads it."""
+    moment = rfc3339(value) if isinstance(value, str) else None
+    if moment is None:
+        raise StatesError(
+            errors.QUERY_EVALUATION_ERROR,
+            "The Timestamp field cannot be parsed as an ISO-8601 extended offset date-time "
+            f"format string: {_shown(value)}",
+        )
+    return moment
+
+
+def _seconds_at(path: str, data: JSON, context: JSON) -> int:
+    """A Wait's SecondsPath value: a whole number of seconds, at least 0 (AWS's texts)."""
+    value = _wait_value("SecondsPath", path, data, context)
+    if isinstance(value, str):
+        value = number_text(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StatesError(
+            errors.RUNTIME,
+            f"The SecondsPath parameter cannot be parsed as a long value: {path} == "
+            f"{_shown(value)}",
+        )
+    if value < 0:
+        raise StatesError(
+            errors.RUNTIME,
+            f"The SecondsPath parameter references a negative value: {path} == {value}",
+        )
+    return value
+
+
+def _wait_value(field: str, path: str, data: JSON, context: JSON) -> JSON:
+    try:
+        return data if path == "$" else paths.read_path(path, data, context or {})
+    except paths.PathNotFound:
+        raise StatesError(
+            errors.RUNTIME, f"The {field} parameter does not reference an input value: {path}"
+        ) from None
+
+
+def number_text(text: str) -> JSON:
+    """A numeric string as its number (AWS reads "5" as 5 in *Path fields), else the string."""
+    try:
+        return int(text.strip())
+    except ValueError:
+        pass
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
+def _shown(value: JSON) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+# RFC 3339 as AWS reads it (Java's ISO_OFFSET_DATE_TIME): a T between date and time, seconds
+# and their fraction optional, an offset (Z or +hh:mm) required.
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2})(?::(\d{2}))?)"
+)
+
+
+def rfc3339(text: str) -> datetime | None:
+    """``text`` as an aware datetime when it is an RFC 3339 date-time, else None."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zulu, sign, oh, om, osec = match.groups()
+    try:
+        offset = timedelta(0)
+        if not zulu:
+            offset = timedelta(hours=int(oh), minutes=int(om), seconds=int(osec or 0))
+            if offset > timedelta(hours=18):
+                return None
+            offset = -offset if sign == "-" else offset
+        micro = int((fraction or "0")[:6].ljust(6, "0"))
+        return datetime(
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            int(second or 0),
+            micro,
+            tzinfo=timezone(offset),
+        )
+    except ValueError:
+        return None
 
 
 def fixed(value: Number | str) -> Number:

@@ -59,10 +59,11 @@ NOT_MATCHED_BY_ALL = frozenset({RUNTIME, DATA_LIMIT_EXCEEDED})
 
 @dataclass(frozen=True)
 class Failure:
-    """A failed state or process: an ASL error name and a human-readable cause."""
+    """A failed state or process: an ASL error name and a human-readable cause. A Fail state
+    that names neither fails with neither (None), as on AWS."""
 
-    error: str
-    cause: str = ""
+    error: str | None
+    cause: str | None = ""
 
 
 class StatesError(Exception):
@@ -85,7 +86,7 @@ class DefinitionError(Exception):
         self.problems = problems
 
 
-def error_matches(error_equals: list[str] | tuple[str, ...], error: str) -> bool:
+def error_matches(error_equals: list[str] | tuple[str, ...], error: str | None) -> bool:
     """Whether a Retrier's or Catcher's ErrorEquals matches ``error``, as AWS matches it."""
     for name in error_equals:
         if name == error:
@@ -95,7 +96,7 @@ def error_matches(error_equals: list[str] | tuple[str, ...], error: str) -> bool
         if name == TASK_FAILED and error != TIMEOUT and error not in NOT_MATCHED_BY_ALL:
             # AWS: in Retry and Catch, States.TaskFailed matches any error but States.Timeout.
             return True
-        if http_family_matches(name, error):
+        if error is not None and http_family_matches(name, error):
             return True
     return False
 

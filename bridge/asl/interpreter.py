@@ -269,8 +269,12 @@ class _Run(RunBranches, RunErrors):
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
                         return Failure(
-                            text(self._evaluate(state.error, bindings, "Error")),
-                            text(self._evaluate(state.cause, bindings, "Cause")),
+                            None
+                            if state.error is None
+                            else text(self._evaluate(state.error, bindings, "Error")),
+                            None
+                            if state.cause is None
+                            else text(self._evaluate(state.cause, bindings, "Cause")),
                         )
                     return self._fail_state(state, position.input, context)
                 case ParallelState():
@@ -436,7 +440,14 @@ class _Run(RunBranches, RunErrors):
         if state.has_result:
             result = state.result
         elif state.parameters is not None:
-            result = self._template(state.parameters, data, context)
+            try:
+                result = self._template(state.parameters, data, context)
+            except StatesError as exc:
+                if exc.error != errors.PARAMETER_PATH_FAILURE:
+                    raise
+                # AWS fails a Pass state's missing Parameters path with States.Runtime (a
+                # Task's with States.ParameterPathFailure).
+                raise StatesError(errors.RUNTIME, exc.cause) from None
         else:
             result = data
         self._assign(scope, state.assign, result, context)

@@ -375,6 +375,8 @@ def _format(args: list[JSON], pieces: tuple[str, ...]) -> str:
 
 def _string_to_json(args: list[JSON], rng: IntrinsicContext) -> JSON:
     text = _string("States.StringToJson", "the argument", args[0])
+    if not text.strip():
+        return None  # as on AWS: an empty or blank string is null
 
     def reject_constant(constant: str) -> JSON:
         raise ValueError(f"{constant} is not JSON")

@@ -180,7 +180,7 @@ class ParallelState(_Flow):
 class MapState(_Flow):
     type: Literal["Map"]
     item_processor: ItemProcessor | None = None
-    iterator: Machine | None = None
+    iterator: ItemProcessor | None = None
     items_path: str | None = "$"
     items: JSON = None
     item_selector: JSON = None
@@ -299,8 +299,10 @@ class Definition(_Node):
     """A whole state machine plus the bridge's extensions. ``name`` and ``version`` are set by
     whoever loads it (a file name, a deploy call)."""
 
-    name: str = Field(default="", exclude=True)
-    version: int = Field(default=1, exclude=True)
+    # Set by name only: their aliases must not catch the document's own fields ("Version" is
+    # the ASL version, below).
+    name: str = Field(default="", exclude=True, alias="bridge:name")
+    version: int = Field(default=1, exclude=True, alias="bridge:version")
     comment: str | None = None
     start_at: str
     states: dict[str, State] = Field(min_length=1)

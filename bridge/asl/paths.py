@@ -86,13 +86,17 @@ def _quote(name: str) -> str:
 
 
 def _read_quoted(text: str, start: int) -> tuple[str, int]:
-    """Read a quoted name starting at ``text[start]`` (a quote); return it and the next index."""
+    """Read a quoted name starting at ``text[start]`` (a quote); return it and the next index.
+
+    A backslash escapes only the quote that delimits the name, or a backslash; before any other
+    character it is that character, as in AWS's paths: ``$['Test\\"Name']`` names ``Test\\"Name``.
+    """
     quote = text[start]
     out: list[str] = []
     i = start + 1
     while i < len(text):
         c = text[i]
-        if c == "\\" and i + 1 < len(text):
+        if c == "\\" and i + 1 < len(text) and text[i + 1] in (quote, "\\"):
             out.append(text[i + 1])
             i += 2
         elif c == quote:

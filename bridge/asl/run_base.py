@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from bridge.asl import errors, intrinsics, jsonata, paths, templates
-from bridge.asl.dataflow import iso, parse_timestamp, read_or_runtime, unstorable
+from bridge.asl.dataflow import iso, jsonata_timestamp, read_or_runtime, unstorable
 from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import Definition, FailState, Machine, WaitState
@@ -298,8 +298,7 @@ class RunBase(ABC):
                     errors.QUERY_EVALUATION_ERROR, "Seconds must be a non-negative number"
                 )
             return self.now + timedelta(seconds=seconds)
-        timestamp = self._evaluate(state.timestamp, bindings, "Timestamp")
-        return parse_timestamp(timestamp, "Timestamp")
+        return jsonata_timestamp(self._evaluate(state.timestamp, bindings, "Timestamp"))
 
     def _fail_state(self, state: FailState, raw_input: JSON, context: JSON) -> Failure:
         """Error and Cause, fixed or read by ErrorPath/CausePath (a path or an intrinsic)."""
@@ -313,7 +312,7 @@ class RunBase(ABC):
 
         error = read(state.error_path) if state.error_path is not None else state.error
         cause = read(state.cause_path) if state.cause_path is not None else state.cause
-        return Failure(error or "", cause or "")
+        return Failure(error, cause)
 
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
         return templates.apply_template(template, data, context, intrinsics=self.entropy)
@@ -355,8 +354,9 @@ def _storable(variables: dict[str, JSON]) -> dict[str, JSON]:
     """Assigned variables are kept with the process: bounded like a state's output."""
     failure = unstorable(variables, "Assign")
     if failure is not None:
+        cause = failure.cause or ""
         raise StatesError(
-            failure.error,
-            failure.cause.replace("The state/task output of Assign", "The assigned variables"),
+            failure.error or errors.RUNTIME,
+            cause.replace("The state/task output of Assign", "The assigned variables"),
         )
     return variables

@@ -6,6 +6,8 @@ outputs (or their failure) into the state's outcome.
 
 from __future__ import annotations
 
+import json
+
 from bridge.asl import errors
 from bridge.asl.dataflow import (
     count,
@@ -89,25 +91,24 @@ class RunBranches(RunTasks):
                     fixed(state.max_concurrency),
                     state.max_concurrency_path,
                     data,
+                    context,
                     "MaxConcurrency",
                 ),
                 "tolerated_failure_count": optional_count(
                     fixed(state.tolerated_failure_count),
                     state.tolerated_failure_count_path,
                     data,
+                    context,
                 ),
                 "tolerated_failure_percentage": optional_percentage(
                     fixed(state.tolerated_failure_percentage),
                     state.tolerated_failure_percentage_path,
                     data,
+                    context,
                 ),
             }
         if not isinstance(items, list):
-            raise StatesError(
-                errors.RUNTIME,
-                f"Map state {position.state}: the items must be an array, "
-                f"not {type(items).__name__}",
-            )
+            raise _not_an_array(state, items, jsonata=self._is_jsonata(state))
         selector = state.item_selector if state.item_selector is not None else state.parameters
         branches = []
         for index, item in enumerate(items):
@@ -169,10 +170,10 @@ class RunBranches(RunTasks):
             return None
         first = failed[0]
         if isinstance(state, ParallelState):
-            return Failure(first.error or "", first.cause or "")
+            return Failure(first.error, first.cause)
         count, percentage = position.tolerated_failure_count, position.tolerated_failure_percentage
         if count is None and percentage is None:
-            return Failure(first.error or "", first.cause or "")
+            return Failure(first.error, first.cause)
         total = len(position.branches)
         over_count = count is not None and len(failed) > count
         over_percentage = percentage is not None and len(failed) * 100 > percentage * total
@@ -231,3 +232,33 @@ class RunBranches(RunTasks):
                         "position": None,
                     }
                 )
+
+
+def _json_type(value: JSON) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _not_an_array(state: MapState, items: JSON, *, jsonata: bool) -> StatesError:
+    """What AWS says when a Map state's items are not an array."""
+    shown = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+    if not jsonata:
+        return StatesError(errors.RUNTIME, f"Map state input must be an array but was: {shown}")
+    if state.items is None:
+        return StatesError(
+            errors.QUERY_EVALUATION_ERROR, f"Map state input must be an array but was: {shown}"
+        )
+    expression = state.items.strip()[2:-2].strip() if isinstance(state.items, str) else shown
+    return StatesError(
+        errors.QUERY_EVALUATION_ERROR,
+        f"The JSONata expression '{expression}' specified for the field 'Items' returned an "
+        f"unexpected result type. Expected 'array', but was '{_json_type(items)}' for value: "
+        f"{shown}",
+    )

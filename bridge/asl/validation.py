@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic.alias_generators import to_pascal
 
 from bridge.asl import choice, http_task, intrinsics, jsonata, paths
+from bridge.asl.dataflow import rfc3339
 from bridge.asl.model import (
     CHILD_START_FIELDS,
     EVENT_WAIT,
@@ -103,6 +104,13 @@ def _machine_problems(
                     f"{where}: a Wait state needs exactly one of Seconds, Timestamp, SecondsPath, "
                     "TimestampPath"
                 )
+            stamp = state.timestamp
+            if (
+                isinstance(stamp, str)
+                and not jsonata.is_expression(stamp)
+                and rfc3339(stamp) is None
+            ):
+                yield f"{where}.Timestamp: String does not match RFC3339 timestamp"
         if isinstance(state, ParallelState):
             for index, branch in enumerate(state.branches):
                 yield from _machine_problems(

@@ -151,7 +151,7 @@ def test_reading_an_unknown_variable_fails_the_state() -> None:
     )
     run.start({})
     assert run.running.status is ProcessStatus.FAILED
-    assert run.running.error == "States.ParameterPathFailure"
+    assert run.running.error == "States.Runtime"
 
 
 def one_wait(effects: object) -> str:
