@@ -91,8 +91,8 @@ def read_or_runtime(path: str, data: JSON, context: JSON = None) -> JSON:
         return data
     try:
         return paths.read_path(path, data, context or {})
-    except paths.PathNotFound:
-        raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
+    except paths.PathNotFound as missing:
+        raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : {missing.detail}") from None
 
 
 # Every step builds its context object with the same few times (the start, the state's entry).
@@ -106,10 +106,7 @@ def seconds(fixed: int | None, path: str | None, data: JSON, context: JSON) -> i
         return fixed
     if path is None:
         return None
-    try:
-        value = paths.read_path(path, data, context)
-    except paths.PathNotFound:
-        raise StatesError(errors.RUNTIME, f"Invalid path '{path}' : No results for path") from None
+    value = read_or_runtime(path, data, context)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise StatesError(errors.RUNTIME, f"The value at {path} must be a positive integer")
     return value

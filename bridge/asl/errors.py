@@ -78,6 +78,22 @@ class StatesError(Exception):
         return Failure(self.error, self.cause)
 
 
+#: Errors whose cause AWS prefixes with the state and the event it was entered at.
+_IN_STATE = frozenset({RUNTIME, QUERY_EVALUATION_ERROR, PARAMETER_PATH_FAILURE})
+
+
+def in_state(error: StatesError, state: str, entered_event: int) -> Failure:
+    """A state's evaluation error as AWS reports it: runtime causes name the state and the id
+    of the event that entered it."""
+    if error.error not in _IN_STATE or entered_event < 1:
+        return error.as_failure()
+    return Failure(
+        error.error,
+        f"An error occurred while executing the state '{state}' (entered at the event id "
+        f"#{entered_event}). {error.cause}",
+    )
+
+
 class DefinitionError(Exception):
     """A definition that cannot be loaded; ``problems`` name the state and field of each."""
 

@@ -138,6 +138,7 @@ class _Run(RunBranches, RunErrors):
     def redrive(self, process: Process) -> Step:
         """Like Step Functions' RedriveExecution: the same process, from the state that ended it."""
         assert process.position is not None
+        self.events = process.events
         last = process.position
         process = process.model_copy(
             update={
@@ -160,6 +161,7 @@ class _Run(RunBranches, RunErrors):
         return self._conclude(process, scope, self._drive(process, scope, position))
 
     def resume(self, process: Process, event: Input) -> Step:
+        self.events = process.events
         if isinstance(event, Stop):
             self._abandon(process.position)
             return self._finish(
@@ -205,8 +207,9 @@ class _Run(RunBranches, RunErrors):
     # ----------------------------------------------------------------- running a frame
 
     def _enter(self, name: str, raw_input: JSON) -> Position:
-        self._record("StateEntered", name, input=raw_input)
-        return Position(state=name, input=raw_input, entered_at=self.now)
+        # The id AWS gives the entry event, which runtime error causes cite ("#N").
+        self._record("StateEntered", name, input=raw_input, eventId=self.events + 1)
+        return Position(state=name, input=raw_input, entered_at=self.now, entered_event=self.events)
 
     def _drive(self, process: Process, scope: _Scope, position: Position) -> _FrameResult:
         """Execute ``position``'s state and the ones after it until the frame waits or ends."""
@@ -282,7 +285,7 @@ class _Run(RunBranches, RunErrors):
                 case MapState():
                     return self._map(process, scope, state, position, context)
         except StatesError as exc:
-            return exc.as_failure()
+            return self._state_failed(exc, position)
         raise AssertionError(f"unknown state type {type(state).__name__}")
 
     # ----------------------------------------------------------------- answering a waiting frame
@@ -410,7 +413,7 @@ class _Run(RunBranches, RunErrors):
                         state.next, bool(state.end), output_path(state.output_path, data, context)
                     )
                 except StatesError as exc:
-                    return exc.as_failure()
+                    return self._state_failed(exc, position)
         raise AssertionError(f"unexpected input {event!r}")
 
     def _heartbeat(self, position: Position, wait: Wait) -> _Outcome:

@@ -365,10 +365,12 @@ class _Evaluation:
         except Exception as exc:
             if guard.failure is not None:
                 raise guard.failure from None
-            code = f" (JSONata error {exc.error})" if isinstance(exc, JException) else ""
-            raise StatesError(
-                QUERY_EVALUATION_ERROR, f"{_named(text, field)} failed: {_message(exc)}{code}"
-            ) from None
+            if isinstance(exc, JException):
+                # AWS's words: "... threw an error during evaluation. T1006: <message>".
+                cause = f"threw an error during evaluation. {exc.error}: {_message(exc)}"
+            else:
+                cause = f"failed: {_message(exc)}"
+            raise StatesError(QUERY_EVALUATION_ERROR, f"{_named(text, field)} {cause}") from None
         if raw is None:
             return UNDEFINED
         if _larger_than(raw, MAX_RESULT_BYTES):
@@ -378,9 +380,11 @@ class _Evaluation:
             )
         try:
             return _from_jsonata(raw)
-        except _NotJSON as exc:
+        except _NotJSON:
+            # AWS says no more (a function, a number JSON cannot hold).
             raise StatesError(
-                QUERY_EVALUATION_ERROR, f"{_named(text, field)} returned {exc}"
+                QUERY_EVALUATION_ERROR,
+                f"{_named(text, field)} returned an unsupported result type.",
             ) from None
         except RecursionError:
             raise StatesError(

@@ -373,6 +373,22 @@ def _interest(spec: dict[str, JSON]) -> EventInterest | None:
     )
 
 
+def map_state_names(machine: Definition | Machine) -> frozenset[str]:
+    """The names of the Map states anywhere in ``machine`` (state names are unique in a whole
+    definition)."""
+    return frozenset(name for name, state in _named_states(machine) if isinstance(state, MapState))
+
+
+def _named_states(machine: Definition | Machine) -> Iterator[tuple[str, object]]:
+    for name, state in machine.states.items():
+        yield name, state
+        if isinstance(state, ParallelState):
+            for branch in state.branches:
+                yield from _named_states(branch)
+        if isinstance(state, MapState):
+            yield from _named_states(state.processor)
+
+
 def _all_states(machine: Definition | Machine) -> Iterator[object]:
     for state in machine.states.values():
         yield state

@@ -63,8 +63,11 @@ _SLICE_PART: Final = re.compile(r"\s*(-?[0-9]+)?\s*", re.ASCII)
 class PathNotFound(Exception):
     """A definite path matched nothing. Callers map it to the ASL error their field calls for."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"No results for path: {path}")
+    def __init__(self, path: str, detail: str | None = None) -> None:
+        #: What is missing, in the words of AWS's JSONPath (Jayway): "No results for path:
+        #: $['a']" for the last step, "Missing property in path $['a']" for one before it.
+        self.detail = detail or f"No results for path: {path}"
+        super().__init__(self.detail)
         self.path = path
 
 
@@ -339,16 +342,26 @@ def is_definite(path: str) -> bool:
 
 def _walk(root: JSON, segments: Segments, path: str) -> JSON:
     node = root
-    for segment in segments:
+    for depth, segment in enumerate(segments):
         if isinstance(segment, str):
             if not isinstance(node, dict) or segment not in node:
-                raise PathNotFound(path)
+                raise PathNotFound(path, _missing(segments, depth))
             node = node[segment]
         else:
             if not isinstance(node, list) or not -len(node) <= segment < len(node):
-                raise PathNotFound(path)
+                raise PathNotFound(path, _missing(segments, depth))
             node = node[segment]
     return node
+
+
+def _missing(segments: Segments, depth: int) -> str:
+    walked = "$" + "".join(
+        f"[{step}]" if isinstance(step, int) else "['" + step + "']"
+        for step in segments[: depth + 1]
+    )
+    if depth == len(segments) - 1:
+        return f"No results for path: {walked}"
+    return f"Missing property in path {walked}"
 
 
 def read_path(path: str, data: JSON, context: JSON) -> JSON:

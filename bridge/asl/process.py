@@ -96,6 +96,8 @@ class Position(_Frozen):
     max_concurrency: int = 0
     tolerated_failure_count: int | None = None
     tolerated_failure_percentage: float | None = None
+    #: The id AWS would give this state's ...StateEntered event (see ``Process.events``).
+    entered_event: int = 0
 
 
 class Branch(_Frozen):
@@ -150,6 +152,9 @@ class Process(_Frozen):
     timeout_timer: str | None = None
     transitions: int = 0
     redrive_count: int = 0
+    #: How many events AWS Step Functions would have in this execution's history so far
+    #: (ExecutionStarted is #1): runtime error causes name the failing state's entry by its id.
+    events: int = 0
     #: Set for a process started by another one's ``bridge:process:start`` task.
     parent: ParentLink | None = None
 

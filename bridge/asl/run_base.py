@@ -19,7 +19,7 @@ from bridge.asl import errors, intrinsics, jsonata, paths, templates
 from bridge.asl.dataflow import iso, jsonata_timestamp, read_or_runtime, unstorable
 from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
 from bridge.asl.errors import Failure, StatesError
-from bridge.asl.model import Definition, FailState, Machine, WaitState
+from bridge.asl.model import Definition, FailState, Machine, WaitState, map_state_names
 from bridge.asl.process import Position, Process, ProcessStatus
 
 JSON = Any
@@ -118,6 +118,10 @@ class RunBase(ABC):
     effects: list[Effect] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
     transitions: int = 0
+    #: The id of the last event AWS would have recorded (``Process.events``), kept through
+    #: the step whatever the definition keeps in its own history.
+    events: int = 0
+    map_states: frozenset[str] | None = None
 
     # ----------------------------------------------------------------- the core loop (interpreter)
 
@@ -212,6 +216,8 @@ class RunBase(ABC):
         return self._done(ended)
 
     def _done(self, process: Process) -> Step:
+        if process.events != self.events:
+            process = process.model_copy(update={"events": self.events})
         return Step(process, tuple(self.effects), tuple(self.history))
 
     def _reject(self, process: Process, reason: str) -> Step:
@@ -220,8 +226,22 @@ class RunBase(ABC):
     # ----------------------------------------------------------------- helpers
 
     def _record(self, kind: str, state: str | None, **details: JSON) -> None:
+        self.events += _AWS_EVENTS.get(kind, 0)
+        if kind in _BRANCH_EVENTS and state in self._map_states():
+            self.events += 1  # MapIterationStarted, -Succeeded, -Failed
         if self.definition.keeps(kind):
             self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
+
+    def _map_states(self) -> frozenset[str]:
+        if self.map_states is None:
+            self.map_states = map_state_names(self.definition)
+        return self.map_states
+
+    def _state_failed(self, error: StatesError, position: Position) -> Failure:
+        """A state's own evaluation error, with its cause as AWS words it."""
+        if error.error == errors.QUERY_EVALUATION_ERROR:
+            self.events += 1  # AWS: EvaluationFailed
+        return errors.in_state(error, position.state, position.entered_event)
 
     def _assign(
         self, scope: _Scope, assign: Mapping[str, JSON] | None, source: JSON, context: JSON
@@ -316,6 +336,23 @@ class RunBase(ABC):
 
     def _template(self, template: JSON, data: JSON, context: JSON) -> JSON:
         return templates.apply_template(template, data, context, intrinsics=self.entropy)
+
+
+#: How many events AWS Step Functions records for each of ours: a task's outcome stands for
+#: TaskScheduled, TaskStarted and the outcome; Map and Parallel add theirs in run_branches.
+_AWS_EVENTS = {
+    "ProcessStarted": 1,
+    "ProcessRedriven": 1,
+    "StateEntered": 1,
+    "StateExited": 1,
+    "MapStarted": 1,
+    "TaskSucceeded": 3,
+    "TaskFailed": 3,
+    "TaskTimedOut": 3,
+}
+
+
+_BRANCH_EVENTS = frozenset({"BranchStarted", "BranchSucceeded", "BranchFailed"})
 
 
 def _flow(next_name: str | None, end: bool, output: JSON) -> _Outcome:

@@ -54,6 +54,7 @@ class RunBranches(RunTasks):
             if state.parameters is not None:
                 data = self._template(state.parameters, data, context)
         branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
+        self.events += 1  # AWS: ParallelStateStarted
         started = position.model_copy(update={"branches": branches})
         return self._settle(process, scope, started)
 
@@ -141,6 +142,7 @@ class RunBranches(RunTasks):
                     for b in branches
                 )
                 position = position.model_copy(update={"branches": aborted})
+                self.events += 1  # AWS: MapStateFailed or ParallelStateFailed
                 return failure
             running = sum(1 for branch in branches if branch.status == "running")
             limit = position.max_concurrency or len(branches)
@@ -151,6 +153,7 @@ class RunBranches(RunTasks):
             branches[branch.index] = self._start_branch(process, scope, position, branch)
             position = position.model_copy(update={"branches": tuple(branches)})
         if all(branch.done for branch in position.branches):
+            self.events += 1  # AWS: MapStateSucceeded or ParallelStateSucceeded
             results = [
                 branch.output
                 if branch.status == "succeeded"

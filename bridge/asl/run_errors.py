@@ -76,7 +76,7 @@ class RunErrors(RunBase):
                         self._assign(scope, catcher.assign, error_output, context)
                         output = paths.put_result(position.input, catcher.result_path, error_output)
                 except StatesError as exc:
-                    return _Failed(exc.as_failure(), position)
+                    return _Failed(self._state_failed(exc, position), position)
                 self._record("StateExited", position.state, output=output)
                 return self._transition(catcher.next, output, position)
         return _Failed(failure, position)

@@ -371,7 +371,7 @@ class RunTasks(RunBase):
                 state.next, bool(state.end), output_path(state.output_path, merged, context)
             )
         except StatesError as exc:
-            return exc.as_failure()
+            return self._state_failed(exc, position)
 
     # ----------------------------------------------------------------- approvals answered
 

@@ -489,7 +489,7 @@ def test_a_syntax_error_at_run_time_is_a_query_evaluation_error() -> None:
         ("$partition('a', 'b')", "does not match function signature"),
         ("1 / 0", "division by zero"),
         ("$error('boom')", "boom"),
-        ("function($x) { $x }", "not a JSON value"),
+        ("function($x) { $x }", "returned an unsupported result type."),
     ],
 )
 def test_runtime_errors_are_query_evaluation_errors(expression: str, fragment: str) -> None:
@@ -504,7 +504,10 @@ def test_a_runtime_error_names_its_field() -> None:
     with pytest.raises(StatesError) as caught:
         jn.evaluate_template({"a": "{% 'a' + 1 %}"}, states(), RecordingRandom(), field="Output")
 
-    assert "specified for the field 'Output/a' failed: " in caught.value.cause
+    assert (
+        "specified for the field 'Output/a' threw an error during evaluation. T2001: "
+        in caught.value.cause
+    )
 
 
 # --------------------------------------------------------------------------------------------
