@@ -304,7 +304,16 @@ def validate(files: tuple[Path, ...], as_json: bool) -> None:
     "--mocks",
     "mocks_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON/YAML file of mocked answers, by state name.",
+    help="JSON/YAML file of mocked answers, by state name, or a Step Functions Local mock "
+    "configuration (with --test-case).",
+)
+@click.option(
+    "--test-case",
+    help="The test case to run from a Step Functions Local mock configuration (--mocks).",
+)
+@click.option(
+    "--state-machine",
+    help="The state machine of that configuration (default: its only one).",
 )
 @click.option("--skip-waits", is_flag=True, help="Do not sleep: move a virtual clock instead.")
 @click.option("--seed", type=int, help="Seed for ids, tokens and random intrinsics.")
@@ -313,6 +322,8 @@ def run_command(
     input_text: str | None,
     input_file: Path | None,
     mocks_file: Path | None,
+    test_case: str | None,
+    state_machine: str | None,
     skip_waits: bool,
     seed: int | None,
 ) -> None:
@@ -350,6 +361,8 @@ def run_command(
             skip_waits=skip_waits,
             name=definition_name(file),
             seed=seed,
+            test_case=test_case,
+            state_machine=state_machine,
         )
     except DefinitionError as exc:
         invalid([f"{file.name}: {problem}" for problem in exc.problems])

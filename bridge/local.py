@@ -77,6 +77,7 @@ from bridge.asl.model import (
     parse_definition,
 )
 from bridge.asl.process import Process, ProcessStatus
+from bridge.mock_config import MockConfigError, is_mock_config, mocks_for
 
 JSON = Any
 
@@ -145,6 +146,8 @@ def run_local(
     name: str = "local",
     max_steps: int = 100_000,
     seed: int | None = None,
+    test_case: str | None = None,
+    state_machine: str | None = None,
 ) -> LocalResult:
     """Run ``definition`` on ``input`` until the process ends, answering waits from ``mocks``.
 
@@ -154,6 +157,10 @@ def run_local(
     ``{"Timeout": true}`` (never answered); a ``bridge:approval`` state returns
     ``{"outcome": "APPROVED" | "REJECTED", "decidedBy": ..., "comment": ...}``.
 
+    ``mocks`` may also be a Step Functions Local mock configuration (``StateMachines`` and
+    ``MockedResponses``, see ``bridge.mock_config``): then ``test_case`` names the test case, and
+    ``state_machine`` the state machine when the file has several.
+
     Waits (Wait states, retry intervals, TimeoutSeconds) pass in real time unless ``skip_waits``.
     ``seed`` makes ids, tokens and the random intrinsic functions repeat from run to run.
     Raises ``DefinitionError`` or ``MocksError`` before anything runs; a process that fails is a
@@ -161,7 +168,15 @@ def run_local(
     """
     document = _document(definition)
     parsed = parse_definition(document, name)
-    answers = parse_mocks(_mocks(mocks), document)
+    given = _mocks(mocks)
+    if is_mock_config(given):
+        try:
+            given = mocks_for(given, test_case, state_machine, default=name)
+        except MockConfigError as exc:
+            raise MocksError(exc.problems) from None
+    elif test_case is not None:
+        raise MocksError(["a test case needs a Step Functions Local mock configuration"])
+    answers = parse_mocks(given, document)
     runner = _Runner(
         parsed,
         answers,

@@ -114,3 +114,39 @@ def test_invalid_mocks_exit_2_naming_the_state(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert "mocks.json: ReserveInventory.Throw.Error" in result.stderr
+
+
+def test_a_step_functions_local_mock_configuration_runs_a_test_case(tmp_path: Path) -> None:
+    config = tmp_path / "MockConfigFile.json"
+    config.write_text(
+        json.dumps(
+            {
+                "StateMachines": {
+                    "order-saga": {
+                        "TestCases": {
+                            "PaymentDeclined": {
+                                "ReserveInventory": "Reserved",
+                                "ChargePayment": "Declined",
+                            }
+                        }
+                    }
+                },
+                "MockedResponses": {
+                    "Reserved": {"0": {"Return": {"reservationId": "r-1"}}},
+                    "Declined": {"0-9": {"Throw": {"Error": "Payment.Declined"}}},
+                },
+            }
+        )
+    )
+    result = bridge_run(
+        SAGA, "--input", json.dumps(ORDER), "--mocks", config, "--test-case", "PaymentDeclined"
+    )
+
+    document = printed(result)
+    assert document["history"][0]["type"] == "ProcessStarted", result.stderr
+    charged = [e for e in document["history"] if e["type"] == "TaskFailed"]
+    assert charged and charged[0]["details"]["error"] == "Payment.Declined"
+
+    unknown = bridge_run(SAGA, "--mocks", config, "--test-case", "Nope")
+    assert unknown.returncode == 2
+    assert "name a test case (one of PaymentDeclined)" in unknown.stderr
