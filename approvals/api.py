@@ -31,6 +31,8 @@ from approvals.schemas import (
     ProcessView,
     StartBody,
     StartQuery,
+    StateTestAnswer,
+    StateTestBody,
     StopBody,
     TaskAccepted,
     TaskFailure,
@@ -38,7 +40,7 @@ from approvals.schemas import (
     utc,
 )
 from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
-from bridge.asl import limits
+from bridge.asl import json_text, limits
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, parse_definition
 from bridge.asl.process import Process
@@ -58,6 +60,7 @@ from bridge.store import inbox
 from bridge.store import processes as store
 from bridge.store.aliases import Alias
 from bridge.store.database import reading
+from bridge.test_state import Mock, StateTestError, run_test_state
 
 ENGINE = web.AppKey("engine", Engine)
 #: How long a request waits for an unavailable database before it is answered 503.
@@ -386,6 +389,46 @@ def _definition_view(definition: Definition, base_url: str) -> dict[str, Any]:
         ],
         links=DefinitionLinks(self=url, aliases=f"{url}/aliases"),
     ).dump()
+
+
+@routes.post("/test-state")
+async def test_state(request: web.Request) -> web.Response:
+    """Run one state on its own (AWS's TestState); nothing is stored, nothing is sent."""
+    body = await body_of(request, StateTestBody)
+    try:
+        definition = _json_text(body.definition, "definition")
+        variables = _json_text(body.variables, "variables")
+        mock = None
+        if body.mock is not None and body.mock.error_output is not None:
+            mock = Mock(error=body.mock.error_output.error, cause=body.mock.error_output.cause)
+        elif body.mock is not None:
+            mock = Mock(result=_json_text(body.mock.result, "mock.result"))
+        if variables is not None and not isinstance(variables, dict):
+            raise StateTestError(["variables: must be a JSON object"])
+        # The state runs in a thread: a long JSONata evaluation must not hold other requests.
+        answer = await asyncio.to_thread(
+            run_test_state,
+            definition,
+            state_name=body.state_name,
+            input=_json_text(body.input, "input"),
+            variables=variables,
+            mock=mock,
+            inspection_level=body.inspection_level,
+        )
+    except StateTestError as exc:
+        return problem(400, "Invalid test", "; ".join(exc.problems), problems=exc.problems)
+    view = StateTestAnswer.model_validate(answer.to_dict())
+    return web.json_response(view.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+def _json_text(value: Any, field: str) -> Any:
+    """A field AWS takes as JSON text: a string is parsed, any other value taken as it is."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json_text.loads(value)
+    except ValueError as exc:
+        raise StateTestError([f"{field}: not valid JSON text ({exc})"]) from None
 
 
 @routes.get("/definitions")

@@ -213,6 +213,23 @@ OPERATIONS: tuple[Operation, ...] = (
         },
     ),
     Operation(
+        "post",
+        "/test-state",
+        "testState",
+        "Run one state on its own, like Step Functions' TestState",
+        "definitions",
+        {200: Answer("What the state did", s.StateTestAnswer), **_problems(400, 401, 403, 413)},
+        access="admin",
+        body=s.StateTestBody,
+        description=(
+            "Runs a state (or the state `stateName` of a state machine) on `input` with "
+            "`variables` and, for a Task, `mock.result` or `mock.errorOutput`; answers its "
+            "status (SUCCEEDED, FAILED, RETRIABLE, CAUGHT_ERROR), output, error, cause, "
+            "nextState and, at inspectionLevel DEBUG or TRACE, the inspection data. Nothing is "
+            "stored and nothing is sent."
+        ),
+    ),
+    Operation(
         "get",
         "/definitions",
         "listDefinitions",

@@ -183,6 +183,46 @@ class StopBody(Request):
     cause: str = Field(default="", max_length=32_768)
 
 
+# -------------------------------------------------------------------------------- test state
+
+
+class StateTestErrorOutput(Request):
+    error: str = Field(min_length=1, max_length=256)
+    cause: str | None = Field(default=None, max_length=32_768)
+
+
+class StateTestMock(Request):
+    result: JSONValue = Field(
+        default=None, description="The Task's result: JSON text (as AWS takes it) or a value"
+    )
+    error_output: StateTestErrorOutput | None = None
+
+
+class StateTestBody(Request):
+    """AWS Step Functions' TestState request: the fields AWS takes as JSON text (definition,
+    input, variables, mock.result) may also be given as JSON values."""
+
+    definition: JSONValue = Field(description="A state, or a state machine with stateName")
+    state_name: str | None = Field(default=None, min_length=1, max_length=200)
+    input: JSONValue = None
+    variables: JSONValue = None
+    inspection_level: Literal["INFO", "DEBUG", "TRACE"] = "INFO"
+    mock: StateTestMock | None = None
+
+
+class StateTestAnswer(View):
+    status: Literal["SUCCEEDED", "FAILED", "RETRIABLE", "CAUGHT_ERROR"]
+    output: str | None = Field(default=None, description="The state's output as JSON text")
+    error: str | None = None
+    cause: str | None = None
+    next_state: str | None = None
+    inspection_data: dict[str, JSONValue] | None = Field(
+        default=None,
+        description="At DEBUG and TRACE: each stage of the data flow as JSON text "
+        "(afterInputPath, afterParameters, result, ...), and errorDetails",
+    )
+
+
 # ------------------------------------------------------------------------------------- tasks
 
 

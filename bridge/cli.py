@@ -372,6 +372,84 @@ def run_command(
     sys.exit(0 if result.succeeded else 1)
 
 
+@main.command("test-state")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--state", "state_name", help="The state to run, when FILE is a state machine.")
+@click.option("--input", "input_text", help="The state's input as JSON (default: {}).")
+@click.option("--variables", "variables_text", help="Workflow variables as a JSON object.")
+@click.option("--mock-result", help="A Task's mocked result, as JSON.")
+@click.option("--mock-error", help="The error a Task's mock fails with.")
+@click.option("--mock-cause", help="The cause that error comes with.")
+@click.option(
+    "--inspection-level",
+    type=click.Choice(["INFO", "DEBUG", "TRACE"]),
+    default="INFO",
+    show_default=True,
+    help="DEBUG and TRACE add what each stage of the data flow made of the input.",
+)
+def test_state_command(
+    file: Path,
+    state_name: str | None,
+    input_text: str | None,
+    variables_text: str | None,
+    mock_result: str | None,
+    mock_error: str | None,
+    mock_cause: str | None,
+    inspection_level: str,
+) -> None:
+    """Run one state on its own, like Step Functions' TestState; print the answer as JSON.
+
+    FILE holds a state (with Type) or a state machine (then --state names the state). Exit
+    status: 0 when the state succeeded or a Catcher took its error, 1 when it failed or would be
+    retried, 2 when the request is invalid.
+    """
+    from typing import NoReturn, cast
+
+    from bridge.test_state import InspectionLevel, Mock, StateTestError, run_test_state
+
+    def invalid(problems: list[str]) -> NoReturn:
+        click.echo("\n".join(problems), err=True)
+        sys.exit(2)
+
+    if mock_result is not None and mock_error is not None:
+        invalid(["--mock-result and --mock-error are exclusive"])
+    values: dict[str, Any] = {}
+    for option, text in (
+        ("--input", input_text),
+        ("--variables", variables_text),
+        ("--mock-result", mock_result),
+    ):
+        try:
+            values[option] = None if text is None else json.loads(text)
+        except ValueError as exc:
+            invalid([f"{option} is not valid JSON: {exc}"])
+    variables = values["--variables"]
+    if variables is not None and not isinstance(variables, dict):
+        invalid(["--variables must be a JSON object"])
+    mock = None
+    if mock_error is not None:
+        mock = Mock(error=mock_error, cause=mock_cause)
+    elif mock_result is not None:
+        mock = Mock(result=values["--mock-result"])
+    try:
+        definition = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        invalid([f"cannot be read: {exc}"])
+    try:
+        answer = run_test_state(
+            definition,
+            state_name=state_name,
+            input=values["--input"],
+            variables=variables,
+            mock=mock,
+            inspection_level=cast(InspectionLevel, inspection_level),
+        )
+    except StateTestError as exc:
+        invalid([f"{file.name}: {problem}" for problem in exc.problems])
+    click.echo(json.dumps(answer.to_dict(), indent=2))
+    sys.exit(0 if answer.status in ("SUCCEEDED", "CAUGHT_ERROR") else 1)
+
+
 @main.group()
 def dlq() -> None:
     """Dead letters: list them, and replay them once their cause is fixed."""

@@ -166,7 +166,7 @@ def run_local(
     Raises ``DefinitionError`` or ``MocksError`` before anything runs; a process that fails is a
     result, not an exception.
     """
-    document = _document(definition)
+    document = document_of(definition)
     parsed = parse_definition(document, name)
     given = _mocks(mocks)
     if is_mock_config(given):
@@ -185,6 +185,34 @@ def run_local(
         max_steps=max_steps,
         clock=lambda: datetime.now(UTC),
         sleep=time.sleep,
+    )
+    return runner.run(input)
+
+
+def run_inspected(
+    document: Mapping[str, JSON],
+    definition: Definition,
+    input: JSON,
+    mocks: Mapping[str, JSON],
+    *,
+    variables: Mapping[str, JSON],
+    inspection: dict[str, dict[str, JSON]],
+    max_steps: int,
+    seed: int | None = None,
+) -> LocalResult:
+    """``run_local`` for ``document`` parsed as ``definition``, with workflow variables set
+    before the first state and each state's data flow collected in ``inspection`` (TestState);
+    nothing waits."""
+    runner = _Runner(
+        definition,
+        parse_mocks(mocks, document),
+        LocalEntropy(seed),
+        skip_waits=True,
+        max_steps=max_steps,
+        clock=lambda: datetime.now(UTC),
+        sleep=time.sleep,
+        inspection=inspection,
+        variables=dict(variables),
     )
     return runner.run(input)
 
@@ -415,7 +443,7 @@ def _task_states(document: Mapping[str, JSON]) -> Iterator[tuple[str, str | None
                 yield from _task_states(state[key])
 
 
-def _document(definition: Mapping[str, JSON] | str) -> Mapping[str, JSON]:
+def document_of(definition: Mapping[str, JSON] | str) -> Mapping[str, JSON]:
     try:
         return _data(definition, "the definition")
     except ValueError as exc:
@@ -482,11 +510,17 @@ class _Runner:
     children: list[dict[str, JSON]] = field(default_factory=list)
     #: The open wait of each child a ``.sync`` task waits for.
     child_waits: dict[str, str] = field(default_factory=dict)
+    #: Each state's data flow, stage by stage, when a TestState asks for it.
+    inspection: dict[str, dict[str, JSON]] | None = None
+    #: Workflow variables set before the first state.
+    variables: dict[str, JSON] = field(default_factory=dict)
 
     def run(self, data: JSON) -> LocalResult:
         self.now = self.clock()
         process_id = self.entropy.new_id()
-        self._apply(Start(process_id, data, origin={"runner": "local"}))
+        self._apply(
+            Start(process_id, data, origin={"runner": "local"}, variables=dict(self.variables))
+        )
         while self.process is not None and not self.process.status.ended:
             if self.steps >= self.max_steps:
                 return self._stop(
@@ -547,7 +581,7 @@ class _Runner:
             pending.extend(self._apply_one(pending.pop(0)))
 
     def _apply_one(self, event: Input) -> list[Input]:
-        result = step(self.definition, self.process, event, self.now, self.entropy)
+        result = step(self.definition, self.process, event, self.now, self.entropy, self.inspection)
         self.steps += 1
         if result.rejected is not None:
             return []  # as the engine does: a stale input changes nothing

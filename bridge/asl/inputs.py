@@ -24,6 +24,8 @@ class Start:
     origin: dict[str, JSON] = field(default_factory=dict)
     #: The process (and state) that started this one as its child.
     parent: ParentLink | None = None
+    #: Workflow variables set before the first state (TestState's ``variables``).
+    variables: dict[str, JSON] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,11 @@ def step(
     event: Input,
     now: datetime,
     entropy: Entropy,
+    inspection: dict[str, dict[str, JSON]] | None = None,
 ) -> Step:
-    """Apply ``event`` to ``process`` (None for a start) and run until the process waits or ends."""
+    """Apply ``event`` to ``process`` (None for a start) and run until the process waits or ends.
+
+    ``inspection``, when given, collects each state's data flow stage by stage (TestState)."""
     if isinstance(event, Audit):
         if process is None:
             return Step(None, rejected="no such process")
@@ -99,16 +102,16 @@ def step(
     if isinstance(event, Start):
         if process is not None:
             return Step(process, rejected=f"process {process.id} already exists")
-        return _Run(definition, now, entropy).start(event)
+        return _Run(definition, now, entropy, inspection=inspection).start(event)
     if process is None:
         return Step(None, rejected="no such process")
     if isinstance(event, Redrive):
         if not process.status.can_become(ProcessStatus.RUNNING) or process.position is None:
             return Step(process, rejected=f"a {process.status.value} process cannot be redriven")
-        return _Run(definition, now, entropy).redrive(process)
+        return _Run(definition, now, entropy, inspection=inspection).redrive(process)
     if process.status.ended:
         return Step(process, rejected=f"process is {process.status.value}")
-    return _Run(definition, now, entropy).resume(process, event)
+    return _Run(definition, now, entropy, inspection=inspection).resume(process, event)
 
 
 class _Run(RunBranches, RunErrors):
@@ -125,6 +128,7 @@ class _Run(RunBranches, RunErrors):
             input=event.input,
             started_at=self.now,
             parent=event.parent,
+            variables=event.variables,
         )
         self._record("ProcessStarted", None, input=event.input, **event.origin)
         if (limit := self.definition.max_seconds) is not None:
@@ -132,7 +136,7 @@ class _Run(RunBranches, RunErrors):
             self.effects.append(StartTimer(timer, self.now + timedelta(seconds=limit)))
             process = process.model_copy(update={"timeout_timer": timer})
         position = self._enter(self.definition.start_at, event.input)
-        scope = _Scope(self.definition)
+        scope = _Scope(self.definition, own=dict(event.variables))
         return self._conclude(process, scope, self._drive(process, scope, position))
 
     def redrive(self, process: Process) -> Step:
@@ -255,7 +259,7 @@ class _Run(RunBranches, RunErrors):
         try:
             match state:
                 case PassState():
-                    return self._pass(scope, state, position.input, context)
+                    return self._pass(scope, state, position, context)
                 case TaskState():
                     return self._task(process, scope, state, position, context)
                 case ChoiceState():
@@ -433,18 +437,22 @@ class _Run(RunBranches, RunErrors):
 
     # ----------------------------------------------------------------- simple states
 
-    def _pass(self, scope: _Scope, state: PassState, raw_input: JSON, context: JSON) -> _Outcome:
+    def _pass(self, scope: _Scope, state: PassState, position: Position, context: JSON) -> _Outcome:
+        raw_input, name = position.input, position.state
         if self._is_jsonata(state):
             bindings = self._bindings(scope, context, input=raw_input)
             output = self._output(state, bindings, raw_input)
             self._assign_jsonata(scope, state.assign, bindings)
+            self._inspect(name, "variables", scope.variables())
             return _flow(state.next, bool(state.end), output)
         data = input_path(state.input_path, raw_input, context)
+        self._inspect(name, "afterInputPath", data)
         if state.has_result:
             result = state.result
         elif state.parameters is not None:
             try:
                 result = self._template(state.parameters, data, context)
+                self._inspect(name, "afterParameters", result)
             except StatesError as exc:
                 if exc.error != errors.PARAMETER_PATH_FAILURE:
                     raise
@@ -453,8 +461,11 @@ class _Run(RunBranches, RunErrors):
                 raise StatesError(errors.RUNTIME, exc.cause) from None
         else:
             result = data
+        self._inspect(name, "result", result)
         self._assign(scope, state.assign, result, context)
+        self._inspect(name, "variables", scope.variables())
         merged = paths.put_result(raw_input, state.result_path, result)
+        self._inspect(name, "afterResultPath", merged)
         return _flow(state.next, bool(state.end), output_path(state.output_path, merged, context))
 
     def _choice(

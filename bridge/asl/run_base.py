@@ -122,6 +122,9 @@ class RunBase(ABC):
     #: the step whatever the definition keeps in its own history.
     events: int = 0
     map_states: frozenset[str] | None = None
+    #: When set (TestState), what each state's data flow made of its input, stage by stage
+    #: (AWS's inspection data: afterInputPath, afterParameters, result, ...), by state name.
+    inspection: dict[str, dict[str, JSON]] | None = None
 
     # ----------------------------------------------------------------- the core loop (interpreter)
 
@@ -231,6 +234,11 @@ class RunBase(ABC):
             self.events += 1  # MapIterationStarted, -Succeeded, -Failed
         if self.definition.keeps(kind):
             self.history.append(HistoryEntry(self.now, kind, state, dict(details)))
+
+    def _inspect(self, state: str, stage: str, value: JSON) -> None:
+        # The state's first run counts (a retried or re-entered state runs again).
+        if self.inspection is not None:
+            self.inspection.setdefault(state, {}).setdefault(stage, value)
 
     def _map_states(self) -> frozenset[str]:
         if self.map_states is None:

@@ -36,6 +36,11 @@ class RunErrors(RunBase):
             attempts[index] += 1
             timer = self.entropy.new_id()
             self.effects.append(StartTimer(timer, self.now + timedelta(seconds=delay)))
+            self._inspect(
+                position.state,
+                "errorDetails",
+                {"retryIndex": index, "retryBackoffIntervalSeconds": delay},
+            )
             self._record(
                 "RetryScheduled",
                 position.state,
@@ -54,8 +59,9 @@ class RunErrors(RunBase):
                     }
                 )
             )
-        for catcher in state.catch:
+        for catch_index, catcher in enumerate(state.catch):
             if errors.error_matches(catcher.error_equals, failure.error):
+                self._inspect(position.state, "errorDetails", {"catchIndex": catch_index})
                 error_output = {"Error": failure.error, "Cause": failure.cause}
                 self._record(
                     "ErrorCaught", position.state, error=failure.error, cause=failure.cause

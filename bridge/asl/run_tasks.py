@@ -79,15 +79,18 @@ class RunTasks(RunBase):
                 if state.arguments is not None
                 else data
             )
+            self._inspect(position.state, "afterArguments", parameters)
             timeout = self._jsonata_seconds(state.timeout_seconds, bindings, "TimeoutSeconds")
             heartbeat = self._jsonata_seconds(state.heartbeat_seconds, bindings, "HeartbeatSeconds")
         else:
             data = input_path(state.input_path, position.input, context)
+            self._inspect(position.state, "afterInputPath", data)
             parameters = (
                 self._template(state.parameters, data, context)
                 if state.parameters is not None
                 else data
             )
+            self._inspect(position.state, "afterParameters", parameters)
             timeout = seconds(
                 fixed(state.timeout_seconds), state.timeout_seconds_path, data, context
             )
@@ -356,17 +359,23 @@ class RunTasks(RunBase):
         """A Task, Parallel or Map state has its result: ResultSelector, ResultPath, OutputPath."""
         state = scope.machine.states[position.state]
         assert isinstance(state, TaskState | ParallelState | MapState)
+        name = position.state
+        self._inspect(name, "result", result)
         try:
             context = _context(process, scope, position)
             if self._is_jsonata(state):
                 bindings = self._bindings(scope, context, input=position.input, result=result)
                 output = self._output(state, bindings, result)
                 self._assign_jsonata(scope, state.assign, bindings)
+                self._inspect(name, "variables", scope.variables())
                 return _flow(state.next, bool(state.end), output)
             if state.result_selector is not None:
                 result = self._template(state.result_selector, result, context)
+                self._inspect(name, "afterResultSelector", result)
             self._assign(scope, state.assign, result, context)
+            self._inspect(name, "variables", scope.variables())
             merged = paths.put_result(position.input, state.result_path, result)
+            self._inspect(name, "afterResultPath", merged)
             return _flow(
                 state.next, bool(state.end), output_path(state.output_path, merged, context)
             )

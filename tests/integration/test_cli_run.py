@@ -27,8 +27,12 @@ ApproveOrder:
 
 
 def bridge_run(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return bridge_cli("run", *args)
+
+
+def bridge_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge", "run", *map(str, args)],
+        [sys.executable, "-m", "bridge", *map(str, args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -150,3 +154,28 @@ def test_a_step_functions_local_mock_configuration_runs_a_test_case(tmp_path: Pa
     unknown = bridge_run(SAGA, "--mocks", config, "--test-case", "Nope")
     assert unknown.returncode == 2
     assert "name a test case (one of PaymentDeclined)" in unknown.stderr
+
+
+def test_test_state_runs_one_state_of_a_definition() -> None:
+    result = bridge_cli(
+        "test-state",
+        SAGA,
+        "--state",
+        "ChargePayment",
+        "--input",
+        json.dumps({**ORDER, "inventory": {"reservationId": "r-1"}}),
+        "--mock-result",
+        '{"paymentId": "p-1"}',
+        "--inspection-level",
+        "DEBUG",
+    )
+
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["status"] == "SUCCEEDED"
+    assert answer["nextState"]
+    assert json.loads(answer["inspectionData"]["result"]) == {"paymentId": "p-1"}
+
+    refused = bridge_cli("test-state", SAGA, "--state", "Nope")
+    assert refused.returncode == 2
+    assert "no state 'Nope'" in refused.stderr

@@ -186,3 +186,57 @@ async def test_cli_mirrors_the_api(kafka: str, tmp_path: Path) -> None:
         assert refused.returncode == 1 and "add up to 100" in refused.stderr
         since = await cli("processes", "list", "--since", "2000-01-01T00:00:00Z", "--version", "1")
         assert process["id"] in since.stdout
+
+
+async def test_test_state_answers_like_step_functions(kafka: str, tmp_path: Path) -> None:
+    database = f"sqlite+aiosqlite:///{tmp_path}/b.db"
+    task = {
+        "Type": "Task",
+        "Resource": "bridge:kafka:send.waitForTaskToken",
+        "Parameters": {"Topic": "t", "Message": {"token.$": "$$.Task.Token"}},
+        "ResultPath": "$.r",
+        "Catch": [{"ErrorEquals": ["Declined"], "Next": "Refund"}],
+        "Next": "Ship",
+    }
+    async with running_bridge(database, kafka, tmp_path, api_admin_tokens="admin") as bridge:
+        admin = {"Authorization": "Bearer admin"}
+        # AWS's shape: definition, input and mock.result as JSON text.
+        status, answer = await bridge.post(
+            "/test-state",
+            {
+                "definition": json.dumps(task),
+                "input": '{"a": 1}',
+                "mock": {"result": '{"ok": true}'},
+                "inspectionLevel": "DEBUG",
+            },
+            headers=admin,
+        )
+        assert status == 200, answer
+        assert (answer["status"], answer["nextState"]) == ("SUCCEEDED", "Ship")
+        assert json.loads(answer["output"]) == {"a": 1, "r": {"ok": True}}
+        assert json.loads(answer["inspectionData"]["result"]) == {"ok": True}
+
+        status, caught = await bridge.post(
+            "/test-state",
+            {
+                "definition": {"StartAt": "Charge", "States": {"Charge": task}},
+                "stateName": "Charge",
+                "input": {"a": 1},
+                "mock": {"errorOutput": {"error": "Declined", "cause": "no funds"}},
+            },
+            headers=admin,
+        )
+        assert status == 200, caught
+        assert (caught["status"], caught["nextState"], caught["error"]) == (
+            "CAUGHT_ERROR",
+            "Refund",
+            "Declined",
+        )
+        assert "inspectionData" not in caught
+
+        status, refused = await bridge.post(
+            "/test-state", {"definition": task, "input": "{not json"}, headers=admin
+        )
+        assert status == 400 and "input" in refused["detail"]
+        status, refused = await bridge.post("/test-state", {"definition": {"Type": "Pass"}})
+        assert status == 401
