@@ -43,7 +43,14 @@ STAGES = (
     "afterResultSelector",
     "afterResultPath",
     "variables",
+    "maxConcurrency",
+    "toleratedFailureCount",
+    "toleratedFailurePercentage",
     "errorDetails",
+)
+#: Stages AWS answers as values, not as JSON text.
+_VALUES = frozenset(
+    {"maxConcurrency", "toleratedFailureCount", "toleratedFailurePercentage", "errorDetails"}
 )
 
 
@@ -91,7 +98,7 @@ class StateTestResult:
             answer["nextState"] = self.next_state
         if self.inspection_data is not None:
             answer["inspectionData"] = {
-                key: value if key == "errorDetails" else _text(value)
+                key: value if key in _VALUES else _text(value)
                 for key, value in self.inspection_data.items()
             }
         return answer

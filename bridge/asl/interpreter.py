@@ -257,6 +257,8 @@ class _Run(RunBranches, RunErrors):
         state = scope.machine.states[position.state]
         context = _context(process, scope, position)
         try:
+            if self.inspection is not None and not self._is_jsonata(state):
+                self._inspect_entry(state, position, context)
             match state:
                 case PassState():
                     return self._pass(scope, state, position, context)
@@ -437,22 +439,32 @@ class _Run(RunBranches, RunErrors):
 
     # ----------------------------------------------------------------- simple states
 
+    def _inspect_entry(self, state: object, position: Position, context: JSON) -> None:
+        """TestState: what the states that only read their input made of it (InputPath)."""
+        if isinstance(state, ChoiceState | WaitState | SucceedState):
+            data = input_path(state.input_path, position.input, context)
+            self._inspect(position.state, "afterInputPath", data)
+        elif isinstance(state, FailState):
+            self._inspect(position.state, "afterInputPath", position.input)
+
     def _pass(self, scope: _Scope, state: PassState, position: Position, context: JSON) -> _Outcome:
         raw_input, name = position.input, position.state
         if self._is_jsonata(state):
             bindings = self._bindings(scope, context, input=raw_input)
             output = self._output(state, bindings, raw_input)
             self._assign_jsonata(scope, state.assign, bindings)
-            self._inspect(name, "variables", scope.variables())
+            if state.assign:
+                self._inspect(name, "variables", scope.variables())
             return _flow(state.next, bool(state.end), output)
         data = input_path(state.input_path, raw_input, context)
-        self._inspect(name, "afterInputPath", data)
+        if not state.has_result:
+            self._inspect(name, "afterInputPath", data)
         if state.has_result:
             result = state.result
+            self._inspect(name, "result", result)
         elif state.parameters is not None:
             try:
                 result = self._template(state.parameters, data, context)
-                self._inspect(name, "afterParameters", result)
             except StatesError as exc:
                 if exc.error != errors.PARAMETER_PATH_FAILURE:
                     raise
@@ -461,9 +473,12 @@ class _Run(RunBranches, RunErrors):
                 raise StatesError(errors.RUNTIME, exc.cause) from None
         else:
             result = data
-        self._inspect(name, "result", result)
+        if not state.has_result:
+            self._inspect(name, "afterParameters", result)
+        self._inspect(name, "afterResultSelector", result)
         self._assign(scope, state.assign, result, context)
-        self._inspect(name, "variables", scope.variables())
+        if state.assign:
+            self._inspect(name, "variables", scope.variables())
         merged = paths.put_result(raw_input, state.result_path, result)
         self._inspect(name, "afterResultPath", merged)
         return _flow(state.next, bool(state.end), output_path(state.output_path, merged, context))

@@ -110,6 +110,13 @@ class RunBranches(RunTasks):
             }
         if not isinstance(items, list):
             raise _not_an_array(state, items, jsonata=self._is_jsonata(state))
+        self._inspect(position.state, "maxConcurrency", limits["max_concurrency"])
+        for stage, limit in (
+            ("toleratedFailureCount", limits["tolerated_failure_count"]),
+            ("toleratedFailurePercentage", limits["tolerated_failure_percentage"]),
+        ):
+            if limit is not None:
+                self._inspect(position.state, stage, limit)
         selector = state.item_selector if state.item_selector is not None else state.parameters
         branches = []
         for index, item in enumerate(items):

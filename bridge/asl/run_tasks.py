@@ -367,13 +367,15 @@ class RunTasks(RunBase):
                 bindings = self._bindings(scope, context, input=position.input, result=result)
                 output = self._output(state, bindings, result)
                 self._assign_jsonata(scope, state.assign, bindings)
-                self._inspect(name, "variables", scope.variables())
+                if state.assign:
+                    self._inspect(name, "variables", scope.variables())
                 return _flow(state.next, bool(state.end), output)
             if state.result_selector is not None:
                 result = self._template(state.result_selector, result, context)
-                self._inspect(name, "afterResultSelector", result)
+            self._inspect(name, "afterResultSelector", result)
             self._assign(scope, state.assign, result, context)
-            self._inspect(name, "variables", scope.variables())
+            if state.assign:
+                self._inspect(name, "variables", scope.variables())
             merged = paths.put_result(position.input, state.result_path, result)
             self._inspect(name, "afterResultPath", merged)
             return _flow(

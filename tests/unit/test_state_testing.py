@@ -55,7 +55,6 @@ def test_debug_shows_each_stage_of_the_data_flow() -> None:
         "result",
         "afterResultSelector",
         "afterResultPath",
-        "variables",
     ]
 
 
@@ -167,3 +166,146 @@ def test_requests_it_cannot_run_are_refused_with_the_reason(
     definition = kwargs.pop("definition")
     with pytest.raises(StateTestError, match=problem):
         run_test_state(definition, **kwargs)
+
+
+HELLO = {"Value": "HelloWorld"}
+IO_INPUT = {
+    "initialData": {"fieldFromInput": "value from input", "otherField": "other"},
+    "unrelatedData": {"someOtherField": 1234},
+}
+RESULT = {"resultKey": "result value"}
+MODIFIED = {"staticValue": "some value", "inputValue": "value from input"}
+
+
+# Answers recorded on AWS (14-11-2025) in LocalStack's parity snapshots,
+# tests/aws/services/stepfunctions/v2/test_state/test_test_state_scenarios.snapshot.json,
+# test_base_inspection_level_debug[...]; the inspection data's JSON text decoded.
+@pytest.mark.parametrize(
+    ("state", "given", "recorded"),
+    [
+        (
+            {"Type": "Pass", "End": True},
+            HELLO,
+            {
+                "status": "SUCCEEDED",
+                "output": HELLO,
+                "inspectionData": {
+                    "input": HELLO,
+                    "afterInputPath": HELLO,
+                    "afterParameters": HELLO,
+                    "afterResultSelector": HELLO,
+                    "afterResultPath": HELLO,
+                },
+            },
+        ),
+        (
+            {"Type": "Pass", "Result": RESULT, "End": True},
+            HELLO,
+            {
+                "status": "SUCCEEDED",
+                "output": RESULT,
+                "inspectionData": {
+                    "input": HELLO,
+                    "result": RESULT,
+                    "afterResultSelector": RESULT,
+                    "afterResultPath": RESULT,
+                },
+            },
+        ),
+        (
+            {
+                "Type": "Pass",
+                "InputPath": "$.initialData",
+                "Parameters": {"staticValue": "some value", "inputValue.$": "$.fieldFromInput"},
+                "ResultPath": "$.modifiedData",
+                "End": True,
+            },
+            IO_INPUT,
+            {
+                "status": "SUCCEEDED",
+                "output": {**IO_INPUT, "modifiedData": MODIFIED},
+                "inspectionData": {
+                    "input": IO_INPUT,
+                    "afterInputPath": IO_INPUT["initialData"],
+                    "afterParameters": MODIFIED,
+                    "afterResultSelector": MODIFIED,
+                    "afterResultPath": {**IO_INPUT, "modifiedData": MODIFIED},
+                },
+            },
+        ),
+        (
+            {"Type": "Pass", "Result": RESULT, "ResultPath": "$.modifiedData", "End": True},
+            IO_INPUT,
+            {
+                "status": "SUCCEEDED",
+                "output": {**IO_INPUT, "modifiedData": RESULT},
+                "inspectionData": {
+                    "input": IO_INPUT,
+                    "result": RESULT,
+                    "afterResultSelector": RESULT,
+                    "afterResultPath": {**IO_INPUT, "modifiedData": RESULT},
+                },
+            },
+        ),
+        (
+            {
+                "Type": "Fail",
+                "Error": "SomeFailure",
+                "Cause": "This state machines raises a 'SomeFailure' failure.",
+            },
+            HELLO,
+            {
+                "status": "FAILED",
+                "error": "SomeFailure",
+                "cause": "This state machines raises a 'SomeFailure' failure.",
+                "inspectionData": {"input": HELLO, "afterInputPath": HELLO},
+            },
+        ),
+        (
+            {"Type": "Succeed"},
+            HELLO,
+            {
+                "status": "SUCCEEDED",
+                "output": HELLO,
+                "inspectionData": {"input": HELLO, "afterInputPath": HELLO},
+            },
+        ),
+        (
+            {
+                "Type": "Choice",
+                "Choices": [
+                    {"Not": {"Variable": "$.type", "StringEquals": "Private"}, "Next": "Public"},
+                    {
+                        "And": [
+                            {"Variable": "$.value", "NumericGreaterThanEquals": 20},
+                            {"Variable": "$.value", "NumericLessThan": 30},
+                        ],
+                        "Next": "ValueInTwenties",
+                    },
+                ],
+                "Default": "DefaultState",
+            },
+            {"type": "Private", "value": 22},
+            {
+                "status": "SUCCEEDED",
+                "nextState": "ValueInTwenties",
+                "output": {"type": "Private", "value": 22},
+                "inspectionData": {
+                    "input": {"type": "Private", "value": 22},
+                    "afterInputPath": {"type": "Private", "value": 22},
+                },
+            },
+        ),
+    ],
+)
+def test_answers_match_those_recorded_on_aws(
+    state: dict[str, Any], given: Any, recorded: dict[str, Any]
+) -> None:
+    answer = run_test_state(state, input=given, inspection_level="DEBUG").to_dict()
+
+    if "output" in answer:
+        answer["output"] = json.loads(answer["output"])
+    answer["inspectionData"] = {
+        key: json.loads(value) for key, value in answer["inspectionData"].items()
+    }
+    assert answer == recorded
