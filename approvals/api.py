@@ -403,8 +403,11 @@ async def test_state(request: web.Request) -> web.Response:
             mock = Mock(error=body.mock.error_output.error, cause=body.mock.error_output.cause)
         elif body.mock is not None:
             mock = Mock(result=_json_text(body.mock.result, "mock.result"))
-        if variables is not None and not isinstance(variables, dict):
-            raise StateTestError(["variables: must be a JSON object"])
+        context = _json_text(body.context, "context")
+        for field, value in (("variables", variables), ("context", context)):
+            if value is not None and not isinstance(value, dict):
+                raise StateTestError([f"{field}: must be a JSON object"])
+        configuration = body.state_configuration
         # The state runs in a thread: a long JSONata evaluation must not hold other requests.
         answer = await asyncio.to_thread(
             run_test_state,
@@ -414,6 +417,8 @@ async def test_state(request: web.Request) -> web.Response:
             variables=variables,
             mock=mock,
             inspection_level=body.inspection_level,
+            context=context,
+            retrier_retry_count=configuration.retrier_retry_count if configuration else 0,
         )
     except StateTestError as exc:
         return problem(400, "Invalid test", "; ".join(exc.problems), problems=exc.problems)

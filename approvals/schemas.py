@@ -198,6 +198,12 @@ class StateTestMock(Request):
     error_output: StateTestErrorOutput | None = None
 
 
+class StateTestConfiguration(Request):
+    retrier_retry_count: int = Field(
+        default=0, ge=0, le=1000, description="Retries the state's retriers made already"
+    )
+
+
 class StateTestBody(Request):
     """AWS Step Functions' TestState request: the fields AWS takes as JSON text (definition,
     input, variables, mock.result) may also be given as JSON values."""
@@ -208,6 +214,8 @@ class StateTestBody(Request):
     variables: JSONValue = None
     inspection_level: Literal["INFO", "DEBUG", "TRACE"] = "INFO"
     mock: StateTestMock | None = None
+    context: JSONValue = Field(default=None, description="Context object fields ($$)")
+    state_configuration: StateTestConfiguration | None = None
 
 
 class StateTestAnswer(View):

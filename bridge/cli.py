@@ -380,6 +380,13 @@ def run_command(
 @click.option("--mock-result", help="A Task's mocked result, as JSON.")
 @click.option("--mock-error", help="The error a Task's mock fails with.")
 @click.option("--mock-cause", help="The cause that error comes with.")
+@click.option("--context", "context_text", help="Context object fields ($$) as a JSON object.")
+@click.option(
+    "--retrier-retry-count",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Retries the state's retriers made already.",
+)
 @click.option(
     "--inspection-level",
     type=click.Choice(["INFO", "DEBUG", "TRACE"]),
@@ -395,6 +402,8 @@ def test_state_command(
     mock_result: str | None,
     mock_error: str | None,
     mock_cause: str | None,
+    context_text: str | None,
+    retrier_retry_count: int,
     inspection_level: str,
 ) -> None:
     """Run one state on its own, like Step Functions' TestState; print the answer as JSON.
@@ -418,14 +427,15 @@ def test_state_command(
         ("--input", input_text),
         ("--variables", variables_text),
         ("--mock-result", mock_result),
+        ("--context", context_text),
     ):
         try:
             values[option] = None if text is None else json.loads(text)
         except ValueError as exc:
             invalid([f"{option} is not valid JSON: {exc}"])
-    variables = values["--variables"]
-    if variables is not None and not isinstance(variables, dict):
-        invalid(["--variables must be a JSON object"])
+    for option in ("--variables", "--context"):
+        if values[option] is not None and not isinstance(values[option], dict):
+            invalid([f"{option} must be a JSON object"])
     mock = None
     if mock_error is not None:
         mock = Mock(error=mock_error, cause=mock_cause)
@@ -440,9 +450,11 @@ def test_state_command(
             definition,
             state_name=state_name,
             input=values["--input"],
-            variables=variables,
+            variables=values["--variables"],
             mock=mock,
             inspection_level=cast(InspectionLevel, inspection_level),
+            context=values["--context"],
+            retrier_retry_count=retrier_retry_count,
         )
     except StateTestError as exc:
         invalid([f"{file.name}: {problem}" for problem in exc.problems])

@@ -77,6 +77,7 @@ from bridge.asl.model import (
     parse_definition,
 )
 from bridge.asl.process import Process, ProcessStatus
+from bridge.asl.run_base import Probe
 from bridge.mock_config import MockConfigError, is_mock_config, mocks_for
 
 JSON = Any
@@ -189,20 +190,21 @@ def run_local(
     return runner.run(input)
 
 
-def run_inspected(
+def run_probed(
     document: Mapping[str, JSON],
     definition: Definition,
     input: JSON,
     mocks: Mapping[str, JSON],
     *,
+    probe: Probe,
     variables: Mapping[str, JSON],
-    inspection: dict[str, dict[str, JSON]],
+    retried: int,
     max_steps: int,
     seed: int | None = None,
 ) -> LocalResult:
-    """``run_local`` for ``document`` parsed as ``definition``, with workflow variables set
-    before the first state and each state's data flow collected in ``inspection`` (TestState);
-    nothing waits."""
+    """``run_local`` for ``document`` parsed as ``definition``, for a TestState request: with
+    workflow variables set before the first state, the first state's retriers counted as having
+    retried ``retried`` times already, and ``probe`` collecting its data flow; nothing waits."""
     runner = _Runner(
         definition,
         parse_mocks(mocks, document),
@@ -211,8 +213,9 @@ def run_inspected(
         max_steps=max_steps,
         clock=lambda: datetime.now(UTC),
         sleep=time.sleep,
-        inspection=inspection,
+        probe=probe,
         variables=dict(variables),
+        retried=retried,
     )
     return runner.run(input)
 
@@ -510,16 +513,24 @@ class _Runner:
     children: list[dict[str, JSON]] = field(default_factory=list)
     #: The open wait of each child a ``.sync`` task waits for.
     child_waits: dict[str, str] = field(default_factory=dict)
-    #: Each state's data flow, stage by stage, when a TestState asks for it.
-    inspection: dict[str, dict[str, JSON]] | None = None
+    #: What a TestState request asks of the run.
+    probe: Probe | None = None
     #: Workflow variables set before the first state.
     variables: dict[str, JSON] = field(default_factory=dict)
+    #: How often the first state's retriers count as having retried already (TestState).
+    retried: int = 0
 
     def run(self, data: JSON) -> LocalResult:
         self.now = self.clock()
         process_id = self.entropy.new_id()
         self._apply(
-            Start(process_id, data, origin={"runner": "local"}, variables=dict(self.variables))
+            Start(
+                process_id,
+                data,
+                origin={"runner": "local"},
+                variables=dict(self.variables),
+                retried=self.retried,
+            )
         )
         while self.process is not None and not self.process.status.ended:
             if self.steps >= self.max_steps:
@@ -581,7 +592,7 @@ class _Runner:
             pending.extend(self._apply_one(pending.pop(0)))
 
     def _apply_one(self, event: Input) -> list[Input]:
-        result = step(self.definition, self.process, event, self.now, self.entropy, self.inspection)
+        result = step(self.definition, self.process, event, self.now, self.entropy, self.probe)
         self.steps += 1
         if result.rejected is not None:
             return []  # as the engine does: a stale input changes nothing

@@ -24,9 +24,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.asl.errors import DefinitionError
+from bridge.asl.errors import DefinitionError, Failure
 from bridge.asl.model import parse_definition
-from bridge.local import LocalResult, MocksError, document_of, run_inspected
+from bridge.asl.run_base import Probe
+from bridge.local import LocalResult, MocksError, document_of, run_probed
 
 JSON = Any
 InspectionLevel = Literal["INFO", "DEBUG", "TRACE"]
@@ -70,6 +71,12 @@ class Mock:
     error: str | None = None
     cause: str | None = None
 
+    def as_result(self) -> JSON:
+        """The mock as a Map's or Parallel's whole result (a ``Failure`` for an error)."""
+        if self.error is not None:
+            return Failure(self.error, self.cause or "")
+        return self.result
+
     def as_response(self) -> dict[str, JSON]:
         if self.error is not None:
             return {"Throw": {"Error": self.error, "Cause": self.cause or ""}}
@@ -112,9 +119,16 @@ def run_test_state(
     variables: Mapping[str, JSON] | None = None,
     mock: Mock | None = None,
     inspection_level: InspectionLevel = "INFO",
+    context: Mapping[str, JSON] | None = None,
+    retrier_retry_count: int = 0,
     seed: int | None = None,
 ) -> StateTestResult:
     """Run one state of ``definition`` (a state, or a state machine with ``state_name``).
+
+    ``mock`` answers a Task, or stands for a Map's or Parallel's whole result; ``context``
+    gives context object fields (``{"Execution": {"Name": ...}}``); ``retrier_retry_count``
+    says how often the state's retriers have retried already (AWS's
+    ``stateConfiguration.retrierRetryCount``).
 
     Raises ``StateTestError`` when the request cannot run: an invalid definition, an unknown
     state, a Task that waits for an answer without a ``mock``, an unknown inspection level.
@@ -131,16 +145,22 @@ def run_test_state(
         parsed = parse_definition(machine, "test-state")
     except DefinitionError as exc:
         raise StateTestError(exc.problems) from None
-    mocks = {name: mock.as_response()} if mock is not None and state.get("Type") == "Task" else {}
-    inspection: dict[str, dict[str, JSON]] = {}
+    if retrier_retry_count < 0:
+        raise StateTestError(["retrierRetryCount: must be 0 or more"])
+    kind = state.get("Type")
+    mocks = {name: mock.as_response()} if mock is not None and kind == "Task" else {}
+    probe = Probe(context=context)
+    if mock is not None and kind in ("Map", "Parallel"):
+        probe.results = {name: mock.as_result()}
     try:
-        run = run_inspected(
+        run = run_probed(
             machine,
             parsed,
             {} if input is None else input,
             mocks,
+            probe=probe,
             variables=dict(variables or {}),
-            inspection=inspection,
+            retried=retrier_retry_count,
             max_steps=MAX_STEPS,
             seed=seed,
         )
@@ -151,7 +171,7 @@ def run_test_state(
         raise StateTestError([f"{name}: a Task that waits for an answer needs a mock"])
     if inspection_level == "INFO":
         return result
-    stages = inspection.get(name, {})
+    stages = probe.stages.get(name, {})
     data: dict[str, JSON] = {"input": {} if input is None else input}
     data.update((stage, stages[stage]) for stage in STAGES if stage in stages)
     return StateTestResult(

@@ -26,6 +26,9 @@ class Start:
     parent: ParentLink | None = None
     #: Workflow variables set before the first state (TestState's ``variables``).
     variables: dict[str, JSON] = field(default_factory=dict)
+    #: How often the first state's retriers count as having retried already (TestState's
+    #: ``stateConfiguration.retrierRetryCount``).
+    retried: int = 0
 
 
 @dataclass(frozen=True)

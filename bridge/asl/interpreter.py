@@ -58,9 +58,9 @@ from bridge.asl.process import Position, Process, ProcessStatus, Wait
 from bridge.asl.run_base import (
     JSON,
     Entropy,
+    Probe,
     Step,
     _Blocked,
-    _context,
     _End,
     _Ended,
     _Failed,
@@ -89,11 +89,11 @@ def step(
     event: Input,
     now: datetime,
     entropy: Entropy,
-    inspection: dict[str, dict[str, JSON]] | None = None,
+    probe: Probe | None = None,
 ) -> Step:
     """Apply ``event`` to ``process`` (None for a start) and run until the process waits or ends.
 
-    ``inspection``, when given, collects each state's data flow stage by stage (TestState)."""
+    ``probe`` is a TestState request's (see ``Probe``); None for every process."""
     if isinstance(event, Audit):
         if process is None:
             return Step(None, rejected="no such process")
@@ -102,16 +102,16 @@ def step(
     if isinstance(event, Start):
         if process is not None:
             return Step(process, rejected=f"process {process.id} already exists")
-        return _Run(definition, now, entropy, inspection=inspection).start(event)
+        return _Run(definition, now, entropy, probe=probe).start(event)
     if process is None:
         return Step(None, rejected="no such process")
     if isinstance(event, Redrive):
         if not process.status.can_become(ProcessStatus.RUNNING) or process.position is None:
             return Step(process, rejected=f"a {process.status.value} process cannot be redriven")
-        return _Run(definition, now, entropy, inspection=inspection).redrive(process)
+        return _Run(definition, now, entropy, probe=probe).redrive(process)
     if process.status.ended:
         return Step(process, rejected=f"process is {process.status.value}")
-    return _Run(definition, now, entropy, inspection=inspection).resume(process, event)
+    return _Run(definition, now, entropy, probe=probe).resume(process, event)
 
 
 class _Run(RunBranches, RunErrors):
@@ -136,6 +136,12 @@ class _Run(RunBranches, RunErrors):
             self.effects.append(StartTimer(timer, self.now + timedelta(seconds=limit)))
             process = process.model_copy(update={"timeout_timer": timer})
         position = self._enter(self.definition.start_at, event.input)
+        if event.retried:
+            first = self.definition.states[self.definition.start_at]
+            retriers = len(getattr(first, "retry", ()))
+            position = position.model_copy(
+                update={"attempts": (event.retried,) * retriers, "retry_count": event.retried}
+            )
         scope = _Scope(self.definition, own=dict(event.variables))
         return self._conclude(process, scope, self._drive(process, scope, position))
 
@@ -255,9 +261,9 @@ class _Run(RunBranches, RunErrors):
 
     def _execute(self, process: Process, scope: _Scope, position: Position) -> _Outcome:
         state = scope.machine.states[position.state]
-        context = _context(process, scope, position)
+        context = self._context(process, scope, position)
         try:
-            if self.inspection is not None and not self._is_jsonata(state):
+            if self.probe is not None and not self._is_jsonata(state):
                 self._inspect_entry(state, position, context)
             match state:
                 case PassState():
@@ -407,7 +413,7 @@ class _Run(RunBranches, RunErrors):
                 assert isinstance(state, WaitState)
                 self._record("WaitEnded", name)
                 try:
-                    context = _context(process, scope, position)
+                    context = self._context(process, scope, position)
                     if self._is_jsonata(state):
                         bindings = self._bindings(scope, context, input=position.input)
                         output = self._output(state, bindings, position.input)

@@ -109,6 +109,18 @@ class _Scope:
 
 
 @dataclass
+class Probe:
+    """What a TestState request asks of a run: each state's data flow collected stage by stage
+    (AWS's inspection data: afterInputPath, afterParameters, result, ...), context object fields
+    to use, and the states whose whole result is mocked (a Map's or a Parallel's: the value, or
+    the ``Failure`` it ends in) instead of running their branches."""
+
+    stages: dict[str, dict[str, JSON]] = field(default_factory=dict)
+    context: Mapping[str, JSON] | None = None
+    results: Mapping[str, JSON] = field(default_factory=dict)
+
+
+@dataclass
 class RunBase(ABC):
     """Accumulates one step's effects and history; discarded when the step returns."""
 
@@ -122,9 +134,8 @@ class RunBase(ABC):
     #: the step whatever the definition keeps in its own history.
     events: int = 0
     map_states: frozenset[str] | None = None
-    #: When set (TestState), what each state's data flow made of its input, stage by stage
-    #: (AWS's inspection data: afterInputPath, afterParameters, result, ...), by state name.
-    inspection: dict[str, dict[str, JSON]] | None = None
+    #: What TestState asks of the run (see ``Probe``); None for every process.
+    probe: Probe | None = None
 
     # ----------------------------------------------------------------- the core loop (interpreter)
 
@@ -237,8 +248,19 @@ class RunBase(ABC):
 
     def _inspect(self, state: str, stage: str, value: JSON) -> None:
         # The state's first run counts (a retried or re-entered state runs again).
-        if self.inspection is not None:
-            self.inspection.setdefault(state, {}).setdefault(stage, value)
+        if self.probe is not None:
+            self.probe.stages.setdefault(state, {}).setdefault(stage, value)
+
+    def _context(self, process: Process, scope: _Scope, position: Position) -> dict[str, JSON]:
+        """The context object (``$$``), with the fields a TestState request gives."""
+        context = _context(process, scope, position)
+        given = self.probe.context if self.probe is not None else None
+        for key, value in (given or {}).items():
+            if isinstance(value, Mapping) and isinstance(context.get(key), dict):
+                context[key] = {**context[key], **value}
+            else:
+                context[key] = value
+        return context
 
     def _map_states(self) -> frozenset[str]:
         if self.map_states is None:

@@ -53,6 +53,9 @@ class RunBranches(RunTasks):
             data = input_path(state.input_path, position.input, context)
             if state.parameters is not None:
                 data = self._template(state.parameters, data, context)
+        mocked = self._mocked_result(process, scope, position)
+        if mocked is not None:
+            return mocked
         branches = tuple(Branch(index=index, input=data) for index in range(len(state.branches)))
         self.events += 1  # AWS: ParallelStateStarted
         started = position.model_copy(update={"branches": branches})
@@ -117,6 +120,9 @@ class RunBranches(RunTasks):
         ):
             if limit is not None:
                 self._inspect(position.state, stage, limit)
+        mocked = self._mocked_result(process, scope, position)
+        if mocked is not None:
+            return mocked
         selector = state.item_selector if state.item_selector is not None else state.parameters
         branches = []
         for index, item in enumerate(items):
@@ -132,6 +138,18 @@ class RunBranches(RunTasks):
         started = position.model_copy(update={"branches": tuple(branches), **limits})
         self._record("MapStarted", position.state, length=len(items))
         return self._settle(process, scope, started)
+
+    def _mocked_result(
+        self, process: Process, scope: _Scope, position: Position
+    ) -> _Outcome | None:
+        """A TestState request's mocked result for this Map or Parallel state, taken as what
+        its branches gave (as AWS's TestState does); None to run the branches."""
+        if self.probe is None or position.state not in self.probe.results:
+            return None
+        mocked = self.probe.results[position.state]
+        if isinstance(mocked, Failure):
+            return mocked
+        return self._completed(process, scope, position, mocked)
 
     def _settle(self, process: Process, scope: _Scope, position: Position) -> _Outcome:
         """Start what may start, and decide whether a Parallel or Map state is done or failed."""

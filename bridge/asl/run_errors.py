@@ -9,7 +9,7 @@ from bridge.asl.effects import StartTimer
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import MapState, ParallelState, TaskState
 from bridge.asl.process import Position, Process, Wait
-from bridge.asl.run_base import RunBase, _context, _Failed, _FrameResult, _Scope, _Waiting
+from bridge.asl.run_base import RunBase, _Failed, _FrameResult, _Scope, _Waiting
 
 
 class RunErrors(RunBase):
@@ -67,7 +67,7 @@ class RunErrors(RunBase):
                     "ErrorCaught", position.state, error=failure.error, cause=failure.cause
                 )
                 try:
-                    context = _context(process, scope, position)
+                    context = self._context(process, scope, position)
                     if self._is_jsonata(state):
                         bindings = self._bindings(
                             scope, context, input=position.input, errorOutput=error_output

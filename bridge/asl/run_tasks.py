@@ -51,7 +51,7 @@ from bridge.asl.model import (
     TaskState,
 )
 from bridge.asl.process import Position, Process, Wait
-from bridge.asl.run_base import JSON, RunBase, _Blocked, _context, _flow, _Outcome, _Refused, _Scope
+from bridge.asl.run_base import JSON, RunBase, _Blocked, _flow, _Outcome, _Refused, _Scope
 
 
 class RunTasks(RunBase):
@@ -362,7 +362,7 @@ class RunTasks(RunBase):
         name = position.state
         self._inspect(name, "result", result)
         try:
-            context = _context(process, scope, position)
+            context = self._context(process, scope, position)
             if self._is_jsonata(state):
                 bindings = self._bindings(scope, context, input=position.input, result=result)
                 output = self._output(state, bindings, result)

@@ -234,6 +234,19 @@ async def test_test_state_answers_like_step_functions(kafka: str, tmp_path: Path
         )
         assert "inspectionData" not in caught
 
+        status, retried = await bridge.post(
+            "/test-state",
+            {
+                "definition": {**task, "Retry": [{"ErrorEquals": ["Busy"], "MaxAttempts": 2}]},
+                "mock": {"errorOutput": {"error": "Busy"}},
+                "stateConfiguration": {"retrierRetryCount": 2},
+                "context": '{"Execution": {"Name": "exec-1"}}',
+            },
+            headers=admin,
+        )
+        assert status == 200, retried
+        assert (retried["status"], retried["error"]) == ("FAILED", "Busy")
+
         status, refused = await bridge.post(
             "/test-state", {"definition": task, "input": "{not json"}, headers=admin
         )

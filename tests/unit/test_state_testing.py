@@ -309,3 +309,59 @@ def test_answers_match_those_recorded_on_aws(
         key: json.loads(value) for key, value in answer["inspectionData"].items()
     }
     assert answer == recorded
+
+
+MAP = {
+    "Type": "Map",
+    "ItemsPath": "$.Values",
+    "MaxConcurrency": 1,
+    "ItemProcessor": {
+        "StartAt": "Charge",
+        "States": {"Charge": CHARGE | {"Next": None, "End": True, "Catch": []}},
+    },
+    "ResultPath": "$.results",
+    "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "Recover"}],
+    "End": True,
+}
+
+
+def test_a_mock_stands_for_a_map_states_whole_result() -> None:
+    state = {key: value for key, value in MAP.items()}
+    state["ItemProcessor"] = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+    answer = run_test_state(
+        state, input={"Values": [1, 2]}, mock=Mock(result=[7, 8]), inspection_level="DEBUG"
+    )
+
+    assert (answer.status, answer.output) == ("SUCCEEDED", {"Values": [1, 2], "results": [7, 8]})
+    assert answer.inspection_data is not None
+    assert answer.inspection_data["maxConcurrency"] == 1
+    assert answer.to_dict()["inspectionData"]["maxConcurrency"] == 1
+
+    failed = run_test_state(state, input={"Values": [1]}, mock=Mock(error="Boom", cause="c"))
+    assert (failed.status, failed.next_state, failed.error) == ("CAUGHT_ERROR", "Recover", "Boom")
+
+
+def test_retries_already_made_count_against_max_attempts() -> None:
+    retried = run_test_state(CHARGE, input=ORDER, mock=Mock(error="Busy"), retrier_retry_count=1)
+    assert (retried.status, retried.error) == ("FAILED", "Busy")
+    backoff = {**CHARGE, "Retry": [CHARGE["Retry"][0] | {"MaxAttempts": 3, "BackoffRate": 2}]}
+    answer = run_test_state(
+        backoff,
+        input=ORDER,
+        mock=Mock(error="Busy"),
+        retrier_retry_count=2,
+        inspection_level="DEBUG",
+    )
+    assert answer.status == "RETRIABLE"
+    assert answer.inspection_data is not None
+    assert answer.inspection_data["errorDetails"]["retryBackoffIntervalSeconds"] == 8.0
+
+
+def test_the_context_object_takes_the_fields_given() -> None:
+    state = {
+        "Type": "Pass",
+        "Parameters": {"name.$": "$$.Execution.Name", "state.$": "$$.State.Name"},
+        "End": True,
+    }
+    answer = run_test_state(state, context={"Execution": {"Name": "exec-1"}})
+    assert answer.output == {"name": "exec-1", "state": "TestState"}
