@@ -49,9 +49,18 @@ STAGES = (
     "toleratedFailurePercentage",
     "errorDetails",
 )
+#: Stages only TRACE shows: an HTTP task's request and response.
+_TRACE = ("request", "response")
 #: Stages AWS answers as values, not as JSON text.
 _VALUES = frozenset(
-    {"maxConcurrency", "toleratedFailureCount", "toleratedFailurePercentage", "errorDetails"}
+    {
+        "maxConcurrency",
+        "toleratedFailureCount",
+        "toleratedFailurePercentage",
+        "errorDetails",
+        "request",
+        "response",
+    }
 )
 
 
@@ -174,6 +183,8 @@ def run_test_state(
     stages = probe.stages.get(name, {})
     data: dict[str, JSON] = {"input": {} if input is None else input}
     data.update((stage, stages[stage]) for stage in STAGES if stage in stages)
+    if inspection_level == "TRACE":
+        data.update((stage, stages[stage]) for stage in _TRACE if stage in stages)
     return StateTestResult(
         result.status, result.output, result.error, result.cause, result.next_state, data
     )

@@ -152,6 +152,12 @@ class RunTasks(RunBase):
         arrives before it. The deadline ends the state only when no worker answered.
         """
         request = http_task.build_request(parameters)
+        # TestState's TRACE level shows the request as sent, secrets masked as in the history.
+        self._inspect(
+            position.state,
+            "request",
+            {**request.redacted(), "body": request.body},
+        )
         seconds = timeout if timeout is not None else http_task.DEFAULT_TIMEOUT_SECONDS
         deadline = self.now + timedelta(seconds=seconds)
         wait_id = self.entropy.new_id()
@@ -181,6 +187,7 @@ class RunTasks(RunBase):
             self._record("TaskFailed", name, error=event.error, cause=event.cause)
             return Failure(event.error, event.cause)
         response = event.response if isinstance(event.response, dict) else {}
+        self._inspect(name, "response", http_task.redact_result(response))
         failure = http_task.failure_of(response)
         if failure is not None:
             self._record("TaskFailed", name, error=failure.error, cause=failure.cause)

@@ -365,3 +365,30 @@ def test_the_context_object_takes_the_fields_given() -> None:
     }
     answer = run_test_state(state, context={"Execution": {"Name": "exec-1"}})
     assert answer.output == {"name": "exec-1", "state": "TestState"}
+
+
+def test_trace_shows_an_http_tasks_request_and_response() -> None:
+    call = {
+        "Type": "Task",
+        "Resource": "bridge:http:invoke",
+        "Parameters": {
+            "Method": "POST",
+            "Url": "https://api.example.com/charges?api_key=s3cret",
+            "Headers": {"Authorization": "Bearer t0ken"},
+            "RequestBody": {"amount": 5},
+        },
+        "End": True,
+    }
+    mocked = Mock(result={"StatusCode": 201, "ResponseBody": {"id": "c-1"}})
+
+    debug = run_test_state(call, mock=mocked, inspection_level="DEBUG")
+    trace = run_test_state(call, mock=mocked, inspection_level="TRACE")
+
+    assert debug.inspection_data is not None and "request" not in debug.inspection_data
+    assert trace.inspection_data is not None
+    request = trace.inspection_data["request"]
+    assert request["method"] == "POST" and json.loads(request["body"]) == {"amount": 5}
+    shown = json.dumps(request)
+    assert "s3cret" not in shown and "t0ken" not in shown
+    assert trace.inspection_data["response"]["StatusCode"] == 201
+    assert trace.to_dict()["inspectionData"]["response"]["ResponseBody"] == {"id": "c-1"}
