@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -152,6 +153,10 @@ async def decide(request: web.Request) -> web.Response:
             "message.html",
             title=f"Thank you: {outcome}",
             detail=f"Your decision on “{link.title}” is recorded: {outcome}.",
+            links=[
+                (f"/processes/{quote(link.process_id, safe='')}", "The process"),
+                ("/approvals", "Your approvals"),
+            ],
         )
     if not result.ok:
         return problem(STATUS_OF.get(result.status, 409), "Decision refused", result.reason)

@@ -126,6 +126,12 @@ def _refused(request: web.Request, status: int, title: str, detail: str) -> web.
     return _render(request, "message.html", status, title=title, detail=detail)
 
 
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    """The address the banner shows: the process list, where a newcomer starts."""
+    raise web.HTTPFound("/processes")
+
+
 @routes.post(r"/ui/processes/{id}/{action:stop|redrive}")
 async def act(request: web.Request) -> web.StreamResponse:
     """Stop or redrive from the process page; answered with the process page again."""

@@ -468,23 +468,26 @@ def dlq() -> None:
 
 
 def _bootstrap(settings: Settings) -> str:
-    if settings.kafka_bootstrap is None:
-        raise click.UsageError("name the cluster with BRIDGE_KAFKA_BOOTSTRAP")
-    return settings.kafka_bootstrap
+    """The cluster BRIDGE_KAFKA_BOOTSTRAP names, else the broker ``bridge dev`` starts (as the
+    other commands default to its web endpoint)."""
+    return settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
 
 
 @dlq.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the letters as JSON.")
 def dlq_list(as_json: bool) -> None:
     """The letters on the dead-letter topic, oldest first."""
-    from bridge.dlq import read_letters
+    from bridge.dlq import BrokerUnreachable, read_letters
 
     settings = _settings()
-    letters = asyncio.run(
-        read_letters(
-            _bootstrap(settings), settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
+    try:
+        letters = asyncio.run(
+            read_letters(
+                _bootstrap(settings), settings.kafka_dlq_topic, settings.kafka_fetch_max_wait_ms
+            )
         )
-    )
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
     summaries = [letter.summary() for letter in letters]
     if as_json:
         click.echo(json.dumps(summaries, indent=2))
@@ -502,7 +505,7 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
     """Publish the events of the named letters (as `bridge dlq list` names them,
     PARTITION/OFFSET; a bare OFFSET when only one partition has it), or --all, to their topics
     again."""
-    from bridge.dlq import Letter, read_letters, replay
+    from bridge.dlq import BrokerUnreachable, Letter, read_letters, replay
     from bridge.store.database import open_engine
 
     if not letters and not replay_all:
@@ -537,7 +540,10 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
         finally:
             await db.dispose()
 
-    done = asyncio.run(run())
+    try:
+        done = asyncio.run(run())
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(done, indent=2))
         return

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,6 +48,10 @@ class Letter:
         }
 
 
+class BrokerUnreachable(Exception):
+    """No broker answered at the bootstrap address."""
+
+
 async def read_letters(bootstrap: str, topic: str, fetch_max_wait_ms: int = 10) -> list[Letter]:
     """Every letter on the dead-letter topic, oldest first."""
     consumer = AIOKafkaConsumer(
@@ -54,7 +59,14 @@ async def read_letters(bootstrap: str, topic: str, fetch_max_wait_ms: int = 10) 
         enable_auto_commit=False,
         fetch_max_wait_ms=fetch_max_wait_ms,
     )
-    await consumer.start()
+    try:
+        await consumer.start()
+    except KafkaConnectionError:
+        await consumer.stop()
+        raise BrokerUnreachable(
+            f"no Kafka broker answers at {bootstrap}: start `bridge dev`, or name the cluster "
+            "with BRIDGE_KAFKA_BOOTSTRAP"
+        ) from None
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

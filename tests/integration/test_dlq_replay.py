@@ -84,3 +84,15 @@ async def test_a_too_large_event_is_replayed_after_the_limit_is_raised(
         assert done["topic"] == topic and f"{done['partition']}/{done['offset']}" == letter
         process = await bridge.process_for("big", "SUCCEEDED")
         assert process["definition"] == "go"
+
+
+def test_without_a_cluster_named_the_cli_looks_at_the_dev_broker() -> None:
+    from bridge.broker import free_port
+
+    port = free_port()  # nothing listens there
+    env = {"BRIDGE_KAFKA_BOOTSTRAP": "", "BRIDGE_EMBEDDED_BROKER_PORT": str(port)}
+    for args in (("list",), ("replay", "--all")):
+        result = _cli(*args, env=env)
+        assert result.returncode == 1, result.stderr
+        assert f"no Kafka broker answers at 127.0.0.1:{port}: start `bridge dev`" in result.stderr
+        assert "Traceback" not in result.stderr

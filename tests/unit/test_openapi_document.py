@@ -13,7 +13,7 @@ from bridge.engine import Engine
 
 #: Served but not part of the API: the document itself, its page, and static files; the status
 #: pages' sign-in and form posts (under /ui/).
-NOT_API = {"/openapi.json", "/docs"}
+NOT_API = {"/openapi.json", "/docs", "/"}
 
 
 def test_document_is_valid_openapi_3_1() -> None:
