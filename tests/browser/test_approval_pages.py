@@ -56,6 +56,10 @@ async def test_approve_in_the_browser(browser: Browser, tmp_path: Path, kafka: s
         await page.fill("#comment", "looks right")
         await page.click("button[value=approve]")
         await page.wait_for_selector("text=Thank you: approved")
+        # Not a dead end: on to the process and the inbox.
+        assert await page.get_attribute("text=Your approvals", "href") == "/approvals"
+        to_process = await page.get_attribute("text=The process", "href")
+        assert to_process == f"/processes/{request['processId']}"
 
         process = await bridge.process_for("o-browser", "SUCCEEDED")
         assert process["output"]["approval"]["comment"] == "looks right"
@@ -65,6 +69,11 @@ async def test_approve_in_the_browser(browser: Browser, tmp_path: Path, kafka: s
         await page.goto(request["approveUrl"])
         assert "nothing more to do" in await page.inner_text("main")
         assert await page.query_selector("form") is None
+        assert await page.get_attribute(f"a:has-text('{process['id']}')", "href") == to_process
+
+        # The address the banner shows lands on the process list.
+        await page.goto(bridge.url + "/")
+        assert page.url == bridge.url + "/processes"
 
         _, history = await bridge.get(f"/processes/{process['id']}/history")
         kinds = [entry["type"] for entry in history["items"]]
