@@ -65,6 +65,9 @@ def dev(
     settings = _settings(
         kafka_bootstrap=kafka, http_port=port, definitions_dir=definitions, database_url=database
     )
+    refusal = settings.open_api_refusal()
+    if refusal is not None:
+        raise click.ClickException(refusal)
     _logging(settings)
     asyncio.run(_dev(settings))
 
@@ -154,6 +157,9 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
 def web(port: int | None) -> None:
     """The HTTP endpoint: approvals, task callbacks, process status (production half two)."""
     settings = _settings(http_port=port)
+    refusal = settings.open_api_refusal()
+    if refusal is not None:
+        raise click.ClickException(refusal)
     _logging(settings)
     asyncio.run(_web(settings))
 

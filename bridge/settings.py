@@ -6,6 +6,7 @@ it to the bootstrap; nothing else reads the environment.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -155,6 +156,12 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens (comma-separated) that may only read.",
     )
+    api_open: bool = Field(
+        default=False,
+        description="Let `bridge web` listen beyond this machine with no API tokens (everyone "
+        "is admin): only where nothing else reaches it, e.g. a container port published on "
+        "127.0.0.1.",
+    )
     http_allowed_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Hosts that bridge:http:invoke tasks may call (comma-separated): host, "
@@ -256,6 +263,18 @@ class Settings(BaseSettings):
             return None
         return self.kafka_instance_id.replace("{hostname}", socket.gethostname())
 
+    def open_api_refusal(self) -> str | None:
+        """Why ``bridge web`` must not start as configured: listening beyond this machine with
+        no API tokens would let anyone who reaches it start, stop and redrive processes."""
+        if self.api_admin_tokens or self.api_open or _loopback(self.http_host):
+            return None
+        return (
+            f"bridge web would listen on {self.http_host} with no API tokens: anyone who "
+            "reaches it could start, stop and redrive processes and deploy definitions. Set "
+            "BRIDGE_API_ADMIN_TOKENS (and BRIDGE_API_READ_TOKENS), listen on 127.0.0.1 "
+            "(BRIDGE_HTTP_HOST), or set BRIDGE_API_OPEN=true where nothing else can reach it."
+        )
+
     @property
     def base_url(self) -> str:
         if self.public_url:
@@ -266,3 +285,13 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The effective configuration, secrets masked, for printing at start."""
         return self.model_dump(mode="json")
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` is this machine only (a name that resolves elsewhere counts as not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

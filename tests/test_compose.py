@@ -399,6 +399,11 @@ def test_settings_validate_from_the_service_environment(
         assert any(
             port == settings.http_port for _, port, _ in _container_ports(bridge_services["web"])
         )
+        # With no tokens, the API is open only because the port is published on loopback.
+        assert settings.open_api_refusal() is None
+        assert not settings.api_admin_tokens and settings.api_open
+        published = host_ports(interpolate(bridge_services["web"]))
+        assert {ip for ip, _, _ in published} == {"127.0.0.1"}
 
 
 def _container_ports(service: dict[str, Any]) -> list[tuple[str, int, str]]:

@@ -90,3 +90,29 @@ def test_an_empty_instance_id_means_dynamic_membership() -> None:
 def test_the_heartbeat_must_be_below_the_session_timeout() -> None:
     with pytest.raises(ValidationError, match="below"):
         settings(kafka_session_timeout_ms=3000, kafka_heartbeat_interval_ms=3000)
+
+
+@pytest.mark.parametrize(
+    ("environment", "refused"),
+    [
+        ({}, False),
+        ({"BRIDGE_HTTP_HOST": "::1"}, False),
+        ({"BRIDGE_HTTP_HOST": "localhost"}, False),
+        ({"BRIDGE_HTTP_HOST": "0.0.0.0"}, True),
+        ({"BRIDGE_HTTP_HOST": "10.1.2.3"}, True),
+        ({"BRIDGE_HTTP_HOST": "web.example.com"}, True),
+        ({"BRIDGE_HTTP_HOST": "0.0.0.0", "BRIDGE_API_ADMIN_TOKENS": "t"}, False),
+        ({"BRIDGE_HTTP_HOST": "0.0.0.0", "BRIDGE_API_OPEN": "true"}, False),
+    ],
+)
+def test_web_refuses_an_open_api_beyond_this_machine(
+    environment: dict[str, str], refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for variable in ("BRIDGE_HTTP_HOST", "BRIDGE_API_ADMIN_TOKENS", "BRIDGE_API_OPEN"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    refusal = Settings().open_api_refusal()
+    assert (refusal is not None) == refused
+    if refused:
+        assert refusal is not None and "BRIDGE_API_ADMIN_TOKENS" in refusal
