@@ -378,6 +378,59 @@ def run_command(
     sys.exit(0 if result.succeeded else 1)
 
 
+@main.command("publish")
+@click.argument("topic")
+@click.argument("event", required=False)
+@click.option("--key", help="The record key (e.g. the correlation key).")
+@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="A record header.")
+def publish(topic: str, event: str | None, key: str | None, headers: tuple[str, ...]) -> None:
+    """Publish EVENT (JSON), or one JSON event per line of standard input, to TOPIC.
+
+    A Kafka client for trying things out: it talks to BRIDGE_KAFKA_BOOTSTRAP, else to the broker
+    `bridge dev` starts. Any Kafka producer does the same in production.
+    """
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError
+
+    lines = [event] if event is not None else [line for line in sys.stdin if line.strip()]
+    values: list[bytes] = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            where = "EVENT" if event is not None else f"line {number}"
+            raise click.UsageError(f"{where} is not JSON: {exc}") from None
+        values.append(line.strip().encode())
+    pairs: list[tuple[str, bytes]] = []
+    for header in headers:
+        name, sep, value = header.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"--header {header!r}: write NAME=VALUE")
+        pairs.append((name, value.encode()))
+    bootstrap = _bootstrap(_settings())
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+        try:
+            await producer.start()
+        except KafkaConnectionError:
+            await producer.stop()
+            raise click.ClickException(
+                f"no Kafka broker answers at {bootstrap}: start `bridge dev`, or name the "
+                "cluster with BRIDGE_KAFKA_BOOTSTRAP"
+            ) from None
+        try:
+            for value in values:
+                await producer.send_and_wait(
+                    topic, value, key=key.encode() if key else None, headers=pairs or None
+                )
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    click.echo(f"published {len(values)} event(s) to {topic} at {bootstrap}")
+
+
 @main.command("test-state")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--state", "state_name", help="The state to run, when FILE is a state machine.")
