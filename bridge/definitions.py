@@ -21,7 +21,15 @@ from bridge.store.aliases import Alias
 from bridge.store.database import database_now, reading
 
 SUFFIXES = (".asl.json", ".asl.yaml", ".asl.yml", ".json", ".yaml", ".yml")
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+def _examples_dir() -> Path:
+    """The shipped examples: the checkout's examples/ folder, or (installed from a wheel) the
+    package's copy of it."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "examples"
+    return checkout if (checkout / "order-saga.asl.yaml").is_file() else here / "examples"
+
+
+EXAMPLES_DIR = _examples_dir()
 
 
 def definition_name(path: Path) -> str:
