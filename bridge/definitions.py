@@ -21,6 +21,8 @@ from bridge.store.aliases import Alias
 from bridge.store.database import database_now, reading
 
 SUFFIXES = (".asl.json", ".asl.yaml", ".asl.yml", ".json", ".yaml", ".yml")
+
+
 def _examples_dir() -> Path:
     """The shipped examples: the checkout's examples/ folder, or (installed from a wheel) the
     package's copy of it."""

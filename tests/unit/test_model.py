@@ -96,8 +96,8 @@ BROKEN: dict[str, tuple[Callable[[Document], object], str, str]] = {
     ),
     "unknown state Type": (
         lambda d: d["States"]["Done"].update(Type="Sequence"),
-        "States.Done:",
-        "Type must be one of",
+        "States.Done.Type:",
+        "'Sequence' is not a state type; one of Pass, Task,",
     ),
     "unknown field (typo)": (
         lambda d: work(d).update(Nxt="Done"),
@@ -344,3 +344,45 @@ def test_the_document_is_not_changed_by_parsing() -> None:
     before = copy.deepcopy(document)
     parse_definition(document, "test")
     assert document == before
+
+
+def test_every_problem_is_reported_in_one_pass_in_the_users_words() -> None:
+    document: Document = {
+        "StartAt": "A",
+        "States": {
+            "A": {"Type": "Succed"},
+            "B": {
+                "Type": "Task",
+                "Resource": "bridge:kafka:send",
+                "TimeoutSeconds": -1,
+                "Next": "Nope",
+            },
+            "C": {"Type": "Pass", "Next": "A", "Bogus": 1},
+            "D": {"Type": "Wait", "Seconds": "x", "End": True},
+            "E": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.a", "NumericEquals": "x", "Next": "A"}],
+            },
+        },
+    }
+
+    problems = problems_of(document)
+
+    assert problems == [
+        "States.A.Type: 'Succed' is not a state type; did you mean 'Succeed'?",
+        "States.B.TimeoutSeconds: must be at least 1",
+        "States.C.Bogus: is not a field of a Pass state",
+        "States.D.Seconds: must be a whole number (or a {% JSONata %} expression)",
+        "States.B.Next: state 'Nope' does not exist",
+        "States.E.Choices[0].NumericEquals: must be a number",
+    ]
+    for problem in problems:
+        for internal in ("constrained-", "Input tag", "pattern", "'type' | 'Type'"):
+            assert internal not in problem
+
+
+def test_a_missing_field_and_a_wrong_kind_of_value() -> None:
+    problems = problems_of({"StartAt": "A", "States": {"A": {"Type": "Pass", "End": [1]}}})
+    assert problems == ["States.A.End: must be true or false"]
+    problems = problems_of({"States": {"A": {"Type": "Succeed"}}})
+    assert problems == ["StartAt: is required"]
