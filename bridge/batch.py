@@ -32,7 +32,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanContext, StatusCode
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bridge import tracing
+from bridge import logs, tracing
 from bridge.aliases import Reference, choose_version, parse_reference
 from bridge.approval_rows import Approvals
 from bridge.asl import inputs as core
@@ -137,7 +137,7 @@ class Batch:
         if self.engine.clock is None:
             self.now = await database_now(self.conn)
         # What the last input of an earlier batch bound says nothing of these.
-        structlog.contextvars.unbind_contextvars("process_id", "correlation_key", "event_id")
+        structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
         read = {
             index: self.correlator.read(item)
             for index, item in enumerate(batch)
@@ -173,9 +173,13 @@ class Batch:
             for index, item in enumerate(batch):
                 self.stepping = []
                 self.nesting.starts = 0
-                structlog.contextvars.unbind_contextvars(
-                    "process_id", "correlation_key", "event_id"
-                )
+                structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
+                if isinstance(item, EventReceived):
+                    structlog.contextvars.bind_contextvars(
+                        topic=item.record.topic,
+                        partition=item.record.partition,
+                        offset=item.record.offset,
+                    )
                 found = read.get(index)
                 span = await self._begin(item, found, ambient, tokens, links)
                 spans.append(span)
@@ -204,6 +208,8 @@ class Batch:
                 if span.is_recording():
                     self._describe(span, item, found, outcome)
             self.trace, self.own_trace = None, False
+            # Writing is about the whole batch, not its last input.
+            structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
             await self.writer.write()
         finally:
             # The spans last until the batch is written (or fails).

@@ -87,6 +87,7 @@ async def open_core(
         max_event_bytes=settings.max_event_bytes,
         max_event_depth=settings.max_event_depth,
         buffer_seconds=settings.event_buffer_seconds,
+        log_processes=settings.log_processes,
     )
     if tracing is None:
         tracing = from_settings(settings.tracing_exporter, settings.otlp_endpoint, "bridge")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -63,7 +64,12 @@ def dev(
 ) -> None:
     """Everything in one process: embedded broker, SQLite, workers and web endpoint."""
     settings = _settings(
-        kafka_bootstrap=kafka, http_port=port, definitions_dir=definitions, database_url=database
+        kafka_bootstrap=kafka,
+        http_port=port,
+        definitions_dir=definitions,
+        database_url=database,
+        # The demo shows each process's flow unless told otherwise.
+        log_processes=None if "BRIDGE_LOG_PROCESSES" in os.environ else True,
     )
     refusal = settings.open_api_refusal()
     if refusal is not None:

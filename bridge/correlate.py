@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bridge import messages
+from bridge import logs, messages
 from bridge.asl import inputs as core
 from bridge.asl.effects import CloseWait, ExpectEvent, NotifyParent, StartChild, StopChild
 from bridge.asl.process import ProcessStatus
@@ -78,7 +78,8 @@ class Correlator:
             interests = registry.interests(record.topic)
             key = identity(event, matches, interests)
         except InvalidEvent as exc:
-            log.warning("invalid event at %s: %s", record.position, exc)
+            with logs.about(topic=record.topic, partition=record.partition, offset=record.offset):
+                log.warning("invalid event at %s: %s", record.position, exc)
             return str(exc), f"pos|{record.position}"
         wanted = candidates(event, interests, self.batch.config.buffer_seconds)
         return ReadEvent(event, key, matches, wanted)

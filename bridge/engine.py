@@ -18,7 +18,7 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from bridge import faults, runner
+from bridge import faults, progress, runner
 from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
 from bridge.failures import Retry, classify
@@ -84,6 +84,8 @@ class EngineConfig:
     max_event_depth: int = 64
     #: How long an early event is kept when its wait does not say.
     buffer_seconds: int = 3600
+    #: A log line each time a process starts, waits or ends (``bridge.progress``).
+    log_processes: bool = False
 
 
 class Engine:
@@ -152,6 +154,8 @@ class Engine:
                     faults.point("after-step-before-commit")
                 self.wakeups.after_commit(work.written)
                 self.metrics.applied(batch, outcomes, time.perf_counter() - started, work.tally)
+                if self.config.log_processes:
+                    progress.write((t.process, t.history) for t in work.touched.values())
                 return outcomes
             except ConcurrentUpdate:
                 if attempt == 9:

@@ -9,10 +9,11 @@ link tokens never reach a log line in full.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import structlog
@@ -27,6 +28,26 @@ _TOKEN_FIELD = re.compile(
 )
 
 NOISY = ("aiokafka", "faust", "mode", "abc", "processors.transport", "alembic", "aiohttp.access")
+
+#: The context fields that belong to one input (an event's position and id, the process it
+#: is for): a line about one input must carry its own, never those of another.
+INPUT_FIELDS = ("topic", "partition", "offset", "event_id", "process_id", "correlation_key")
+
+
+@contextlib.contextmanager
+def about(**fields: Any) -> Iterator[None]:
+    """Log lines inside are about one input: its ``fields`` replace every input field bound so
+    far (those not given are left out), and what was bound comes back after."""
+    before = structlog.contextvars.get_contextvars()
+    structlog.contextvars.unbind_contextvars(*INPUT_FIELDS)
+    given = {key: value for key, value in fields.items() if value is not None}
+    structlog.contextvars.bind_contextvars(**given)
+    try:
+        yield
+    finally:
+        structlog.contextvars.unbind_contextvars(*INPUT_FIELDS)
+        kept = {key: value for key, value in before.items() if key in INPUT_FIELDS}
+        structlog.contextvars.bind_contextvars(**kept)
 
 
 def scrub(text: str) -> str:

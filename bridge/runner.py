@@ -23,10 +23,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.exc import DBAPIError
 
+from bridge import logs
 from bridge.asl.limits import clean_text
 from bridge.failures import Retry, classify, sqlstate
 from bridge.intake import (
@@ -166,7 +167,8 @@ async def _give_up(
 ) -> Outcome:
     """Record the failure; if even that is refused, record less; if that is refused too, log it
     and let the input go, rather than hold everything behind it."""
-    log.error("giving up on %s: %s", describe(item), reason)
+    with logs.about(**_context_of(item)):
+        log.error("giving up on %s: %s", describe(item), reason)
     applier.count_given_up(item)
     outages = 0
     for thorough in (True, False):
@@ -226,3 +228,11 @@ def describe(item: EngineInput) -> str:
         case DecisionReceived() | ApprovalViewed():
             return kind
     return kind
+
+
+def _context_of(item: EngineInput) -> dict[str, Any]:
+    """The log context of one input: an event's position (no other input's)."""
+    record = getattr(item, "record", None)
+    if record is None:
+        return {}
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

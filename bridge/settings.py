@@ -156,6 +156,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Bearer tokens (comma-separated) that may only read.",
     )
+    log_processes: bool = Field(
+        default=False,
+        description="A log line each time a process starts, waits or ends (on under `bridge "
+        "dev`, where it shows the flow; at volume it is noise).",
+    )
     api_open: bool = Field(
         default=False,
         description="Let `bridge web` listen beyond this machine with no API tokens (everyone "

@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import json
 import uuid
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 
-async def main() -> None:
+async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--amount", type=float, default=120)
     parser.add_argument("--kafka", default="127.0.0.1:9092")
@@ -83,17 +84,30 @@ async def main() -> None:
                                     print(f"  approved -> {response.status}")
                         elif record.topic == "orders.done":
                             print(f"orders.done: {value}")
-                            async with http.get(
-                                f"{args.web}/processes?correlationKey={order_id}"
-                            ) as r:
-                                process = (await r.json())["items"][0]
-                            print(f"process {process['id']}: {process['status']}")
-                            print(f"history: {args.web}/processes/{process['id']}/history")
-                            return
+                # However it ends (completed, rejected, failed, timed out), say so and stop.
+                process = await ended(http, args.web, order_id)
+                if process is not None:
+                    print(f"process {process['id']}: {process['status']}", end="")
+                    if process.get("error"):
+                        print(f" ({process['error']}: {process.get('cause') or ''})", end="")
+                    print(f"\nhistory: {args.web}/processes/{process['id']}/history")
+                    return 0 if process["status"] == "SUCCEEDED" else 1
         finally:
             await consumer.stop()
             await producer.stop()
 
 
+async def ended(http: aiohttp.ClientSession, web: str, order_id: str) -> dict[str, Any] | None:
+    """The order's process once it has ended, else None."""
+    async with http.get(f"{web}/processes?correlationKey={order_id}") as response:
+        if response.status != 200:
+            return None
+        page: dict[str, Any] = await response.json()
+    items: list[dict[str, Any]] = page.get("items") or []
+    if items and items[0]["status"] != "RUNNING":
+        return items[0]
+    return None
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    raise SystemExit(asyncio.run(main()))

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import structlog
 from faust.types import EventT
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -155,12 +154,8 @@ def build_app(
         @app.agent(event_topic, name="bridge-events")
         async def events(stream: Any) -> None:
             async for batch in take_batches(stream, settings.batch_max_events, within):
-                inputs = [EventReceived(record_of(event)) for event in batch]
-                first = inputs[0].record
-                with structlog.contextvars.bound_contextvars(
-                    topic=first.topic, partition=first.partition, offset=first.offset
-                ):
-                    await engine.apply(inputs)
+                # Each input's log lines carry its own position (bound as it is applied).
+                await engine.apply([EventReceived(record_of(event)) for event in batch])
                 faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(
