@@ -27,6 +27,7 @@ from bridge.events import (
     candidates,
     decode,
     event_type,
+    glimpse,
     identity,
     match,
     payload,
@@ -93,7 +94,19 @@ class Correlator:
             if key in already or key in self.batch.marks:
                 return Outcome("duplicate", f"event {key} was already dead-lettered")
             self.dead_letter(record, reason, key)
-            self.mark_event(key, record, None, None, "dead-lettered", {"deadLetter": reason})
+            # What can still be read of it, so that it is found by its id and shows its type.
+            seen = glimpse(
+                record,
+                [trigger for _, trigger in self.batch.engine.registry.triggers(record.topic)],
+            )
+            self.mark_event(
+                key,
+                record,
+                DomainEvent(None, seen.type, seen.id, seen.source, record) if seen.id else None,
+                seen.type,
+                "dead-lettered",
+                {"deadLetter": reason},
+            )
             return Outcome("invalid", reason)
         event, key = read.event, read.key
         if key in already or key in self.batch.marks:

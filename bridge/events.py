@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.asl import jsonata, limits, paths
+from bridge.asl import json_text, jsonata, limits, paths
 from bridge.asl.errors import StatesError
 from bridge.asl.model import Definition, EventInterest, Trigger
 
@@ -45,6 +46,62 @@ class DomainEvent:
     id: str | None
     source: str | None
     record: KafkaRecord
+
+
+@dataclass(frozen=True)
+class Glimpse:
+    """What can still be read of an event that is dead-lettered, so that it can be found by
+    its id and shows its type: each None when it cannot be read."""
+
+    id: str | None = None
+    type: str | None = None
+    source: str | None = None
+
+
+#: A dead-lettered value larger than this is not parsed for its id and type.
+MAX_GLIMPSE_BYTES = 4 * 1024 * 1024
+
+
+def glimpse(record: KafkaRecord, triggers: Sequence[Trigger]) -> Glimpse:
+    """Best effort, never raising: the id, type and source of an event that failed to decode,
+    from CloudEvents headers, a structured CloudEvent, or where the topic's triggers read them
+    (EventId, TypePath); cut and cleaned to fit their columns."""
+    headers: dict[str, Any] = {}
+    try:
+        headers = {name.lower(): value for name, value in record.headers}
+        found = Glimpse(
+            _header(headers, "ce_id"), _header(headers, "ce_type"), _header(headers, "ce_source")
+        )
+        if found.id is None and record.value and len(record.value) <= MAX_GLIMPSE_BYTES:
+            found = _from_body(json_text.loads(record.value), triggers) or found
+    except Exception:
+        found = Glimpse()
+    return Glimpse(_fit(found.id, 500), _fit(found.type, 200), _fit(found.source, 500))
+
+
+def _from_body(body: JSON, triggers: Sequence[Trigger]) -> Glimpse | None:
+    if not isinstance(body, dict):
+        return None
+    if "specversion" in body:
+        return Glimpse(_text(body.get("id")), _text(body.get("type")), _text(body.get("source")))
+    ids = [trigger.event_id for trigger in triggers if trigger.event_id]
+    types = [trigger.type_path for trigger in triggers] or ["$.type"]
+    return Glimpse(_first(body, ids), _first(body, types), None)
+
+
+def _first(body: JSON, where: Sequence[str]) -> str | None:
+    for path in where:
+        try:
+            value = paths.read_path(path, body, {})
+        except Exception:
+            continue
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def _fit(value: str | None, limit: int) -> str | None:
+    return limits.clean_text(value, limit) if value else None
 
 
 def decode(record: KafkaRecord, max_bytes: int, max_depth: int = limits.MAX_DEPTH) -> DomainEvent:
