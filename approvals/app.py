@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -47,14 +48,29 @@ def build_app(
     access.setup(app, admin_tokens, read_tokens)
     diagrams.setup(app)
     status.setup(app)
-    aiohttp_jinja2.setup(
+    environment = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(default=True),
     )
+    environment.filters["when"] = when
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
     app.add_routes(inbox.routes)
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app
+
+
+def when(moment: datetime | str | None) -> str:
+    """Every page writes a time the same way: date and time to the second, in UTC."""
+    if moment is None or moment == "":
+        return ""
+    if isinstance(moment, str):
+        try:
+            moment = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+        except ValueError:
+            return str(moment)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -102,9 +102,14 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
     if len(history) == 2000:
         pairs = await diagrams.history_pairs(engine, process_id)
     for entry in history:
+        details = entry["details"]
+        # One short line per entry; the whole payload opens on demand.
         entry["details_json"] = (
-            json.dumps(entry["details"], ensure_ascii=False, sort_keys=True)
-            if entry["details"]
+            json.dumps(details, ensure_ascii=False, sort_keys=True) if details else ""
+        )
+        entry["details_pretty"] = (
+            json.dumps(details, ensure_ascii=False, sort_keys=True, indent=2)[:20_000]
+            if details
             else ""
         )
     return _page(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,4 +158,17 @@ async def test_inbox_lists_the_pending_approval(
         assert "not decided yet" in await page.inner_text("main")
         await page.click("a[href^='/processes/']")
         assert "ApprovalRequested" in await page.inner_text("table.history")
+        # Long payloads are one line each until opened; times read the same on every page.
+        opened = page.locator("table.history details").first
+        assert not await opened.get_attribute("open")
+        assert not await opened.locator("pre").is_visible()
+        await opened.locator("summary").click()
+        assert '"input"' in await opened.locator("pre").inner_text()
+        started = await page.locator("dt:text-is('Started') + dd").inner_text()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", started.strip()), started
+        for width, name in ((390, "phone"), (1280, "desktop")):
+            await page.set_viewport_size({"width": width, "height": 900})
+            await page.screenshot(path=str(tmp_path / f"process-{name}.png"), full_page=True)
+            # Nothing wider than the screen: the payloads no longer stretch the page.
+            assert await page.evaluate("document.documentElement.scrollWidth") <= width + 1
         await page.close()
