@@ -18,15 +18,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals import access
+from approvals import access, definition_pages
 from approvals.access import wants_html
 from approvals.api import ENGINE, apply_now, find_processes, page_cursor
 from approvals.guard import form_of
-from approvals.pages import PAGE_HEADERS
+from approvals.render import render
 from approvals.schemas import ProcessQuery
 from bridge.asl.process import ProcessStatus
 from bridge.engine import RedriveRequested, StopRequested
@@ -37,19 +36,20 @@ FILTERS = ("definition", "version", "status", "correlationKey", "startedAfter", 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
-    response = aiohttp_jinja2.render_template(
-        template, request, {**context, "viewer": access.viewer(request)}, status=status
-    )
-    response.headers.update(PAGE_HEADERS)
-    return response
+_render = render
 
 
 @web.middleware
 async def html_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Browsers asking for ``/processes`` get the list page; everyone else the JSON API."""
-    if request.method in ("GET", "HEAD") and request.path == "/processes" and wants_html(request):
-        return await process_list(request)
+    """Browsers asking for ``/processes`` or the definitions get their pages; everyone else
+    the JSON API."""
+    if request.method in ("GET", "HEAD") and wants_html(request):
+        if request.path == "/processes":
+            return await process_list(request)
+        page = definition_pages.page_for(request.path)
+        if page is not None:
+            response: web.StreamResponse = await page(request)
+            return response
     return await handler(request)
 
 
