@@ -15,7 +15,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from approvals.api import ENGINE
-from approvals.diagrams import RENDERER
+from approvals.diagrams import RENDERER, drawing
 from approvals.render import render
 from bridge.asl import diagram
 from bridge.store import aliases as aliases_store
@@ -68,7 +68,7 @@ async def definition_page(request: web.Request) -> web.Response:
         stored = await definitions_store.get_version(conn, name, definition.version)
         aliases = await aliases_store.of_definition(conn, name)
     graph = diagram.graph_of(definition)
-    svg = await request.app[RENDERER].svg(diagram.to_dot(graph))
+    svg = await drawing(request.app[RENDERER], graph)
     base = f"/definitions/{quote(name, safe='')}/diagram?version={definition.version}"
     return render(
         request,
@@ -87,7 +87,6 @@ async def definition_page(request: web.Request) -> web.Response:
         source=json.dumps(stored, indent=2, ensure_ascii=False),
         diagram={
             "svg": svg,
-            "mermaid": diagram.to_mermaid(graph),
             "links": {form: f"{base}&format={form}" for form in ("mermaid", "svg", "dot")},
         },
         processes=f"/processes?definition={quote(name, safe='')}",

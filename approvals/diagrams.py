@@ -5,8 +5,8 @@ definition version (the newest by default); with ``process`` the states that pro
 in, or failed in are marked, and the version is the one the process runs. The graph and its
 Mermaid and DOT text come from the pure ``bridge.asl.diagram``; SVG is Graphviz's ``dot`` run as a
 subprocess, bounded in time and output, with results cached by their DOT text. Without ``dot`` on
-the machine, ``format=svg`` answers 503 and the process page shows the Mermaid text and a list of
-states with their marks instead.
+the machine (or when it fails), the SVG is drawn in Python (``bridge.asl.diagram_svg``), so the
+pages always show a picture.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pydantic import Field
 from approvals.api import ENGINE, query_of
 from approvals.problems import problem
 from approvals.schemas import Query
-from bridge.asl import diagram
+from bridge.asl import diagram, diagram_svg
 from bridge.asl.model import Definition
 from bridge.asl.process import Process
 from bridge.engine import Engine
@@ -125,6 +125,14 @@ class DotRenderer:
 RENDERER = web.AppKey("diagram_renderer", DotRenderer)
 
 
+async def drawing(
+    renderer: DotRenderer, graph: diagram.Graph, marks: dict[str, diagram.Mark] | None = None
+) -> str:
+    """Graphviz's drawing when ``dot`` is here and answers, else the one drawn in Python: a
+    page always shows a picture, also on a fresh machine without Graphviz."""
+    return await renderer.svg(diagram.to_dot(graph, marks)) or diagram_svg.to_svg(graph, marks)
+
+
 def setup(app: web.Application, renderer: DotRenderer | None = None) -> None:
     app[RENDERER] = renderer or DotRenderer.from_path()
     app.add_routes(routes)
@@ -201,14 +209,7 @@ async def get_diagram(request: web.Request) -> web.StreamResponse:
     elif form == "dot":
         body = diagram.to_dot(graph, marks)
     else:
-        renderer = request.app[RENDERER]
-        if not renderer.available:
-            return problem(
-                503, "Graphviz not installed", "dot is not on this machine; use format=mermaid"
-            )
-        svg = await renderer.svg(diagram.to_dot(graph, marks))
-        if svg is None:
-            return problem(503, "Diagram not drawn", "Graphviz failed; use format=mermaid")
+        svg = await drawing(request.app[RENDERER], graph, marks)
         return web.Response(
             text=svg, content_type=FORMATS["svg"], charset="utf-8", headers=SVG_HEADERS
         )
@@ -230,22 +231,12 @@ async def page_context(
         return {"diagram": None}
     marks = diagram.marks(definition, process, pairs)
     graph = diagram.graph_of(definition)
-    svg = await request.app[RENDERER].svg(diagram.to_dot(graph, marks))
+    svg = await drawing(request.app[RENDERER], graph, marks)
     base = f"/definitions/{quote(process.definition, safe='')}/diagram"
     return {
         "diagram": {
             # Graphviz escapes every label it writes; ids and attributes are ours.
             "svg": svg,
-            "mermaid": diagram.to_mermaid(graph, marks),
-            "states": [
-                {
-                    "depth": depth,
-                    "name": node.name,
-                    "kind": node.kind,
-                    "mark": marks[node.name].value if node.name in marks else "",
-                }
-                for depth, node in graph.walk()
-            ],
             "links": {
                 form: f"{base}?{urlencode({'process': process.id, 'format': form})}"
                 for form in FORMATS

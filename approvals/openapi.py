@@ -309,12 +309,12 @@ OPERATIONS: tuple[Operation, ...] = (
         "definitions",
         {
             200: Answer(
-                "The diagram: SVG (Graphviz), Mermaid stateDiagram-v2 text or Graphviz DOT",
+                "The diagram: SVG (by Graphviz when installed, else drawn by the bridge), "
+                "Mermaid stateDiagram-v2 text or Graphviz DOT",
                 media="image/svg+xml",
                 more_media=("text/vnd.mermaid", "text/vnd.graphviz"),
             ),
             **_problems(400, 401, 404),
-            503: Answer("SVG asked for and Graphviz is not installed", s.Problem, PROBLEM),
         },
         query=DiagramQuery,
         params=DEFINITION_NAME,

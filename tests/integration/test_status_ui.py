@@ -202,7 +202,7 @@ async def test_diagram_endpoint_formats_versions_and_marks(
             assert response.status == 404
 
 
-async def test_without_graphviz_the_page_shows_mermaid_text(
+async def test_without_graphviz_the_page_draws_the_diagram_itself(
     kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "no-dot-here"))
@@ -211,18 +211,18 @@ async def test_without_graphviz_the_page_shows_mermaid_text(
         async with bridge.http.get(
             f"{bridge.url}/definitions/ops-check/diagram?format=svg"
         ) as response:
-            assert response.status == 503
+            assert response.status == 200 and response.content_type == "image/svg+xml"
+            assert (await response.text()).startswith("<svg")
         async with bridge.http.get(
             f"{bridge.url}/processes/{process_id}", headers=HTML
         ) as response:
             assert response.status == 200
             page = await response.text()
-        assert "<svg" not in page and '<pre class="mermaid-text">stateDiagram-v2' in page
-        assert re.search(
-            r'<li class="state current" data-depth="1"><span class="name">Verify', page
-        )
-        assert re.search(r'<li class="state current" data-depth="0"><span class="name">Check', page)
-        # Escaped by the template, never markup.
+        assert '<figure class="diagram"><svg' in page and "mermaid-text" not in page
+        # Where the process is, in the Parallel and in its branch, is marked.
+        current = re.findall(r'<g class="node state current">.*?>([^<]+)</text>', page)
+        assert {"Check", "Verify"} <= set(current), current
+        # Escaped, never markup.
         assert HOSTILE not in page and "&lt;img src=x onerror=" in page
 
 
