@@ -75,3 +75,29 @@ async def test_without_graphviz_the_pages_still_draw_the_diagram(
         status, _ = await bridge.get("/definitions/order-saga/diagram?format=svg")
         assert status == 200
         await page.close()
+
+
+async def test_every_page_fits_a_phone(browser: Browser, tmp_path: Path, kafka: str) -> None:
+    from tests.browser.test_approval_pages import large_order
+
+    async with running_bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", kafka, tmp_path) as bridge:
+        request = await large_order(bridge, "o-phone")
+        page = await browser.new_page()
+        addresses = [
+            "/processes",
+            f"/processes/{request['processId']}",
+            "/approvals",
+            f"/approvals/{request['approvalId']}",
+            "/definitions",
+            "/definitions/order-saga",
+            "/ui/signin",
+        ]
+        for width, name in ((390, "phone"), (1280, "desktop")):
+            await page.set_viewport_size({"width": width, "height": 900})
+            for address in [*addresses, request["approveUrl"]]:
+                await page.goto(address if "://" in address else bridge.url + address)
+                shot = address.strip("/").replace("/", "-")[:40] or "home"
+                await page.screenshot(path=str(tmp_path / f"{shot}-{name}.png"), full_page=True)
+                wide = await page.evaluate("document.documentElement.scrollWidth")
+                assert wide <= width + 1, f"{address} is {wide} px wide at {width} px"
+        await page.close()
