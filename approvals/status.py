@@ -36,9 +36,6 @@ FILTERS = ("definition", "version", "status", "correlationKey", "startedAfter", 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-_render = render
-
-
 @web.middleware
 async def html_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Browsers asking for ``/processes`` or the definitions get their pages; everyone else
@@ -73,11 +70,11 @@ async def process_list(request: web.Request) -> web.Response:
         query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **_in_utc(given)})
     except ValidationError as exc:
         context["error"] = _first_problem(exc)
-        return _render(request, "processes.html", 400, **context)
+        return render(request, "processes.html", 400, **context)
     found = await find_processes(engine, query)
     if found is None:
         context["error"] = "cursor: use the link to older processes"
-        return _render(request, "processes.html", 400, **context)
+        return render(request, "processes.html", 400, **context)
     kept = {key: value for key, value in filters.items() if value}
     if "limit" in given:
         kept["limit"] = given["limit"]
@@ -86,7 +83,7 @@ async def process_list(request: web.Request) -> web.Response:
     if query.cursor is not None:
         context["newest"] = "/processes?" + urlencode(kept)
     context["processes"] = found
-    return _render(request, "processes.html", **context)
+    return render(request, "processes.html", **context)
 
 
 #: What a browser's ``datetime-local`` field sends: no zone, seconds optional.
@@ -123,7 +120,7 @@ def actions(request: web.Request, status: ProcessStatus, process_id: str) -> dic
 
 
 def _refused(request: web.Request, status: int, title: str, detail: str) -> web.Response:
-    return _render(request, "message.html", status, title=title, detail=detail)
+    return render(request, "message.html", status, title=title, detail=detail)
 
 
 @routes.get("/")

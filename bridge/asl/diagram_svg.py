@@ -75,7 +75,7 @@ def to_svg(graph: Graph, state_marks: Mapping[str, Mark] | None = None) -> str:
         first = layout.boxes[graph.start]
         cx = first.x + first.width / 2
         out.insert(0, f'<circle class="start" cx="{cx:.1f}" cy="10" r="6" fill="#374151"/>')
-        out.append(_line(cx, 16, cx, first.y - 2, "next"))
+        out.append(_path(cx, 16, cx, first.y - 2, "next"))
     end_y = top + layout.height + 22
     end_x = width / 2
     for ident in graph.ends:
@@ -330,7 +330,3 @@ def _path(x1: float, y1: float, x2: float, y2: float, kind: str) -> str:
         f'<path d="M{x1:.1f},{y1:.1f} C{x1:.1f},{middle:.1f} {x2:.1f},{middle:.1f} '
         f'{x2:.1f},{y2:.1f}" fill="none" stroke="{color}"{dash} marker-end="url(#arrow)"/>'
     )
-
-
-def _line(x1: float, y1: float, x2: float, y2: float, kind: str) -> str:
-    return _path(x1, y1, x2, y2, kind)

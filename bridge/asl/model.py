@@ -391,13 +391,8 @@ def _named_states(machine: Definition | Machine) -> Iterator[tuple[str, object]]
 
 
 def _all_states(machine: Definition | Machine) -> Iterator[object]:
-    for state in machine.states.values():
+    for _, state in _named_states(machine):
         yield state
-        if isinstance(state, ParallelState):
-            for branch in state.branches:
-                yield from _all_states(branch)
-        if isinstance(state, MapState):
-            yield from _all_states(state.processor)
 
 
 Machine.model_rebuild()
