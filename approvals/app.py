@@ -11,12 +11,13 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import access, api, diagrams, guard, inbox, openapi, pages, status
+from approvals import access, api, diagrams, guard, inbox, openapi, pages, publishing, status
 from approvals.access import access_control
 from approvals.guard import guard_requests
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
 from bridge.engine import Engine
+from bridge.event_producer import EventProducer
 
 HERE = Path(__file__).resolve().parent
 
@@ -27,7 +28,9 @@ def build_app(
     *,
     admin_tokens: Sequence[str] = (),
     read_tokens: Sequence[str] = (),
+    kafka_bootstrap: str | None = None,
 ) -> web.Application:
+    """``kafka_bootstrap``: where ``POST /events`` produces (None: it answers 503)."""
     app = web.Application(
         client_max_size=guard.MAX_BODY + 1024,
         # Tracing outermost: refused requests are in the caller's trace too.
@@ -42,6 +45,8 @@ def build_app(
         ],
     )
     app[api.ENGINE] = engine
+    app[publishing.PRODUCER] = EventProducer(kafka_bootstrap)
+    app.on_cleanup.append(publishing.close_producer)
     app[pages.SECRET] = secret_key.encode()
     public = urlsplit(engine.base_url)
     app[guard.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
@@ -57,6 +62,7 @@ def build_app(
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
     app.add_routes(inbox.routes)
+    app.add_routes(publishing.routes)
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app

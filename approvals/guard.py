@@ -9,9 +9,10 @@ So every write (POST, PUT, PATCH, DELETE, on every route) must be
 - from this site: a present ``Origin`` must be the bridge's own (the one the request was sent to,
   or the public one, ``BRIDGE_BASE_URL``; ``null`` is no origin of ours), and a present
   ``Sec-Fetch-Site`` must not say ``cross-site`` or ``same-site``; refused with 403 otherwise;
-- and JSON (``Content-Type: application/json``, which a page on another site cannot send
-  without CORS, and CORS stays off), or a form where the bridge's own pages post one (approval
-  links, ``/ui/``), each of which checks its nonce; any other body is refused with 415.
+- and JSON (``Content-Type: application/json`` or ``application/...+json``, which a page on
+  another site cannot send without CORS, and CORS stays off), or a form where the bridge's own
+  pages post one (approval links, ``/ui/``), each of which checks its nonce; any other body is
+  refused with 415.
 
 Machines (curl, SDKs) send no ``Origin`` and no ``Sec-Fetch-Site`` and keep working with JSON.
 The guard also refuses path parameters and query strings that nothing stored can match (a NUL
@@ -64,6 +65,14 @@ def from_this_site(request: web.Request) -> bool:
     return origin in (f"{request.scheme}://{request.host}", request.app[PUBLIC_ORIGIN])
 
 
+def is_json(media_type: str) -> bool:
+    """JSON, or a JSON-based type (``application/cloudevents+json``): none of them is a type a
+    page on another site may send without asking (CORS), and CORS stays off."""
+    return media_type == JSON_TYPE or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
 def _path_problem(request: web.Request) -> web.Response | None:
     for name, value in request.match_info.items():
         if name == "token":
@@ -100,7 +109,7 @@ def _write_problem(request: web.Request) -> web.Response | None:
     if not request.body_exists:
         return None
     kind = request.content_type
-    if kind == JSON_TYPE or (kind in FORM_TYPES and request.path.startswith(FORM_PREFIXES)):
+    if is_json(kind) or (kind in FORM_TYPES and request.path.startswith(FORM_PREFIXES)):
         return None
     return problem(
         415,
@@ -124,7 +133,8 @@ async def guard_requests(request: web.Request, handler: Handler) -> web.StreamRe
 # ----------------------------------------------------------------------------------- bodies
 
 
-async def _raw(request: web.Request) -> bytes:
+async def raw_body(request: web.Request) -> bytes:
+    """The request's body as it came: 413 when it is larger than ``MAX_BODY``."""
     raw = await request.read()
     if len(raw) > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY, actual_size=len(raw))
@@ -143,7 +153,7 @@ async def json_body(
     Raises 413 when it is larger than ``MAX_BODY``, 400 (problem+json, naming the bound) when it
     is not UTF-8 or not JSON, nests deeper than ``max_depth`` or holds a NUL character.
     """
-    raw = await _raw(request)
+    raw = await raw_body(request)
     if not raw.strip():
         return default
     try:
@@ -172,7 +182,7 @@ async def body_of(request: web.Request, model: type[ModelT], title: str = "Inval
 async def form_of(request: web.Request) -> MultiDictProxy[Any]:
     """The posted form (urlencoded or multipart): 413 when too large, 400 when a field holds a
     NUL character (a person cannot type one; the database could not keep it)."""
-    await _raw(request)
+    await raw_body(request)
     try:
         form = await request.post()
     except ValueError as exc:  # a multipart body without its boundary, bytes that are no text

@@ -28,6 +28,7 @@ routes = web.RouteTableDef()
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+STRUCTURED_EVENT = "application/cloudevents+json"
 HTML = "text/html"
 
 Access = Literal["public", "read", "admin", "token"]
@@ -52,7 +53,7 @@ class Operation:
     tag: str
     answers: Mapping[int, Answer]
     access: Access = "read"
-    body: type[BaseModel] | Literal["any", "definition", "form-or-json"] | None = None
+    body: type[BaseModel] | Literal["any", "definition", "form-or-json", "event"] | None = None
     query: type[BaseModel] | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     description: str = ""
@@ -65,8 +66,8 @@ _PROBLEMS = {
     404: "Not found",
     409: "Refused in the resource's present state",
     413: "The body is too large (256 KiB at most)",
-    415: "The body is not JSON (`Content-Type: application/json`), nor a form where a page "
-    "posts one",
+    415: "The body is not JSON (`Content-Type: application/json`, or a JSON type such as "
+    "`application/cloudevents+json`), nor a form where a page posts one",
     422: "The definition does not validate: `problems` lists each finding",
 }
 #: What the guard (approvals/guard.py) may answer to any request, and to any write.
@@ -75,7 +76,8 @@ _ANY_WRITE = {
     403: "A write from another site (a present Origin that is not the bridge's, or "
     "Sec-Fetch-Site: cross-site or same-site), or one the token may not do",
     415: _PROBLEMS[415],
-    503: "The database is unavailable: try again later (`Retry-After`)",
+    503: "The database (or, for `POST /events`, the broker) is unavailable: try again later "
+    "(`Retry-After`)",
 }
 WRITES = frozenset({"post", "put", "patch", "delete"})
 
@@ -211,6 +213,31 @@ OPERATIONS: tuple[Operation, ...] = (
         params={
             "id": "CloudEvents id, the configured event id, or TOPIC/PARTITION/OFFSET",
         },
+    ),
+    Operation(
+        "post",
+        "/events",
+        "publishEvent",
+        "Publish an event to a topic the bridge reads",
+        "events",
+        {
+            202: Answer("The broker has the event", s.EventAccepted),
+            **_problems(400, 401, 403, 413),
+            422: Answer("No deployed definition reads the topic", s.Problem, PROBLEM),
+        },
+        access="admin",
+        body="event",
+        query=s.PublishQuery,
+        description=(
+            "Produces the body to `?topic=` (a topic a deployed definition reads), keyed by "
+            "`?key=` or a CloudEvent's `partitionkey`, as any Kafka producer would: ordered per "
+            "key, deduplicated when consumed by its CloudEvents source and id (or the trigger's "
+            "`EventId`). The body is plain JSON (`application/json`), a structured CloudEvent "
+            "(`application/cloudevents+json`), or a CloudEvent in binary mode (`ce-id`, "
+            "`ce-source`, `ce-type`, `ce-specversion: 1.0` headers and JSON data). 202 once the "
+            "broker has it, with the explanation URL in `Location`; 503 with `Retry-After` when "
+            "no broker takes it."
+        ),
     ),
     Operation(
         "post",
@@ -452,6 +479,24 @@ def _request_body(op: Operation, refs: Mapping[Any, Any]) -> dict[str, Any] | No
             },
         }
         return {"required": True, "content": {JSON: {"schema": schema}}}
+    if op.body == "event":
+        envelope = {
+            "type": "object",
+            "description": "A CloudEvent 1.0 in structured mode, its data JSON",
+            "required": ["specversion", "id", "source", "type"],
+            "properties": {
+                "specversion": {"const": "1.0"},
+                "id": {"type": "string", "minLength": 1},
+                "source": {"type": "string", "minLength": 1},
+                "type": {"type": "string", "minLength": 1},
+                "data": {},
+            },
+        }
+        plain = {"type": "object", "description": "The event, or a binary-mode CloudEvent's data"}
+        return {
+            "required": True,
+            "content": {JSON: {"schema": plain}, STRUCTURED_EVENT: {"schema": envelope}},
+        }
     if op.body == "form-or-json":
         return {
             "required": False,

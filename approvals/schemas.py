@@ -279,6 +279,20 @@ class EventExplanations(View):
     events: list[EventExplained]
 
 
+class EventAccepted(View):
+    event_id: str = Field(
+        description="The CloudEvents id, or TOPIC/PARTITION/OFFSET for an event without one"
+    )
+    source: str | None = Field(description="The CloudEvents source, for a CloudEvent")
+    type: str | None = Field(description="The CloudEvents type, for a CloudEvent")
+    topic: str
+    partition: int
+    offset: int
+    explanation: str = Field(
+        description="GET it for what became of the event (404 until a worker has read it)"
+    )
+
+
 # ------------------------------------------------------------------------------- definitions
 
 
@@ -448,6 +462,19 @@ class StartQuery(Query):
         ge=0,
         le=60,
         description="Seconds to wait for the end; the answer is 202 when it runs longer",
+    )
+
+
+class PublishQuery(Query):
+    topic: str | None = Field(
+        default=None,
+        max_length=249,
+        description="The topic to produce to: one that a deployed definition reads (required)",
+    )
+    key: str | None = Field(
+        default=None,
+        max_length=500,
+        description="The Kafka key (default: a CloudEvent's partitionkey, else none)",
     )
 
 

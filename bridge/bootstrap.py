@@ -201,9 +201,19 @@ class Worker:
 
 
 class Web:
-    def __init__(self, core: Core, host: str, port: int, *, announce: bool = False) -> None:
+    def __init__(
+        self,
+        core: Core,
+        host: str,
+        port: int,
+        *,
+        announce: bool = False,
+        kafka_bootstrap: str | None = None,
+    ) -> None:
         """``announce``: the pollers that carry out what this process commits run in other
-        processes; on PostgreSQL each writing transaction tells them (see bridge.announce)."""
+        processes; on PostgreSQL each writing transaction tells them (see bridge.announce).
+        ``kafka_bootstrap``: where ``POST /events`` produces (default: the settings' brokers;
+        ``bridge dev`` passes its embedded broker)."""
         self.core = core
         if announce and is_postgres(core.db):
             core.engine.announce = announce_work
@@ -218,6 +228,7 @@ class Web:
             settings.secret_key.get_secret_value(),
             admin_tokens=[token.get_secret_value() for token in settings.api_admin_tokens],
             read_tokens=[token.get_secret_value() for token in settings.api_read_tokens],
+            kafka_bootstrap=kafka_bootstrap or settings.kafka_bootstrap,
         )
         self.runner = web.AppRunner(self.app, access_log=None)
         #: A web process of its own reads the consumer lag itself, when it knows the brokers.

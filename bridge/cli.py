@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from bridge.asl.errors import DefinitionError
+from bridge.cli_publish import publish
+from bridge.cli_settings import bootstrap_of as _bootstrap
+from bridge.cli_settings import settings_of as _settings
 from bridge.cli_test_state import test_state_command
 from bridge.settings import Settings
-
-
-def _settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**{key: value for key, value in overrides.items() if value is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"BRIDGE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        raise click.UsageError(f"invalid configuration: {problems}") from None
 
 
 def _logging(settings: Settings) -> None:
@@ -94,7 +86,7 @@ async def _dev(settings: Settings) -> None:
         core = await open_core(settings)
         worker = Worker(core, bootstrap, embedded_broker=broker is not None)
         await worker.start()
-        web = Web(core, settings.http_host, settings.http_port)
+        web = Web(core, settings.http_host, settings.http_port, kafka_bootstrap=bootstrap)
         await web.start()
         _print_banner(settings, core, bootstrap, broker is not None, definitions_folder(settings))
         await _until_signalled()
@@ -385,68 +377,9 @@ def run_command(
     sys.exit(0 if result.succeeded else 1)
 
 
-@main.command("publish")
-@click.argument("topic")
-@click.argument("event", required=False)
-@click.option("--key", help="The record key (e.g. the correlation key).")
-@click.option("--header", "headers", multiple=True, metavar="NAME=VALUE", help="A record header.")
-def publish(topic: str, event: str | None, key: str | None, headers: tuple[str, ...]) -> None:
-    """Publish EVENT (JSON), or one JSON event per line of standard input, to TOPIC.
-
-    A Kafka client for trying things out: it talks to BRIDGE_KAFKA_BOOTSTRAP, else to the broker
-    `bridge dev` starts. Any Kafka producer does the same in production.
-    """
-    from aiokafka import AIOKafkaProducer
-    from aiokafka.errors import KafkaConnectionError
-
-    lines = [event] if event is not None else [line for line in sys.stdin if line.strip()]
-    values: list[bytes] = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            json.loads(line)
-        except ValueError as exc:
-            where = "EVENT" if event is not None else f"line {number}"
-            raise click.UsageError(f"{where} is not JSON: {exc}") from None
-        values.append(line.strip().encode())
-    pairs: list[tuple[str, bytes]] = []
-    for header in headers:
-        name, sep, value = header.partition("=")
-        if not sep or not name:
-            raise click.UsageError(f"--header {header!r}: write NAME=VALUE")
-        pairs.append((name, value.encode()))
-    bootstrap = _bootstrap(_settings())
-
-    async def send() -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
-        try:
-            await producer.start()
-        except KafkaConnectionError:
-            await producer.stop()
-            raise click.ClickException(
-                f"no Kafka broker answers at {bootstrap}: start `bridge dev`, or name the "
-                "cluster with BRIDGE_KAFKA_BOOTSTRAP"
-            ) from None
-        try:
-            for value in values:
-                await producer.send_and_wait(
-                    topic, value, key=key.encode() if key else None, headers=pairs or None
-                )
-        finally:
-            await producer.stop()
-
-    asyncio.run(send())
-    click.echo(f"published {len(values)} event(s) to {topic} at {bootstrap}")
-
-
 @main.group()
 def dlq() -> None:
     """Dead letters: list them, and replay them once their cause is fixed."""
-
-
-def _bootstrap(settings: Settings) -> str:
-    """The cluster BRIDGE_KAFKA_BOOTSTRAP names, else the broker ``bridge dev`` starts (as the
-    other commands default to its web endpoint)."""
-    return settings.kafka_bootstrap or f"127.0.0.1:{settings.embedded_broker_port}"
 
 
 @dlq.command("list")
@@ -787,3 +720,4 @@ def definitions_aliases(name: str, url: str | None, token: str | None, as_json: 
 
 # Registered here, kept apart: running one state is a command of its own (bridge/cli_test_state.py).
 main.add_command(test_state_command)
+main.add_command(publish)

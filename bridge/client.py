@@ -26,12 +26,16 @@ class Client:
         self.url = (url or os.environ.get("BRIDGE_URL") or "http://127.0.0.1:8080").rstrip("/")
         self.token = token or os.environ.get("BRIDGE_TOKEN")
 
-    def call(self, method: str, path: str, body: JSON = None) -> JSON:
+    def call(
+        self, method: str, path: str, body: JSON = None, headers: dict[str, str] | None = None
+    ) -> JSON:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method)
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         if self.token:
             request.add_header("Authorization", f"Bearer {self.token}")
         try:

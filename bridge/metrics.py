@@ -91,6 +91,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=r,
         )
+        self.http_events = Counter(
+            "bridge_http_events",
+            "Events posted to POST /events, by result: accepted (produced to Kafka), refused "
+            "(invalid, or a topic no definition reads), unavailable (no broker took it)",
+            ["result"],
+            registry=r,
+        )
         self.published = Counter(
             "bridge_outbox_published", "Outbox messages published to Kafka", registry=r
         )
