@@ -54,6 +54,7 @@ from bridge.engine import (
     StartRequested,
     StopRequested,
 )
+from bridge.retention import days_of, retained_until
 from bridge.store import aliases as aliases_store
 from bridge.store import definitions as definitions_store
 from bridge.store import inbox
@@ -77,10 +78,20 @@ BaseModelT = TypeVar("BaseModelT", bound=BaseModel)
 routes = web.RouteTableDef()
 
 
+def process_view(
+    engine: Engine, process: Process, children: list[dict[str, Any]] | None = None
+) -> ProcessView:
+    """The process as the API shows it, with when retention deletes it."""
+    days = days_of(engine.registry.latest(process.definition), engine.config.retention_days)
+    return ProcessView.of(
+        process, engine.base_url, children, retained_until(process.ended_at, days)
+    )
+
+
 def process_json(
-    process: Process, base_url: str = "", children: list[dict[str, Any]] | None = None
+    engine: Engine, process: Process, children: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
-    return ProcessView.of(process, base_url, children).dump()
+    return process_view(engine, process, children).dump()
 
 
 async def _one_process(engine: Engine, process_id: str) -> dict[str, Any] | None:
@@ -90,7 +101,7 @@ async def _one_process(engine: Engine, process_id: str) -> dict[str, Any] | None
         if process is None:
             return None
         children = await store.children_of(conn, process_id)
-    return process_json(process, engine.base_url, children)
+    return process_json(engine, process, children)
 
 
 def query_of(
@@ -181,9 +192,7 @@ async def list_processes(request: web.Request) -> web.Response:
     if found is None:
         return problem(400, "Invalid cursor", "use the nextCursor of a previous page")
     next_cursor = page_cursor(found[-1]) if len(found) == query.limit else None
-    page = ProcessPage(
-        items=[ProcessView.of(p, engine.base_url) for p in found], next_cursor=next_cursor
-    )
+    page = ProcessPage(items=[process_view(engine, p) for p in found], next_cursor=next_cursor)
     return web.json_response(page.dump())
 
 

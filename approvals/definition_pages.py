@@ -18,6 +18,7 @@ from approvals.api import ENGINE
 from approvals.diagrams import RENDERER, drawing
 from approvals.render import render
 from bridge.asl import diagram
+from bridge.retention import days_of
 from bridge.store import aliases as aliases_store
 from bridge.store import definitions as definitions_store
 from bridge.store.database import reading
@@ -90,6 +91,7 @@ async def definition_page(request: web.Request) -> web.Response:
             "links": {form: f"{base}&format={form}" for form in ("mermaid", "svg", "dot")},
         },
         processes=f"/processes?definition={quote(name, safe='')}",
+        retention_days=days_of(engine.registry.latest(name), engine.config.retention_days),
     )
 
 

@@ -115,7 +115,7 @@ async def process_page(request: web.Request, process_id: str) -> web.Response:
     return _page(
         request,
         "process.html",
-        process=process_json(process, engine.base_url, children),
+        process=process_json(engine, process, children),
         history=history,
         approvals=decisions,
         actions=status.actions(request, process.status, process.id),

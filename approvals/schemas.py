@@ -88,6 +88,11 @@ class ProcessView(View):
     cause: str | None
     started_at: datetime
     ended_at: datetime | None
+    retained_until: datetime | None = Field(
+        default=None,
+        description="When retention deletes the finished process and its history (null while "
+        "it runs, or when it is kept for good)",
+    )
     links: ProcessLinks
     parent_id: str | None = Field(
         default=None, description="The process that started this one (bridge:process:start)"
@@ -104,8 +109,10 @@ class ProcessView(View):
         process: Process,
         base_url: str = "",
         children: list[dict[str, Any]] | None = None,
+        retained_until: datetime | None = None,
     ) -> ProcessView:
-        """``children``: rows of ``bridge.store.processes.children_of``, or None to leave out."""
+        """``children``: rows of ``bridge.store.processes.children_of``, or None to leave out;
+        ``retained_until``: when retention deletes it (bridge.retention)."""
         parent = process.parent
         return cls(
             id=process.id,
@@ -123,6 +130,7 @@ class ProcessView(View):
             cause=process.cause,
             started_at=process.started_at,
             ended_at=process.ended_at,
+            retained_until=retained_until,
             links=ProcessLinks(
                 self=f"{base_url}/processes/{process.id}",
                 history=f"{base_url}/processes/{process.id}/history",

@@ -21,6 +21,7 @@ from bridge.engine import Engine, EngineConfig
 from bridge.invoker import Invoker
 from bridge.lag import ConsumerLag
 from bridge.relay import Relay
+from bridge.retention import Retention
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_engine
@@ -88,6 +89,7 @@ async def open_core(
         max_event_depth=settings.max_event_depth,
         buffer_seconds=settings.event_buffer_seconds,
         log_processes=settings.log_processes,
+        retention_days=settings.retention_days,
     )
     if tracing is None:
         tracing = from_settings(settings.tracing_exporter, settings.otlp_endpoint, "bridge")
@@ -143,6 +145,9 @@ class Worker:
             lease_seconds=settings.http_lease_seconds,
             poll_seconds=settings.relay_poll_ms / 1000,
         )
+        self.retention = Retention(
+            core.db, core.registry, settings.retention_days, core.engine.metrics
+        )
         self.topics = sorted(core.registry.topics())
         # Imported here: faust and the stream processors are the worker's, not the web's (about
         # 9 MB of a bridge web process).
@@ -166,6 +171,7 @@ class Worker:
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.scanner.run(), name="timers"),
             asyncio.create_task(self.invoker.run(), name="http-invoker"),
+            asyncio.create_task(self.retention.run(), name="retention"),
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="listener"))

@@ -17,6 +17,7 @@ import click
 
 from bridge.asl.errors import DefinitionError
 from bridge.cli_publish import publish
+from bridge.cli_purge import purge
 from bridge.cli_settings import bootstrap_of as _bootstrap
 from bridge.cli_settings import settings_of as _settings
 from bridge.cli_test_state import test_state_command
@@ -721,3 +722,4 @@ def definitions_aliases(name: str, url: str | None, token: str | None, as_json: 
 # Registered here, kept apart: running one state is a command of its own (bridge/cli_test_state.py).
 main.add_command(test_state_command)
 main.add_command(publish)
+main.add_command(purge)

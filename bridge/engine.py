@@ -86,6 +86,8 @@ class EngineConfig:
     buffer_seconds: int = 3600
     #: A log line each time a process starts, waits or ends (``bridge.progress``).
     log_processes: bool = False
+    #: Days a finished process is kept when its definition does not say (bridge.retention).
+    retention_days: int = 90
 
 
 class Engine:

@@ -98,6 +98,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.retention_deleted = Counter(
+            "bridge_retention_deleted",
+            "Finished processes deleted with their history once past their retention, by "
+            "definition",
+            ["definition"],
+            registry=r,
+        )
         self.published = Counter(
             "bridge_outbox_published", "Outbox messages published to Kafka", registry=r
         )

@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     dedupe_retention_hours: int = Field(
         default=168, ge=1, description="How long event identities are remembered."
     )
+    retention_days: int = Field(
+        default=90,
+        ge=0,
+        le=36_500,
+        description="Days a finished process and its history are kept (0: for good); a "
+        "definition's RetentionDays overrides it.",
+    )
     kafka_topic_partitions: int = Field(
         default=1, ge=1, description="Partitions for topics the bridge creates."
     )

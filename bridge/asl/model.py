@@ -314,6 +314,9 @@ class Definition(_Node):
     #: EXPRESS: short, high-volume processes that keep only their start, end and failures in the
     #: history and end TIMED_OUT after five minutes at most.
     process_type: Literal["STANDARD", "EXPRESS"] = "STANDARD"
+    #: Days a finished process and its history are kept, over BRIDGE_RETENTION_DAYS; 0 keeps
+    #: them for good. The newest version's value holds for every process of the definition.
+    retention_days: int | None = Field(default=None, ge=0, le=36_500)
 
     @property
     def express(self) -> bool:

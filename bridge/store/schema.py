@@ -102,6 +102,8 @@ processes = Table(
     Index(None, "correlation_key"),
     Index(None, "status", "definition"),
     Index(None, "started_at"),
+    # Retention finds the processes that ended before a cutoff (bridge.store.retention).
+    Index(None, "ended_at"),
 )
 
 #: A process's history in chunks: one row per process and batch that added to it, holding its

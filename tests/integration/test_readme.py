@@ -163,7 +163,11 @@ async def test_shell_commands_run(kafka: str, tmp_path: Path) -> None:
                 text=True,
                 timeout=60,
                 check=False,
-                env={**os.environ, "BRIDGE_KAFKA_BOOTSTRAP": kafka},
+                env={
+                    **os.environ,
+                    "BRIDGE_KAFKA_BOOTSTRAP": kafka,
+                    "BRIDGE_DATABASE_URL": bridge.settings.database_url,
+                },
             )
             where = f"README.md:{block.line}: {command}"
             assert result.returncode == 0, f"{where}\n{result.stdout}\n{result.stderr}"
