@@ -179,6 +179,7 @@ class Round:
                 "BRIDGE_DATABASE_MIGRATE": "true" if migrate else "false",
                 "BRIDGE_DEFINITIONS_DIR": str(self.folder / "definitions"),
                 "BRIDGE_KAFKA_GROUP_ID": self.group,
+                "BRIDGE_WORKER_HTTP_PORT": "0",
                 "BRIDGE_KAFKA_REPLIES_TOPIC": f"replies.{self.suffix}",
                 "BRIDGE_KAFKA_LIFECYCLE_TOPIC": f"lifecycle.{self.suffix}",
                 "BRIDGE_KAFKA_DLQ_TOPIC": f"dlq.{self.suffix}",

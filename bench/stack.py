@@ -69,6 +69,8 @@ class Resources:
             "BRIDGE_DATABASE_URL": database_url,
             "BRIDGE_LOG_LEVEL": "WARNING",
             "BRIDGE_KAFKA_GROUP_ID": self.group_id,
+            # Several workers on one host: each serves its probes on a free port.
+            "BRIDGE_WORKER_HTTP_PORT": "0",
         }
         env.pop("BRIDGE_KAFKA_BOOTSTRAP", None)
         env.update(extra)

@@ -27,6 +27,7 @@ from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_engine
 from bridge.store.revision import at_head
 from bridge.tracing import Tracing, from_settings
+from bridge.worker_health import GroupState, WorkerHealth
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,12 @@ class Worker:
         *,
         embedded_broker: bool = False,
         listen: bool = False,
+        serve_health: bool = False,
     ) -> None:
         """``embedded_broker``: ``bootstrap`` is the broker ``bridge dev`` started. ``listen``:
         other processes (``bridge web``) write work for this one's pollers, and say so on
-        PostgreSQL (see bridge.announce)."""
+        PostgreSQL (see bridge.announce). ``serve_health``: serve /livez, /readyz and /metrics
+        on the worker's own port (``bridge worker``; in ``bridge dev`` the web serves them)."""
         self.core = core
         self.bootstrap = bootstrap
         settings = core.settings
@@ -164,8 +167,34 @@ class Worker:
         consumed = [*self.topics, settings.kafka_replies_topic]
         self.lag = ConsumerLag(bootstrap, settings.kafka_group_id, lambda: consumed)
         core.engine.metrics.lag_source = self.lag
+        self.health = (
+            WorkerHealth(
+                core.db,
+                core.engine.metrics,
+                self.group_state,
+                lambda: self._tasks,
+                settings.ready_max_outbox_age_seconds,
+            )
+            if serve_health and settings.worker_http_port
+            else None
+        )
+
+    def group_state(self) -> GroupState:
+        """Whether the consumer group has given this worker its partitions, and how many."""
+        app = self.app
+        joined = app.rebalancing_count > 0 and not app.rebalancing
+        try:
+            partitions = len(app.consumer.assignment()) if joined else 0
+        except Exception:  # no consumer yet
+            partitions = 0
+        return GroupState(joined, partitions)
 
     async def start(self) -> None:
+        if self.health is not None:
+            # First: a taken port stops the start before anything is consumed; until the group
+            # has given this worker its partitions, /readyz says so.
+            settings = self.core.settings
+            await self.health.start(settings.worker_http_host, settings.worker_http_port)
         await self.producer.start()
         self._tasks = [
             asyncio.create_task(self.relay.run(), name="relay"),
@@ -186,6 +215,8 @@ class Worker:
         # faust's stop waits for the events in hand to be applied and acknowledged. It does not
         # always give way to cancellation, so the bound is kept by not waiting any longer; the
         # rest of the stop gets a quarter of the time.
+        if self.health is not None:
+            await self.health.stop()
         stopping = asyncio.ensure_future(self.app.stop())
         done, _ = await asyncio.wait({stopping}, timeout=timeout * 0.7)
         if not done:

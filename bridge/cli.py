@@ -139,13 +139,23 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
     from bridge.bootstrap import Worker, open_core
 
     core = await open_core(settings)
-    worker = Worker(core, bootstrap, listen=True)
+    from bridge.worker_health import PortTaken
+
+    worker = Worker(core, bootstrap, listen=True, serve_health=True)
     try:
-        await worker.start()
+        try:
+            await worker.start()
+        except PortTaken as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(
             f"bridge worker consuming {', '.join(worker.topics) or 'no event topics'} and "
             f"{settings.kafka_replies_topic} from {bootstrap}"
         )
+        if worker.health is not None:
+            click.echo(
+                f"probes and metrics on http://{settings.worker_http_host}:{worker.health.port}"
+                " (/livez, /readyz, /metrics)"
+            )
         await _until_signalled()
     finally:
         await worker.stop()

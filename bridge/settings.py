@@ -111,6 +111,20 @@ class Settings(BaseSettings):
     database_migrate: bool = Field(
         default=True, description="Upgrade the database schema to the newest version at start."
     )
+    worker_http_host: str = Field(
+        default="127.0.0.1",
+        description="Where `bridge worker` serves its probes and metrics (/livez, /readyz, "
+        "/metrics).",
+    )
+    worker_http_port: int = Field(
+        default=8081, ge=0, le=65535, description="Their port; 0 serves none."
+    )
+    ready_max_outbox_age_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A worker is not ready while a message has waited longer than this to be "
+        "published (the broker is away, or the relay is stuck).",
+    )
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = Field(

@@ -12,6 +12,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.broker import EmbeddedBroker, free_port
 
+# Tests run many `bridge worker` processes on one host: each takes a free port for its probes
+# (a test that looks at them names its own).
+os.environ.setdefault("BRIDGE_WORKER_HTTP_PORT", "0")
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "BRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
 )

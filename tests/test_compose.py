@@ -394,6 +394,9 @@ def test_settings_validate_from_the_service_environment(
         settings.secret_key.get_secret_value()
         != Settings.model_fields["secret_key"].default.get_secret_value()
     )
+    if name == "worker":
+        # Prometheus on the compose network scrapes it; the probe above reaches this port.
+        assert (settings.worker_http_host, settings.worker_http_port) == ("0.0.0.0", 8081)
     if name == "web":
         assert settings.http_host == "0.0.0.0"
         assert any(
@@ -496,16 +499,18 @@ def test_bridge_dependencies(bridge_services: dict[str, Any]) -> None:
         assert depends["migrate"]["condition"] == "service_completed_successfully", name
 
 
-def test_image_healthcheck_only_where_http_is_served(bridge_services: dict[str, Any]) -> None:
-    # The image's HEALTHCHECK probes /healthz; services without the web server turn it off.
+def test_each_bridge_service_probes_what_it_serves(bridge_services: dict[str, Any]) -> None:
+    # The image's HEALTHCHECK probes the web's /healthz; the worker probes its own /livez on
+    # the port its settings give it; the one-shot migration serves nothing.
     assert "/healthz" in dict(dockerfile_instructions())["HEALTHCHECK"]
-    for name, service in bridge_services.items():
-        check = service.get("healthcheck") or {}
-        if name == "web":
-            assert "/healthz" in " ".join(command_argv(check.get("test"))), name
-            assert not check.get("disable")
-        else:
-            assert check.get("disable") is True, f"{name} serves no HTTP: disable the healthcheck"
+    web = bridge_services["web"].get("healthcheck") or {}
+    assert "/healthz" in " ".join(command_argv(web.get("test")))
+    assert not web.get("disable")
+    worker = bridge_services["worker"]
+    probe = " ".join(command_argv((worker.get("healthcheck") or {}).get("test")))
+    port = environment(worker)["BRIDGE_WORKER_HTTP_PORT"]
+    assert f"127.0.0.1:{port}/livez" in probe
+    assert (bridge_services["migrate"].get("healthcheck") or {}).get("disable") is True
 
 
 # ---------------------------------------------------------------- ports, volumes

@@ -202,6 +202,14 @@ async def backlog(conn: AsyncConnection) -> int:
     return int(await conn.scalar(query) or 0)
 
 
+async def oldest_waiting(conn: AsyncConnection) -> datetime | None:
+    """When the oldest message still waiting to be published was written (parked ones left
+    out); None when none waits."""
+    query = select(func.min(outbox.c.created_at)).where(outbox.c.parked_at.is_(None))
+    found: datetime | None = await conn.scalar(query)
+    return found
+
+
 async def pending(conn: AsyncConnection) -> list[OutboxMessage]:
     """Every message waiting to be published, in order, without claiming any (to look at)."""
     rows = await conn.execute(

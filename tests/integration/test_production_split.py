@@ -51,11 +51,27 @@ async def _message(consumer: AIOKafkaConsumer, order_id: str) -> dict[str, Any]:
     raise AssertionError(f"no message for {order_id}")
 
 
+async def _worker_probes(url: str) -> None:
+    """The worker's own listener: alive, ready (it holds the partition), and its metrics count
+    what it applied."""
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/livez") as r:
+            assert r.status == 200, await r.text()
+        async with http.get(f"{url}/readyz") as r:
+            ready = await r.json()
+            assert r.status == 200, ready
+        assert ready["partitions"] >= 1 and ready["reasons"] == []
+        async with http.get(f"{url}/metrics") as r:
+            text = await r.text()
+        assert 'bridge_inputs_total{kind="event",result="applied"}' in text
+        assert "bridge_consumer_lag" in text
+
+
 async def test_worker_and_web_processes_run_the_saga(kafka: str, tmp_path: Path) -> None:
     database = await create_postgres_database()
     suffix = uuid.uuid4().hex[:8]
     topics = saga_definition(tmp_path / "definitions", suffix)
-    port = free_port()
+    port, worker_port = free_port(), free_port()
     env = {
         **os.environ,
         "BRIDGE_KAFKA_BOOTSTRAP": kafka,
@@ -65,6 +81,7 @@ async def test_worker_and_web_processes_run_the_saga(kafka: str, tmp_path: Path)
         "BRIDGE_KAFKA_GROUP_ID": f"bridge-{suffix}",
         "BRIDGE_KAFKA_REPLIES_TOPIC": f"replies.{suffix}",
         "BRIDGE_HTTP_PORT": str(port),
+        "BRIDGE_WORKER_HTTP_PORT": str(worker_port),
         "BRIDGE_RELAY_POLL_MS": "20",
     }
     bridge = [sys.executable, "-m", "bridge"]
@@ -104,6 +121,7 @@ async def test_worker_and_web_processes_run_the_saga(kafka: str, tmp_path: Path)
             async with http.get(f"{url}/processes?correlationKey=o-split") as r:
                 body = await r.json()
         assert body["items"][0]["status"] == "SUCCEEDED"
+        await _worker_probes(f"http://127.0.0.1:{worker_port}")
 
         for process in processes:
             process.send_signal(signal.SIGTERM)
