@@ -31,6 +31,9 @@ from bridge.worker_health import GroupState, WorkerHealth
 
 log = logging.getLogger(__name__)
 
+#: How often a worker looks for topics that newly deployed definitions read.
+FOLLOW_TOPICS_EVERY_SECONDS = 3.0
+
 
 def definitions_folder(settings: Settings) -> Path:
     """The configured folder, else ./definitions when it exists, else the shipped examples."""
@@ -151,21 +154,29 @@ class Worker:
         self.retention = Retention(
             core.db, core.registry, settings.retention_days, core.engine.metrics
         )
-        self.topics = sorted(core.registry.topics())
         # Imported here: faust and the stream processors are the worker's, not the web's (about
         # 9 MB of a bridge web process).
         from processors.app import build_app as build_processors
 
         self.app = build_processors(
-            settings, core.engine, bootstrap, self.topics, embedded_broker=embedded_broker
+            settings,
+            core.engine,
+            bootstrap,
+            sorted(core.registry.topics()),
+            embedded_broker=embedded_broker,
         )
+        assert self.app.event_topics is not None
+        self.event_topics = self.app.event_topics
         self.listener = (
             Listener(core.db, core.engine.wakeups) if listen and is_postgres(core.db) else None
         )
         self._tasks: list[asyncio.Task[None]] = []
         # /metrics (served by the web endpoint of this or another process) shows the lag.
-        consumed = [*self.topics, settings.kafka_replies_topic]
-        self.lag = ConsumerLag(bootstrap, settings.kafka_group_id, lambda: consumed)
+        self.lag = ConsumerLag(
+            bootstrap,
+            settings.kafka_group_id,
+            lambda: [*self.event_topics.names, settings.kafka_replies_topic],
+        )
         core.engine.metrics.lag_source = self.lag
         self.health = (
             WorkerHealth(
@@ -178,6 +189,26 @@ class Worker:
             if serve_health and settings.worker_http_port
             else None
         )
+
+    @property
+    def topics(self) -> list[str]:
+        """The domain-event topics consumed now."""
+        return self.event_topics.names
+
+    async def follow_topics(self, every_seconds: float = FOLLOW_TOPICS_EVERY_SECONDS) -> None:
+        """Consume the topics of definitions deployed while the worker runs (by this or another
+        process: the registry is read again each time)."""
+        while True:
+            await asyncio.sleep(every_seconds)
+            try:
+                await self.core.registry.refresh(self.core.db)
+                added = self.event_topics.follow(self.core.registry.topics())
+                if added:
+                    log.info("consuming %s too: a deployed definition reads it", ", ".join(added))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not look for the topics of new definitions; trying later")
 
     def group_state(self) -> GroupState:
         """Whether the consumer group has given this worker its partitions, and how many."""
@@ -201,6 +232,7 @@ class Worker:
             asyncio.create_task(self.scanner.run(), name="timers"),
             asyncio.create_task(self.invoker.run(), name="http-invoker"),
             asyncio.create_task(self.retention.run(), name="retention"),
+            asyncio.create_task(self.follow_topics(), name="topics"),
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="listener"))

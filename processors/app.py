@@ -23,7 +23,13 @@ from bridge.engine import CallbackReceived, Engine, EventReceived, InvalidInput
 from bridge.events import KafkaRecord
 from bridge.settings import Settings
 from processors.batching import take_batches
-from processors.transport import BridgeApp, PromptTableManager, transport_class
+from processors.transport import (
+    BridgeApp,
+    EventTopics,
+    PromptTableManager,
+    SharedNamesTopic,
+    transport_class,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,10 @@ def _short(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
+#: Seconds between a new topic and the consumer's new subscription.
+RESUBSCRIBE_AFTER_SECONDS = 0.5
+
+
 def build_app(
     settings: Settings,
     engine: Engine,
@@ -148,15 +158,23 @@ def build_app(
         settings.kafka_fetch_max_wait_ms, settings.kafka_fetch_idle_wait_ms
     )
     within = settings.batch_max_wait_ms / 1000
-    if topics:
-        event_topic = app.topic(*topics, value_serializer="raw", key_serializer="raw")
+    # The agent exists even when no definition reads events yet: one deployed later names the
+    # topics it follows (EventTopics.follow), without a restart.
+    event_topic = SharedNamesTopic(
+        app, topics=list(topics), value_serializer="raw", key_serializer="raw"
+    )
+    # A changed subscription is sent after this many seconds (faust waits 45 by default, to
+    # gather the changes of agents that restart together).
+    conductor: Any = app.topics  # faust.transport.conductor.TopicConductor
+    conductor._resubscribe_sleep_lock_seconds = RESUBSCRIBE_AFTER_SECONDS
+    app.event_topics = EventTopics(app, event_topic)
 
-        @app.agent(event_topic, name="bridge-events")
-        async def events(stream: Any) -> None:
-            async for batch in take_batches(stream, settings.batch_max_events, within):
-                # Each input's log lines carry its own position (bound as it is applied).
-                await engine.apply([EventReceived(record_of(event)) for event in batch])
-                faults.point("after-commit-before-offset")
+    @app.agent(event_topic, name="bridge-events")
+    async def events(stream: Any) -> None:
+        async for batch in take_batches(stream, settings.batch_max_events, within):
+            # Each input's log lines carry its own position (bound as it is applied).
+            await engine.apply([EventReceived(record_of(event)) for event in batch])
+            faults.point("after-commit-before-offset")
 
     reply_topic = app.topic(
         settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw"

@@ -14,6 +14,7 @@ so that second only delays every (re)start of a worker.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any, ClassVar
 
 import aiokafka
@@ -95,6 +96,8 @@ class BridgeApp(faust.App):
     """A faust app using ``transport_cls`` for its consumer."""
 
     transport_cls: type[driver.Transport] = driver.Transport
+    #: The domain-event topics it consumes, set by processors.app.build_app.
+    event_topics: EventTopics | None = None
 
     def _new_transport(self) -> Any:
         return self.transport_cls(self.conf.broker_consumer, self)
@@ -111,3 +114,40 @@ class PromptTableManager(TableManager):
         if not self.should_stop:
             await self._update_channels()
             await self.recovery.start()
+
+
+class EventTopics:
+    """The domain-event topics the worker consumes; a definition deployed while it runs adds
+    the topics it reads."""
+
+    def __init__(self, app: faust.App, topic: Any) -> None:
+        self._app = app
+        self._topic = topic
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._topic.topics)
+
+    def follow(self, wanted: Collection[str]) -> list[str]:
+        """Consume the topics of ``wanted`` not consumed yet, too; returns them. The consumer
+        subscribes again (a rebalance of the group), and every worker of the group that
+        follows the same definitions does the same."""
+        added = sorted(set(wanted) - set(self._topic.topics))
+        if added:
+            # In place: the agent's stream reads a clone that shares this list.
+            self._topic.topics.extend(added)
+            # faust's conductor resubscribes when told its topics changed.
+            conductor: Any = self._app.topics  # faust.transport.conductor.TopicConductor
+            conductor._flag_changes()
+        return added
+
+
+class SharedNamesTopic(faust.Topic):
+    """A topic whose clones (faust makes some for an agent's stream) share its list of topic
+    names, also while it is empty (faust's Topic replaces an empty list by a new one), so that
+    names added to it (``EventTopics.follow``) reach every clone."""
+
+    def __init__(self, app: faust.App, *, topics: list[str] | None = None, **kwargs: Any) -> None:
+        super().__init__(app, topics=topics, **kwargs)
+        if topics is not None:
+            self.topics = topics

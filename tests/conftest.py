@@ -32,20 +32,20 @@ def kafka() -> Iterator[str]:
         broker.stop()
 
 
-async def create_postgres_database() -> str:
+async def create_postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> str:
     name = f"bridge_test_{uuid.uuid4().hex[:12]}"
-    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             await conn.execute(text(f'CREATE DATABASE "{name}"'))
     finally:
         await admin.dispose()
-    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    return admin_url.rsplit("/", 1)[0] + f"/{name}"
 
 
-async def drop_postgres_database(url: str) -> None:
+async def drop_postgres_database(url: str, admin_url: str = POSTGRES_ADMIN_URL) -> None:
     name = url.rsplit("/", 1)[1]
-    admin = create_async_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
             await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

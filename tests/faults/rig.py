@@ -43,7 +43,7 @@ from bridge.settings import Settings
 from bridge.store import history_chunks
 from bridge.store.database import reading
 from bridge.store.schema import history, inbox, outbox, processes
-from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.conftest import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
 from tests.integration.harness import saga_definition
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
@@ -249,7 +249,11 @@ class Rig:
         seed: int | None = None,
         big_every: int = 20,
         duplicate_reply_every: int = 7,
+        postgres_admin_url: str = POSTGRES_ADMIN_URL,
     ) -> None:
+        """``postgres_admin_url``: the server the rig makes its database on (a test that stops
+        PostgreSQL gives one of its own)."""
+        self.postgres_admin_url = postgres_admin_url
         self.tmp_path = tmp_path
         self.bootstrap = bootstrap
         self.partitions = partitions
@@ -287,7 +291,7 @@ class Rig:
         for name in ("bridge.replies", "bridge.approvals", "bridge.lifecycle", "bridge.dlq"):
             self.topics[name] = f"{name}.{self.suffix}"
         self.http_port = free_port()
-        self.database = await create_postgres_database()
+        self.database = await create_postgres_database(self.postgres_admin_url)
         self.settings = Settings(
             database_url=self.database,
             kafka_bootstrap=self.bootstrap,
@@ -346,8 +350,8 @@ class Rig:
         if self.core is not None:
             steps.append(self.core.close)
         if self.database is not None:
-            database = self.database
-            steps.append(lambda: drop_postgres_database(database))
+            database, admin = self.database, self.postgres_admin_url
+            steps.append(lambda: drop_postgres_database(database, admin))
         for close in steps:
             try:
                 await asyncio.wait_for(close(), 30)
@@ -377,6 +381,8 @@ class Rig:
                 "BRIDGE_KAFKA_DLQ_TOPIC": s.kafka_dlq_topic,
                 "BRIDGE_KAFKA_TOPIC_PARTITIONS": str(self.partitions),
                 "BRIDGE_HTTP_PORT": str(self.http_port),
+                # Several workers on this host: each serves its probes on a free port.
+                "BRIDGE_WORKER_HTTP_PORT": "0",
                 "BRIDGE_RELAY_POLL_MS": "20",
                 "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
                 "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from bridge.broker import EmbeddedBroker, free_port
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.faults.private_postgres import private_postgres
 from tests.faults.rig import Rig, now, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
@@ -229,72 +229,34 @@ async def test_soak_repeated_crashes(
 # --------------------------------------------------------------------- PostgreSQL restart
 
 
-def _postgres_cluster() -> tuple[str, str] | str:
-    """(version, name) of the local cluster serving the test database, or why there is none."""
-    if os.geteuid() != 0:
-        return "restarting PostgreSQL needs root (pg_ctlcluster)"
-    if not (shutil.which("pg_ctlcluster") and shutil.which("pg_lsclusters")):
-        return "pg_ctlcluster/pg_lsclusters are not installed"
-    port = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].rsplit(":", 1)[-1]
-    if not port.isdigit() or "127.0.0.1" not in POSTGRES_ADMIN_URL:
-        return f"the test PostgreSQL ({POSTGRES_ADMIN_URL}) is not a local cluster"
-    listing = subprocess.run(
-        ["pg_lsclusters", "--no-header"], capture_output=True, text=True, timeout=30
-    )
-    for line in listing.stdout.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and fields[2] == port and fields[3] == "online":
-            return fields[0], fields[1]
-    return f"no online cluster on port {port} in `pg_lsclusters`: {listing.stdout.strip()!r}"
-
-
-def _pg_ctl(cluster: tuple[str, str], action: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, action],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _ensure_postgres_running(cluster: tuple[str, str]) -> None:
-    status = subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", *cluster, "status"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if status.returncode != 0:  # 3: not running
-        started = _pg_ctl(cluster, "start")
-        assert started.returncode == 0, f"could not start PostgreSQL again: {started.stderr}"
-
-
 @pytest.mark.timeout(180)
 async def test_postgres_restart_mid_run(
     kafka: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """PostgreSQL stopped (fast shutdown: sessions cut mid-transaction) and started again after
-    a few seconds, while orders flow; the worker must ride it out and lose or double nothing."""
-    cluster = _postgres_cluster()
-    if isinstance(cluster, str):
-        pytest.skip(cluster)
+    a few seconds, while orders flow; the worker must ride it out and lose or double nothing.
+    The server is the test's own (tests/faults/private_postgres.py): the suite's shared one
+    serves other tests meanwhile."""
+    server = await asyncio.to_thread(private_postgres)
+    if isinstance(server, str):
+        pytest.skip(server)
     down = 3.0
     try:
-        async with Rig(tmp_path, kafka, seed=5) as rig:
+        await asyncio.to_thread(server.start)
+        async with Rig(tmp_path, kafka, seed=5, postgres_admin_url=server.admin_url) as rig:
             try:
                 worker = await rig.start_worker()
                 orders = rig.orders(ORDERS)
                 rig.publish(orders, RATE / 2)
                 await rig.wait_completed(15, timeout=30)
                 done_before = len(rig.observed.completed_at)
-                stopped = await asyncio.to_thread(_pg_ctl, cluster, "stop")
-                assert stopped.returncode == 0, stopped.stderr
+                await asyncio.to_thread(server.stop)
                 await asyncio.sleep(down)
-                started = await asyncio.to_thread(_pg_ctl, cluster, "start")
-                assert started.returncode == 0, started.stderr
+                await asyncio.to_thread(server.start)
                 fault_at = now()
             finally:
-                await asyncio.to_thread(_ensure_postgres_running, cluster)
+                if not await asyncio.to_thread(server.running):
+                    await asyncio.to_thread(server.start)
             await rig.wait_done(RECOVERY_TIMEOUT)
             await rig.settle()
             result = await rig.verify(f"PostgreSQL down {down:.0f}s", fault_at=fault_at)
@@ -304,7 +266,7 @@ async def test_postgres_restart_mid_run(
             assert done_before < len(orders), "the outage came after the run"
             assert not result.problems, _explain(rig)
     finally:
-        await asyncio.to_thread(_ensure_postgres_running, cluster)
+        await asyncio.to_thread(server.remove)
 
 
 # --------------------------------------------------------------------- broker stall
