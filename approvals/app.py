@@ -11,7 +11,18 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from approvals import access, api, diagrams, guard, inbox, openapi, pages, publishing, status
+from approvals import (
+    access,
+    api,
+    bulk,
+    diagrams,
+    guard,
+    inbox,
+    openapi,
+    pages,
+    publishing,
+    status,
+)
 from approvals.access import access_control
 from approvals.guard import guard_requests
 from approvals.problems import problems_for_errors
@@ -63,6 +74,7 @@ def build_app(
     app.add_routes(pages.routes)
     app.add_routes(inbox.routes)
     app.add_routes(publishing.routes)
+    app.add_routes(bulk.routes)
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -241,6 +241,55 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
+        "/bulk-operations",
+        "askBulkOperation",
+        "Stop or redrive every process a filter matches, as a tracked operation",
+        "processes",
+        {
+            202: Answer("Asked for: a worker carries it out (follow Location)", s.BulkView),
+            **_problems(400, 401, 403, 413),
+        },
+        access="admin",
+        body=s.BulkBody,
+        description=(
+            "Covers the processes that match `filter` and started before it was asked for, "
+            "only those its action applies to (stop: RUNNING; redrive: FAILED, TIMED_OUT, "
+            "ABORTED). A worker applies it through the same path as one process's stop or "
+            "redrive, `ratePerSecond` processes a second at most, and records its progress; "
+            "a process that no longer qualifies when its turn comes is skipped. The filter "
+            "must name at least one of definition, version, correlationKey, startedAfter, "
+            "startedBefore."
+        ),
+    ),
+    Operation(
+        "get",
+        "/bulk-operations",
+        "listBulkOperations",
+        "Bulk operations, newest first",
+        "processes",
+        {200: Answer("The newest 100", s.BulkList, also_html=True), **_problems(401)},
+    ),
+    Operation(
+        "get",
+        "/bulk-operations/{id}",
+        "getBulkOperation",
+        "A bulk operation and its progress",
+        "processes",
+        {200: Answer("The operation", s.BulkView, also_html=True), **_problems(401, 404)},
+        params={"id": "The operation's id"},
+    ),
+    Operation(
+        "post",
+        "/bulk-operations/{id}/cancel",
+        "cancelBulkOperation",
+        "Cancel a running bulk operation (what it did stays done)",
+        "processes",
+        {200: Answer("Cancelled", s.BulkView), **_problems(401, 403, 404, 409)},
+        access="admin",
+        params={"id": "The operation's id"},
+    ),
+    Operation(
+        "post",
         "/test-state",
         "testState",
         "Run one state on its own, like Step Functions' TestState",

@@ -496,3 +496,66 @@ class ApprovalQuery(Query):
     group: str | None = Field(default=None, max_length=200)
     definition: str | None = Field(default=None, max_length=200)
     min_age_minutes: int = Field(default=0, ge=0, le=10_000_000)
+
+
+# --------------------------------------------------------------------------- bulk operations
+
+
+class BulkFilter(Request):
+    """Which processes: each field given narrows the set. At least one besides ``status``."""
+
+    definition: str | None = Field(default=None, max_length=200)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    status: Status | None = Field(
+        default=None, description="Default: every status the action applies to"
+    )
+    correlation_key: str | None = Field(default=None, max_length=500)
+    started_after: Moment | None = Field(default=None, description="Started at or after")
+    started_before: Moment | None = Field(default=None, description="Started before")
+
+    def narrows(self) -> bool:
+        return any(
+            value is not None
+            for value in (
+                self.definition,
+                self.version,
+                self.correlation_key,
+                self.started_after,
+                self.started_before,
+            )
+        )
+
+
+class BulkBody(Request):
+    action: Literal["stop", "redrive"]
+    filter: BulkFilter
+    reason: str = Field(min_length=1, max_length=2000, description="Why: kept with the operation")
+    rate_per_second: int = Field(default=50, ge=1, le=1000, description="Processes a second")
+
+
+class BulkLinks(View):
+    self: str
+    processes: str = Field(description="The processes the filter names, on the list")
+
+
+class BulkView(View):
+    id: str
+    action: Literal["stop", "redrive"]
+    filter: dict[str, JSONValue] = Field(
+        description="The filter it runs with: the statuses of its action, and startedBefore at "
+        "the latest the time it was asked for"
+    )
+    reason: str
+    rate_per_second: int
+    status: Literal["RUNNING", "DONE", "CANCELLED"]
+    total: int = Field(description="Processes that matched when it was asked for")
+    applied: int = Field(description="Processes stopped or redriven so far")
+    skipped: int = Field(description="Processes that no longer qualified when their turn came")
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    links: BulkLinks
+
+
+class BulkList(View):
+    items: list[BulkView]

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals import access, definition_pages
+from approvals import access, bulk, definition_pages
 from approvals.access import wants_html
 from approvals.api import ENGINE, apply_now, find_processes, page_cursor
 from approvals.guard import form_of
@@ -83,6 +83,7 @@ async def process_list(request: web.Request) -> web.Response:
     if query.cursor is not None:
         context["newest"] = "/processes?" + urlencode(kept)
     context["processes"] = found
+    context["bulk"] = bulk.form_for(request, filters)
     return render(request, "processes.html", **context)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.announce import Listener
 from bridge.announce import announce as announce_work
 from bridge.asl.errors import DefinitionError
+from bridge.bulk import BulkRunner
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
 from bridge.engine import Engine, EngineConfig
 from bridge.invoker import Invoker
@@ -233,6 +234,7 @@ class Worker:
             asyncio.create_task(self.invoker.run(), name="http-invoker"),
             asyncio.create_task(self.retention.run(), name="retention"),
             asyncio.create_task(self.follow_topics(), name="topics"),
+            asyncio.create_task(BulkRunner(self.core.engine).run(), name="bulk-operations"),
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="listener"))

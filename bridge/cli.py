@@ -16,6 +16,12 @@ from typing import Any
 import click
 
 from bridge.asl.errors import DefinitionError
+from bridge.cli_api import api_call as _call
+from bridge.cli_api import json_flag as _json_flag
+from bridge.cli_api import show as _show
+from bridge.cli_api import token_option as _token
+from bridge.cli_api import url_option as _url
+from bridge.cli_bulk import bulk
 from bridge.cli_publish import publish
 from bridge.cli_purge import purge
 from bridge.cli_settings import bootstrap_of as _bootstrap
@@ -487,30 +493,6 @@ def _letter_ref(text: str) -> tuple[int | None, int]:
 
 # ---------------------------------------------------------------------------- operating over HTTP
 
-_url = click.option(
-    "--url", envvar="BRIDGE_URL", help="The web endpoint (default: 127.0.0.1:8080)."
-)
-_token = click.option("--token", envvar="BRIDGE_TOKEN", help="An API token, if the API needs one.")
-_json_flag = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def _call(url: str | None, token: str | None, method: str, path: str, body: Any = None) -> Any:
-    from bridge.client import ApiError, Client
-
-    try:
-        return Client(url, token).call(method, path, body)
-    except ApiError as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot reach the bridge: {exc}") from None
-
-
-def _show(value: Any, as_json: bool, line: Any) -> None:
-    if as_json:
-        click.echo(json.dumps(value, indent=2))
-    else:
-        line(value)
-
 
 def _process_line(process: dict[str, Any]) -> None:
     state = process.get("currentState") or process.get("lastState") or ""
@@ -733,3 +715,4 @@ def definitions_aliases(name: str, url: str | None, token: str | None, as_json: 
 main.add_command(test_state_command)
 main.add_command(publish)
 main.add_command(purge)
+main.add_command(bulk)

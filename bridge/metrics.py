@@ -98,6 +98,13 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.bulk_processes = Counter(
+            "bridge_bulk_processes",
+            "Processes handled by bulk operations, by action (stop, redrive) and result "
+            "(applied; skipped: it no longer qualified when its turn came)",
+            ["action", "result"],
+            registry=r,
+        )
         self.retention_deleted = Counter(
             "bridge_retention_deleted",
             "Finished processes deleted with their history once past their retention, by "

@@ -36,6 +36,8 @@ class Wakeups:
     relay: asyncio.Event = field(default_factory=asyncio.Event)
     http_invoker: asyncio.Event = field(default_factory=asyncio.Event)
     timer_scanner: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A bulk operation was asked for in this process (bridge.bulk).
+    bulk: asyncio.Event = field(default_factory=asyncio.Event)
     #: When the timer scanner looks next, by the database's clock; None: not resting.
     scanner_looks_at: datetime | None = None
 

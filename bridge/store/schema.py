@@ -279,3 +279,29 @@ http_calls = Table(
     Index(None, "done_at", "created_at"),
     Index(None, "process_id"),
 )
+
+#: Bulk operations: stop or redrive every process matching a filter, as a tracked job. A worker
+#: claims one for a while (``claimed_until``), applies it a chunk at a time through the engine
+#: and records its progress after each chunk (``cursor``: the last process id handled), so that
+#: another worker takes it up where it was after a crash.
+bulk_operations = Table(
+    "bulk_operations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("action", String(16), nullable=False),
+    #: The filter: definition, version, status, correlationKey, startedAfter, startedBefore.
+    Column("filter", Json, nullable=False),
+    Column("reason", String(2000), nullable=False),
+    Column("rate_per_second", Integer, nullable=False),
+    #: RUNNING, DONE or CANCELLED.
+    Column("status", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("applied", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("cursor", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Index(None, "status", "created_at"),
+)

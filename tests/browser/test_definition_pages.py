@@ -82,9 +82,19 @@ async def test_every_page_fits_a_phone(browser: Browser, tmp_path: Path, kafka: 
 
     async with running_bridge(f"sqlite+aiosqlite:///{tmp_path}/b.db", kafka, tmp_path) as bridge:
         request = await large_order(bridge, "o-phone")
+        stopping = {
+            "action": "stop",
+            "filter": {"definition": "order-saga", "correlationKey": "nobody"},
+            "reason": "a bulk operation's pages fit a phone too",
+        }
+        status, operation = await bridge.post("/bulk-operations", stopping)
+        assert status == 202, operation
         page = await browser.new_page()
         addresses = [
             "/processes",
+            "/processes?definition=order-saga",
+            "/bulk-operations",
+            f"/bulk-operations/{operation['id']}",
             f"/processes/{request['processId']}",
             "/approvals",
             f"/approvals/{request['approvalId']}",
