@@ -21,10 +21,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge.poller import backoff
+from bridge.store import notifications
 from bridge.wakeups import Wakeups, Written
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,7 @@ def everything() -> Written:
 
 async def announce(conn: AsyncConnection, written: Written) -> None:
     """Tell the listening workers, at commit, what this transaction wrote."""
-    await conn.execute(
-        text("SELECT pg_notify(:channel, :payload)"),
-        {"channel": CHANNEL, "payload": encode(written)},
-    )
+    await notifications.notify(conn, CHANNEL, encode(written))
 
 
 def _setter(event: asyncio.Event) -> Any:

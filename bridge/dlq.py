@@ -15,10 +15,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
-from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.schema import inbox
+from bridge.store import inbox
 
 JSON = Any
 
@@ -156,7 +155,7 @@ async def replay(letters: list[Letter], bootstrap: str, db: AsyncEngine) -> list
                 v = letter.value
                 marks.append(f"pos|{v['topic']}/{v['partition']}/{v['offset']}")
             async with db.begin() as conn:
-                await conn.execute(delete(inbox).where(inbox.c.key.in_([m for m in marks if m])))
+                await inbox.forget(conn, [mark for mark in marks if mark])
             sent = await producer.send_and_wait(topic, value, key=key, headers=headers)
             done.append(
                 {

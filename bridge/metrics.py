@@ -16,12 +16,11 @@ from datetime import datetime
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.intake import KINDS, CallbackReceived, EngineInput, Outcome
-from bridge.store.database import database_now, reading
-from bridge.store.schema import approvals, outbox, processes, timers
+from bridge.store import gauges
+from bridge.store.database import reading
 
 
 @dataclass
@@ -191,35 +190,15 @@ class Metrics:
     async def scrape(self, db: AsyncEngine) -> bytes:
         """The text exposition, with the database gauges read now."""
         async with reading(db) as conn:
-            now = await database_now(conn)
-            rows = await conn.execute(
-                select(processes.c.definition, processes.c.status, func.count()).group_by(
-                    processes.c.definition, processes.c.status
-                )
-            )
-            self.processes.clear()
-            for definition, status, count in rows:
-                self.processes.labels(definition, status).set(count)
-            waiting = outbox.c.parked_at.is_(None)
-            # A row holds many messages; a parked row holds one.
-            backlog, oldest, parked = (
-                await conn.execute(
-                    select(
-                        func.coalesce(func.sum(outbox.c.message_count).filter(waiting), 0),
-                        func.min(outbox.c.created_at).filter(waiting),
-                        func.count().filter(~waiting),
-                    )
-                )
-            ).one()
-            self.outbox_backlog.set(backlog)
-            self.outbox_age.set(_age(now, oldest))
-            self.outbox_parked.set(parked)
-            overdue = await conn.scalar(select(func.min(timers.c.due_at)))
-            self.timer_lag.set(max(_age(now, overdue), 0.0))
-            pending = await conn.scalar(
-                select(func.count()).select_from(approvals).where(approvals.c.status == "PENDING")
-            )
-            self.pending_approvals.set(pending or 0)
+            found = await gauges.read(conn)
+        self.processes.clear()
+        for definition, status, count in found.processes:
+            self.processes.labels(definition, status).set(count)
+        self.outbox_backlog.set(found.outbox_backlog)
+        self.outbox_age.set(_age(found.now, found.outbox_oldest))
+        self.outbox_parked.set(found.outbox_parked)
+        self.timer_lag.set(max(_age(found.now, found.earliest_timer), 0.0))
+        self.pending_approvals.set(found.pending_approvals)
         if self.lag_source is not None:
             lag = await self.lag_source.read()
             self.consumer_lag.clear()

@@ -3,7 +3,7 @@ effect, and for events what became of them (``GET /events/{id}`` reads it)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -115,6 +115,12 @@ async def find(conn: AsyncConnection, ident: str) -> list[dict[str, Any]]:
         select(inbox).where(or_(*conditions)).order_by(inbox.c.received_at).limit(50)
     )
     return [dict(row._mapping) for row in rows]
+
+
+async def forget(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    """Forget these identities: the events they name count as new again (a replay)."""
+    if keys:
+        await conn.execute(delete(inbox).where(inbox.c.key.in_(list(keys))))
 
 
 async def purge(conn: AsyncConnection, before: datetime, limit: int = 10_000) -> int:

@@ -90,3 +90,37 @@ def test_the_check_sees_a_forbidden_import() -> None:
     """Control: the same probe reports an I/O library when one is imported."""
     _, modules = imported_by_core(extra="import http.client")
     assert forbidden_in(modules) == ["http.client"]
+
+
+#: What builds SQL statements: only bridge/store (and the migrations) may use it.
+STATEMENT_BUILDERS = {"select", "insert", "update", "delete", "text", "func", "and_", "or_"}
+
+
+def statement_builders(source: str) -> set[str]:
+    """The SQL statement builders ``source`` imports from SQLAlchemy."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sqlalchemy"):
+            found |= {alias.name for alias in node.names} & STATEMENT_BUILDERS
+    return found
+
+
+def test_sql_is_written_only_in_the_store() -> None:
+    offenders = []
+    for folder in ("bridge", "processors", "approvals"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            relative = path.relative_to(ROOT).as_posix()
+            if relative.startswith(("bridge/store/", "bridge/migrations/")):
+                continue
+            used = statement_builders(path.read_text())
+            if used:
+                offenders.append(f"{relative}: {', '.join(sorted(used))}")
+    assert offenders == []
+
+
+def test_the_sql_check_sees_a_statement_built_elsewhere() -> None:
+    """Control: the same probe reports a builder when one is imported."""
+    assert statement_builders("from sqlalchemy import exc, select") == {"select"}
+    assert statement_builders("from sqlalchemy.sql import text") == {"text"}
