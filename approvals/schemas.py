@@ -12,8 +12,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from bridge.asl.process import Process, ProcessStatus
+from bridge.asl.types import JSON
 
-JSONValue = Any
+JSONValue = JSON
 Status = Literal["RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"]
 
 

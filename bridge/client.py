@@ -6,9 +6,8 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import Any
 
-JSON = Any
+from bridge.asl.types import JSON
 
 
 class ApiError(Exception):

@@ -19,6 +19,7 @@ from bridge import logs, messages
 from bridge.asl import inputs as core
 from bridge.asl.effects import CloseWait, ExpectEvent, NotifyParent, StartChild, StopChild
 from bridge.asl.process import ProcessStatus
+from bridge.asl.types import JSON
 from bridge.events import (
     Candidate,
     DomainEvent,
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from bridge.batch import Batch
 
 log = logging.getLogger(__name__)
-JSON = Any
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,14 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.asl.types import JSON
 from bridge.store import inbox
-
-JSON = Any
 
 
 @dataclass(frozen=True)

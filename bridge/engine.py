@@ -13,12 +13,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults, progress, runner
+from bridge.asl.types import Clock, Entropy
 from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
 from bridge.failures import Retry, classify
@@ -97,8 +97,8 @@ class Engine:
         registry: Registry,
         config: EngineConfig | None = None,
         *,
-        entropy: SystemEntropy | None = None,
-        clock: Callable[[], datetime] | None = None,
+        entropy: Entropy | None = None,
+        clock: Clock | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self.db = db

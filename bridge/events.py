@@ -15,8 +15,7 @@ from typing import Any
 from bridge.asl import json_text, jsonata, limits, paths
 from bridge.asl.errors import StatesError
 from bridge.asl.model import Definition, EventInterest, Trigger
-
-JSON = Any
+from bridge.asl.types import JSON
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,10 @@ import base64
 import os
 import secrets
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
+from bridge.asl.types import JSON
 from bridge.events import KafkaRecord
-
-JSON = Any
 
 
 @dataclass(frozen=True)

@@ -78,9 +78,8 @@ from bridge.asl.model import (
 )
 from bridge.asl.process import Process, ProcessStatus
 from bridge.asl.run_base import Probe
+from bridge.asl.types import JSON
 from bridge.mock_config import MockConfigError, is_mock_config, mocks_for
-
-JSON = Any
 
 #: Errors of the runner itself (the process did not end on its own); never retried or caught.
 NO_MOCK = "Local.NoMock"

@@ -10,9 +10,8 @@ from typing import Any
 
 from bridge.asl.effects import HistoryEntry, SendMessage
 from bridge.asl.process import Process
+from bridge.asl.types import JSON
 from bridge.events import KafkaRecord
-
-JSON = Any
 
 #: History entries that become lifecycle events, and their CloudEvents types.
 LIFECYCLE = {

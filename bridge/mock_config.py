@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
-JSON = Any
+from bridge.asl.types import JSON
 
 _INVOCATIONS = re.compile(r"(\d+)(?:-(\d+))?")
 

@@ -22,14 +22,14 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from bridge.asl.errors import DefinitionError, Failure
 from bridge.asl.model import parse_definition
 from bridge.asl.run_base import Probe
+from bridge.asl.types import JSON
 from bridge.local import LocalResult, MocksError, document_of, run_probed
 
-JSON = Any
 InspectionLevel = Literal["INFO", "DEBUG", "TRACE"]
 INSPECTION_LEVELS: tuple[InspectionLevel, ...] = ("INFO", "DEBUG", "TRACE")
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from bridge.asl import errors
 from bridge.asl.errors import StatesError
+from bridge.asl.types import JSON
 
-JSON = Any
 Outcome = Literal["APPROVED", "REJECTED"]
 OnExpiry = Literal["Fail", "Approve", "Reject"]
 ANYONE = "anyone"

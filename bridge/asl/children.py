@@ -16,15 +16,13 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from bridge.asl import errors, limits
 from bridge.asl.dataflow import iso
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import ChildEnded
 from bridge.asl.process import Position, Process
-
-JSON = Any
+from bridge.asl.types import JSON
 
 #: How deep processes may nest (a child of a child of ...): a definition that starts itself
 #: would otherwise recurse without end.

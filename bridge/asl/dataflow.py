@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 from bridge.asl import errors, json_text, limits, paths
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import WaitState, event_wait_specs
+from bridge.asl.types import JSON
 
-JSON = Any
 Number = TypeVar("Number", int, float, int | None, float | None)
 
 #: Step Functions' limit on a state's input and output.

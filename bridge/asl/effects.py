@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-JSON = Any
+from bridge.asl.types import JSON
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,11 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bridge.asl import errors, limits
 from bridge.asl.errors import Failure, StatesError
-
-JSON = Any
+from bridge.asl.types import JSON
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 #: The fields of a ``bridge:http:invoke`` task's Parameters (each may also end in ``.$``).

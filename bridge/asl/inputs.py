@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from bridge.asl.process import ParentLink
-
-JSON = Any
+from bridge.asl.types import JSON
 
 
 @dataclass(frozen=True)

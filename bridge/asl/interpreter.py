@@ -56,8 +56,6 @@ from bridge.asl.model import (
 )
 from bridge.asl.process import Position, Process, ProcessStatus, Wait
 from bridge.asl.run_base import (
-    JSON,
-    Entropy,
     Probe,
     Step,
     _Blocked,
@@ -74,6 +72,7 @@ from bridge.asl.run_base import (
 )
 from bridge.asl.run_branches import RunBranches
 from bridge.asl.run_errors import RunErrors
+from bridge.asl.types import JSON, Entropy
 
 __all__ = ["MAX_TRANSITIONS_PER_STEP", "Entropy", "Step", "step"]
 

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-JSON = Any
+from bridge.asl.types import JSON
 
 #: The deepest nesting of objects and arrays in a value from outside (the top level is depth 1).
 #: Process state wraps such a value a few levels deeper still, far below the serialiser's limit.

@@ -16,8 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_pascal
 
 from bridge.asl.errors import DefinitionError
-
-JSON = Any
+from bridge.asl.types import JSON
 
 #: Task resources the bridge understands (the spelling follows Step Functions' integrations).
 SEND = "bridge:kafka:send"

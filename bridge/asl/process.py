@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from bridge.asl.approvals import Ballot
-
-JSON = Any
+from bridge.asl.types import JSON
 
 
 class ProcessStatus(StrEnum):

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from bridge.asl import errors, intrinsics, jsonata, paths, templates
 from bridge.asl.dataflow import iso, jsonata_timestamp, read_or_runtime, unstorable
@@ -21,20 +21,7 @@ from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, Not
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import Definition, FailState, Machine, WaitState, map_state_names
 from bridge.asl.process import Position, Process, ProcessStatus
-
-JSON = Any
-
-
-class Entropy(Protocol):
-    """Every source of randomness the interpreter may use (injected, so tests can fix it)."""
-
-    def new_id(self) -> str: ...
-
-    def new_token(self) -> str: ...
-
-    def random_int(self, low: int, high: int) -> int: ...
-
-    def uuid4(self) -> str: ...
+from bridge.asl.types import JSON, Entropy
 
 
 @dataclass(frozen=True)

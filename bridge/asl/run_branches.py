@@ -21,7 +21,6 @@ from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import MapState, ParallelState
 from bridge.asl.process import Branch, Position, Process
 from bridge.asl.run_base import (
-    JSON,
     _Blocked,
     _Ended,
     _Failed,
@@ -31,6 +30,7 @@ from bridge.asl.run_base import (
     _Waiting,
 )
 from bridge.asl.run_tasks import RunTasks
+from bridge.asl.types import JSON
 
 
 class RunBranches(RunTasks):

@@ -51,7 +51,8 @@ from bridge.asl.model import (
     TaskState,
 )
 from bridge.asl.process import Position, Process, Wait
-from bridge.asl.run_base import JSON, RunBase, _Blocked, _flow, _Outcome, _Refused, _Scope
+from bridge.asl.run_base import RunBase, _Blocked, _flow, _Outcome, _Refused, _Scope
+from bridge.asl.types import JSON
 
 
 class RunTasks(RunBase):

@@ -9,7 +9,6 @@ not parse, fields that only one query language allows, and the rules of each bri
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
 
 from pydantic import BaseModel
 from pydantic.alias_generators import to_pascal
@@ -36,8 +35,7 @@ from bridge.asl.model import (
     _Flow,
     event_wait_specs,
 )
-
-JSON = Any
+from bridge.asl.types import JSON
 
 
 def semantic_problems(definition: Definition) -> Iterator[str]:
