@@ -197,12 +197,11 @@ class Worker:
         return self.event_topics.names
 
     async def follow_topics(self, every_seconds: float = FOLLOW_TOPICS_EVERY_SECONDS) -> None:
-        """Consume the topics of definitions deployed while the worker runs (by this or another
-        process: the registry is read again each time)."""
+        """Consume the topics of definitions deployed while the worker runs (by this process, or
+        by another: the timer scanner reads the deployed definitions every few seconds)."""
         while True:
             await asyncio.sleep(every_seconds)
             try:
-                await self.core.registry.refresh(self.core.db)
                 added = self.event_topics.follow(self.core.registry.topics())
                 if added:
                     log.info("consuming %s too: a deployed definition reads it", ", ".join(added))

@@ -113,6 +113,10 @@ class BulkRunner:
     async def run_one(self) -> bool:
         """Claim a running operation and carry it out to its end (or its cancel); False when
         there was none to claim."""
+        # Idle, this is one read every few seconds; a write transaction only to claim.
+        async with reading(self.engine.db) as conn:
+            if not await store.any_to_claim(conn, await database_now(conn)):
+                return False
         async with self.engine.db.begin() as conn:
             operation = await store.claim(conn, await database_now(conn), LEASE)
         if operation is None:

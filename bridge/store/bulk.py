@@ -153,10 +153,20 @@ async def newest(conn: AsyncConnection, limit: int = 100) -> list[BulkOperation]
     return [BulkOperation.of(row) for row in rows]
 
 
+def _free(now: datetime) -> ColumnElement[bool]:
+    return (bulk_operations.c.claimed_until.is_(None)) | (bulk_operations.c.claimed_until < now)
+
+
+async def any_to_claim(conn: AsyncConnection, now: datetime) -> bool:
+    """Whether a running operation waits for a worker (a read: what an idle worker asks)."""
+    query = select(bulk_operations.c.id).where((bulk_operations.c.status == "RUNNING") & _free(now))
+    return (await conn.execute(query.limit(1))).first() is not None
+
+
 async def claim(conn: AsyncConnection, now: datetime, lease: timedelta) -> BulkOperation | None:
     """The oldest running operation nobody holds, now held until ``now + lease``; None when
     there is none. Two workers never hold the same one."""
-    free = (bulk_operations.c.claimed_until.is_(None)) | (bulk_operations.c.claimed_until < now)
+    free = _free(now)
     candidates = (
         await conn.execute(
             select(bulk_operations.c.id)
