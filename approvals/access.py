@@ -29,8 +29,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from approvals.guard import PUBLIC_ORIGIN, form_of
-from approvals.pages import PAGE_HEADERS, SECRET
+from approvals.guard import form_of
+from approvals.keys import PUBLIC_ORIGIN, SECRET
+from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 
 SIGNIN = "/ui/signin"

@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from approvals.guard import body_of, first_error, json_body
+from approvals.keys import ENGINE
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import (
     AliasBody,
@@ -63,7 +64,6 @@ from bridge.store.aliases import Alias
 from bridge.store.database import reading
 from bridge.test_state import Mock, StateTestError, run_test_state
 
-ENGINE = web.AppKey("engine", Engine)
 #: How long a request waits for an unavailable database before it is answered 503.
 DATABASE_PATIENCE_SECONDS = 10.0
 
@@ -134,10 +134,6 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/processes/{id}")
 async def get_process(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    from approvals.inbox import process_page, wants_html
-
-    if wants_html(request):
-        return await process_page(request, request.match_info["id"])
     found = await _one_process(engine, request.match_info["id"])
     if found is None:
         return problem(404, "Process not found", f"no process {request.match_info['id']!r}")

@@ -17,6 +17,7 @@ from approvals import (
     bulk,
     diagrams,
     guard,
+    html_pages,
     inbox,
     openapi,
     pages,
@@ -25,6 +26,7 @@ from approvals import (
 )
 from approvals.access import access_control
 from approvals.guard import guard_requests
+from approvals.keys import ENGINE, PRODUCER, PUBLIC_ORIGIN, SECRET
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
 from bridge.engine import Engine
@@ -52,15 +54,15 @@ def build_app(
             guard_requests,
             access_control(admin_tokens, read_tokens),
             # Inside access control: browsers get pages where API clients get JSON.
-            status.html_pages,
+            html_pages.html_pages,
         ],
     )
-    app[api.ENGINE] = engine
-    app[publishing.PRODUCER] = EventProducer(kafka_bootstrap)
+    app[ENGINE] = engine
+    app[PRODUCER] = EventProducer(kafka_bootstrap)
     app.on_cleanup.append(publishing.close_producer)
-    app[pages.SECRET] = secret_key.encode()
+    app[SECRET] = secret_key.encode()
     public = urlsplit(engine.base_url)
-    app[guard.PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
+    app[PUBLIC_ORIGIN] = f"{public.scheme}://{public.netloc}"
     access.setup(app, admin_tokens, read_tokens)
     diagrams.setup(app)
     status.setup(app)

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from approvals import access
 from approvals.access import wants_html
-from approvals.api import ENGINE
 from approvals.guard import body_of, first_error, form_of
+from approvals.keys import ENGINE
 from approvals.problems import problem
 from approvals.render import render
 from approvals.schemas import BulkBody, BulkFilter, BulkLinks, BulkList, BulkView

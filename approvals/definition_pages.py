@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from approvals.api import ENGINE
-from approvals.diagrams import RENDERER, drawing
+from approvals.diagrams import drawing_for
+from approvals.keys import ENGINE
 from approvals.render import render
 from bridge.asl import diagram
 from bridge.retention import days_of
@@ -69,7 +69,7 @@ async def definition_page(request: web.Request) -> web.Response:
         stored = await definitions_store.get_version(conn, name, definition.version)
         aliases = await aliases_store.of_definition(conn, name)
     graph = diagram.graph_of(definition)
-    svg = await drawing(request.app[RENDERER], graph)
+    svg = await drawing_for(request, graph)
     base = f"/definitions/{quote(name, safe='')}/diagram?version={definition.version}"
     return render(
         request,

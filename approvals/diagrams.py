@@ -22,7 +22,8 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from pydantic import Field
 
-from approvals.api import ENGINE, query_of
+from approvals.api import query_of
+from approvals.keys import ENGINE
 from approvals.problems import problem
 from approvals.schemas import Query
 from bridge.asl import diagram, diagram_svg
@@ -131,6 +132,13 @@ async def drawing(
     """Graphviz's drawing when ``dot`` is here and answers, else the one drawn in Python: a
     page always shows a picture, also on a fresh machine without Graphviz."""
     return await renderer.svg(diagram.to_dot(graph, marks)) or diagram_svg.to_svg(graph, marks)
+
+
+async def drawing_for(
+    request: web.Request, graph: diagram.Graph, marks: dict[str, diagram.Mark] | None = None
+) -> str:
+    """``drawing`` with this app's renderer."""
+    return await drawing(request.app[RENDERER], graph, marks)
 
 
 def setup(app: web.Application, renderer: DotRenderer | None = None) -> None:

@@ -33,6 +33,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
+from approvals.keys import PUBLIC_ORIGIN
 from approvals.problems import problem
 from bridge.asl import limits
 
@@ -48,8 +49,6 @@ FORM_PREFIXES: Final = ("/approve/", "/reject/", "/ui/")
 #: ``Sec-Fetch-Site`` values of a request that a page of another origin made.
 OTHER_SITES: Final = frozenset({"cross-site", "same-site"})
 
-#: The bridge's public origin (scheme, host and port of ``BRIDGE_BASE_URL``).
-PUBLIC_ORIGIN = web.AppKey("public_origin", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -15,7 +15,8 @@ from aiohttp import web
 
 from approvals import access, diagrams, status
 from approvals.access import wants_html as wants_html
-from approvals.api import ENGINE, process_json, query_of
+from approvals.api import process_json, query_of
+from approvals.keys import ENGINE
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 from approvals.schemas import ApprovalQuery

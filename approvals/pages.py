@@ -16,8 +16,9 @@ import aiohttp_jinja2
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals.api import ENGINE, apply_now
+from approvals.api import apply_now
 from approvals.guard import FORM_TYPES, first_error, form_of, json_body
+from approvals.keys import ENGINE, SECRET
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
 from bridge.asl.limits import clean_text
@@ -26,7 +27,6 @@ from bridge.store import processes as store
 from bridge.store import waits
 from bridge.store.database import reading
 
-SECRET = web.AppKey("secret", bytes)
 routes = web.RouteTableDef()
 
 PAGE_HEADERS = {

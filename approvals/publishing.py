@@ -7,16 +7,15 @@ from urllib.parse import quote
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals.api import ENGINE
 from approvals.guard import first_error, raw_body
+from approvals.keys import ENGINE, PRODUCER
 from approvals.problems import problem
 from approvals.schemas import EventAccepted, PublishQuery
 from bridge import tracing
-from bridge.event_producer import EventProducer, ProducerUnavailable
+from bridge.event_producer import ProducerUnavailable
 from bridge.http_events import EventRefused, outgoing_event, traced
 
 routes = web.RouteTableDef()
-PRODUCER = web.AppKey("event_producer", EventProducer)
 #: How long a client should wait before posting again when no broker took the event.
 RETRY_AFTER_SECONDS = 5
 

@@ -1,7 +1,7 @@
 """The status pages: the process list for people, and the admins' stop and redrive forms.
 
 ``GET /processes`` answers JSON to API clients (approvals/api.py); a browser asking for HTML gets
-the list page from ``html_pages`` instead, with the same filters as the API (definition,
+the list page from ``approvals.html_pages`` instead, with the same filters as the API (definition,
 version, status, correlation key, start time) and an "older" link that follows the cursor.
 
 The process page (approvals/inbox.py) shows admins a Stop or Redrive form. Each posts to
@@ -21,10 +21,10 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from pydantic import ValidationError
 
-from approvals import access, bulk, definition_pages
-from approvals.access import wants_html
-from approvals.api import ENGINE, apply_now, find_processes, page_cursor
+from approvals import access, bulk
+from approvals.api import apply_now, find_processes, page_cursor
 from approvals.guard import form_of
+from approvals.keys import ENGINE
 from approvals.render import render
 from approvals.schemas import ProcessQuery
 from bridge.asl.process import ProcessStatus
@@ -34,20 +34,6 @@ routes = web.RouteTableDef()
 PAGE_SIZE = 50
 FILTERS = ("definition", "version", "status", "correlationKey", "startedAfter", "startedBefore")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def html_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Browsers asking for ``/processes`` or the definitions get their pages; everyone else
-    the JSON API."""
-    if request.method in ("GET", "HEAD") and wants_html(request):
-        if request.path == "/processes":
-            return await process_list(request)
-        page = definition_pages.page_for(request.path)
-        if page is not None:
-            response: web.StreamResponse = await page(request)
-            return response
-    return await handler(request)
 
 
 async def process_list(request: web.Request) -> web.Response:

@@ -16,7 +16,7 @@ from aiohttp.typedefs import Handler
 from opentelemetry import context, trace
 from opentelemetry.trace import SpanKind, StatusCode
 
-from approvals.api import ENGINE
+from approvals.keys import ENGINE
 from bridge import tracing
 
 
