@@ -20,12 +20,13 @@ from approvals.keys import ENGINE
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 from approvals.schemas import ApprovalQuery
+from bridge.asl.approvals import ApprovalStatus
 from bridge.store import processes as store
 from bridge.store import waits
 from bridge.store.database import reading
 
 routes = web.RouteTableDef()
-STATUSES = ("PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED")
+STATUSES = tuple(status.value for status in ApprovalStatus)
 
 
 def _page(request: web.Request, template: str, **context: Any) -> web.Response:

@@ -21,6 +21,7 @@ from approvals.guard import FORM_TYPES, first_error, form_of, json_body
 from approvals.keys import ENGINE, SECRET
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
+from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.limits import clean_text
 from bridge.engine import ApprovalViewed, DecisionReceived
 from bridge.store import processes as store
@@ -89,7 +90,7 @@ async def show(request: web.Request) -> web.Response:
         process=process,
         data=json.dumps(approval.data, indent=2, ensure_ascii=False, sort_keys=True),
         csrf=csrf_nonce(request.app[SECRET], token),
-        pending=approval.status == "PENDING"
+        pending=ApprovalStatus(approval.status).open
         and not any(vote["seat"] == link.seat for vote in approval.votes),
     )
 

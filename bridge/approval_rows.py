@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge import messages
 from bridge.asl import inputs as core
+from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.effects import RemindApproval, RequestApproval
 from bridge.asl.process import Process
 from bridge.intake import ApprovalViewed, DecisionReceived, Outcome
@@ -38,7 +39,7 @@ class Approvals:
             reason = "a form from another page or with a wrong nonce"
             self._audit(link, "ApprovalAttemptRefused", item, reason=reason, decision=decision)
             return Outcome("conflict", reason)
-        if link.status != "PENDING":
+        if not ApprovalStatus(link.status).open:
             reason = f"the approval is already {link.status.lower()}"
             self._audit(link, "ApprovalAttemptRefused", item, reason=reason, decision=decision)
             return Outcome("conflict", reason)

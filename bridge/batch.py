@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 import structlog
 from opentelemetry import context as otel_context
@@ -338,6 +338,8 @@ class Batch:
                     outcome = Outcome("not_found", "no such process")
                 else:
                     outcome = self._step(item.process_id, core.Redrive())
+            case _:
+                assert_never(item)
         await self.correlator.correlate_effects()
         return outcome
 
@@ -475,6 +477,8 @@ class Batch:
             case StartRequested() | ApprovalViewed():
                 # Nothing was kept of a start that failed; a view fails nothing.
                 targets = []
+            case _:
+                assert_never(item)
         targets = list(dict.fromkeys(targets))
         if thorough:
             for process_id in targets:

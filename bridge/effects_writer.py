@@ -10,7 +10,7 @@ outbox message and HTTP call carries the trace context of the step that asked fo
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from opentelemetry.trace import SpanContext
 
@@ -115,6 +115,8 @@ class EffectsWriter:
                     calls.append(self._http_call(process_id, effect, context))
                 case StartChild() | StopChild() | NotifyParent():
                     pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
+                case _:
+                    assert_never(effect)
         # What needs no answer goes at the end, in one round trip (bridge.store.write_set).
         writes = WriteSet(conn)
         await waits.add_task_tokens(conn, tokens, now, writes=writes)

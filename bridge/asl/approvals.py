@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +23,42 @@ from bridge.asl.types import JSON
 Outcome = Literal["APPROVED", "REJECTED"]
 OnExpiry = Literal["Fail", "Approve", "Reject"]
 ANYONE = "anyone"
+
+
+class ApprovalStatus(StrEnum):
+    """Where an approval stands. PENDING until decided (APPROVED, REJECTED), EXPIRED, or CLOSED
+    (its step ended another way: the process stopped, a Parallel branch failed, a timeout)."""
+
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    CLOSED = "CLOSED"
+
+    def can_become(self, other: ApprovalStatus) -> bool:
+        return other in _APPROVAL_TRANSITIONS[self]
+
+    @property
+    def open(self) -> bool:
+        """Whether a vote may still count."""
+        return self is ApprovalStatus.PENDING
+
+
+_APPROVAL_TRANSITIONS: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
+    ApprovalStatus.PENDING: frozenset(
+        {
+            ApprovalStatus.APPROVED,
+            ApprovalStatus.REJECTED,
+            ApprovalStatus.EXPIRED,
+            ApprovalStatus.CLOSED,
+        }
+    ),
+    # A concluded approval stays as it ended: a late vote or a second conclusion changes nothing.
+    ApprovalStatus.APPROVED: frozenset(),
+    ApprovalStatus.REJECTED: frozenset(),
+    ApprovalStatus.EXPIRED: frozenset(),
+    ApprovalStatus.CLOSED: frozenset(),
+}
 
 
 class _Frozen(BaseModel):

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.types import JSON
 
 
@@ -67,7 +68,7 @@ class ConcludeApproval:
     """The approval is decided (APPROVED, REJECTED) or EXPIRED."""
 
     wait_id: str
-    outcome: str
+    outcome: ApprovalStatus
 
 
 @dataclass(frozen=True)

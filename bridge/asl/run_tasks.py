@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bridge.asl import approvals, children, errors, http_task, paths
+from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.dataflow import (
     event_subscriptions,
     fixed,
@@ -451,7 +452,8 @@ class RunTasks(RunBase):
             comment=decision["comment"],
             votes=decision["votes"],
         )
-        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED" if expired else outcome))
+        concluded = ApprovalStatus.EXPIRED if expired else ApprovalStatus(outcome)
+        self.effects.append(ConcludeApproval(position.wait.id, concluded))
         self._abandon(position)
         if outcome == "APPROVED":
             return self._completed(process, scope, position, decision)
@@ -470,6 +472,6 @@ class RunTasks(RunBase):
                 process, scope, position, ballot, "REJECTED", expired=True
             )
         assert position.wait is not None
-        self.effects.append(ConcludeApproval(position.wait.id, "EXPIRED"))
+        self.effects.append(ConcludeApproval(position.wait.id, ApprovalStatus.EXPIRED))
         self._abandon(position)
         return Failure(errors.TIMEOUT, f"The approval in {position.state} expired")

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.asl.approvals import ApprovalStatus
 from bridge.store.database import database_now
 from bridge.store.schema import approvals, outbox, processes, timers
 
@@ -47,7 +48,9 @@ async def read(conn: AsyncConnection) -> DatabaseGauges:
     ).one()
     earliest = await conn.scalar(select(func.min(timers.c.due_at)))
     pending = await conn.scalar(
-        select(func.count()).select_from(approvals).where(approvals.c.status == "PENDING")
+        select(func.count())
+        .select_from(approvals)
+        .where(approvals.c.status == ApprovalStatus.PENDING.value)
     )
     return DatabaseGauges(
         now, counted, int(backlog), oldest, int(parked), earliest, int(pending or 0)

@@ -17,6 +17,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl import json_text
+from bridge.asl.approvals import ApprovalStatus
 from bridge.store import sql_text, write_set
 from bridge.store.schema import approval_links, approvals
 from bridge.store.write_set import Insert, WriteSet
@@ -30,6 +31,10 @@ def token_hash(token: str) -> str:
 class TokenTarget:
     process_id: str
     wait_id: str
+
+
+#: Stored as text: the status an approval waits in.
+PENDING = ApprovalStatus.PENDING.value
 
 
 async def add_task_tokens(
@@ -89,8 +94,8 @@ async def close_waits(conn: AsyncConnection, wait_ids: list[str], now: datetime)
         return
     await conn.execute(
         update(approvals)
-        .where(and_(approvals.c.wait_id.in_(wait_ids), approvals.c.status == "PENDING"))
-        .values(status="CLOSED", decided_at=now)
+        .where(and_(approvals.c.wait_id.in_(wait_ids), approvals.c.status == PENDING))
+        .values(status=ApprovalStatus.CLOSED.value, decided_at=now)
     )
 
 
@@ -302,7 +307,7 @@ async def approvals_of_process(conn: AsyncConnection, process_id: str) -> list[A
 async def list_approvals(
     conn: AsyncConnection,
     *,
-    status: str | None = "PENDING",
+    status: str | None = ApprovalStatus.PENDING.value,
     definition: str | None = None,
     created_before: datetime | None = None,
     seat: str | None = None,
@@ -342,11 +347,16 @@ async def record_vote(conn: AsyncConnection, wait_id: str, vote: dict[str, Any])
     )
 
 
-async def conclude(conn: AsyncConnection, wait_id: str, outcome: str, now: datetime) -> None:
+async def conclude(
+    conn: AsyncConnection, wait_id: str, outcome: ApprovalStatus, now: datetime
+) -> None:
+    """Conclude a pending approval; one concluded already stays as it ended (see
+    ``ApprovalStatus.can_become``)."""
+    assert ApprovalStatus.PENDING.can_become(outcome), outcome
     await conn.execute(
         update(approvals)
-        .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == "PENDING"))
-        .values(status=outcome, decided_at=now)
+        .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == PENDING))
+        .values(status=outcome.value, decided_at=now)
     )
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from bridge.asl import errors
 from bridge.asl.approvals import (
     ANYONE,
+    ApprovalStatus,
     Ballot,
     Outcome,
     Vote,
@@ -311,3 +312,13 @@ def test_a_rejection_names_who_rejected_and_why() -> None:
     expired = rejection(Ballot(seats=(ANYONE,)), expired=True)
     assert expired.error == errors.APPROVAL_REJECTED
     assert "expired" in expired.cause
+
+
+@pytest.mark.parametrize("target", list(ApprovalStatus))
+@pytest.mark.parametrize("source", list(ApprovalStatus))
+def test_approval_status_transition_table(source: ApprovalStatus, target: ApprovalStatus) -> None:
+    """Only a pending approval concludes, and it concludes to anything but pending; a concluded
+    one stays as it ended."""
+    allowed = source is ApprovalStatus.PENDING and target is not ApprovalStatus.PENDING
+    assert source.can_become(target) is allowed
+    assert source.open is (source is ApprovalStatus.PENDING)
