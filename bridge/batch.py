@@ -40,6 +40,7 @@ from bridge.asl.effects import (
     Effect,
     HistoryEntry,
 )
+from bridge.asl.errors import BridgeError
 from bridge.asl.interpreter import Step, step
 from bridge.asl.model import Definition
 from bridge.asl.process import Process
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
     from bridge.engine import Engine
 
 
-class MissingDefinition(Exception):
+class MissingDefinition(BridgeError):
     def __init__(self, name: str, version: int) -> None:
         super().__init__(f"definition {name} v{version} is not loaded")
         self.name = name

@@ -16,8 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from bridge.asl.errors import BridgeError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(BridgeError, RuntimeError):
     pass
 
 

@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Final, Literal
 
+from bridge.asl.errors import BridgeError
 from bridge.engine import Engine, EngineInput, RedriveRequested, StopRequested
 from bridge.poller import poll
 from bridge.store import bulk as store
@@ -43,7 +44,7 @@ LEASE: Final = timedelta(seconds=30)
 LOOK_EVERY_SECONDS: Final = 2.0
 
 
-class BulkRefused(Exception):
+class BulkRefused(BridgeError):
     """The operation cannot be asked for: the message says why."""
 
 

@@ -7,10 +7,11 @@ import os
 import urllib.error
 import urllib.request
 
+from bridge.asl.errors import BridgeError
 from bridge.asl.types import JSON
 
 
-class ApiError(Exception):
+class ApiError(BridgeError):
     def __init__(self, status: int, body: JSON) -> None:
         detail = body.get("detail") or body.get("title") if isinstance(body, dict) else body
         super().__init__(f"HTTP {status}: {detail}")

@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import TopicPartition
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.asl.errors import BridgeError
 from bridge.asl.types import JSON
 from bridge.store import inbox
 
@@ -45,7 +46,7 @@ class Letter:
         }
 
 
-class BrokerUnreachable(Exception):
+class BrokerUnreachable(BridgeError):
     """No broker answered at the bootstrap address."""
 
 

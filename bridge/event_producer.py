@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from bridge.asl.errors import BridgeError
 from bridge.http_events import OutgoingEvent
 
 log = logging.getLogger(__name__)
 
 
-class ProducerUnavailable(Exception):
+class ProducerUnavailable(BridgeError):
     """No broker took the event; the message says why."""
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.asl import json_text, jsonata, limits, paths
-from bridge.asl.errors import StatesError
+from bridge.asl.errors import BridgeError, StatesError
 from bridge.asl.model import Definition, EventInterest, Trigger
 from bridge.asl.types import JSON
 
@@ -33,7 +33,7 @@ class KafkaRecord:
         return f"{self.topic}/{self.partition}/{self.offset}"
 
 
-class InvalidEvent(Exception):
+class InvalidEvent(BridgeError):
     """The record cannot be read as an event; the message says why."""
 
 

@@ -28,6 +28,7 @@ from typing import Final
 from urllib.parse import unquote
 
 from bridge.asl import limits
+from bridge.asl.errors import BridgeError
 from bridge.events import InvalidEvent, KafkaRecord, decode
 
 STRUCTURED_TYPE: Final = "application/cloudevents+json"
@@ -42,7 +43,7 @@ MAX_ATTRIBUTE_NAME: Final = 64
 
 
 @dataclass(frozen=True)
-class EventRefused(Exception):
+class EventRefused(BridgeError):
     """The posted event cannot be produced: the HTTP status, a title and what to change."""
 
     status: int

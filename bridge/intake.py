@@ -11,6 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Literal
 
+from bridge.asl.errors import BridgeError
 from bridge.asl.types import JSON
 from bridge.events import KafkaRecord
 
@@ -170,7 +171,7 @@ KINDS: dict[type, str] = {
 }
 
 
-class PoisonInput(Exception):
+class PoisonInput(BridgeError):
     """Processing one input raised (a bug or a definition the data breaks); ``index`` is its
     place in the batch, ``process_ids`` the processes it was stepping."""
 

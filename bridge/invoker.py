@@ -98,8 +98,8 @@ def host_allowed(url: str, patterns: Sequence[str]) -> bool:
 # --------------------------------------------------------------------- the invoker
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(errors.BridgeError):
+    """A response body larger than a process may keep."""
 
 
 class Invoker:

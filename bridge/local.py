@@ -53,7 +53,7 @@ from bridge.asl.effects import (
     StartTimer,
     StopChild,
 )
-from bridge.asl.errors import DefinitionError
+from bridge.asl.errors import BridgeError, DefinitionError
 from bridge.asl.inputs import (
     ApprovalDecided,
     ChildEnded,
@@ -87,7 +87,7 @@ STUCK = "Local.Stuck"
 TOO_MANY_STEPS = "Local.TooManySteps"
 
 
-class MocksError(Exception):
+class MocksError(BridgeError):
     """Mocks that cannot be used; ``problems`` name the state and field of each."""
 
     def __init__(self, problems: list[str]) -> None:

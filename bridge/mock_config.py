@@ -16,12 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from bridge.asl.errors import BridgeError
 from bridge.asl.types import JSON
 
 _INVOCATIONS = re.compile(r"(\d+)(?:-(\d+))?")
 
 
-class MockConfigError(Exception):
+class MockConfigError(BridgeError):
     """A mock configuration that cannot be used; ``problems`` say where and why."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults
 from bridge.asl import json_text
+from bridge.asl.errors import BridgeError
 from bridge.metrics import Metrics
 from bridge.poller import poll
 from bridge.send_errors import check_topic, describe, is_message_fault
@@ -48,7 +49,7 @@ def encode_value(value: object) -> bytes:
     return json_text.dumps_bytes(value)
 
 
-class PublishingFailed(Exception):
+class PublishingFailed(BridgeError):
     """A round could not publish a message for a reason that may pass (tried again later)."""
 
 

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from sqlalchemy.exc import DBAPIError
 
 from bridge import logs
+from bridge.asl.errors import BridgeError
 from bridge.asl.limits import clean_text
 from bridge.failures import Retry, classify, sqlstate
 from bridge.intake import (
@@ -61,7 +62,7 @@ MAX_PAUSE_SECONDS = 5.0
 MAX_REASON = 2000
 
 
-class Unavailable(Exception):
+class Unavailable(BridgeError):
     """The database stayed away longer than the caller would wait; nothing was applied."""
 
 

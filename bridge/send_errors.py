@@ -13,6 +13,8 @@ import re
 
 from aiokafka import errors
 
+from bridge.asl.errors import BridgeError
+
 #: Broker and client errors that one message causes and that no retry can cure.
 _MESSAGE_FAULTS: tuple[type[errors.KafkaError], ...] = (
     errors.MessageSizeTooLargeError,
@@ -27,7 +29,7 @@ _MESSAGE_FAULTS: tuple[type[errors.KafkaError], ...] = (
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
-class Unpublishable(Exception):
+class Unpublishable(BridgeError):
     """The message itself cannot be published (its value, key, headers or topic)."""
 
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.asl.errors import DefinitionError, Failure
+from bridge.asl.errors import BridgeError, DefinitionError, Failure
 from bridge.asl.model import parse_definition
 from bridge.asl.run_base import Probe
 from bridge.asl.types import JSON
@@ -64,7 +64,7 @@ _VALUES = frozenset(
 )
 
 
-class StateTestError(ValueError):
+class StateTestError(BridgeError, ValueError):
     """A request TestState cannot run; ``problems`` say why."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -24,6 +24,7 @@ from datetime import datetime
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.asl.errors import BridgeError
 from bridge.metrics import Metrics
 from bridge.store import outbox
 from bridge.store.database import database_now, reading
@@ -32,7 +33,7 @@ from bridge.store.database import database_now, reading
 DATABASE_PATIENCE_SECONDS = 3.0
 
 
-class PortTaken(Exception):
+class PortTaken(BridgeError):
     """The probes' port is taken; the message says which setting to change."""
 
 

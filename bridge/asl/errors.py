@@ -66,7 +66,12 @@ class Failure:
     cause: str | None = ""
 
 
-class StatesError(Exception):
+class BridgeError(Exception):
+    """The root of the bridge's own errors: ``except BridgeError`` catches what the bridge
+    raises, and nothing a library raised."""
+
+
+class StatesError(BridgeError):
     """Raised while evaluating a state; carries the ASL error name and cause."""
 
     def __init__(self, error: str, cause: str) -> None:
@@ -94,7 +99,7 @@ def in_state(error: StatesError, state: str, entered_event: int) -> Failure:
     )
 
 
-class DefinitionError(Exception):
+class DefinitionError(BridgeError):
     """A definition that cannot be loaded; ``problems`` name the state and field of each."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 import orjson
 
+from bridge.asl.errors import BridgeError
 from bridge.asl.types import JSON
 
 #: The deepest nesting of objects and arrays in a value from outside (the top level is depth 1).
@@ -35,7 +36,7 @@ MAX_TYPE_LENGTH: Final = 200
 MAX_TOPIC_LENGTH: Final = 249
 
 
-class Unstorable(ValueError):
+class Unstorable(BridgeError, ValueError):
     """A value the bridge cannot keep; the message names the bound it breaks."""
 
 

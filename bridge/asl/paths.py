@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 from jsonpath_ng.ext.parser import parse as _jsonpath_ng_parse
 
-from bridge.asl.errors import RESULT_PATH_MATCH_FAILURE, StatesError
+from bridge.asl.errors import RESULT_PATH_MATCH_FAILURE, BridgeError, StatesError
 
 if TYPE_CHECKING:
     from jsonpath_ng import JSONPath
@@ -60,7 +60,7 @@ _INT: Final = re.compile(r"-?[0-9]+", re.ASCII)
 _SLICE_PART: Final = re.compile(r"\s*(-?[0-9]+)?\s*", re.ASCII)
 
 
-class PathNotFound(Exception):
+class PathNotFound(BridgeError):
     """A definite path matched nothing. Callers map it to the ASL error their field calls for."""
 
     def __init__(self, path: str, detail: str | None = None) -> None:

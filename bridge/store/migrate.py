@@ -38,6 +38,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.asl.errors import BridgeError
 from bridge.store.database import reading
 
 #: Where the Alembic environment and the numbered revisions live (shipped as package data).
@@ -50,7 +51,7 @@ MIGRATION_LOCK = 0x6272_6964_6765_3A6D
 _turns: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
 
-class MigrationError(Exception):
+class MigrationError(BridgeError):
     """A migration that cannot be committed (for example, it leaves dangling foreign keys)."""
 
 

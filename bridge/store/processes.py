@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl import json_text
 from bridge.asl.effects import HistoryEntry
+from bridge.asl.errors import BridgeError
 from bridge.asl.process import Process
 from bridge.store import history_chunks, sql_text, write_set
 from bridge.store.schema import history, processes
@@ -32,7 +33,7 @@ class Loaded:
     tracestate: str | None = None
 
 
-class ConcurrentUpdate(Exception):
+class ConcurrentUpdate(BridgeError):
     """Another writer changed the process since it was read; the transaction must be retried."""
 
 

@@ -81,3 +81,30 @@ def test_app_keys_live_in_one_module() -> None:
                     if alias.name in keys
                 ]
     assert borrowed == []
+
+
+def test_every_error_the_bridge_defines_descends_from_one_root() -> None:
+    import importlib
+    import inspect
+    import pkgutil
+
+    import approvals
+    import bridge
+    import processors
+    from bridge.asl.errors import BridgeError
+
+    strays = []
+    for package in (bridge, processors, approvals):
+        for found in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            if ".migrations" in found.name or found.name.endswith(".__main__"):
+                continue
+            module = importlib.import_module(found.name)
+            for name, value in vars(module).items():
+                if (
+                    inspect.isclass(value)
+                    and issubclass(value, BaseException)
+                    and value.__module__ == module.__name__
+                    and not issubclass(value, BridgeError)
+                ):
+                    strays.append(f"{module.__name__}.{name}")
+    assert strays == []
