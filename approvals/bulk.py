@@ -15,7 +15,14 @@ from approvals.guard import body_of, first_error, form_of
 from approvals.keys import ENGINE
 from approvals.problems import problem
 from approvals.render import render
-from approvals.schemas import BulkBody, BulkFilter, BulkLinks, BulkList, BulkView
+from approvals.schemas import (
+    BulkBody,
+    BulkFilter,
+    BulkLinks,
+    BulkList,
+    BulkView,
+    page_times_in_utc,
+)
 from bridge import bulk
 from bridge.engine import Engine
 from bridge.store import bulk as store
@@ -172,28 +179,38 @@ def form_for(request: web.Request, filters: dict[str, str]) -> dict[str, Any] | 
     return {action: access.form_nonce(request, "bulk", action) for action in shown} or None
 
 
-@routes.post("/ui/bulk-operations")
-async def ask_from_the_page(request: web.Request) -> web.StreamResponse:
-    engine = request.app[ENGINE]
-    form = await form_of(request)
-    action = str(form.get("action", ""))
-    if not access.form_nonce_ok(request, str(form.get("csrf", "")), "bulk", action):
+TIMES = ("startedAfter", "startedBefore")
+
+
+def _refused_form(request: web.Request, form: Any, *bound: str) -> web.Response | None:
+    """The page that answers a form post this viewer may not make (a stale or foreign nonce, a
+    read-only token); None when it may."""
+    if not access.form_nonce_ok(request, str(form.get("csrf", "")), *bound):
         return render(
-            request, "message.html", 403, title="Not accepted", detail="Open the list again."
+            request, "message.html", 403, title="Not accepted", detail="Open the page again."
         )
     if request.get(access.ROLE) != "admin":
         return render(
             request, "message.html", 403, title="Not allowed", detail="Your token may only read."
         )
-    fields = {
-        key: str(form[key]).strip()
-        for key in ("definition", "version", "status", "correlationKey")
-        if str(form.get(key, "")).strip()
-    }
-    for key in ("startedAfter", "startedBefore"):
-        value = str(form.get(key, "")).strip()
-        if value:
-            fields[key] = value if value.endswith("Z") or "+" in value else value + "Z"
+    return None
+
+
+@routes.post("/ui/bulk-operations")
+async def ask_from_the_page(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    form = await form_of(request)
+    action = str(form.get("action", ""))
+    refused = _refused_form(request, form, "bulk", action)
+    if refused is not None:
+        return refused
+    fields = page_times_in_utc(
+        {
+            key: str(form[key]).strip()
+            for key in ("definition", "version", "status", "correlationKey", *TIMES)
+            if str(form.get(key, "")).strip()
+        }
+    )
     reason = str(form.get("reason") or "").replace("\x00", "").strip()[:2000]
     try:
         body = BulkBody.model_validate(
@@ -217,13 +234,8 @@ async def cancel_from_the_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     operation_id = request.match_info["id"]
     form = await form_of(request)
-    if not access.form_nonce_ok(request, str(form.get("csrf", "")), operation_id, "cancel"):
-        return render(
-            request, "message.html", 403, title="Not accepted", detail="Open the page again."
-        )
-    if request.get(access.ROLE) != "admin":
-        return render(
-            request, "message.html", 403, title="Not allowed", detail="Your token may only read."
-        )
+    refused = _refused_form(request, form, operation_id, "cancel")
+    if refused is not None:
+        return refused
     await _cancel(engine, operation_id)
     raise web.HTTPSeeOther(f"/bulk-operations/{quote(operation_id, safe='')}")

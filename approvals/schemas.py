@@ -560,3 +560,17 @@ class BulkView(View):
 
 class BulkList(View):
     items: list[BulkView]
+
+
+#: What a browser's ``datetime-local`` field sends: no zone, seconds optional.
+LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$")
+
+
+def page_times_in_utc(given: dict[str, str]) -> dict[str, str]:
+    """The page's time fields are UTC (their labels say so): give them the zone the API wants."""
+    found = dict(given)
+    for key in ("startedAfter", "startedBefore"):
+        value = found.get(key)
+        if value is not None and LOCAL_TIME.match(value):
+            found[key] = (value if value.count(":") == 2 else value + ":00") + "Z"
+    return found

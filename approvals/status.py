@@ -13,7 +13,6 @@ to the process page.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -26,7 +25,7 @@ from approvals.api import apply_now, find_processes, page_cursor
 from approvals.guard import form_of
 from approvals.keys import ENGINE
 from approvals.render import render
-from approvals.schemas import ProcessQuery
+from approvals.schemas import ProcessQuery, page_times_in_utc
 from bridge.asl.process import ProcessStatus
 from bridge.engine import RedriveRequested, StopRequested
 
@@ -53,7 +52,7 @@ async def process_list(request: web.Request) -> web.Response:
         "error": None,
     }
     try:
-        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **_in_utc(given)})
+        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **page_times_in_utc(given)})
     except ValidationError as exc:
         context["error"] = _first_problem(exc)
         return render(request, "processes.html", 400, **context)
@@ -71,20 +70,6 @@ async def process_list(request: web.Request) -> web.Response:
     context["processes"] = found
     context["bulk"] = bulk.form_for(request, filters)
     return render(request, "processes.html", **context)
-
-
-#: What a browser's ``datetime-local`` field sends: no zone, seconds optional.
-_LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$")
-
-
-def _in_utc(given: dict[str, str]) -> dict[str, str]:
-    """The page's time fields are UTC (their labels say so): give them the zone the API wants."""
-    found = dict(given)
-    for key in ("startedAfter", "startedBefore"):
-        value = found.get(key)
-        if value is not None and _LOCAL_TIME.match(value):
-            found[key] = (value if value.count(":") == 2 else value + ":00") + "Z"
-    return found
 
 
 def _first_problem(exc: Exception) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -22,7 +21,7 @@ from bridge.asl.model import Definition
 from bridge.metrics import Metrics
 from bridge.store import retention as store
 from bridge.store.database import database_now, reading
-from bridge.store.retention import Cutoffs, Expired
+from bridge.store.retention import Cutoffs, Deleted, Expired
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +68,6 @@ def retained_until(ended_at: datetime | None, days: int) -> datetime | None:
     return None if ended_at is None or days == 0 else ended_at + timedelta(days=days)
 
 
-@dataclass(frozen=True)
-class Purged:
-    processes: dict[str, int]
-    history_chunks: int
-
-    @property
-    def total(self) -> int:
-        return sum(self.processes.values())
-
-
 class Retention:
     def __init__(
         self,
@@ -111,7 +100,7 @@ class Retention:
         async with reading(self.db) as conn:
             return await store.summary(conn, limits)
 
-    async def purge(self, now: datetime | None = None, max_batches: int | None = None) -> Purged:
+    async def purge(self, now: datetime | None = None, max_batches: int | None = None) -> Deleted:
         """Delete what is past its retention at ``now``, batch by batch, until nothing is left
         (or ``max_batches`` were deleted)."""
         limits = await self._cutoffs(now)
@@ -127,10 +116,10 @@ class Retention:
                 counts[name] = counts.get(name, 0) + count
                 if self.metrics is not None:
                     self.metrics.retention_deleted.labels(name).inc(count)
-            if sum(deleted.processes.values()) < self.batch_size:
+            if deleted.total < self.batch_size:
                 break
             await asyncio.sleep(self.pause_seconds)
-        return Purged(counts, chunks)
+        return Deleted(counts, chunks)
 
     async def run(self, every_seconds: float = CHECK_EVERY_SECONDS) -> None:
         """The worker's loop: purge, then wait; a failing round is logged and tried later."""

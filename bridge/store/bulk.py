@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import and_, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -65,10 +65,7 @@ class ProcessFilter:
             parts.append(processes.c.started_at >= self.started_after)
         if self.started_before is not None:
             parts.append(processes.c.started_at < self.started_before)
-        condition: ColumnElement[bool] = processes.c.id.is_not(None)
-        for part in parts:
-            condition = condition & part
-        return condition
+        return and_(true(), *parts)
 
 
 @dataclass(frozen=True)

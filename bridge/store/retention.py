@@ -51,8 +51,14 @@ class Expired:
 
 @dataclass(frozen=True)
 class Deleted:
+    """Processes deleted per definition, and the history chunks that went with them."""
+
     processes: dict[str, int]
     history_chunks: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.processes.values())
 
 
 def _past(cutoffs: Cutoffs) -> ColumnElement[bool] | None:
@@ -70,7 +76,7 @@ def _past(cutoffs: Cutoffs) -> ColumnElement[bool] | None:
         own.append(others)
     if not own:
         return None
-    return and_(ended, processes.c.ended_at.is_not(None), or_(*own))
+    return and_(ended, or_(*own))
 
 
 async def summary(conn: AsyncConnection, cutoffs: Cutoffs) -> list[Expired]:

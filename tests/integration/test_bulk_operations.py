@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,3 +257,37 @@ async def test_the_pages_offer_the_action_and_show_the_progress(rig: Rig) -> Non
     await BulkRunner(rig.core.engine).run_one()
     shown = await (await rig.client.get(f"/bulk-operations/{asked['id']}", headers=page)).text()
     assert ">DONE<" in shown and "Cancel the rest" not in shown
+
+
+async def test_the_list_page_form_starts_one_with_the_page_filter(rig: Rig) -> None:
+    await rig.start("waits", 3)
+    page = {"Accept": "text/html", **auth(ADMIN)}
+    # The filter as a browser's datetime-local field sends it: no seconds, no zone (UTC).
+    listing = await rig.client.get(
+        "/processes?definition=waits&startedBefore=2099-01-01T10:00", headers=page
+    )
+    html = await listing.text()
+    start = html.index('class="action bulk-stop"')
+    form = html[start : html.index("</form>", start)]
+    nonce = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert nonce is not None
+    fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form))
+    assert fields["startedBefore"] == "2099-01-01T10:00"
+
+    posted = await rig.client.post(
+        "/ui/bulk-operations",
+        data={**fields, "csrf": nonce.group(1), "reason": "from the page"},
+        headers=page,
+        allow_redirects=False,
+    )
+
+    assert posted.status == 303, await posted.text()
+    asked = await rig.get(posted.headers["Location"])
+    assert (asked["action"], asked["total"], asked["reason"]) == ("stop", 3, "from the page")
+    forged = await rig.client.post(
+        "/ui/bulk-operations",
+        data={**fields, "csrf": "forged", "reason": "x"},
+        headers=page,
+        allow_redirects=False,
+    )
+    assert forged.status == 403

@@ -143,9 +143,9 @@ async def test_each_definition_keeps_its_finished_processes_as_long_as_it_says(r
 
 
 def retention_nothing() -> Any:
-    from bridge.retention import Purged
+    from bridge.store.retention import Deleted
 
-    return Purged({}, 0)
+    return Deleted({}, 0)
 
 
 async def test_a_stopped_process_goes_with_its_tokens_approvals_links_and_timers(
