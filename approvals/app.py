@@ -22,6 +22,7 @@ from approvals import (
     openapi,
     pages,
     publishing,
+    schedules,
     status,
 )
 from approvals.access import access_control
@@ -77,6 +78,7 @@ def build_app(
     app.add_routes(inbox.routes)
     app.add_routes(publishing.routes)
     app.add_routes(bulk.routes)
+    app.add_routes(schedules.routes)
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app

@@ -289,6 +289,77 @@ OPERATIONS: tuple[Operation, ...] = (
         params={"id": "The operation's id"},
     ),
     Operation(
+        "get",
+        "/schedules",
+        "listSchedules",
+        "Schedules, with their next runs",
+        "schedules",
+        {200: Answer("The schedules", s.ScheduleList, also_html=True), **_problems(401)},
+        query=s.ScheduleQuery,
+    ),
+    Operation(
+        "get",
+        "/schedules/{id}",
+        "getSchedule",
+        "A schedule: when, its policies, its next runs and what its last tick did",
+        "schedules",
+        {200: Answer("The schedule", s.ScheduleView, also_html=True), **_problems(401, 404)},
+        params={"id": "The schedule's id (DEFINITION.NAME for a definition's)"},
+    ),
+    Operation(
+        "put",
+        "/schedules/{id}",
+        "putSchedule",
+        "Make or change a schedule",
+        "schedules",
+        {
+            200: Answer("Changed", s.ScheduleView),
+            201: Answer("Made", s.ScheduleView),
+            **_problems(400, 401, 403, 409, 413),
+        },
+        access="admin",
+        body=s.ScheduleBody,
+        params={"id": "Letters, digits, '_' and '-' (200 at most)"},
+        description=(
+            "Each tick starts a process of `definition` with `input`; the tick is the start's "
+            "identity, so it starts one process however many workers run, before and after a "
+            "crash. Exactly one of `cron` (with `timeZone`), `rateSeconds` and `at`. A changed "
+            "time takes effect from now; a change keeps the schedule's pause and counts. A "
+            "schedule a definition declares (`Schedules`) is changed by deploying it: 409."
+        ),
+    ),
+    Operation(
+        "post",
+        "/schedules/{id}/pause",
+        "pauseSchedule",
+        "Pause a schedule: its ticks start nothing until it is resumed",
+        "schedules",
+        {200: Answer("Paused", s.ScheduleView), **_problems(400, 401, 403, 404)},
+        access="admin",
+        body=s.PauseBody,
+        params={"id": "The schedule's id"},
+    ),
+    Operation(
+        "post",
+        "/schedules/{id}/resume",
+        "resumeSchedule",
+        "Resume a schedule from its next tick after now (paused ticks are not owed)",
+        "schedules",
+        {200: Answer("Resumed", s.ScheduleView), **_problems(401, 403, 404)},
+        access="admin",
+        params={"id": "The schedule's id"},
+    ),
+    Operation(
+        "delete",
+        "/schedules/{id}",
+        "deleteSchedule",
+        "Delete a schedule made through the API (its processes stay)",
+        "schedules",
+        {204: Answer("Deleted", media=""), **_problems(401, 403, 404, 409)},
+        access="admin",
+        params={"id": "The schedule's id"},
+    ),
+    Operation(
         "post",
         "/test-state",
         "testState",

@@ -562,6 +562,100 @@ class BulkList(View):
     items: list[BulkView]
 
 
+# --------------------------------------------------------------------------------- schedules
+
+
+class ScheduleBody(Request):
+    """A schedule made or changed through the API: exactly one of cron, rateSeconds and at."""
+
+    definition: str = Field(
+        min_length=1,
+        max_length=300,
+        description="What each tick starts: NAME, NAME:VERSION or NAME:ALIAS",
+    )
+    cron: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Five fields (minute hour day-of-month month day-of-week) or a nickname "
+        "such as @daily, in timeZone",
+    )
+    time_zone: str | None = Field(
+        default=None, max_length=100, description="IANA zone of a cron schedule (UTC when absent)"
+    )
+    rate_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=10 * 366 * 86_400,
+        description="Every so many seconds, counted from 1970-01-01T00:00Z",
+    )
+    at: str | None = Field(
+        default=None, max_length=100, description="Once, at this RFC 3339 timestamp"
+    )
+    input: JSONValue = Field(default=None, description="Each process's input ({} when absent)")
+    overlap: Literal["Skip", "Allow", "BufferOne"] = Field(
+        default="Skip",
+        description="When the previous process still runs: skip the tick, start another, or "
+        "keep one tick until it ends",
+    )
+    catch_up: Literal["Skip", "RunOnce"] = Field(
+        default="RunOnce",
+        description="Ticks that fell while no worker ran (more than 60 s late): start one "
+        "process for the latest, or none",
+    )
+    paused: bool = Field(default=False, description="Made paused (a change keeps its pause)")
+    description: str = Field(default="", max_length=1000)
+
+
+class PauseBody(Request):
+    note: str | None = Field(default=None, max_length=500, description="Why, shown with it")
+
+
+class ScheduleRun(View):
+    scheduled_at: datetime = Field(description="The tick")
+    result: Literal["started", "skipped", "buffered", "missed", "failed"]
+    note: str | None
+
+
+class ScheduleView(View):
+    id: str
+    definition: str
+    declared_by: str | None = Field(
+        description="The definition whose Schedules declare it (changed by deploying it)"
+    )
+    description: str
+    cron: str | None
+    time_zone: str | None
+    rate_seconds: int | None
+    at: datetime | None
+    when: str = Field(description="cron, rate or time in a few words")
+    input: JSONValue
+    overlap: Literal["Skip", "Allow", "BufferOne"]
+    catch_up: Literal["Skip", "RunOnce"]
+    paused: bool
+    paused_note: str | None
+    next_run_at: datetime | None
+    next_runs: list[datetime] = Field(description="The next five ticks (none while paused)")
+    buffered_at: datetime | None = Field(description="A tick kept until the previous ends")
+    last_run: ScheduleRun | None
+    last_process_id: str | None
+    last_process_url: str | None
+    started: int = Field(description="Processes started")
+    skipped: int = Field(description="Ticks skipped because the previous process still ran")
+    missed: int = Field(description="Ticks that fell while no worker ran, without a process")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ScheduleList(View):
+    items: list[ScheduleView]
+
+
+class ScheduleQuery(Query):
+    definition: str | None = Field(
+        default=None, max_length=200, description="Those of this definition (or declared by it)"
+    )
+
+
 #: What a browser's ``datetime-local`` field sends: no zone, seconds optional.
 LOCAL_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?$")
 

@@ -61,6 +61,7 @@ from bridge.intake import (
     Outcome,
     PoisonInput,
     RedriveRequested,
+    ScheduleDue,
     StartRequested,
     StopRequested,
     TimerDue,
@@ -68,6 +69,7 @@ from bridge.intake import (
 )
 from bridge.metrics import Tally
 from bridge.nesting import Nesting
+from bridge.schedule_starts import ScheduleStarts
 from bridge.store import aliases, correlation, http_calls, inbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
@@ -131,6 +133,8 @@ class Batch:
         self.approvals = Approvals(self)
         #: Child processes: started, stopped and answered as their effects appear.
         self.nesting = Nesting(self)
+        #: Schedules' due ticks: the starts they make.
+        self.schedules = ScheduleStarts(self)
         #: Writes the batch at its end.
         self.writer = EffectsWriter(self)
 
@@ -329,6 +333,8 @@ class Batch:
                 outcome = await self.approvals.viewed(item)
             case StartRequested():
                 outcome = await self._start_requested(item)
+            case ScheduleDue():
+                outcome = await self.schedules.due(item)
             case StopRequested():
                 if await self._load(item.process_id) is None:
                     outcome = Outcome("not_found", "no such process")
@@ -478,6 +484,9 @@ class Batch:
             case StartRequested() | ApprovalViewed():
                 # Nothing was kept of a start that failed; a view fails nothing.
                 targets = []
+            case ScheduleDue():
+                await self.schedules.given_up(item, reason)
+                targets = []
             case _:
                 assert_never(item)
         targets = list(dict.fromkeys(targets))
@@ -545,6 +554,10 @@ class Batch:
         assert result.process is not None and result.rejected is None
         self.touched[process_id] = _Touched(result.process, None)
         self._effects(process_id, result)
+
+    async def exists(self, process_id: str) -> bool:
+        """Whether process ``process_id`` exists (written before, or in this batch)."""
+        return await self._load(process_id) is not None
 
     async def _load(self, process_id: str) -> _Touched | None:
         if process_id not in self.touched:

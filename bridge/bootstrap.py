@@ -23,6 +23,7 @@ from bridge.invoker import Invoker
 from bridge.lag import ConsumerLag
 from bridge.relay import Relay
 from bridge.retention import Retention
+from bridge.schedule_runner import ScheduleRunner
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_engine
@@ -234,6 +235,7 @@ class Worker:
             asyncio.create_task(self.retention.run(), name="retention"),
             asyncio.create_task(self.follow_topics(), name="topics"),
             asyncio.create_task(BulkRunner(self.core.engine).run(), name="bulk-operations"),
+            asyncio.create_task(ScheduleRunner(self.core.engine).run(), name="schedules"),
         ]
         if self.listener is not None:
             self._tasks.append(asyncio.create_task(self.listener.run(), name="listener"))

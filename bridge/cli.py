@@ -24,6 +24,7 @@ from bridge.cli_api import url_option as _url
 from bridge.cli_bulk import bulk
 from bridge.cli_publish import publish
 from bridge.cli_purge import purge
+from bridge.cli_schedules import schedules
 from bridge.cli_settings import bootstrap_of as _bootstrap
 from bridge.cli_settings import settings_of as _settings
 from bridge.cli_test_state import test_state_command
@@ -716,3 +717,4 @@ main.add_command(test_state_command)
 main.add_command(publish)
 main.add_command(purge)
 main.add_command(bulk)
+main.add_command(schedules)

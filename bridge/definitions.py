@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.aliases import Route, route_problems
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, EventInterest, Trigger, event_interests, parse_definition
+from bridge.schedule_setup import sync_declared
 from bridge.store import aliases as stored_aliases
 from bridge.store import definitions as stored
 from bridge.store.aliases import Alias
@@ -87,7 +87,12 @@ async def deploy(
         for attempt in range(5):
             try:
                 async with engine.begin() as conn:
-                    version, new = await stored.add_version(conn, name, document, datetime.now(UTC))
+                    now = await database_now(conn)
+                    version, new = await stored.add_version(conn, name, document, now)
+                    if new:
+                        # The newest version's Schedules hold, from the moment it is deployed.
+                        definition = parse_definition(document, name, version.version)
+                        await sync_declared(conn, definition, now)
                 break
             except stored.IntegrityError:
                 if attempt == 4:

@@ -9,6 +9,7 @@ import base64
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 from bridge.asl.errors import BridgeError
@@ -130,6 +131,16 @@ class BufferExpired:
     buffer_id: int
 
 
+@dataclass(frozen=True)
+class ScheduleDue:
+    """A schedule's tick has come (or, ``buffered``, its buffered tick may start now). The tick
+    is the start's identity: one process per schedule and tick, however often it is applied."""
+
+    schedule_id: str
+    tick: datetime
+    buffered: bool = False
+
+
 EngineInput = (
     EventReceived
     | InvalidInput
@@ -142,6 +153,7 @@ EngineInput = (
     | StartRequested
     | StopRequested
     | RedriveRequested
+    | ScheduleDue
 )
 
 #: Inputs that may carry a trace context of their own (``traceparent``, ``tracestate``).
@@ -168,6 +180,7 @@ KINDS: dict[type, str] = {
     StartRequested: "start",
     StopRequested: "stop",
     RedriveRequested: "redrive",
+    ScheduleDue: "schedule",
 }
 
 

@@ -32,6 +32,8 @@ class Tally:
     #: Approvals concluded, by outcome (APPROVED, REJECTED, EXPIRED).
     approvals: Tallies[str] = field(default_factory=Tallies)
     dead_letters: int = 0
+    #: Schedule ticks, by what became of them (started, skipped, buffered, missed, failed).
+    schedule_ticks: Tallies[str] = field(default_factory=Tallies)
 
 
 class LagSource(Protocol):
@@ -94,6 +96,14 @@ class Metrics:
             "bridge_http_events",
             "Events posted to POST /events, by result: accepted (produced to Kafka), refused "
             "(invalid, or a topic no definition reads), unavailable (no broker took it)",
+            ["result"],
+            registry=r,
+        )
+        self.schedule_ticks = Counter(
+            "bridge_schedule_ticks",
+            "Schedule ticks, by what became of them: started (a process), skipped (the "
+            "previous one still ran), buffered, missed (late, catch-up Skip), failed (the start "
+            "was refused)",
             ["result"],
             registry=r,
         )
@@ -186,6 +196,8 @@ class Metrics:
             self.approvals_decided.labels(outcome).inc(count)
         if tally.dead_letters:
             self.dead_letters.inc(tally.dead_letters)
+        for result, count in tally.schedule_ticks.items():
+            self.schedule_ticks.labels(result).inc(count)
 
     async def scrape(self, db: AsyncEngine) -> bytes:
         """The text exposition, with the database gauges read now."""

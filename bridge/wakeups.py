@@ -38,6 +38,8 @@ class Wakeups:
     timer_scanner: asyncio.Event = field(default_factory=asyncio.Event)
     #: A bulk operation was asked for in this process (bridge.bulk).
     bulk: asyncio.Event = field(default_factory=asyncio.Event)
+    #: A schedule was made, changed or resumed in this process (bridge.schedules).
+    schedules: asyncio.Event = field(default_factory=asyncio.Event)
     #: When the timer scanner looks next, by the database's clock; None: not resting.
     scanner_looks_at: datetime | None = None
 

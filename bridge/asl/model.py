@@ -220,6 +220,12 @@ State = Annotated[
 Retryable = TaskState | ParallelState | MapState
 
 
+#: A schedule's name in its definition (its id is DEFINITION.NAME).
+SCHEDULE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+#: Schedules one definition may declare.
+MAX_SCHEDULES = 50
+
+
 class Trigger(_Node):
     """Bridge extension: which events start a process, and how to read them.
 
@@ -241,6 +247,30 @@ class Trigger(_Node):
 
     def matches_type(self, event_type: str | None) -> bool:
         return event_type in _types(self.event_type)
+
+
+class ScheduleDeclaration(_Node):
+    """Bridge extension: a schedule that starts processes of this definition (``Schedules``).
+
+    Exactly one of ``Cron`` (in ``TimeZone``), ``RateSeconds`` and ``At`` (an RFC 3339
+    timestamp) says when; each tick starts a process with ``Input``. Its id is
+    ``DEFINITION.NAME``; deploying a version that no longer declares it removes it.
+    """
+
+    name: str = Field(min_length=1, max_length=100, pattern=SCHEDULE_NAME)
+    cron: str | None = None
+    time_zone: str | None = None
+    rate_seconds: int | None = None
+    at: str | None = None
+    input: JSON = Field(default_factory=dict)
+    #: The previous process still runs: skip the tick, allow another, or buffer one.
+    overlap: Literal["Skip", "Allow", "BufferOne"] = "Skip"
+    #: Ticks fell while no worker ran: start one process for them, or none.
+    catch_up: Literal["Skip", "RunOnce"] = "RunOnce"
+    #: Deployed paused (a schedule that exists already keeps its own pause).
+    paused: bool = False
+    description: str = Field(default="", max_length=1000)
+    comment: str | None = None
 
 
 def _types(value: str | list[str]) -> list[str]:
@@ -316,6 +346,8 @@ class Definition(_Node):
     #: Days a finished process and its history are kept, over BRIDGE_RETENTION_DAYS; 0 keeps
     #: them for good. The newest version's value holds for every process of the definition.
     retention_days: int | None = Field(default=None, ge=0, le=36_500)
+    #: Schedules that start processes of this definition; the newest version's hold.
+    schedules: list[ScheduleDeclaration] = Field(default_factory=list, max_length=MAX_SCHEDULES)
 
     @property
     def express(self) -> bool:

@@ -35,6 +35,7 @@ from bridge.asl.model import (
     _Flow,
     event_wait_specs,
 )
+from bridge.asl.schedule_times import spec_problems
 from bridge.asl.types import JSON
 
 
@@ -56,6 +57,24 @@ def semantic_problems(definition: Definition) -> Iterator[str]:
                 problem = paths.validate_path(value)
             if problem:
                 yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
+    yield from _schedule_problems(definition)
+
+
+def _schedule_problems(definition: Definition) -> Iterator[str]:
+    seen: set[str] = set()
+    for index, declared in enumerate(definition.schedules):
+        where = f"Schedules[{index}]"
+        if declared.name in seen:
+            yield f"{where}.Name: another schedule is named {declared.name!r}"
+        seen.add(declared.name)
+        at = None
+        if declared.at is not None:
+            at = rfc3339(declared.at)
+            if at is None:
+                yield f"{where}.At: {declared.at[:100]!r} is not an RFC 3339 timestamp"
+                continue
+        problems = spec_problems(declared.cron, declared.time_zone, declared.rate_seconds, at)
+        yield from (f"{where}.{problem}" for problem in problems)
 
 
 def _machine_problems(

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -304,4 +305,40 @@ bulk_operations = Table(
     Column("finished_at", UTCDateTime, nullable=True),
     Column("claimed_until", UTCDateTime, nullable=True),
     Index(None, "status", "created_at"),
+)
+
+#: Schedules that start processes (bridge.schedules): declared in a definition (``declared_by``
+#: names it) or made through the API.
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    #: What each tick starts: NAME, NAME:VERSION or NAME:ALIAS.
+    Column("definition", String(300), nullable=False),
+    #: The definition whose ``Schedules`` declare it; None: made through the API.
+    Column("declared_by", String(200), nullable=True),
+    #: {"cron", "timeZone"} or {"rateSeconds", "anchor"} or {"at"} (bridge.asl.schedule_times).
+    Column("spec", Json, nullable=False),
+    Column("input", Json, nullable=True),
+    Column("description", String(1000), nullable=False, server_default=""),
+    #: Skip, Allow or BufferOne; Skip or RunOnce (bridge.schedule_policy).
+    Column("overlap", String(16), nullable=False),
+    Column("catch_up", String(16), nullable=False),
+    Column("paused", Boolean, nullable=False, server_default=false()),
+    Column("paused_note", String(500), nullable=True),
+    #: The next tick; None: none left (a one-off time done, or paused for good).
+    Column("next_at", UTCDateTime, nullable=True),
+    #: The tick kept until the previous process ends (overlap BufferOne).
+    Column("buffered_at", UTCDateTime, nullable=True),
+    Column("last_tick_at", UTCDateTime, nullable=True),
+    Column("last_result", String(16), nullable=True),
+    Column("last_note", String(500), nullable=True),
+    Column("last_process_id", String(64), nullable=True),
+    Column("started", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),
+    Column("missed", Integer, nullable=False, server_default="0"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index(None, "paused", "next_at"),
+    Index(None, "declared_by"),
 )

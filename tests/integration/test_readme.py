@@ -167,6 +167,8 @@ async def test_shell_commands_run(kafka: str, tmp_path: Path) -> None:
                     **os.environ,
                     "BRIDGE_KAFKA_BOOTSTRAP": kafka,
                     "BRIDGE_DATABASE_URL": bridge.settings.database_url,
+                    # Commands that talk to the API (bridge schedules, bridge bulk) reach it.
+                    "BRIDGE_URL": bridge.url,
                 },
             )
             where = f"README.md:{block.line}: {command}"
