@@ -27,7 +27,8 @@ from approvals import (
 )
 from approvals.access import access_control
 from approvals.guard import guard_requests
-from approvals.keys import ENGINE, PRODUCER, PUBLIC_ORIGIN, SECRET
+from approvals.identity import ProxyIdentity
+from approvals.keys import ENGINE, IDENTITY, PRODUCER, PUBLIC_ORIGIN, SECRET
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
 from bridge.engine import Engine
@@ -43,8 +44,10 @@ def build_app(
     admin_tokens: Sequence[str] = (),
     read_tokens: Sequence[str] = (),
     kafka_bootstrap: str | None = None,
+    identity: ProxyIdentity | None = None,
 ) -> web.Application:
-    """``kafka_bootstrap``: where ``POST /events`` produces (None: it answers 503)."""
+    """``kafka_bootstrap``: where ``POST /events`` produces (None: it answers 503).
+    ``identity``: whose word on a person's name counts (None: nobody's)."""
     app = web.Application(
         client_max_size=guard.MAX_BODY + 1024,
         # Tracing outermost: refused requests are in the caller's trace too.
@@ -59,6 +62,7 @@ def build_app(
         ],
     )
     app[ENGINE] = engine
+    app[IDENTITY] = identity or ProxyIdentity()
     app[PRODUCER] = EventProducer(kafka_bootstrap)
     app.on_cleanup.append(publishing.close_producer)
     app[SECRET] = secret_key.encode()

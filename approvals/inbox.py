@@ -21,8 +21,8 @@ from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 from approvals.schemas import ApprovalQuery
 from bridge.asl.approvals import ApprovalStatus
+from bridge.store import approval_views, waits
 from bridge.store import processes as store
-from bridge.store import waits
 from bridge.store.database import reading
 
 routes = web.RouteTableDef()
@@ -82,12 +82,15 @@ async def get_approval(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     async with reading(engine.db) as conn:
         approval = await waits.get_approval(conn, request.match_info["id"])
+        views = await approval_views.of_approval(conn, approval.id) if approval else []
     if approval is None:
         return problem(404, "Approval not found", f"no approval {request.match_info['id']!r}")
     if wants_html(request):
         data = json.dumps(approval.data, indent=2, ensure_ascii=False, sort_keys=True)
-        return _page(request, "approval_view.html", approval=approval, data=data)
-    return web.json_response(approval.as_json(engine.base_url))
+        return _page(request, "approval_view.html", approval=approval, data=data, views=views)
+    shown = approval.as_json(engine.base_url)
+    shown["views"] = [view.as_json() for view in views]
+    return web.json_response(shown)
 
 
 async def process_page(request: web.Request, process_id: str) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from approvals.identity import ProxyIdentity
 from bridge.engine import Engine
 from bridge.event_producer import EventProducer
 
@@ -14,5 +15,7 @@ ENGINE = web.AppKey("engine", Engine)
 SECRET = web.AppKey("secret", bytes)
 #: The bridge's public origin (scheme, host and port of ``BRIDGE_BASE_URL``).
 PUBLIC_ORIGIN = web.AppKey("public_origin", str)
+#: Who a trusted reverse proxy says a person is (approvals/identity.py).
+IDENTITY = web.AppKey("identity", ProxyIdentity)
 #: The Kafka producer of ``POST /events``.
 PRODUCER = web.AppKey("event_producer", EventProducer)

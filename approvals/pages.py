@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from typing import Any
 from urllib.parse import quote
 
@@ -18,17 +19,19 @@ from pydantic import ValidationError
 
 from approvals.api import apply_now
 from approvals.guard import FORM_TYPES, first_error, form_of, json_body
-from approvals.keys import ENGINE, SECRET
+from approvals.identity import MAX_NAME
+from approvals.keys import ENGINE, IDENTITY, SECRET
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.limits import clean_text
-from bridge.engine import ApprovalViewed, DecisionReceived
+from bridge.engine import DecisionReceived
+from bridge.store import approval_views, waits
 from bridge.store import processes as store
-from bridge.store import waits
-from bridge.store.database import reading
+from bridge.store.database import database_now, reading
 
 routes = web.RouteTableDef()
+log = logging.getLogger(__name__)
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -72,14 +75,28 @@ async def _link(request: web.Request) -> tuple[str, bool, waits.LinkTarget | Non
 
 @routes.get(r"/{action:approve|reject}/{token}")
 async def show(request: web.Request) -> web.Response:
-    """The decision page. Viewing is audited; it never decides (mail scanners open links)."""
+    """The decision page. Viewing is audited (apart from the process: no lock, no version); it
+    never decides (mail scanners open links)."""
     token, approve, link = await _link(request)
     if link is None:
         return _refused(request, 404, "Link not valid", NOT_VALID)
     engine = request.app[ENGINE]
-    await apply_now(engine, ApprovalViewed(token, viewer=_who(request)))
     async with reading(engine.db) as conn:
         process = await store.get(conn, link.process_id)
+        now = await database_now(conn)
+    try:
+        # The audit of views, beside the process: a GET takes no lock on it.
+        await approval_views.record(
+            engine.db,
+            approval_id=link.approval_id,
+            process_id=link.process_id,
+            seat=link.seat,
+            action="approve" if approve else "reject",
+            viewer=_who(request),
+            now=now,
+        )
+    except Exception:  # the page is still worth showing; the view is lost, and said so
+        log.warning("could not record a view of approval %s", link.approval_id, exc_info=True)
     approval = link.approval
     return _render(
         request,
@@ -96,10 +113,22 @@ async def show(request: web.Request) -> web.Response:
 
 
 def _who(request: web.Request) -> str | None:
-    """Who acts, when a proxy in front of the bridge authenticated them (as much of the name as
-    the approvals table keeps)."""
-    who = request.headers.get("X-Forwarded-User") or request.headers.get("X-Remote-User")
-    return clean_text(who, 200) if who else None
+    """Who acts, when a trusted proxy in front of the bridge authenticated them."""
+    return request.app[IDENTITY].who(request)
+
+
+def decider(verified: str | None, seat: str, claimed: str | None) -> str | None:
+    """Who decided, as the approval records it: the user a trusted proxy named; else the user
+    whose seat the link is; else the name the request gives, marked as unverified (a link of a
+    group's seat, or anyone's, says nothing of who holds it)."""
+    if verified:
+        return verified
+    kind, _, name = seat.partition(":")
+    if kind == "user" and name:
+        return clean_text(name, MAX_NAME)
+    if claimed and claimed.strip():
+        return clean_text(f"{claimed.strip()} (unverified)", MAX_NAME)
+    return None
 
 
 @routes.post(r"/{action:approve|reject}/{token}")
@@ -139,7 +168,7 @@ async def decide(request: web.Request) -> web.Response:
         DecisionReceived(
             token,
             comment=decision.comment,
-            decided_by=decision.decided_by or _who(request),
+            decided_by=decider(_who(request), link.seat, decision.decided_by),
             approve=approved,
         ),
     )

@@ -367,6 +367,15 @@ class ApprovalLinks(View):
     process: str
 
 
+class ApprovalOpened(View):
+    seat: str
+    action: Literal["approve", "reject"]
+    viewer: str | None = Field(description="Who, as a trusted proxy said; null when unknown")
+    views: int
+    first_at: datetime
+    last_at: datetime
+
+
 class ApprovalView(View):
     id: str
     process_id: str
@@ -385,6 +394,10 @@ class ApprovalView(View):
     votes: list[dict[str, JSONValue]]
     pending: list[str]
     links: ApprovalLinks
+    views: list[ApprovalOpened] | None = Field(
+        default=None,
+        description="Who opened each link's page, how often, first and last (GET /approvals/{id})",
+    )
 
 
 class ApprovalList(View):

@@ -2,7 +2,8 @@
 approval.
 
 A decision from a link (``/approve/<token>``, ``/reject/<token>``) steps the process that waits
-for it; a refused attempt and a viewed link are audited in its history without changing it.
+for it; a refused attempt is audited in its history without changing it (views are audited
+apart from the process: bridge.store.approval_views).
 ``RequestApproval`` becomes an approval row with a pair of links per seat and a message on the
 approvals topic; ``RemindApproval`` becomes a reminder there.
 """
@@ -17,7 +18,7 @@ from bridge.asl import inputs as core
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.effects import RemindApproval, RequestApproval
 from bridge.asl.process import Process
-from bridge.intake import ApprovalViewed, DecisionReceived, Outcome
+from bridge.intake import DecisionReceived, Outcome
 from bridge.store import waits
 
 if TYPE_CHECKING:
@@ -57,18 +58,9 @@ class Approvals:
 
     def _audit(self, link: waits.LinkTarget, kind: str, item: Any, **details: Any) -> None:
         """A history entry that changes nothing: who looked at or tried a decision link."""
-        by = getattr(item, "decided_by", None) or getattr(item, "viewer", None)
+        by = getattr(item, "decided_by", None)
         entry = {"approvalId": link.approval_id, "seat": link.seat, "by": by, **details}
         self.batch._step(link.process_id, core.Audit(kind, link.approval.state, entry))
-
-    async def viewed(self, item: ApprovalViewed) -> Outcome:
-        link = await waits.find_link(self.batch.conn, item.link_token)
-        if link is None:
-            return Outcome("not_found", "unknown approval link")
-        if await self.batch._load(link.process_id) is None:
-            return Outcome("not_found", "no such process")
-        self._audit(link, "ApprovalViewed", item, action="approve" if link.approve else "reject")
-        return Outcome("applied", "", (link.process_id,))
 
     async def request(self, process: Process, effect: RequestApproval) -> dict[str, Any]:
         """The approval row, a pair of links per seat, and the request on the approvals topic."""

@@ -50,7 +50,6 @@ from bridge.events import KafkaRecord
 from bridge.failures import Retry, classify
 from bridge.intake import (
     KINDS,
-    ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
@@ -329,8 +328,6 @@ class Batch:
                 outcome = await self.correlator.expired(item)
             case HttpCallEnded():
                 outcome = await self._http_call_ended(item)
-            case ApprovalViewed():
-                outcome = await self.approvals.viewed(item)
             case StartRequested():
                 outcome = await self._start_requested(item)
             case ScheduleDue():
@@ -481,8 +478,8 @@ class Batch:
                     targets.append(call.process_id)
             case StopRequested(process_id=process_id) | RedriveRequested(process_id=process_id):
                 targets.append(process_id)
-            case StartRequested() | ApprovalViewed():
-                # Nothing was kept of a start that failed; a view fails nothing.
+            case StartRequested():
+                # Nothing was kept of a start that failed.
                 targets = []
             case ScheduleDue():
                 await self.schedules.given_up(item, reason)

@@ -294,6 +294,7 @@ class Web:
         settings = core.settings
         # Imported here: the pages and the API are the web's, not a worker's.
         from approvals.app import build_app as build_web_app
+        from approvals.identity import ProxyIdentity
 
         self.app = build_web_app(
             core.engine,
@@ -301,6 +302,7 @@ class Web:
             admin_tokens=[token.get_secret_value() for token in settings.api_admin_tokens],
             read_tokens=[token.get_secret_value() for token in settings.api_read_tokens],
             kafka_bootstrap=kafka_bootstrap or settings.kafka_bootstrap,
+            identity=ProxyIdentity.of(settings.identity_header, settings.trusted_proxies),
         )
         self.runner = web.AppRunner(self.app, access_log=None)
         #: A web process of its own reads the consumer lag itself, when it knows the brokers.

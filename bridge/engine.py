@@ -25,7 +25,6 @@ from bridge.failures import Retry, classify
 from bridge.group_commit import GroupCommit
 from bridge.intake import (
     KINDS,
-    ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
@@ -48,7 +47,6 @@ from bridge.tracing import Tracing
 from bridge.wakeups import Wakeups, Written
 
 __all__ = [
-    "ApprovalViewed",
     "BufferExpired",
     "CallbackReceived",
     "DecisionReceived",

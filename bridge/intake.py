@@ -61,17 +61,6 @@ class DecisionReceived:
 
 
 @dataclass(frozen=True)
-class ApprovalViewed:
-    """Someone opened a decision page: kept in the process history, nothing else changes."""
-
-    link_token: str
-    viewer: str | None = None
-    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
-    traceparent: str | None = None
-    tracestate: str | None = None
-
-
-@dataclass(frozen=True)
 class TimerDue:
     timer_id: str
     process_id: str
@@ -146,7 +135,6 @@ EngineInput = (
     | InvalidInput
     | CallbackReceived
     | DecisionReceived
-    | ApprovalViewed
     | TimerDue
     | BufferExpired
     | HttpCallEnded
@@ -160,7 +148,6 @@ EngineInput = (
 TracedInput = (
     CallbackReceived
     | DecisionReceived
-    | ApprovalViewed
     | HttpCallEnded
     | StartRequested
     | StopRequested
@@ -173,7 +160,6 @@ KINDS: dict[type, str] = {
     InvalidInput: "invalid_record",
     CallbackReceived: "callback",
     DecisionReceived: "decision",
-    ApprovalViewed: "approval_view",
     TimerDue: "timer",
     BufferExpired: "buffer_expiry",
     HttpCallEnded: "http_result",

@@ -33,7 +33,6 @@ from bridge.asl.limits import clean_text
 from bridge.failures import Retry, classify, sqlstate
 from bridge.intake import (
     KINDS,
-    ApprovalViewed,
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
@@ -229,7 +228,7 @@ def describe(item: EngineInput) -> str:
             return f"tick {tick.isoformat()} of schedule {schedule_id}"
         case StopRequested(process_id=process_id) | RedriveRequested(process_id=process_id):
             return f"{kind} of process {process_id}"
-        case DecisionReceived() | ApprovalViewed():
+        case DecisionReceived():
             return kind
     return kind
 

@@ -194,6 +194,17 @@ class Settings(BaseSettings):
         "host:port, *.domain, *.domain:port, or * for any. Unset: any host (fine for `bridge "
         "dev`; set it in production). A call to another host fails with Http.Forbidden.",
     )
+    identity_header: str | None = Field(
+        default=None,
+        description="The header a reverse proxy in front of `bridge web` sets to the "
+        "authenticated user's name (e.g. X-Forwarded-User): who views and decides approvals. "
+        "Believed only from BRIDGE_TRUSTED_PROXIES.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses or networks (comma-separated: 10.0.0.5, 10.1.0.0/16) of the "
+        "proxies whose BRIDGE_IDENTITY_HEADER counts; from any other peer it is ignored.",
+    )
     http_concurrency: int = Field(
         default=32, ge=1, le=10_000, description="HTTP calls a worker makes at once."
     )
@@ -228,6 +239,21 @@ class Settings(BaseSettings):
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):
             return [token.strip() for token in value.split(",") if token.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list):
+            for item in value:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{item!r} is not an IP address or network (10.0.0.5, 10.1.0.0/16)"
+                    ) from None
         return value
 
     @field_validator("http_allowed_hosts", mode="before")

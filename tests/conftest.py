@@ -7,10 +7,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.broker import EmbeddedBroker, free_port
+
+# Property tests judge results, not speed: a busy machine (the suite runs files side by side)
+# must not fail them on hypothesis's default 200 ms deadline per example.
+settings.register_profile("bridge", deadline=None)
+settings.load_profile("bridge")
 
 # Tests run many `bridge worker` processes on one host: each takes a free port for its probes
 # (a test that looks at them names its own).

@@ -20,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from bridge.store.database import is_postgres
 from bridge.store.schema import (
     approval_links,
+    approval_views,
     approvals,
     event_waits,
     history,
@@ -130,5 +131,5 @@ async def delete_batch(conn: AsyncConnection, cutoffs: Cutoffs, limit: int) -> D
 async def _delete_dependents(conn: AsyncConnection, ids: Sequence[str]) -> None:
     of_approvals = select(approvals.c.id).where(approvals.c.process_id.in_(ids))
     await conn.execute(delete(approval_links).where(approval_links.c.approval_id.in_(of_approvals)))
-    for table in (approvals, task_tokens, timers, http_calls, event_waits):
+    for table in (approvals, approval_views, task_tokens, timers, http_calls, event_waits):
         await conn.execute(delete(table).where(table.c.process_id.in_(ids)))

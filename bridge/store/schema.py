@@ -245,6 +245,27 @@ approval_links = Table(
     Index(None, "approval_id"),
 )
 
+#: Who opened a decision link's page: one row per approval, seat, link and viewer, with how
+#: often and when first and last. Kept apart from the process so that a GET takes no lock on it
+#: and bumps no version (mail scanners open links, some many times).
+approval_views = Table(
+    "approval_views",
+    metadata,
+    Column("id", Serial, primary_key=True, autoincrement=True),
+    Column("approval_id", String(64), nullable=False),
+    Column("process_id", String(64), nullable=False),
+    Column("seat", String(210), nullable=False),
+    #: The link's own decision: approve or reject.
+    Column("action", String(8), nullable=False),
+    #: Who, when a trusted proxy said so; "" when nobody did.
+    Column("viewer", String(200), nullable=False),
+    Column("views", Integer, nullable=False),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Index(None, "approval_id", "seat", "action", "viewer", unique=True),
+    Index(None, "process_id"),
+)
+
 timers = Table(
     "timers",
     metadata,
