@@ -167,7 +167,9 @@ def _unquote(raw: str, text: str) -> str:
 
 def _quote(value: str) -> str:
     """``value`` as parse reads it back: bare when that keeps it text, else in quotes."""
-    bare = value.strip() == value and value != "" and not value.startswith('"')
+    # A value that starts with an operator character would join the operator (``<`` and ``=0``
+    # read back as ``<=`` and ``0``): quoted, like one with a quote or spaces at either end.
+    bare = value.strip() == value and value != "" and value[0] not in '"=<>!^'
     if bare and _NUMBER.fullmatch(value) is None:
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -175,3 +177,17 @@ def _quote(value: str) -> str:
 
 def _shown(text: str) -> str:
     return repr(text if len(text) <= 80 else text[:80] + "…")
+
+
+def prefix_end(prefix: str) -> str | None:
+    """The least text above every text that starts with ``prefix``, or None when there is none
+    (the empty prefix, or one of only U+10FFFF): a prefix filter is the range
+    ``>= prefix AND < prefix_end(prefix)`` in code point order (UTF-8's byte order)."""
+    chars = list(prefix)
+    while chars:
+        code = ord(chars.pop()) + 1
+        if code == 0xD800:
+            code = 0xE000  # surrogates are not text: the next character is past them
+        if code <= 0x10FFFF:
+            return "".join(chars) + chr(code)
+    return None

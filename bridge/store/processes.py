@@ -16,7 +16,8 @@ from bridge.asl import json_text
 from bridge.asl.effects import HistoryEntry
 from bridge.asl.errors import BridgeError
 from bridge.asl.process import Process
-from bridge.store import history_chunks, sql_text, write_set
+from bridge.asl.search_filter import AttributeFilter
+from bridge.store import history_chunks, search, sql_text, write_set
 from bridge.store.schema import history, processes
 from bridge.store.write_set import Insert, WriteSet
 
@@ -231,11 +232,15 @@ async def find(
     version: int | None = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
+    attributes: Sequence[AttributeFilter] = (),
     limit: int = 100,
     before: tuple[datetime, str] | None = None,
 ) -> list[Process]:
-    """Newest first; ``before`` is the (started_at, id) of the last row of the previous page."""
+    """Newest first; ``before`` is the (started_at, id) of the last row of the previous page;
+    ``attributes``: search attribute filters, every one of which a process passes."""
     query = select(processes.c.state)
+    if attributes:
+        query = query.where(search.condition(attributes))
     if correlation_key is not None:
         query = query.where(processes.c.correlation_key == correlation_key)
     if status is not None:
