@@ -33,6 +33,7 @@ from bridge.asl.effects import (
     StopChild,
 )
 from bridge.asl.process import Process
+from bridge.asl.search import SKIPPED
 from bridge.store import correlation, http_calls, inbox, outbox, search, timers, waits
 from bridge.store import processes as store
 from bridge.store.write_set import WriteSet
@@ -64,6 +65,8 @@ class EffectsWriter:
                 self._lifecycle(touched.process, entry, context)
                 if entry.type == "StateEntered":
                     self.batch.tally.steps[touched.process.definition] += 1
+                elif entry.type == SKIPPED:
+                    self.batch.tally.attributes_skipped[touched.process.definition] += 1
             trace_columns = tracing.columns(touched.trace)
             if touched.loaded is None:
                 new_processes.append((touched.process, seq, trace_columns))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, select, true
+from sqlalchemy import and_, select, true
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -57,30 +57,44 @@ async def write(
 
 
 def condition(filters: Sequence[AttributeFilter]) -> ColumnElement[bool]:
-    """The processes that pass every filter (an AND)."""
-    return and_(true(), *(processes.c.id.in_(_matching(found)) for found in filters))
+    """The processes that pass every filter (an AND). A process has one row per attribute, so
+    the filters on one name are one look-up: ``amount>=100`` and ``amount<200`` are one range
+    scan of the index, not two."""
+    by_name: dict[str, list[AttributeFilter]] = {}
+    for found in filters:
+        by_name.setdefault(found.name, []).append(found)
+    return and_(
+        true(),
+        *(
+            processes.c.id.in_(
+                select(table.c.process_id).where(
+                    and_(table.c.name == name, *(_test(found) for found in alike))
+                )
+            )
+            for name, alike in by_name.items()
+        ),
+    )
 
 
-def _matching(found: AttributeFilter) -> Select[tuple[str]]:
+def _test(found: AttributeFilter) -> ColumnElement[bool]:
     column = table.c.number_value if found.numeric else table.c.text_value
     value = found.value
     match found.operator:
         case "=":
-            test = column == value
+            return column == value
         case "!=":
-            test = column != value
+            return column != value
         case "<":
-            test = column < value
+            return column < value
         case "<=":
-            test = column <= value
+            return column <= value
         case ">":
-            test = column > value
+            return column > value
         case ">=":
-            test = column >= value
+            return column >= value
         case "^=":
             # A range, not LIKE: the index serves it on both databases, whatever the prefix
             # holds (% and _ are plain characters here), and SQLite's LIKE ignores case.
             assert isinstance(value, str)
             end = prefix_end(value)
-            test = column >= value if end is None else and_(column >= value, column < end)
-    return select(table.c.process_id).where(and_(table.c.name == found.name, test))
+            return column >= value if end is None else and_(column >= value, column < end)

@@ -280,6 +280,8 @@ async def test_hostile_values_are_skipped_and_never_stall_the_batch(rig: Rig) ->
     notes = [entry["details"] for entry in history if entry["type"] == "SearchAttributeSkipped"]
     reasons = {note["name"]: note["reason"] for note in notes}
     assert "is an array" in reasons["customerId"] and "too large" in reasons["amount"]
+    metrics = await (await rig.client.get("/metrics", headers=auth())).text()
+    assert 'bridge_search_attributes_skipped_total{definition="orders"} 4.0' in metrics
 
 
 @pytest.mark.parametrize(
