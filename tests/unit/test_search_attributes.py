@@ -3,10 +3,13 @@ skipped with a note and never a failure, and the definition checks that name the
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +18,7 @@ from bridge.asl.errors import DefinitionError
 from bridge.asl.inputs import TaskSucceeded
 from bridge.asl.model import parse_definition
 from bridge.asl.process import Process, ProcessStatus
+from bridge.cli import main
 from tests.unit.test_interpreter import Driver, callback_task, machine
 
 
@@ -338,3 +342,26 @@ def test_the_process_state_round_trips_through_json() -> None:
     run.start({"a": True, "b": 1.5})
     text = run.running.model_dump_json()
     assert Process.model_validate_json(text).search_attributes == {"a": True, "b": 1.5}
+
+
+def test_bridge_validate_names_a_bad_search_attribute(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.asl.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "SearchAttributes": {"customer id.$": "$.id"},
+                "StartAt": "Charge",
+                "States": {
+                    "Charge": {
+                        "Type": "Pass",
+                        "SearchAttributes": {"amount.$": "$$$"},
+                        "End": True,
+                    }
+                },
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "SearchAttributes.customer id.$: an attribute name is" in result.output
+    assert "States.Charge.SearchAttributes.amount.$:" in result.output
