@@ -365,3 +365,47 @@ def test_bridge_validate_names_a_bad_search_attribute(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "SearchAttributes.customer id.$: an attribute name is" in result.output
     assert "States.Charge.SearchAttributes.amount.$:" in result.output
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(10**400), max_value=10**400),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=300),
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@given(json_values, json_values)
+def test_no_value_fails_the_process_and_every_kept_value_fits_the_index(
+    first: Any, second: Any
+) -> None:
+    run = run_of(
+        {
+            "Tag": {
+                "Type": "Pass",
+                "Parameters": {},
+                "SearchAttributes": {
+                    "b.$": "$$.Execution.Input.second",
+                    "c.$": "States.JsonToString($$.Execution.Input.first)",
+                },
+                "Next": "Work",
+            },
+            "Work": callback_task(),
+        },
+        SearchAttributes={"a.$": "$.first", "b.$": "$.nothing"},
+    )
+    run.start({"first": first, "second": second})
+    assert run.running.status is ProcessStatus.RUNNING
+    for name, value in run.running.search_attributes.items():
+        assert search.value_problem(value) is None, (name, value)
+    expected_a = first if search.value_problem(first) is None else None
+    assert run.running.search_attributes.get("a") == expected_a
+    notes = {note["name"] for note in skipped(run)}
+    assert ("b" in notes) == (search.value_problem(second) is not None)
