@@ -52,8 +52,8 @@ class AttributeFilter:
     def text(self) -> str:
         """The filter written back in the form ``parse`` reads (a round trip)."""
         if isinstance(self.value, float):
-            number = int(self.value) if self.value.is_integer() else self.value
-            return f"{self.name}{self.operator}{number}"
+            whole = self.value.is_integer() and abs(self.value) < 1e15
+            return f"{self.name}{self.operator}{int(self.value) if whole else self.value!r}"
         return f"{self.name}{self.operator}{_quote(self.value)}"
 
     def matches(self, value: search.SearchValue | None) -> bool:
@@ -90,6 +90,13 @@ def _compare(left: str | float, operator: Operator, right: str | float) -> bool:
 
 
 FORM: Final = 'NAME=VALUE (operators = != < <= > >= ^=; quote text in "..." to keep it text)'
+
+
+def equal_to(name: str, value: search.SearchValue) -> AttributeFilter:
+    """The filter that finds the processes whose ``name`` is ``value`` (its ``text()`` is what
+    the pages show for an attribute, and link to)."""
+    text, number = search.columns(value)
+    return AttributeFilter(name, "=", number if number is not None else str(text))
 
 
 def parse(expression: str) -> AttributeFilter:

@@ -54,7 +54,7 @@ async def test_filter_the_list_by_search_attributes(
         await page.click("form.filters button")
         await page.wait_for_url("**where=customerId%3Dabc**")
         assert await rows.count() == 2
-        assert 'customerId="abc"' in await rows.first.inner_text()
+        assert "customerId=abc" in await rows.first.inner_text()
 
         # The filter stays in its field; a new empty one takes a second filter.
         assert await page.input_value("input.where >> nth=0") == "customerId=abc"
@@ -77,7 +77,11 @@ async def test_filter_the_list_by_search_attributes(
         await page.click(f"a[href='/processes/{ids[3]}']")
         attributes = page.locator("dd.search-attributes")
         await attributes.wait_for()
-        assert 'customerId="xyz"' in await attributes.inner_text()
+        assert "customerId=xyz" in await attributes.inner_text()
         assert "amount=1000" in await attributes.inner_text()
+        # Each one links to the processes that share it.
+        await attributes.locator("a", has_text="amount=1000").click()
+        await page.wait_for_url("**where=amount%3D1000")
+        assert await rows.count() == 1 and ids[3] in await rows.first.inner_text()
     finally:
         await context.close()

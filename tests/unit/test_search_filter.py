@@ -12,6 +12,7 @@ from bridge.asl.search_filter import (
     OPERATORS,
     AttributeFilter,
     FilterError,
+    equal_to,
     parse,
     parse_all,
 )
@@ -120,3 +121,17 @@ def test_matches_follows_the_index_columns(
         assert result is False
     if operator == "^=" and text is not None and isinstance(wanted, str):
         assert result is text.startswith(wanted)
+
+
+@given(
+    names,
+    st.one_of(
+        st.booleans(),
+        st.integers(-(10**20), 10**20),
+        st.floats(allow_nan=False, allow_infinity=False),
+        texts,
+    ),
+)
+def test_the_filter_a_page_shows_for_a_value_finds_it(name: str, value: search.SearchValue) -> None:
+    shown = equal_to(name, value).text()
+    assert parse(shown).matches(value)
