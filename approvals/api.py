@@ -41,7 +41,7 @@ from approvals.schemas import (
     utc,
 )
 from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
-from bridge.asl import json_text, limits
+from bridge.asl import json_text, limits, search_filter
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import Definition, parse_definition
 from bridge.asl.process import Process
@@ -114,8 +114,14 @@ def query_of(
     if "text/html" in request.headers.get("Accept", ""):
         # A browser's filter form sends its blank fields: blank means "no filter" there.
         query = {key: value for key, value in query.items() if value != ""}
+    values: dict[str, Any] = dict(adjust(query) if adjust else query)
+    for name, field in model.model_fields.items():
+        # A repeatable parameter (``?where=a&where=b``) is a list of every value given.
+        key = field.alias or name
+        if field.annotation == list[str] and key in request.query:
+            values[key] = request.query.getall(key)
     try:
-        return model.model_validate(adjust(query) if adjust else query)
+        return model.model_validate(values)
     except ValidationError as exc:
         return problem(400, "Invalid query parameter", first_error(exc))
 
@@ -173,6 +179,7 @@ async def find_processes(engine: Engine, query: ProcessQuery) -> list[Process] |
             version=query.version,
             started_after=query.started_after,
             started_before=query.started_before,
+            attributes=search_filter.parse_all(query.where),
             limit=query.limit,
             before=before,
         )

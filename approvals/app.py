@@ -31,6 +31,8 @@ from approvals.identity import ProxyIdentity
 from approvals.keys import ENGINE, IDENTITY, PRODUCER, PUBLIC_ORIGIN, SECRET
 from approvals.problems import problems_for_errors
 from approvals.tracing import trace_requests
+from bridge.asl.search import SearchValue
+from bridge.asl.search_filter import equal_to
 from bridge.engine import Engine
 from bridge.event_producer import EventProducer
 
@@ -77,6 +79,7 @@ def build_app(
         autoescape=jinja2.select_autoescape(default=True),
     )
     environment.filters["when"] = when
+    environment.filters["attribute_filter"] = attribute_filter
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
     app.add_routes(inbox.routes)
@@ -86,6 +89,11 @@ def build_app(
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app
+
+
+def attribute_filter(name: str, value: SearchValue) -> str:
+    """A search attribute as the filter that finds it (``customerId=abc``, ``zip="01000"``)."""
+    return equal_to(name, value).text()
 
 
 def when(moment: datetime | str | None) -> str:

@@ -24,6 +24,7 @@ from approvals.schemas import (
     page_times_in_utc,
 )
 from bridge import bulk
+from bridge.asl.search_filter import parse_all
 from bridge.engine import Engine
 from bridge.store import bulk as store
 from bridge.store.bulk import BulkOperation, ProcessFilter
@@ -40,6 +41,7 @@ def _filter_of(given: BulkFilter) -> ProcessFilter:
         correlation_key=given.correlation_key,
         started_after=given.started_after,
         started_before=given.started_before,
+        attributes=parse_all(given.where),
     )
 
 
@@ -52,13 +54,17 @@ def view_of(engine: Engine, operation: BulkOperation) -> BulkView:
         "startedAfter": wanted.started_after.isoformat() if wanted.started_after else None,
         "startedBefore": wanted.started_before.isoformat() if wanted.started_before else None,
     }
-    listed = {key: value for key, value in shown.items() if value is not None}
+    listed: list[tuple[str, Any]] = [
+        (key, value) for key, value in shown.items() if value is not None
+    ]
     if len(wanted.statuses) == 1:
-        listed["status"] = wanted.statuses[0]
+        listed.append(("status", wanted.statuses[0]))
+    where = [found.text() for found in wanted.attributes]
+    listed += [("where", expression) for expression in where]
     return BulkView(
         id=operation.id,
         action=operation.action,  # type: ignore[arg-type]
-        filter={**shown, "statuses": list(wanted.statuses)},
+        filter={**shown, "statuses": list(wanted.statuses), "where": list(where)},
         reason=operation.reason,
         rate_per_second=operation.rate_per_second,
         status=operation.status,  # type: ignore[arg-type]
@@ -80,7 +86,7 @@ async def _ask(engine: Engine, body: BulkBody) -> BulkOperation:
     if not body.filter.narrows():
         raise bulk.BulkRefused(
             "name at least one of definition, version, correlationKey, startedAfter, "
-            "startedBefore: a status alone would take every process"
+            "startedBefore, where: a status alone would take every process"
         )
     return await bulk.ask(
         engine, body.action, _filter_of(body.filter), body.reason, body.rate_per_second
@@ -164,13 +170,16 @@ async def cancel_one(request: web.Request) -> web.Response:
 # ----------------------------------------------------------------------------------- pages
 
 
-def form_for(request: web.Request, filters: dict[str, str]) -> dict[str, Any] | None:
-    """The list page's bulk form for admins: the actions the page's filter allows, each with
-    its nonce; None for others, or without a filter that narrows the set."""
+def form_for(
+    request: web.Request, filters: dict[str, str], where: list[str] | None = None
+) -> dict[str, Any] | None:
+    """The list page's bulk form for admins: the actions the page's filter (and its search
+    attribute filters, ``where``) allows, each with its nonce; None for others, or without a
+    filter that narrows the set."""
     if request.get(access.ROLE) != "admin":
         return None
     narrowing = ("definition", "version", "correlationKey", "startedAfter", "startedBefore")
-    if not any(filters.get(key) for key in narrowing):
+    if not any(filters.get(key) for key in narrowing) and not where:
         return None
     status = filters.get("status") or ""
     shown = [
@@ -211,12 +220,13 @@ async def ask_from_the_page(request: web.Request) -> web.StreamResponse:
             if str(form.get(key, "")).strip()
         }
     )
+    where = [str(value).strip() for value in form.getall("where", []) if str(value).strip()]
     reason = str(form.get("reason") or "").replace("\x00", "").strip()[:2000]
     try:
         body = BulkBody.model_validate(
             {
                 "action": action,
-                "filter": fields,
+                "filter": {**fields, "where": where},
                 "reason": reason or f"{action} on the status page",
                 "ratePerSecond": str(form.get("ratePerSecond") or 50),
             }

@@ -8,10 +8,13 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
+from bridge.asl import search_filter
 from bridge.asl.process import Process, ProcessStatus
+from bridge.asl.search import SearchValue
 from bridge.asl.types import JSON
 
 JSONValue = JSON
@@ -103,6 +106,10 @@ class ProcessView(View):
         default=None,
         description="The child processes it started, oldest first (null in process lists)",
     )
+    search_attributes: dict[str, SearchValue] = Field(
+        default_factory=dict,
+        description="The business fields it is listed and filtered by (SearchAttributes)",
+    )
 
     @classmethod
     def of(
@@ -139,6 +146,7 @@ class ProcessView(View):
             ),
             parent_id=parent.id if parent else None,
             parent_state=parent.state if parent else None,
+            search_attributes=process.search_attributes,
             children=None
             if children is None
             else [
@@ -460,6 +468,30 @@ def rfc3339(value: object) -> datetime:
 Moment = Annotated[datetime, BeforeValidator(rfc3339)]
 
 
+def _filters(given: list[str]) -> list[str]:
+    try:
+        search_filter.parse_all(given)
+    except search_filter.FilterError as exc:
+        raise PydanticCustomError("attribute_filter", str(exc)) from None
+    return [expression for expression in given if expression.strip()]
+
+
+#: Search attribute filters, each ``NAME OPERATOR VALUE`` (bridge.asl.search_filter).
+Where = Annotated[
+    list[str],
+    AfterValidator(_filters),
+    Field(
+        default_factory=list,
+        description="Search attribute filters, repeatable, all of which a process passes: "
+        "NAME OPERATOR VALUE with = != < <= > >= or ^= (starts with), e.g. "
+        "customerId=abc, amount>=100, customerId^=ab. A bare number compares numerically, "
+        'other values and "quoted" ones as text; at most '
+        f"{search_filter.MAX_FILTERS}",
+        json_schema_extra={"maxItems": search_filter.MAX_FILTERS},
+    ),
+]
+
+
 class ProcessQuery(Query):
     definition: str | None = Field(default=None, max_length=200)
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
@@ -467,6 +499,7 @@ class ProcessQuery(Query):
     correlation_key: str | None = Field(default=None, max_length=500)
     started_after: Moment | None = Field(default=None, description="Started at or after")
     started_before: Moment | None = Field(default=None, description="Started before")
+    where: Where
     limit: int = Field(default=100, ge=1, le=1000)
     cursor: str | None = Field(
         default=None, max_length=300, description="The nextCursor of the previous page"
@@ -526,9 +559,10 @@ class BulkFilter(Request):
     correlation_key: str | None = Field(default=None, max_length=500)
     started_after: Moment | None = Field(default=None, description="Started at or after")
     started_before: Moment | None = Field(default=None, description="Started before")
+    where: Where
 
     def narrows(self) -> bool:
-        return any(
+        return bool(self.where) or any(
             value is not None
             for value in (
                 self.definition,

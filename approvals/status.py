@@ -2,7 +2,8 @@
 
 ``GET /processes`` answers JSON to API clients (approvals/api.py); a browser asking for HTML gets
 the list page from ``approvals.html_pages`` instead, with the same filters as the API (definition,
-version, status, correlation key, start time) and an "older" link that follows the cursor.
+version, status, correlation key, start time, search attributes: one ``where`` field per filter,
+repeated in the URL as the API takes them) and an "older" link that follows the cursor.
 
 The process page (approvals/inbox.py) shows admins a Stop or Redrive form. Each posts to
 ``/ui/processes/{id}/stop|redrive`` with a nonce bound to the session, the process and the action;
@@ -42,8 +43,10 @@ async def process_list(request: web.Request) -> web.Response:
     # An empty form field means "any", not an invalid value.
     given = {key: value.strip() for key, value in request.query.items() if value.strip()}
     filters = {key: given.get(key, "") for key in FILTERS}
+    where = [value.strip() for value in request.query.getall("where", []) if value.strip()]
     context: dict[str, Any] = {
         "filters": filters,
+        "where": where,
         "statuses": [status.value for status in ProcessStatus],
         "definitions": engine.registry.names(),
         "processes": [],
@@ -52,7 +55,9 @@ async def process_list(request: web.Request) -> web.Response:
         "error": None,
     }
     try:
-        query = ProcessQuery.model_validate({"limit": PAGE_SIZE, **page_times_in_utc(given)})
+        query = ProcessQuery.model_validate(
+            {"limit": PAGE_SIZE, **page_times_in_utc(given), "where": where}
+        )
     except ValidationError as exc:
         context["error"] = _first_problem(exc)
         return render(request, "processes.html", 400, **context)
@@ -60,15 +65,16 @@ async def process_list(request: web.Request) -> web.Response:
     if found is None:
         context["error"] = "cursor: use the link to older processes"
         return render(request, "processes.html", 400, **context)
-    kept = {key: value for key, value in filters.items() if value}
+    kept = [(key, value) for key, value in filters.items() if value]
+    kept += [("where", expression) for expression in where]
     if "limit" in given:
-        kept["limit"] = given["limit"]
+        kept.append(("limit", given["limit"]))
     if len(found) == query.limit:
-        context["older"] = "/processes?" + urlencode({**kept, "cursor": page_cursor(found[-1])})
+        context["older"] = "/processes?" + urlencode([*kept, ("cursor", page_cursor(found[-1]))])
     if query.cursor is not None:
         context["newest"] = "/processes?" + urlencode(kept)
     context["processes"] = found
-    context["bulk"] = bulk.form_for(request, filters)
+    context["bulk"] = bulk.form_for(request, filters, where)
     return render(request, "processes.html", **context)
 
 

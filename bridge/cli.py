@@ -501,6 +501,10 @@ def _process_line(process: dict[str, Any]) -> None:
         f"{process['id']}  {process['status']:<9}  {process['definition']} v{process['version']}"
         f"  {process.get('correlationKey') or '-'}  {state}"
         + (f"  {process['error']}: {process['cause']}" if process.get("error") else "")
+        + "".join(
+            f"  {name}={json.dumps(value, ensure_ascii=False)}"
+            for name, value in sorted((process.get("searchAttributes") or {}).items())
+        )
     )
 
 
@@ -516,6 +520,12 @@ def processes() -> None:
 @click.option("--version", type=int, help="A definition version.")
 @click.option("--since", help="Started at or after (RFC 3339, e.g. 2026-11-22T10:00:00Z).")
 @click.option("--until", help="Started before (RFC 3339).")
+@click.option(
+    "--where",
+    multiple=True,
+    help="A search attribute filter, repeatable (all must hold): NAME OP VALUE with = != < <= "
+    '> >= or ^= (starts with), e.g. customerId=abc, amount>=100; quote text: zip="01".',
+)
 @click.option("--limit", type=int, default=50, show_default=True)
 @_url
 @_token
@@ -527,12 +537,13 @@ def processes_list(
     version: int | None,
     since: str | None,
     until: str | None,
+    where: tuple[str, ...],
     limit: int,
     url: str | None,
     token: str | None,
     as_json: bool,
 ) -> None:
-    """The newest processes, filtered."""
+    """The newest processes, filtered (by search attributes too: --where)."""
     from urllib.parse import urlencode
 
     query = {
@@ -544,7 +555,9 @@ def processes_list(
         "startedAfter": since,
         "startedBefore": until,
     }
-    path = "/processes?" + urlencode({k: v for k, v in query.items() if v is not None})
+    pairs = [(key, value) for key, value in query.items() if value is not None]
+    pairs += [("where", expression) for expression in where]
+    path = "/processes?" + urlencode(pairs)
     found = _call(url, token, "GET", path)
 
     def lines(value: dict[str, Any]) -> None:

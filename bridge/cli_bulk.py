@@ -33,6 +33,11 @@ def _filter_options(command: Any) -> Any:
             click.option("--key", "correlation_key", help="A correlation key."),
             click.option("--since", help="Started at or after (RFC 3339)."),
             click.option("--until", help="Started before (RFC 3339)."),
+            click.option(
+                "--where",
+                multiple=True,
+                help="A search attribute filter, repeatable: customerId=abc, amount>=100.",
+            ),
             click.option("--reason", required=True, help="Why: kept with the operation."),
             click.option("--rate", type=int, default=50, show_default=True, help="Per second."),
             click.option("--wait", is_flag=True, help="Follow it until it ends."),
@@ -50,6 +55,7 @@ def _ask(action: str, options: dict[str, Any]) -> None:
         "correlationKey": options["correlation_key"],
         "startedAfter": options["since"],
         "startedBefore": options["until"],
+        "where": list(options["where"]) or None,
     }
     body = {
         "action": action,

@@ -33,7 +33,8 @@ from bridge.asl.effects import (
     StopChild,
 )
 from bridge.asl.process import Process
-from bridge.store import correlation, http_calls, inbox, outbox, timers, waits
+from bridge.asl.search import SKIPPED
+from bridge.store import correlation, http_calls, inbox, outbox, search, timers, waits
 from bridge.store import processes as store
 from bridge.store.write_set import WriteSet
 
@@ -53,6 +54,9 @@ class EffectsWriter:
         history_rows = []
         new_processes: list[tuple[Process, int, Mapping[str, str | None]]] = []
         changed: list[tuple[Process, int, int, Mapping[str, str | None]]] = []
+        #: Processes whose search attributes are new, or differ from what was read.
+        indexed: list[Process] = []
+        reindexed: list[Process] = []
         for process_id, touched in self.batch.touched.items():
             seq = touched.loaded.history_seq if touched.loaded else 0
             for entry, context in zip(touched.history, touched.traces, strict=True):
@@ -61,11 +65,18 @@ class EffectsWriter:
                 self._lifecycle(touched.process, entry, context)
                 if entry.type == "StateEntered":
                     self.batch.tally.steps[touched.process.definition] += 1
+                elif entry.type == SKIPPED:
+                    self.batch.tally.attributes_skipped[touched.process.definition] += 1
             trace_columns = tracing.columns(touched.trace)
             if touched.loaded is None:
                 new_processes.append((touched.process, seq, trace_columns))
+                if touched.process.search_attributes:
+                    indexed.append(touched.process)
             elif touched.history or touched.process != touched.loaded.process:
                 changed.append((touched.process, touched.loaded.row_version, seq, trace_columns))
+                attributes = touched.process.search_attributes
+                if attributes != touched.loaded.process.search_attributes:
+                    reindexed.append(touched.process)
         await store.insert_processes(conn, new_processes, now)
         await store.update_processes(conn, changed, now)
         new_timers: dict[str, dict[str, Any]] = {}
@@ -119,6 +130,7 @@ class EffectsWriter:
                     assert_never(effect)
         # What needs no answer goes at the end, in one round trip (bridge.store.write_set).
         writes = WriteSet(conn)
+        await search.write(conn, indexed, reindexed, writes)
         await waits.add_task_tokens(conn, tokens, now, writes=writes)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)

@@ -31,6 +31,8 @@ class Tally:
     steps: Tallies[str] = field(default_factory=Tallies)
     #: Approvals concluded, by outcome (APPROVED, REJECTED, EXPIRED).
     approvals: Tallies[str] = field(default_factory=Tallies)
+    #: Search attribute values not kept (SearchAttributeSkipped), by definition.
+    attributes_skipped: Tallies[str] = field(default_factory=Tallies)
     dead_letters: int = 0
     #: Schedule ticks, by what became of them (started, skipped, buffered, missed, failed).
     schedule_ticks: Tallies[str] = field(default_factory=Tallies)
@@ -67,6 +69,13 @@ class Metrics:
         )
         self.steps = Counter(
             "bridge_steps", "States entered, by definition", ["definition"], registry=r
+        )
+        self.attributes_skipped = Counter(
+            "bridge_search_attributes_skipped",
+            "Search attribute values not kept (an object, a too-long string, ...), by "
+            "definition: the history says which and why (SearchAttributeSkipped)",
+            ["definition"],
+            registry=r,
         )
         self.callbacks = Counter(
             "bridge_callbacks",
@@ -194,6 +203,8 @@ class Metrics:
             self.steps.labels(definition).inc(count)
         for outcome, count in tally.approvals.items():
             self.approvals_decided.labels(outcome).inc(count)
+        for definition, count in tally.attributes_skipped.items():
+            self.attributes_skipped.labels(definition).inc(count)
         if tally.dead_letters:
             self.dead_letters.inc(tally.dead_letters)
         for result, count in tally.schedule_ticks.items():

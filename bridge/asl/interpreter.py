@@ -142,7 +142,21 @@ class _Run(RunBranches, RunErrors):
                 update={"attempts": (event.retried,) * retriers, "retry_count": event.retried}
             )
         scope = _Scope(self.definition, own=dict(event.variables))
+        self._start_attributes(process, scope, position, event.input)
         return self._conclude(process, scope, self._drive(process, scope, position))
+
+    def _start_attributes(
+        self, process: Process, scope: _Scope, position: Position, given: JSON
+    ) -> None:
+        """The definition's own SearchAttributes, over the process's input."""
+        fields = self.definition.search_attributes
+        if not fields:
+            return
+        context = self._context(process, scope, position)
+        if self.definition.query_language == "JSONata":
+            self._search_jsonata(None, fields, self._bindings(scope, context, input=given))
+        else:
+            self._search(None, fields, given, context)
 
     def redrive(self, process: Process) -> Step:
         """Like Step Functions' RedriveExecution: the same process, from the state that ended it."""
@@ -417,9 +431,11 @@ class _Run(RunBranches, RunErrors):
                         bindings = self._bindings(scope, context, input=position.input)
                         output = self._output(state, bindings, position.input)
                         self._assign_jsonata(scope, state.assign, bindings)
+                        self._search_jsonata(name, state.search_attributes, bindings)
                         return _flow(state.next, bool(state.end), output)
                     data = input_path(state.input_path, position.input, context)
                     self._assign(scope, state.assign, data, context)
+                    self._search(name, state.search_attributes, data, context)
                     return _flow(
                         state.next, bool(state.end), output_path(state.output_path, data, context)
                     )
@@ -458,6 +474,7 @@ class _Run(RunBranches, RunErrors):
             bindings = self._bindings(scope, context, input=raw_input)
             output = self._output(state, bindings, raw_input)
             self._assign_jsonata(scope, state.assign, bindings)
+            self._search_jsonata(name, state.search_attributes, bindings)
             if state.assign:
                 self._inspect(name, "variables", scope.variables())
             return _flow(state.next, bool(state.end), output)
@@ -482,6 +499,7 @@ class _Run(RunBranches, RunErrors):
             self._inspect(name, "afterParameters", result)
         self._inspect(name, "afterResultSelector", result)
         self._assign(scope, state.assign, result, context)
+        self._search(name, state.search_attributes, result, context)
         if state.assign:
             self._inspect(name, "variables", scope.variables())
         merged = paths.put_result(raw_input, state.result_path, result)
@@ -503,20 +521,24 @@ class _Run(RunBranches, RunErrors):
                 if condition:
                     output = self._output_of(rule, bindings, position.input)
                     self._assign_jsonata(scope, rule.get("Assign"), bindings)
+                    self._search_jsonata(position.state, state.search_attributes, bindings)
                     return _Next(str(rule["Next"]), output)
             target = choice.choose([], state.default, position.input, context)
             output = self._output(state, bindings, position.input)
             self._assign_jsonata(scope, state.assign, bindings)
+            self._search_jsonata(position.state, state.search_attributes, bindings)
             return _Next(target, output)
         data = input_path(state.input_path, position.input, context)
         output = output_path(state.output_path, data, context)
         for rule in state.choices:
             if choice.evaluate_rule(rule, data, context):
                 self._assign(scope, rule.get("Assign"), data, context)
+                self._search(position.state, state.search_attributes, data, context)
                 return _Next(str(rule["Next"]), output)
         # Raises States.NoChoiceMatched when there is no Default either.
         target = choice.choose([], state.default, data, context)
         self._assign(scope, state.assign, data, context)
+        self._search(position.state, state.search_attributes, data, context)
         return _Next(target, output)
 
     def _wait(self, scope: _Scope, state: WaitState, position: Position, context: JSON) -> _Outcome:
@@ -526,12 +548,14 @@ class _Run(RunBranches, RunErrors):
             if due <= self.now:
                 output = self._output(state, bindings, position.input)
                 self._assign_jsonata(scope, state.assign, bindings)
+                self._search_jsonata(position.state, state.search_attributes, bindings)
                 return _flow(state.next, bool(state.end), output)
         else:
             data = input_path(state.input_path, position.input, context)
             due = wait_due(state, data, context, self.now)
             if due <= self.now:
                 self._assign(scope, state.assign, data, context)
+                self._search(position.state, state.search_attributes, data, context)
                 return _flow(
                     state.next, bool(state.end), output_path(state.output_path, data, context)
                 )

@@ -90,6 +90,8 @@ class _Flow(_State):
     end: bool | None = None
     #: Workflow variables set when the state completes (``$name`` reads them later).
     assign: dict[str, JSON] | None = None
+    #: Bridge extension: search attributes set when the state completes, in Assign's scope.
+    search_attributes: dict[str, JSON] | None = None
 
 
 class PassState(_Flow):
@@ -125,6 +127,8 @@ class ChoiceState(_State):
     default: str | None = None
     #: Variables set when no rule matches and Default is taken; a rule sets its own.
     assign: dict[str, JSON] | None = None
+    #: Bridge extension: search attributes set when the Choice decides (whichever rule).
+    search_attributes: dict[str, JSON] | None = None
 
 
 class WaitState(_Flow):
@@ -321,6 +325,8 @@ EXPRESS_HISTORY = frozenset(
         # The links to child processes (GET /processes/{id} lists children from them).
         "ChildStarted",
         "ChildNotStarted",
+        # A search attribute value that was not kept, and why.
+        "SearchAttributeSkipped",
     }
 )
 
@@ -348,6 +354,9 @@ class Definition(_Node):
     retention_days: int | None = Field(default=None, ge=0, le=36_500)
     #: Schedules that start processes of this definition; the newest version's hold.
     schedules: list[ScheduleDeclaration] = Field(default_factory=list, max_length=MAX_SCHEDULES)
+    #: Bridge extension: the business fields a process is listed and filtered by, evaluated
+    #: over its input when it starts (``bridge.asl.search``).
+    search_attributes: dict[str, JSON] | None = None
 
     @property
     def express(self) -> bool:

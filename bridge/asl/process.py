@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from bridge.asl.approvals import Ballot
+from bridge.asl.search import SearchValue
 from bridge.asl.types import JSON
 
 
@@ -156,6 +157,8 @@ class Process(_Frozen):
     events: int = 0
     #: Set for a process started by another one's ``bridge:process:start`` task.
     parent: ParentLink | None = None
+    #: The business fields it is listed and filtered by (``SearchAttributes``).
+    search_attributes: dict[str, SearchValue] = {}
 
     @property
     def current_state(self) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.asl import errors, intrinsics, jsonata, paths, templates
+from bridge.asl import errors, intrinsics, jsonata, paths, search, templates
 from bridge.asl.dataflow import iso, jsonata_timestamp, read_or_runtime, unstorable
 from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
 from bridge.asl.errors import Failure, StatesError
@@ -123,6 +123,8 @@ class RunBase(ABC):
     map_states: frozenset[str] | None = None
     #: What TestState asks of the run (see ``Probe``); None for every process.
     probe: Probe | None = None
+    #: Search attributes this step set (None: removed), in order; applied when it returns.
+    search_updates: dict[str, search.SearchValue | None] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- the core loop (interpreter)
 
@@ -219,6 +221,10 @@ class RunBase(ABC):
     def _done(self, process: Process) -> Step:
         if process.events != self.events:
             process = process.model_copy(update={"events": self.events})
+        if self.search_updates:
+            found = search.apply(process.search_attributes, self.search_updates)
+            if found != process.search_attributes:
+                process = process.model_copy(update={"search_attributes": found})
         return Step(process, tuple(self.effects), tuple(self.history))
 
     def _reject(self, process: Process, reason: str) -> Step:
@@ -269,6 +275,60 @@ class RunBase(ABC):
         values = self._template(dict(assign), source, context)
         assert isinstance(values, dict)
         scope.own.update(_storable(values))
+
+    # ----------------------------------------------------------------- search attributes
+
+    def _search(
+        self, state: str | None, fields: Mapping[str, JSON] | None, source: JSON, context: JSON
+    ) -> None:
+        """Set search attributes from a JSONPath ``SearchAttributes`` object. Each one on its
+        own: a path that matches nothing removes its attribute, a value that cannot be kept is
+        skipped with a note; neither fails the state."""
+        for key, given in (fields or {}).items():
+            name = search.attribute_name(key)
+            value = given
+            if key.endswith(".$"):
+                try:
+                    built = self._template({key: given}, source, context)
+                except StatesError as exc:
+                    if exc.error != errors.PARAMETER_PATH_FAILURE:
+                        self._skip_attribute(state, name, exc.cause or exc.error or "")
+                        continue
+                    built = {name: None}
+                assert isinstance(built, dict)
+                value = built[name]
+            self._set_attribute(state, name, value)
+
+    def _search_jsonata(
+        self, state: str | None, fields: Mapping[str, JSON] | None, bindings: Mapping[str, JSON]
+    ) -> None:
+        """Set search attributes from a JSONata ``SearchAttributes`` object; an expression that
+        yields nothing removes its attribute (see ``_search``)."""
+        for name, given in (fields or {}).items():
+            value = given
+            if jsonata.is_expression(given):
+                try:
+                    value = jsonata.evaluate(
+                        given, bindings, self.entropy, field=f"SearchAttributes/{name}"
+                    )
+                except StatesError as exc:
+                    self._skip_attribute(state, name, exc.cause or exc.error or "")
+                    continue
+                if value is jsonata.UNDEFINED:
+                    value = None
+            self._set_attribute(state, name, value)
+
+    def _set_attribute(self, state: str | None, name: str, value: JSON) -> None:
+        problem = search.value_problem(value)
+        if problem is not None:
+            self._skip_attribute(state, name, f"the value {problem}")
+            return
+        # Re-set last: the order of updates is the order they happened in.
+        self.search_updates.pop(name, None)
+        self.search_updates[name] = value
+
+    def _skip_attribute(self, state: str | None, name: str, reason: str) -> None:
+        self._record(search.SKIPPED, state, name=name, reason=reason[:500])
 
     # ----------------------------------------------------------------- JSONata
 

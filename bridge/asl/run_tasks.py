@@ -376,6 +376,7 @@ class RunTasks(RunBase):
                 bindings = self._bindings(scope, context, input=position.input, result=result)
                 output = self._output(state, bindings, result)
                 self._assign_jsonata(scope, state.assign, bindings)
+                self._search_jsonata(name, state.search_attributes, bindings)
                 if state.assign:
                     self._inspect(name, "variables", scope.variables())
                 return _flow(state.next, bool(state.end), output)
@@ -383,6 +384,7 @@ class RunTasks(RunBase):
                 result = self._template(state.result_selector, result, context)
             self._inspect(name, "afterResultSelector", result)
             self._assign(scope, state.assign, result, context)
+            self._search(name, state.search_attributes, result, context)
             if state.assign:
                 self._inspect(name, "variables", scope.variables())
             merged = paths.put_result(position.input, state.result_path, result)

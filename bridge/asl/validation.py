@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pydantic import BaseModel
 from pydantic.alias_generators import to_pascal
 
-from bridge.asl import choice, http_task, intrinsics, jsonata, paths
+from bridge.asl import choice, http_task, intrinsics, jsonata, paths, search
 from bridge.asl.dataflow import rfc3339
 from bridge.asl.model import (
     CHILD_START_FIELDS,
@@ -33,6 +33,7 @@ from bridge.asl.model import (
     TaskState,
     WaitState,
     _Flow,
+    _named_states,
     event_wait_specs,
 )
 from bridge.asl.schedule_times import spec_problems
@@ -57,6 +58,8 @@ def semantic_problems(definition: Definition) -> Iterator[str]:
                 problem = paths.validate_path(value)
             if problem:
                 yield f"Triggers[{index}].{to_pascal(field)}: {problem}"
+    yield from _search_problems("SearchAttributes", definition, definition.query_language)
+    yield from _attribute_count_problems(definition)
     yield from _schedule_problems(definition)
 
 
@@ -96,6 +99,7 @@ def _machine_problems(
             yield f"{where}: state names are at most 80 characters"
         yield from _transition_problems(where, state, states)
         state_language = state.query_language or language
+        yield from _search_problems(f"{where}.SearchAttributes", state, state_language)
         if language == "JSONata" and state.query_language == "JSONPath":
             yield f"{where}.QueryLanguage: a JSONata definition cannot have JSONPath states"
         if state_language == "JSONata":
@@ -573,3 +577,37 @@ def _reachability_problems(machine: Definition | Machine, prefix: str) -> Iterat
     for name in machine.states:
         if name not in seen:
             yield f"{prefix}States.{name}: is not reachable from StartAt"
+
+
+def _search_problems(where: str, owner: object, language: str) -> Iterator[str]:
+    """A ``SearchAttributes`` object: names, and each path or expression (bridge.asl.search)."""
+    fields = getattr(owner, "search_attributes", None)
+    if fields is None:
+        return
+    jsonata_language = language == "JSONata"
+    yield from search.fields_problems(where, fields, jsonata=jsonata_language)
+    for key, value in fields.items():
+        if jsonata_language:
+            yield from jsonata.validate_template(value, f"{where}/{key}")
+        elif key.endswith(".$"):
+            if not isinstance(value, str):
+                yield f"{where}.{key}: a field ending in .$ needs a path or intrinsic string"
+            elif intrinsics.is_intrinsic(value):
+                if problem := intrinsics.validate(value):
+                    yield f"{where}.{key}: {problem}"
+            elif problem := paths.validate_path(value):
+                yield f"{where}.{key}: {problem}"
+
+
+def _attribute_count_problems(definition: Definition) -> Iterator[str]:
+    """A process has one index row per attribute name: a definition may name so many."""
+    names = set(search.attribute_name(key) for key in definition.search_attributes or {})
+    for _, state in _named_states(definition):
+        names |= {
+            search.attribute_name(key) for key in getattr(state, "search_attributes", None) or {}
+        }
+    if len(names) > search.MAX_ATTRIBUTES:
+        yield (
+            f"SearchAttributes: the definition names {len(names)} search attributes in all; "
+            f"at most {search.MAX_ATTRIBUTES}"
+        )

@@ -11,6 +11,8 @@ from sqlalchemy import and_, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
 
+from bridge.asl.search_filter import AttributeFilter, parse_all
+from bridge.store import search
 from bridge.store.schema import bulk_operations, processes
 
 
@@ -24,6 +26,8 @@ class ProcessFilter:
     correlation_key: str | None = None
     started_after: datetime | None = None
     started_before: datetime | None = None
+    #: Search attribute filters (``customerId=abc``), every one of which a process passes.
+    attributes: tuple[AttributeFilter, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +39,7 @@ class ProcessFilter:
             "startedBefore": None
             if self.started_before is None
             else self.started_before.isoformat(),
+            "where": [found.text() for found in self.attributes],
         }
 
     @classmethod
@@ -49,6 +54,7 @@ class ProcessFilter:
             correlation_key=data.get("correlationKey"),
             started_after=moment(data.get("startedAfter")),
             started_before=moment(data.get("startedBefore")),
+            attributes=parse_all(data.get("where") or ()),
         )
 
     def condition(self) -> ColumnElement[bool]:
@@ -65,6 +71,8 @@ class ProcessFilter:
             parts.append(processes.c.started_at >= self.started_after)
         if self.started_before is not None:
             parts.append(processes.c.started_at < self.started_before)
+        if self.attributes:
+            parts.append(search.condition(self.attributes))
         return and_(true(), *parts)
 
 

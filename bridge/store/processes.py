@@ -9,14 +9,15 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
-from sqlalchemy import Text, and_, cast, select
+from sqlalchemy import Select, Text, and_, cast, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl import json_text
 from bridge.asl.effects import HistoryEntry
 from bridge.asl.errors import BridgeError
 from bridge.asl.process import Process
-from bridge.store import history_chunks, sql_text, write_set
+from bridge.asl.search_filter import AttributeFilter
+from bridge.store import history_chunks, search, sql_text, write_set
 from bridge.store.schema import history, processes
 from bridge.store.write_set import Insert, WriteSet
 
@@ -231,11 +232,42 @@ async def find(
     version: int | None = None,
     started_after: datetime | None = None,
     started_before: datetime | None = None,
+    attributes: Sequence[AttributeFilter] = (),
     limit: int = 100,
     before: tuple[datetime, str] | None = None,
 ) -> list[Process]:
-    """Newest first; ``before`` is the (started_at, id) of the last row of the previous page."""
+    """Newest first; ``before`` is the (started_at, id) of the last row of the previous page;
+    ``attributes``: search attribute filters, every one of which a process passes."""
+    query = find_query(
+        correlation_key=correlation_key,
+        status=status,
+        definition=definition,
+        version=version,
+        started_after=started_after,
+        started_before=started_before,
+        attributes=attributes,
+        limit=limit,
+        before=before,
+    )
+    return [Process.model_validate(row.state) for row in (await conn.execute(query)).all()]
+
+
+def find_query(
+    *,
+    correlation_key: str | None = None,
+    status: str | None = None,
+    definition: str | None = None,
+    version: int | None = None,
+    started_after: datetime | None = None,
+    started_before: datetime | None = None,
+    attributes: Sequence[AttributeFilter] = (),
+    limit: int = 100,
+    before: tuple[datetime, str] | None = None,
+) -> Select[tuple[Any]]:
+    """The query ``find`` runs (a benchmark explains it on a large table)."""
     query = select(processes.c.state)
+    if attributes:
+        query = query.where(search.condition(attributes))
     if correlation_key is not None:
         query = query.where(processes.c.correlation_key == correlation_key)
     if status is not None:
@@ -254,8 +286,7 @@ async def find(
             (processes.c.started_at < started_at)
             | and_(processes.c.started_at == started_at, processes.c.id < process_id)
         )
-    query = query.order_by(processes.c.started_at.desc(), processes.c.id.desc()).limit(limit)
-    return [Process.model_validate(row.state) for row in (await conn.execute(query)).all()]
+    return query.order_by(processes.c.started_at.desc(), processes.c.id.desc()).limit(limit)
 
 
 #: The most history chunks one query of a page reads.

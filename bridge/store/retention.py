@@ -2,7 +2,8 @@
 
 A process is past its retention when it ended (any status but RUNNING) before its definition's
 cutoff (``bridge.retention`` computes the cutoffs). Deleting one removes, in one transaction, its
-history, task tokens, approvals and their links, timers, HTTP calls and event waits, then its row;
+history, task tokens, approvals and their links, timers, HTTP calls, event waits and search
+attributes, then its row;
 the rows are selected again under a lock in that transaction, so a process redriven meanwhile
 (RUNNING again) is left whole.
 """
@@ -25,6 +26,7 @@ from bridge.store.schema import (
     event_waits,
     history,
     http_calls,
+    process_search_attributes,
     processes,
     task_tokens,
     timers,
@@ -131,5 +133,13 @@ async def delete_batch(conn: AsyncConnection, cutoffs: Cutoffs, limit: int) -> D
 async def _delete_dependents(conn: AsyncConnection, ids: Sequence[str]) -> None:
     of_approvals = select(approvals.c.id).where(approvals.c.process_id.in_(ids))
     await conn.execute(delete(approval_links).where(approval_links.c.approval_id.in_(of_approvals)))
-    for table in (approvals, approval_views, task_tokens, timers, http_calls, event_waits):
+    for table in (
+        approvals,
+        approval_views,
+        task_tokens,
+        timers,
+        http_calls,
+        event_waits,
+        process_search_attributes,
+    ):
         await conn.execute(delete(table).where(table.c.process_id.in_(ids)))

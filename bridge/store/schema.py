@@ -12,6 +12,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -105,6 +106,23 @@ processes = Table(
     Index(None, "started_at"),
     # Retention finds the processes that ended before a cutoff (bridge.store.retention).
     Index(None, "ended_at"),
+)
+
+#: Search attributes (``bridge.asl.search``): one row per process and attribute, written only when
+#: a process's attributes change. A number is kept in ``number_value``, a string or a boolean in
+#: ``text_value``; each column is indexed behind the name, so that equality, ranges and (as a
+#: range, ``>= prefix AND < the next prefix``) prefixes are index scans. On PostgreSQL the text
+#: compares in byte order (COLLATE "C"), SQLite's own order, so both answer a range alike.
+process_search_attributes = Table(
+    "process_search_attributes",
+    metadata,
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("text_value", Text().with_variant(Text(collation="C"), "postgresql"), nullable=True),
+    Column("number_value", Double(), nullable=True),
+    PrimaryKeyConstraint("process_id", "name"),
+    Index(None, "name", "text_value"),
+    Index(None, "name", "number_value"),
 )
 
 #: A process's history in chunks: one row per process and batch that added to it, holding its
