@@ -10,11 +10,13 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 from pydantic import ValidationError
 
 from approvals.api import apply_now
@@ -24,6 +26,7 @@ from approvals.keys import ENGINE, IDENTITY, SECRET
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
 from bridge.asl.approvals import ApprovalStatus
+from bridge.asl.forms import Form, check_values, from_text
 from bridge.asl.limits import clean_text
 from bridge.engine import DecisionReceived
 from bridge.store import approval_views, waits
@@ -97,10 +100,25 @@ async def show(request: web.Request) -> web.Response:
         )
     except Exception:  # the page is still worth showing; the view is lost, and said so
         log.warning("could not record a view of approval %s", link.approval_id, exc_info=True)
+    return _decision_page(request, token, approve, link, process)
+
+
+def _decision_page(
+    request: web.Request,
+    token: str,
+    approve: bool,
+    link: waits.LinkTarget,
+    process: Any,
+    *,
+    status: int = 200,
+    errors: Mapping[str, str] | None = None,
+    entered: Mapping[str, Any] | None = None,
+) -> web.Response:
     approval = link.approval
     return _render(
         request,
         "approval.html",
+        status=status,
         approval=approval,
         seat=link.seat,
         approve=approve,
@@ -109,7 +127,27 @@ async def show(request: web.Request) -> web.Response:
         csrf=csrf_nonce(request.app[SECRET], token),
         pending=ApprovalStatus(approval.status).open
         and not any(vote["seat"] == link.seat for vote in approval.votes),
+        form=Form.from_json(approval.form),
+        errors=errors or {},
+        entered=entered or {},
     )
+
+
+def _given(
+    form: Form, posted: MultiDictProxy[Any] | None, values: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values a decision gives: a page's fields read as their types, or a JSON body's."""
+    if posted is None:
+        return dict(values or {}), {}
+    given: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for field in form.fields:
+        text = posted.get(f"values.{field.name}")
+        try:
+            given[field.name] = from_text(field, None if text is None else str(text))
+        except ValueError as exc:
+            errors[field.name] = str(exc)
+    return given, errors
 
 
 def _who(request: web.Request) -> str | None:
@@ -152,8 +190,10 @@ async def decide(request: web.Request) -> web.Response:
             )
         choice = str(form.get("decision") or ("approve" if approve else "reject"))
         fields = {"decision": choice, "comment": str(form.get("comment") or "") or None}
+        posted: MultiDictProxy[Any] | None = form
     else:
         fields = await json_body(request, {})
+        posted = None
     try:
         decision = DecisionBody.model_validate(fields)
     except ValidationError as exc:
@@ -162,7 +202,42 @@ async def decide(request: web.Request) -> web.Response:
         if is_form:
             return _refused(request, 404, "Link not valid", NOT_VALID)
         return problem(404, "Unknown approval link", "the link is unknown or no longer valid")
-    approved = approve if decision.decision is None else decision.decision == "approve"
+    task_form = Form.from_json(link.approval.form)
+    choice = decision.decision or ("approve" if approve else "reject")
+    custom = task_form.outcome(choice)
+    if choice not in ("approve", "reject") and custom is None:
+        detail = f"{choice!r} is not a decision of this approval"
+        if is_form:
+            return _refused(request, 400, "Not recorded", detail)
+        return problem(400, "Invalid decision", detail)
+    values: dict[str, Any] | None = None
+    if task_form.fields and choice != "reject":
+        # A rejection needs no form; anything else fills it in, checked as the page shows it.
+        given, errors = _given(task_form, posted, decision.values)
+        if not errors:
+            values, errors = check_values(task_form, given)
+        if errors:
+            if posted is not None:
+                async with reading(request.app[ENGINE].db) as conn:
+                    process = await store.get(conn, link.process_id)
+                entered = {
+                    key.removeprefix("values."): posted.get(key)
+                    for key in posted
+                    if key.startswith("values.")
+                }
+                entered["comment"] = decision.comment
+                return _decision_page(
+                    request,
+                    token,
+                    approve,
+                    link,
+                    process,
+                    status=400,
+                    errors=errors,
+                    entered=entered,
+                )
+            return problem(400, "Invalid form values", "see errors", errors=errors)
+    approved = choice == "approve"
     result = await apply_now(
         request.app[ENGINE],
         DecisionReceived(
@@ -170,9 +245,11 @@ async def decide(request: web.Request) -> web.Response:
             comment=decision.comment,
             decided_by=decider(_who(request), link.seat, decision.decided_by),
             approve=approved,
+            outcome=custom.name if custom is not None else None,
+            values=values,
         ),
     )
-    outcome = "approved" if approved else "rejected"
+    outcome = custom.label.lower() if custom is not None else "approved" if approved else "rejected"
     if is_form:
         if not result.ok:
             return _refused(

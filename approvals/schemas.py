@@ -413,9 +413,19 @@ class ApprovalList(View):
 
 
 class DecisionBody(Request):
-    decision: Literal["approve", "reject"] | None = None
+    decision: str | None = Field(
+        default=None,
+        pattern=r"^(approve|reject|[A-Z][A-Z0-9_]{0,39})$",
+        description="approve, reject, or one of the approval's own outcomes (its form's "
+        "outcomes, e.g. REQUEST_CHANGES); none: the link's own",
+    )
     comment: str | None = Field(default=None, max_length=4000)
     decided_by: str | None = Field(default=None, max_length=200)
+    values: dict[str, JSONValue] | None = Field(
+        default=None,
+        description="The approval form's fields (see its form): checked as the page checks "
+        "them, 400 with errors by field",
+    )
 
 
 class DecisionRecorded(View):
@@ -538,7 +548,9 @@ class VersionQuery(Query):
 
 
 class ApprovalQuery(Query):
-    status: Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED", "ALL"] = "PENDING"
+    status: Literal["PENDING", "APPROVED", "REJECTED", "EXPIRED", "CLOSED", "DECIDED", "ALL"] = (
+        "PENDING"
+    )
     assignee: str | None = Field(default=None, max_length=200)
     group: str | None = Field(default=None, max_length=200)
     definition: str | None = Field(default=None, max_length=200)

@@ -47,7 +47,13 @@ class Approvals:
         outcome = self.batch._step(
             link.process_id,
             core.ApprovalDecided(
-                link.wait_id, approve, item.decided_by, item.comment, seat=link.seat
+                link.wait_id,
+                approve,
+                item.decided_by,
+                item.comment,
+                seat=link.seat,
+                outcome=item.outcome,
+                values=item.values,
             ),
         )
         if outcome.status != "applied":
@@ -96,6 +102,7 @@ class Approvals:
             rule=effect.rule,
             expires_at=effect.expires_at,
             on_expiry=effect.on_expiry,
+            form=effect.form,
             links=links,
             now=self.batch.now,
         )
@@ -113,6 +120,7 @@ class Approvals:
             "rule": effect.rule,
             "expiresAt": effect.expires_at.isoformat() if effect.expires_at else None,
             "onExpiry": effect.on_expiry,
+            **({"form": effect.form} if effect.form is not None else {}),
             "links": published,
             # The first seat's links, for the common single-approver case.
             "approveUrl": published[0]["approveUrl"],

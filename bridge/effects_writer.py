@@ -98,10 +98,11 @@ class EffectsWriter:
                 case RecordVote():
                     vote = {
                         "seat": effect.seat,
-                        "decision": "approve" if effect.approved else "reject",
+                        "decision": effect.decision or ("approve" if effect.approved else "reject"),
                         "by": effect.decided_by,
                         "comment": effect.comment,
                         "at": now.isoformat(),
+                        **({"values": effect.values} if effect.values is not None else {}),
                     }
                     await waits.record_vote(conn, effect.wait_id, vote)
                 case ConcludeApproval():

@@ -53,6 +53,10 @@ class DecisionReceived:
     decided_by: str | None = None
     #: The decision; None takes the link's own (approve link: approve).
     approve: bool | None = None
+    #: An outcome of the task's own (``Outcomes``) instead of approve or reject.
+    outcome: str | None = None
+    #: The form's values, checked against the approval's form.
+    values: JSON = None
     #: A form post without a valid nonce or from another origin: audited, never applied.
     forged: bool = False
     #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).

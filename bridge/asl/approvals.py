@@ -20,7 +20,8 @@ from bridge.asl import errors
 from bridge.asl.errors import StatesError
 from bridge.asl.types import JSON
 
-Outcome = Literal["APPROVED", "REJECTED"]
+#: APPROVED, REJECTED, or an outcome of the task's own (``Outcomes``: REQUEST_CHANGES, ...).
+Outcome = str
 OnExpiry = Literal["Fail", "Approve", "Reject"]
 ANYONE = "anyone"
 
@@ -34,6 +35,8 @@ class ApprovalStatus(StrEnum):
     REJECTED = "REJECTED"
     EXPIRED = "EXPIRED"
     CLOSED = "CLOSED"
+    #: Concluded with an outcome of the task's own (``Outcomes``), which the votes name.
+    DECIDED = "DECIDED"
 
     def can_become(self, other: ApprovalStatus) -> bool:
         return other in _APPROVAL_TRANSITIONS[self]
@@ -51,6 +54,7 @@ _APPROVAL_TRANSITIONS: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
             ApprovalStatus.REJECTED,
             ApprovalStatus.EXPIRED,
             ApprovalStatus.CLOSED,
+            ApprovalStatus.DECIDED,
         }
     ),
     # A concluded approval stays as it ended: a late vote or a second conclusion changes nothing.
@@ -58,6 +62,7 @@ _APPROVAL_TRANSITIONS: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
     ApprovalStatus.REJECTED: frozenset(),
     ApprovalStatus.EXPIRED: frozenset(),
     ApprovalStatus.CLOSED: frozenset(),
+    ApprovalStatus.DECIDED: frozenset(),
 }
 
 
@@ -71,6 +76,15 @@ class Vote(_Frozen):
     decided_by: str | None = None
     comment: str | None = None
     at: datetime
+    #: An outcome of the task's own, when the vote chose one (it decides at once).
+    outcome: str | None = None
+    #: The form's values, as checked.
+    values: JSON = None
+
+    @property
+    def decision(self) -> str:
+        """approve, reject, or the outcome's name."""
+        return self.outcome or ("approve" if self.approved else "reject")
 
 
 class Ballot(_Frozen):
@@ -82,6 +96,8 @@ class Ballot(_Frozen):
     votes: tuple[Vote, ...] = ()
     reminder_timers: tuple[str, ...] = ()
     expires_at: datetime | None = None
+    #: The outcomes of the task's own a vote may choose (``Outcomes``).
+    outcomes: tuple[str, ...] = ()
 
     def voted(self, seat: str) -> bool:
         return any(vote.seat == seat for vote in self.votes)
@@ -90,7 +106,11 @@ class Ballot(_Frozen):
         return [seat for seat in self.seats if not self.voted(seat)]
 
     def tally(self) -> Outcome | None:
-        """The outcome the votes so far decide, or None while it is open."""
+        """The outcome the votes so far decide, or None while it is open. An outcome of the
+        task's own decides at once, whatever the rule."""
+        chosen = next((vote.outcome for vote in self.votes if vote.outcome), None)
+        if chosen is not None:
+            return chosen
         approvals = sum(1 for vote in self.votes if vote.approved)
         rejections = len(self.votes) - approvals
         if self.rule == "Any":
@@ -159,7 +179,14 @@ def reminders_of(request: Mapping[str, JSON], state: str) -> list[int]:
 
 def record(ballot: Ballot, outcome: Outcome, now: datetime, *, expired: bool = False) -> JSON:
     """The step's result: the outcome, who decided and when, the comments and every vote."""
-    deciding = [vote for vote in ballot.votes if vote.approved == (outcome == "APPROVED")]
+    if outcome in ("APPROVED", "REJECTED"):
+        deciding = [
+            vote
+            for vote in ballot.votes
+            if vote.outcome is None and vote.approved == (outcome == "APPROVED")
+        ]
+    else:
+        deciding = [vote for vote in ballot.votes if vote.outcome == outcome]
     last = deciding[-1] if deciding else None
     return {
         "outcome": outcome,
@@ -167,6 +194,7 @@ def record(ballot: Ballot, outcome: Outcome, now: datetime, *, expired: bool = F
         "decidedBy": last.decided_by or last.seat if last else None,
         "decidedAt": _iso(now),
         "comment": last.comment if last else None,
+        "values": last.values if last else None,
         "comments": [
             {"seat": vote.seat, "by": vote.decided_by, "comment": vote.comment}
             for vote in ballot.votes
@@ -175,10 +203,11 @@ def record(ballot: Ballot, outcome: Outcome, now: datetime, *, expired: bool = F
         "votes": [
             {
                 "seat": vote.seat,
-                "decision": "approve" if vote.approved else "reject",
+                "decision": vote.decision,
                 "by": vote.decided_by,
                 "at": _iso(vote.at),
                 "comment": vote.comment,
+                **({"values": vote.values} if vote.values is not None else {}),
             }
             for vote in ballot.votes
         ],

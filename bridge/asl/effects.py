@@ -50,6 +50,8 @@ class RequestApproval:
     rule: str | int = "Any"
     expires_at: datetime | None = None
     on_expiry: str = "Fail"
+    #: The form and outcomes of the task's own (``bridge.asl.forms.Form.to_json``), if any.
+    form: JSON = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ class RecordVote:
     approved: bool
     decided_by: str | None
     comment: str | None
+    #: approve, reject, or the outcome's name.
+    decision: str = ""
+    values: JSON = None
 
 
 @dataclass(frozen=True)

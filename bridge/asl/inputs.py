@@ -55,6 +55,10 @@ class ApprovalDecided:
     comment: str | None = None
     #: The seat that decides (``user:NAME``, ``group:NAME``); None for a single-seat approval.
     seat: str | None = None
+    #: An outcome of the task's own (``Outcomes``) instead of approve or reject.
+    outcome: str | None = None
+    #: The form's values, checked by the shell against the approval's form.
+    values: JSON = None
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bridge.asl import approvals, children, errors, http_task, paths
+from bridge.asl import approvals, children, errors, forms, http_task, paths
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.dataflow import (
     event_subscriptions,
@@ -299,6 +299,12 @@ class RunTasks(RunBase):
         request = parameters if isinstance(parameters, dict) else {}
         ballot = approvals.ballot_of(request, position.state)
         reminders = approvals.reminders_of(request, position.state)
+        form, problems = forms.parse_form(request.get("Form"), request.get("Outcomes"))
+        if problems:
+            raise StatesError(
+                "Approval.InvalidParameters", f"State {position.state}: {'; '.join(problems)}"
+            )
+        ballot = ballot.model_copy(update={"outcomes": tuple(o.name for o in form.outcomes)})
         wait_id = self.entropy.new_id()
         title = request.get("Title") or f"{self.definition.name}: {position.state}"
         description = request.get("Description")
@@ -314,6 +320,7 @@ class RunTasks(RunBase):
                 rule=ballot.rule,
                 expires_at=expires_at,
                 on_expiry=ballot.on_expiry,
+                form=form.to_json() if form.fields or form.outcomes else None,
             )
         )
         timers = []
@@ -408,24 +415,37 @@ class RunTasks(RunBase):
             raise _Refused(f"{event.seat!r} is not a seat of this approval")
         if ballot.voted(seat):
             raise _Refused(f"{seat} has already decided")
+        if event.outcome is not None and event.outcome not in ballot.outcomes:
+            raise _Refused(f"{event.outcome!r} is not an outcome of this approval")
         vote = approvals.Vote(
             seat=seat,
             approved=event.approved,
             decided_by=event.decided_by,
             comment=event.comment,
             at=self.now,
+            outcome=event.outcome,
+            values=event.values,
         )
         ballot = ballot.model_copy(update={"votes": (*ballot.votes, vote)})
         self.effects.append(
-            RecordVote(wait.id, seat, event.approved, event.decided_by, event.comment)
+            RecordVote(
+                wait.id,
+                seat,
+                event.approved,
+                event.decided_by,
+                event.comment,
+                vote.decision,
+                event.values,
+            )
         )
         self._record(
             "ApprovalVoted",
             position.state,
             seat=seat,
-            decision="approve" if event.approved else "reject",
+            decision=vote.decision,
             decidedBy=event.decided_by,
             comment=event.comment,
+            **({"values": event.values} if event.values is not None else {}),
         )
         outcome = ballot.tally()
         if outcome is None:
@@ -454,10 +474,16 @@ class RunTasks(RunBase):
             comment=decision["comment"],
             votes=decision["votes"],
         )
-        concluded = ApprovalStatus.EXPIRED if expired else ApprovalStatus(outcome)
+        if expired:
+            concluded = ApprovalStatus.EXPIRED
+        elif outcome in ("APPROVED", "REJECTED"):
+            concluded = ApprovalStatus(outcome)
+        else:
+            concluded = ApprovalStatus.DECIDED
         self.effects.append(ConcludeApproval(position.wait.id, concluded))
         self._abandon(position)
-        if outcome == "APPROVED":
+        if outcome != "REJECTED":
+            # Approved, or an outcome of the task's own: the result says which.
             return self._completed(process, scope, position, decision)
         return approvals.rejection(ballot, expired=expired).as_failure()
 

@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from pydantic import BaseModel
 from pydantic.alias_generators import to_pascal
 
-from bridge.asl import choice, http_task, intrinsics, jsonata, paths, search
+from bridge.asl import choice, forms, http_task, intrinsics, jsonata, paths, search
 from bridge.asl.dataflow import rfc3339
 from bridge.asl.model import (
+    APPROVAL,
     CHILD_START_FIELDS,
     EVENT_WAIT,
     EXPRESS_MAX_SECONDS,
@@ -504,6 +505,10 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
             yield f"{where}.{field}: {state.resource} needs Topic"
         if "Message" not in parameters and "Message.$" not in parameters:
             yield f"{where}.{field}: {state.resource} needs Message"
+    if state.resource == APPROVAL and ("Form" in parameters or "Outcomes" in parameters):
+        # A form written out in the definition is checked now, not when a process reaches it.
+        _, problems = forms.parse_form(parameters.get("Form"), parameters.get("Outcomes"))
+        yield from (f"{where}.{field}.{problem}" for problem in problems)
     token = "$states.context.Task.Token" if language == "JSONata" else "$$.Task.Token"
     if state.resource == SEND_WAIT and token not in repr(given):
         yield f"{where}.{field}: .waitForTaskToken needs {token} in the message"

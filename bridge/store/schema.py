@@ -249,6 +249,8 @@ approvals = Table(
     Column("votes", Json, nullable=True),
     Column("expires_at", UTCDateTime, nullable=True),
     Column("on_expiry", String(10), nullable=True),
+    #: The form and outcomes of the task's own, if any (bridge.asl.forms.Form.to_json).
+    Column("form", Json, nullable=True),
     Index(None, "status", "created_at"),
     Index(None, "process_id"),
 )

@@ -119,6 +119,7 @@ async def add_approval(
     on_expiry: str,
     links: dict[str, tuple[bool, str]],
     now: datetime,
+    form: Any = None,
 ) -> None:
     """``links`` maps each link token to (whether it approves, the seat it decides for)."""
     await sql_text.execute(
@@ -139,6 +140,7 @@ async def add_approval(
             str(rule),
             sql_text.time(conn, expires_at),
             on_expiry,
+            None if form is None else json_text.dumps(form),
         ),
     )
     await sql_text.execute_many(
@@ -153,8 +155,8 @@ async def add_approval(
 
 _ADD_APPROVAL = sql_text.statement(
     """INSERT INTO approvals (id, process_id, definition, wait_id, state, title, description, data,
-    status, created_at, seats, rule, votes, expires_at, on_expiry)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, '[]', $12, $13)"""
+    status, created_at, seats, rule, votes, expires_at, on_expiry, form)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, '[]', $12, $13, $14)"""
 )
 _ADD_APPROVAL_LINKS = sql_text.statement(
     "INSERT INTO approval_links (token_hash, approval_id, approve, seat) VALUES ($1, $2, $3, $4)"
@@ -179,6 +181,8 @@ class Approval:
     votes: list[dict[str, Any]]
     expires_at: datetime | None
     on_expiry: str | None
+    #: The form and outcomes of the task's own (``bridge.asl.forms.Form.to_json``), if any.
+    form: Any = None
 
     def as_json(self, base_url: str = "") -> dict[str, Any]:
         return {
@@ -197,6 +201,7 @@ class Approval:
             "rule": int(self.rule) if self.rule and self.rule.isdigit() else self.rule,
             "seats": self.seats,
             "votes": self.votes,
+            "form": self.form,
             "pending": [
                 seat for seat in self.seats if not any(v["seat"] == seat for v in self.votes)
             ],
@@ -224,6 +229,7 @@ _APPROVAL_COLUMNS = (
     approvals.c.votes,
     approvals.c.expires_at,
     approvals.c.on_expiry,
+    approvals.c.form,
 )
 
 
@@ -245,6 +251,7 @@ def _approval(row: Any) -> Approval:
         votes=list(row.votes or []),
         expires_at=row.expires_at,
         on_expiry=row.on_expiry,
+        form=row.form,
     )
 
 
