@@ -23,6 +23,7 @@ from approvals import (
     pages,
     publishing,
     schedules,
+    seats,
     status,
 )
 from approvals.access import access_control
@@ -86,6 +87,7 @@ def build_app(
     app.add_routes(publishing.routes)
     app.add_routes(bulk.routes)
     app.add_routes(schedules.routes)
+    app.add_routes(seats.routes)
     app.add_routes(openapi.routes)
     app.router.add_static("/static", HERE / "static")
     return app

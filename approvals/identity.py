@@ -25,11 +25,16 @@ class ProxyIdentity:
     #: The header the proxy sets (e.g. X-Forwarded-User); None: identities are not taken.
     header: str | None = None
     networks: tuple[IPv4Network | IPv6Network, ...] = field(default_factory=tuple)
+    #: The header with the user's groups, comma-separated (e.g. X-Forwarded-Groups).
+    groups_header: str | None = None
 
     @classmethod
-    def of(cls, header: str | None, trusted: Sequence[str]) -> ProxyIdentity:
+    def of(
+        cls, header: str | None, trusted: Sequence[str], groups_header: str | None = None
+    ) -> ProxyIdentity:
         """``ValueError`` for an address or network that is none."""
-        return cls(header or None, tuple(ip_network(item, strict=False) for item in trusted))
+        networks = tuple(ip_network(item, strict=False) for item in trusted)
+        return cls(header or None, networks, groups_header or None)
 
     def trusts(self, request: web.Request) -> bool:
         """Whether the request came straight from a trusted proxy."""
@@ -40,6 +45,14 @@ class ProxyIdentity:
         except ValueError:  # a Unix socket's peer, say
             return False
         return any(peer in network for network in self.networks)
+
+    def groups(self, request: web.Request) -> tuple[str, ...]:
+        """The groups a trusted proxy says the user is in (none otherwise)."""
+        if self.groups_header is None or self.who(request) is None:
+            return ()
+        given = request.headers.get(self.groups_header, "")
+        names = (clean_text(name.strip(), MAX_NAME) for name in given.split(","))
+        return tuple(dict.fromkeys(name for name in names if name))[:100]
 
     def who(self, request: web.Request) -> str | None:
         """The user a trusted proxy named; None otherwise."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from approvals import access, diagrams, status
 from approvals.access import wants_html as wants_html
 from approvals.api import process_json, query_of
-from approvals.keys import ENGINE
+from approvals.keys import ENGINE, IDENTITY
 from approvals.pages import PAGE_HEADERS
 from approvals.problems import problem
 from approvals.schemas import ApprovalQuery
@@ -62,6 +62,19 @@ async def list_approvals(request: web.Request) -> web.Response:
         )
     if assignee and group:
         found = [a for a in found if f"group:{group}" in a.seats]
+    me = request.app[IDENTITY].who(request)
+    if query.mine:
+        if me is None:
+            return problem(
+                400,
+                "Who you are is unknown",
+                "mine needs a trusted reverse proxy's identity header (BRIDGE_IDENTITY_HEADER "
+                "from BRIDGE_TRUSTED_PROXIES)",
+            )
+        found = [a for a in found if _yours(a, me, request.app[IDENTITY].groups(request))]
+    if query.sort == "deadline":
+        # The soonest deadline first; those without one after them, oldest first.
+        found.sort(key=lambda a: (a.expires_at is None, a.expires_at or a.created_at, a.created_at))
     if wants_html(request):
         return _page(
             request,
@@ -73,8 +86,29 @@ async def list_approvals(request: web.Request) -> web.Response:
             definition=query.definition or "",
             min_age=min_age or "",
             now=datetime.now(UTC),
+            mine=query.mine,
+            me=me,
+            sort=query.sort,
         )
     return web.json_response({"items": [a.as_json(engine.base_url) for a in found]})
+
+
+def _yours(approval: waits.Approval, me: str, groups: tuple[str, ...]) -> bool:
+    """Whether ``me`` has an undecided seat of ``approval``: held, their user's, their group's
+    (unless another member holds it)."""
+    voted = {vote["seat"] for vote in approval.votes}
+    for seat in approval.seats:
+        if seat in voted:
+            continue
+        holder = approval.holder(seat)
+        if holder is not None:
+            if holder == me:
+                return True
+            continue
+        kind, _, name = seat.partition(":")
+        if (kind == "user" and name == me) or (kind == "group" and name in groups):
+            return True
+    return False
 
 
 @routes.get("/approvals/{id}")

@@ -289,6 +289,26 @@ OPERATIONS: tuple[Operation, ...] = (
         params={"id": "The operation's id"},
     ),
     Operation(
+        "post",
+        "/approvals/{id}/seats/{seat}/{action}",
+        "changeApprovalSeat",
+        "Claim, give back, delegate or reassign a seat of an approval",
+        "approvals",
+        {200: Answer("The approval", s.ApprovalView), **_problems(400, 401, 403, 404, 409)},
+        access="admin",
+        body=s.SeatChangeBody,
+        params={
+            "id": "The approval id",
+            "seat": "The seat (user:NAME, group:NAME, anyone)",
+            "action": "claim, unclaim, delegate or reassign",
+        },
+        description=(
+            "A member claims a group's seat (then only they decide it when a trusted proxy "
+            "names who decides), gives it back; an assignee or an admin delegates a seat, an "
+            "admin reassigns any seat. Each change is in the process history with who asked."
+        ),
+    ),
+    Operation(
         "get",
         "/schedules",
         "listSchedules",

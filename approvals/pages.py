@@ -27,8 +27,9 @@ from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.forms import Form, check_values, from_text
+from bridge.asl.inputs import SeatAction
 from bridge.asl.limits import clean_text
-from bridge.engine import DecisionReceived
+from bridge.engine import DecisionReceived, SeatChangeRequested
 from bridge.store import approval_views, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now, reading
@@ -50,6 +51,12 @@ PAGE_HEADERS = {
 
 def csrf_nonce(secret: bytes, token: str) -> str:
     return hmac.new(secret, b"csrf:" + waits.token_hash(token).encode(), hashlib.sha256).hexdigest()
+
+
+def seat_nonce(secret: bytes, token: str) -> str:
+    """The nonce of the page's claim and delegate forms (not the decision's)."""
+    digest = waits.token_hash(token).encode()
+    return hmac.new(secret, b"seat:" + digest, hashlib.sha256).hexdigest()
 
 
 def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -128,6 +135,10 @@ def _decision_page(
         pending=ApprovalStatus(approval.status).open
         and not any(vote["seat"] == link.seat for vote in approval.votes),
         form=Form.from_json(approval.form),
+        holder=approval.holder(link.seat),
+        viewer=_who(request),
+        seat_nonce=seat_nonce(request.app[SECRET], token),
+        path=f"/{'approve' if approve else 'reject'}/{token}",
         errors=errors or {},
         entered=entered or {},
     )
@@ -155,12 +166,17 @@ def _who(request: web.Request) -> str | None:
     return request.app[IDENTITY].who(request)
 
 
-def decider(verified: str | None, seat: str, claimed: str | None) -> str | None:
-    """Who decided, as the approval records it: the user a trusted proxy named; else the user
-    whose seat the link is; else the name the request gives, marked as unverified (a link of a
-    group's seat, or anyone's, says nothing of who holds it)."""
+def decider(
+    verified: str | None, seat: str, claimed: str | None, holder: str | None = None
+) -> str | None:
+    """Who decided, as the approval records it: the user a trusted proxy named; else who holds
+    the seat (a claim, a delegation); else the user whose seat the link is; else the name the
+    request gives, marked as unverified (a link of a group's seat, or anyone's, says nothing of
+    who holds it)."""
     if verified:
         return verified
+    if holder:
+        return holder
     kind, _, name = seat.partition(":")
     if kind == "user" and name:
         return clean_text(name, MAX_NAME)
@@ -237,13 +253,21 @@ async def decide(request: web.Request) -> web.Response:
                     entered=entered,
                 )
             return problem(400, "Invalid form values", "see errors", errors=errors)
+    holder = link.approval.holder(link.seat)
+    verified = _who(request)
+    if holder is not None and verified is not None and verified != holder:
+        # Someone else claimed the seat (or it was handed to someone else).
+        detail = f"{link.seat} is held by {holder}"
+        if is_form:
+            return _refused(request, 409, "Not recorded", detail)
+        return problem(409, "Decision refused", detail)
     approved = choice == "approve"
     result = await apply_now(
         request.app[ENGINE],
         DecisionReceived(
             token,
             comment=decision.comment,
-            decided_by=decider(_who(request), link.seat, decision.decided_by),
+            decided_by=decider(verified, link.seat, decision.decided_by, holder),
             approve=approved,
             outcome=custom.name if custom is not None else None,
             values=values,
@@ -275,3 +299,46 @@ async def decide(request: web.Request) -> web.Response:
             "seat": link.seat,
         }
     )
+
+
+#: What the decision page offers the holder of a link (reassigning is an admin's, in the API).
+_PAGE_SEAT_ACTIONS: dict[str, SeatAction] = {
+    "claim": "claim",
+    "unclaim": "unclaim",
+    "delegate": "delegate",
+}
+
+
+@routes.post(r"/{action:approve|reject}/{token}/seat")
+async def change_seat(request: web.Request) -> web.Response:
+    """The decision page's claim, unclaim and delegate buttons: whoever holds the link acts for
+    its seat; a trusted proxy's user is who they are, else the name typed is kept as
+    unverified."""
+    token, _, link = await _link(request)
+    form = await form_of(request)
+    if link is None:
+        return _refused(request, 404, "Link not valid", NOT_VALID)
+    if not hmac.compare_digest(str(form.get("csrf", "")), seat_nonce(request.app[SECRET], token)):
+        return _refused(request, 403, "Not accepted", "Open the link again and use its page.")
+    action = _PAGE_SEAT_ACTIONS.get(str(form.get("change", "")))
+    if action is None:
+        return _refused(request, 400, "Not recorded", "claim, unclaim or delegate")
+    verified = _who(request)
+    typed = clean_text(str(form.get("name", "")).strip(), MAX_NAME) or None
+    held = link.approval.holder(link.seat)
+    kind, _, owner = link.seat.partition(":")
+    if action == "claim":
+        holder = verified or (f"{typed} (unverified)"[:MAX_NAME] if typed else None)
+        by = holder
+    elif action == "delegate":
+        holder = typed
+        by = verified or held or (owner if kind == "user" else None)
+    else:
+        holder, by = None, verified or held
+    result = await apply_now(
+        request.app[ENGINE],
+        SeatChangeRequested(link.approval_id, link.seat, action, holder, by),
+    )
+    if not result.ok:
+        return _refused(request, STATUS_OF.get(result.status, 409), "Not recorded", result.reason)
+    raise web.HTTPSeeOther(str(request.url.path).removesuffix("/seat"))

@@ -402,6 +402,11 @@ class ApprovalView(View):
     votes: list[dict[str, JSONValue]]
     pending: list[str]
     links: ApprovalLinks
+    holders: dict[str, str] = Field(
+        default_factory=dict,
+        description="Who holds which seat besides its own user (claims, delegations)",
+    )
+    form: JSONValue = Field(default=None, description="The form and outcomes of its own")
     views: list[ApprovalOpened] | None = Field(
         default=None,
         description="Who opened each link's page, how often, first and last (GET /approvals/{id})",
@@ -425,6 +430,15 @@ class DecisionBody(Request):
         default=None,
         description="The approval form's fields (see its form): checked as the page checks "
         "them, 400 with errors by field",
+    )
+
+
+class SeatChangeBody(Request):
+    to: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Who holds the seat after it"
+    )
+    by: str | None = Field(
+        default=None, max_length=200, description="Who asks (a trusted proxy's user wins)"
     )
 
 
@@ -555,6 +569,16 @@ class ApprovalQuery(Query):
     group: str | None = Field(default=None, max_length=200)
     definition: str | None = Field(default=None, max_length=200)
     min_age_minutes: int = Field(default=0, ge=0, le=10_000_000)
+    mine: bool = Field(
+        default=False,
+        description="Only those with an undecided seat of yours: your user's, your groups', or "
+        "one you hold (who you are comes from a trusted proxy's identity headers)",
+    )
+    sort: Literal["deadline", "requested"] = Field(
+        default="deadline",
+        description="deadline: the soonest deadline first (those without one last); "
+        "requested: the oldest first",
+    )
 
 
 # --------------------------------------------------------------------------- bulk operations

@@ -18,7 +18,7 @@ from bridge.asl import inputs as core
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.effects import RemindApproval, RequestApproval
 from bridge.asl.process import Process
-from bridge.intake import DecisionReceived, Outcome
+from bridge.intake import DecisionReceived, Outcome, SeatChangeRequested
 from bridge.store import waits
 
 if TYPE_CHECKING:
@@ -61,6 +61,18 @@ class Approvals:
                 link, "ApprovalAttemptRefused", item, reason=outcome.reason, decision=decision
             )
         return outcome
+
+    async def seat_change(self, item: SeatChangeRequested) -> Outcome:
+        found = await waits.find_approval_wait(self.batch.conn, item.approval_id)
+        if found is None:
+            return Outcome("not_found", "no such approval")
+        process_id, wait_id = found
+        if await self.batch._load(process_id) is None:
+            return Outcome("not_found", "no such process")
+        change = core.SeatChanged(
+            wait_id, item.seat, item.action, item.holder, item.by, admin=item.admin
+        )
+        return self.batch._step(process_id, change)
 
     def _audit(self, link: waits.LinkTarget, kind: str, item: Any, **details: Any) -> None:
         """A history entry that changes nothing: who looked at or tried a decision link."""

@@ -61,6 +61,7 @@ from bridge.intake import (
     PoisonInput,
     RedriveRequested,
     ScheduleDue,
+    SeatChangeRequested,
     StartRequested,
     StopRequested,
     TimerDue,
@@ -332,6 +333,8 @@ class Batch:
                 outcome = await self._start_requested(item)
             case ScheduleDue():
                 outcome = await self.schedules.due(item)
+            case SeatChangeRequested():
+                outcome = await self.approvals.seat_change(item)
             case StopRequested():
                 if await self._load(item.process_id) is None:
                     outcome = Outcome("not_found", "no such process")
@@ -483,6 +486,9 @@ class Batch:
                 targets = []
             case ScheduleDue():
                 await self.schedules.given_up(item, reason)
+                targets = []
+            case SeatChangeRequested():
+                # Nothing was kept of a change of seat that failed: the answer says why.
                 targets = []
             case _:
                 assert_never(item)

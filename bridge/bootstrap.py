@@ -302,7 +302,11 @@ class Web:
             admin_tokens=[token.get_secret_value() for token in settings.api_admin_tokens],
             read_tokens=[token.get_secret_value() for token in settings.api_read_tokens],
             kafka_bootstrap=kafka_bootstrap or settings.kafka_bootstrap,
-            identity=ProxyIdentity.of(settings.identity_header, settings.trusted_proxies),
+            identity=ProxyIdentity.of(
+                settings.identity_header,
+                settings.trusted_proxies,
+                settings.identity_groups_header,
+            ),
         )
         self.runner = web.AppRunner(self.app, access_log=None)
         #: A web process of its own reads the consumer lag itself, when it knows the brokers.

@@ -24,6 +24,7 @@ from bridge.asl.effects import (
     HistoryEntry,
     InvokeHttp,
     NotifyParent,
+    RecordHolders,
     RecordVote,
     RemindApproval,
     RequestApproval,
@@ -95,6 +96,8 @@ class EffectsWriter:
                     tokens.append((effect.token, process_id, effect.wait_id, effect.state))
                 case RequestApproval():
                     self.send(await self.batch.approvals.request(process, effect), context)
+                case RecordHolders():
+                    await waits.record_holders(conn, effect.wait_id, dict(effect.holders))
                 case RecordVote():
                     vote = {
                         "seat": effect.seat,

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Literal
 
 from bridge.asl.errors import BridgeError
+from bridge.asl.inputs import SeatAction
 from bridge.asl.types import JSON
 from bridge.events import KafkaRecord
 
@@ -125,6 +126,23 @@ class BufferExpired:
 
 
 @dataclass(frozen=True)
+class SeatChangeRequested:
+    """Someone asks that a seat of approval ``approval_id`` change hands (claim, unclaim,
+    delegate, reassign); ``by`` is who asks (as the web layer knows them), ``admin`` whether an
+    admin does."""
+
+    approval_id: str
+    seat: str
+    action: SeatAction
+    holder: str | None = None
+    by: str | None = None
+    admin: bool = False
+    #: The W3C trace context of the request it came in (see ``bridge.group_commit.traced``).
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+@dataclass(frozen=True)
 class ScheduleDue:
     """A schedule's tick has come (or, ``buffered``, its buffered tick may start now). The tick
     is the start's identity: one process per schedule and tick, however often it is applied."""
@@ -146,6 +164,7 @@ EngineInput = (
     | StopRequested
     | RedriveRequested
     | ScheduleDue
+    | SeatChangeRequested
 )
 
 #: Inputs that may carry a trace context of their own (``traceparent``, ``tracestate``).
@@ -156,6 +175,7 @@ TracedInput = (
     | StartRequested
     | StopRequested
     | RedriveRequested
+    | SeatChangeRequested
 )
 
 #: Short names of the inputs, for metric labels and span names.
@@ -171,6 +191,7 @@ KINDS: dict[type, str] = {
     StopRequested: "stop",
     RedriveRequested: "redrive",
     ScheduleDue: "schedule",
+    SeatChangeRequested: "seat_change",
 }
 
 

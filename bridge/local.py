@@ -45,6 +45,7 @@ from bridge.asl.effects import (
     HistoryEntry,
     InvokeHttp,
     NotifyParent,
+    RecordHolders,
     RecordVote,
     RemindApproval,
     RequestApproval,
@@ -639,7 +640,7 @@ class _Runner:
                     self.reminders.append(
                         {"state": effect.state, "pending": list(effect.pending), "at": self.now}
                     )
-                case RecordVote() | ConcludeApproval():
+                case RecordVote() | RecordHolders() | ConcludeApproval():
                     pass  # the history has them; only the engine keeps approval rows
                 case StartChild():
                     follow.append(self._start_child(effect))

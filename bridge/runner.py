@@ -44,6 +44,7 @@ from bridge.intake import (
     PoisonInput,
     RedriveRequested,
     ScheduleDue,
+    SeatChangeRequested,
     StartRequested,
     StopRequested,
     TimerDue,
@@ -224,6 +225,8 @@ def describe(item: EngineInput) -> str:
             return f"answer of HTTP call {call_id}"
         case StartRequested(definition=definition):
             return f"start of {definition}"
+        case SeatChangeRequested(approval_id=approval_id, action=action):
+            return f"{action} of a seat of approval {approval_id}"
         case ScheduleDue(schedule_id=schedule_id, tick=tick):
             return f"tick {tick.isoformat()} of schedule {schedule_id}"
         case StopRequested(process_id=process_id) | RedriveRequested(process_id=process_id):

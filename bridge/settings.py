@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         "authenticated user's name (e.g. X-Forwarded-User): who views and decides approvals. "
         "Believed only from BRIDGE_TRUSTED_PROXIES.",
     )
+    identity_groups_header: str | None = Field(
+        default=None,
+        description="The header with the authenticated user's groups, comma-separated (e.g. "
+        "X-Forwarded-Groups): the inbox's \"mine\" lists their groups' approvals too. Believed "
+        "only from BRIDGE_TRUSTED_PROXIES, with BRIDGE_IDENTITY_HEADER.",
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Addresses or networks (comma-separated: 10.0.0.5, 10.1.0.0/16) of the "

@@ -98,6 +98,18 @@ class Ballot(_Frozen):
     expires_at: datetime | None = None
     #: The outcomes of the task's own a vote may choose (``Outcomes``).
     outcomes: tuple[str, ...] = ()
+    #: Who holds a seat besides its own user: a group's seat claimed by a member, a seat
+    #: delegated or reassigned. (seat, holder) pairs.
+    holders: tuple[tuple[str, str], ...] = ()
+
+    def holder(self, seat: str) -> str | None:
+        return next((held for owned, held in self.holders if owned == seat), None)
+
+    def with_holder(self, seat: str, holder: str | None) -> Ballot:
+        kept = tuple((owned, held) for owned, held in self.holders if owned != seat)
+        return self.model_copy(
+            update={"holders": kept + (((seat, holder),) if holder is not None else ())}
+        )
 
     def voted(self, seat: str) -> bool:
         return any(vote.seat == seat for vote in self.votes)
@@ -123,6 +135,48 @@ class Ballot(_Frozen):
         if len(self.seats) - rejections < needed:
             return "REJECTED"
         return None
+
+
+def seat_change_problem(
+    ballot: Ballot, seat: str, action: str, holder: str | None, by: str | None, *, admin: bool
+) -> str | None:
+    """Why the seat cannot change hands so (None: it can). A member claims an unclaimed group
+    seat and gives back their own claim; an assignee (or whoever holds the seat) delegates it to
+    someone else; an admin may do all of that and reassign any seat."""
+    if seat not in ballot.seats:
+        return f"{seat!r} is not a seat of this approval"
+    if ballot.voted(seat):
+        return f"{seat} has already decided"
+    kind, _, owner = seat.partition(":")
+    held = ballot.holder(seat)
+    acting = by if by else None
+    match action:
+        case "claim":
+            if kind != "group":
+                return "only a group's seat is claimed"
+            if not holder:
+                return "a claim needs a name"
+            if held is not None and held != holder and not admin:
+                return f"{seat} is claimed by {held}"
+        case "unclaim":
+            if held is None:
+                return f"{seat} is not claimed"
+            if not admin and acting != held:
+                return f"only {held} (or an admin) gives back the claim"
+        case "delegate":
+            if not holder:
+                return "a delegation needs the name of the delegate"
+            responsible = held or (owner if kind == "user" else None)
+            if not admin and (responsible is None or acting != responsible):
+                return "only the seat's assignee (or an admin) delegates it"
+        case "reassign":
+            if not admin:
+                return "only an admin reassigns a seat"
+            if not holder:
+                return "a reassignment needs a name"
+        case _:
+            return f"{action!r} is not a change of seat"
+    return None
 
 
 def seats_of(request: Mapping[str, JSON], state: str) -> tuple[str, ...]:

@@ -69,6 +69,15 @@ class RecordVote:
 
 
 @dataclass(frozen=True)
+class RecordHolders:
+    """Who holds which seat now (claims, delegations, reassignments): kept with the approval
+    for its pages, the inbox and the decisions' check."""
+
+    wait_id: str
+    holders: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class ConcludeApproval:
     """The approval is decided (APPROVED, REJECTED) or EXPIRED."""
 
@@ -178,6 +187,7 @@ Effect = (
     | ExpectCallback
     | RequestApproval
     | RecordVote
+    | RecordHolders
     | ConcludeApproval
     | RemindApproval
     | ExpectEvent

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 from bridge.asl.process import ParentLink
 from bridge.asl.types import JSON
@@ -45,6 +46,23 @@ class TaskFailed:
 @dataclass(frozen=True)
 class TaskHeartbeat:
     wait_id: str
+
+
+SeatAction = Literal["claim", "unclaim", "delegate", "reassign"]
+
+
+@dataclass(frozen=True)
+class SeatChanged:
+    """Who holds a seat of an approval changes: a member claims a group's seat (or gives it
+    back), an assignee delegates their seat, an admin reassigns any seat. ``holder`` is the new
+    holder (None: unclaimed); ``by`` who asks; ``admin`` whether an admin does."""
+
+    wait_id: str
+    seat: str
+    action: SeatAction
+    holder: str | None = None
+    by: str | None = None
+    admin: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,6 +179,7 @@ Input = (
     | TaskFailed
     | TaskHeartbeat
     | ApprovalDecided
+    | SeatChanged
     | EventArrived
     | HttpAnswered
     | TimerFired

@@ -36,6 +36,7 @@ from bridge.asl.inputs import (
     HttpAnswered,
     Input,
     Redrive,
+    SeatChanged,
     Start,
     Stop,
     TaskFailed,
@@ -364,6 +365,8 @@ class _Run(RunBranches, RunErrors):
                 return self._heartbeat(position, wait)
             case ApprovalDecided():
                 return self._decided(process, scope, position, event)
+            case SeatChanged():
+                return self._seat_changed(position, event)
             case HttpAnswered():
                 return self._http_answered(process, scope, position, event)
             case ChildStarted() | ChildNotStarted() | ChildEnded():
@@ -576,7 +579,7 @@ def _targets(wait: Wait, event: Input) -> bool:
             | TaskHeartbeat(wait_id=wait_id)
         ):
             return wait.kind == "callback" and wait.id == wait_id
-        case ApprovalDecided(wait_id=wait_id):
+        case ApprovalDecided(wait_id=wait_id) | SeatChanged(wait_id=wait_id):
             return wait.kind == "approval" and wait.id == wait_id
         case EventArrived(wait_id=wait_id):
             return wait.kind == "event" and wait.id == wait_id

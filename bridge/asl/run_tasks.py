@@ -25,6 +25,7 @@ from bridge.asl.effects import (
     ExpectCallback,
     ExpectEvent,
     InvokeHttp,
+    RecordHolders,
     RecordVote,
     RequestApproval,
     SendMessage,
@@ -38,6 +39,7 @@ from bridge.asl.inputs import (
     ChildNotStarted,
     ChildStarted,
     HttpAnswered,
+    SeatChanged,
 )
 from bridge.asl.model import (
     APPROVAL,
@@ -452,6 +454,38 @@ class RunTasks(RunBase):
             updated = wait.model_copy(update={"ballot": ballot})
             return _Blocked(position.model_copy(update={"wait": updated}))
         return self._conclude_approval(process, scope, position, ballot, outcome)
+
+    def _seat_changed(self, position: Position, event: SeatChanged) -> _Outcome:
+        """A seat changes hands; the approval stays open. Audited in the history."""
+        wait = position.wait
+        assert wait is not None
+        ballot = wait.ballot or approvals.Ballot(seats=(approvals.ANYONE,))
+        problem = approvals.seat_change_problem(
+            ballot, event.seat, event.action, event.holder, event.by, admin=event.admin
+        )
+        if problem is not None:
+            raise _Refused(problem)
+        holder = None if event.action == "unclaim" else event.holder
+        previous = ballot.holder(event.seat)
+        ballot = ballot.with_holder(event.seat, holder)
+        kind = {
+            "claim": "ApprovalSeatClaimed",
+            "unclaim": "ApprovalSeatUnclaimed",
+            "delegate": "ApprovalSeatDelegated",
+            "reassign": "ApprovalSeatReassigned",
+        }[event.action]
+        self._record(
+            kind,
+            position.state,
+            seat=event.seat,
+            holder=holder,
+            previous=previous,
+            by=event.by,
+            admin=event.admin,
+        )
+        self.effects.append(RecordHolders(wait.id, ballot.holders))
+        updated = wait.model_copy(update={"ballot": ballot})
+        return _Blocked(position.model_copy(update={"wait": updated}))
 
     def _conclude_approval(
         self,

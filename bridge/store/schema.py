@@ -251,6 +251,8 @@ approvals = Table(
     Column("on_expiry", String(10), nullable=True),
     #: The form and outcomes of the task's own, if any (bridge.asl.forms.Form.to_json).
     Column("form", Json, nullable=True),
+    #: Who holds which seat besides its own user: {"group:ops": "olga"} (claims, delegations).
+    Column("holders", Json, nullable=True),
     Index(None, "status", "created_at"),
     Index(None, "process_id"),
 )

@@ -9,7 +9,7 @@ are closed with their wait, in the same transaction.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -183,6 +183,11 @@ class Approval:
     on_expiry: str | None
     #: The form and outcomes of the task's own (``bridge.asl.forms.Form.to_json``), if any.
     form: Any = None
+    #: Who holds which seat besides its own user (claims, delegations, reassignments).
+    holders: dict[str, str] = field(default_factory=dict)
+
+    def holder(self, seat: str) -> str | None:
+        return self.holders.get(seat)
 
     def as_json(self, base_url: str = "") -> dict[str, Any]:
         return {
@@ -202,6 +207,7 @@ class Approval:
             "seats": self.seats,
             "votes": self.votes,
             "form": self.form,
+            "holders": self.holders,
             "pending": [
                 seat for seat in self.seats if not any(v["seat"] == seat for v in self.votes)
             ],
@@ -230,6 +236,7 @@ _APPROVAL_COLUMNS = (
     approvals.c.expires_at,
     approvals.c.on_expiry,
     approvals.c.form,
+    approvals.c.holders,
 )
 
 
@@ -252,6 +259,7 @@ def _approval(row: Any) -> Approval:
         expires_at=row.expires_at,
         on_expiry=row.on_expiry,
         form=row.form,
+        holders=dict(row.holders or {}),
     )
 
 
@@ -339,6 +347,22 @@ async def list_approvals(
             break
         offset += page
     return found[:limit]
+
+
+async def record_holders(conn: AsyncConnection, wait_id: str, holders: dict[str, str]) -> None:
+    await conn.execute(
+        update(approvals).where(approvals.c.wait_id == wait_id).values(holders=holders or None)
+    )
+
+
+async def find_approval_wait(conn: AsyncConnection, approval_id: str) -> tuple[str, str] | None:
+    """The process and the wait of approval ``approval_id``."""
+    row = (
+        await conn.execute(
+            select(approvals.c.process_id, approvals.c.wait_id).where(approvals.c.id == approval_id)
+        )
+    ).first()
+    return None if row is None else (row.process_id, row.wait_id)
 
 
 async def record_vote(conn: AsyncConnection, wait_id: str, vote: dict[str, Any]) -> None:

@@ -167,3 +167,48 @@ def test_an_outcome_of_its_own_decides_at_once_with_its_values() -> None:
         }
     )
     assert both.tally() == "APPROVED" and record(both, "APPROVED", NOW)["values"] == {"amount": 7}
+
+
+@pytest.mark.parametrize(
+    ("action", "seat", "holder", "by", "admin", "held", "problem"),
+    [
+        ("claim", "group:ops", "olga", "olga", False, None, None),
+        ("claim", "user:ann", "olga", "olga", False, None, "only a group's seat"),
+        ("claim", "group:ops", "pete", "pete", False, "olga", "claimed by olga"),
+        ("claim", "group:ops", "pete", "lead", True, "olga", None),
+        ("unclaim", "group:ops", None, "pete", False, "olga", "only olga"),
+        ("unclaim", "group:ops", None, "olga", False, "olga", None),
+        ("unclaim", "group:ops", None, "olga", False, None, "not claimed"),
+        ("delegate", "user:ann", "carl", "ann", False, None, None),
+        ("delegate", "user:ann", "carl", "mallory", False, None, "assignee"),
+        ("delegate", "user:ann", "dora", "carl", False, "carl", None),
+        ("delegate", "group:ops", "dora", "olga", False, None, "assignee"),
+        ("reassign", "user:ann", "zoe", "lead", False, None, "only an admin"),
+        ("reassign", "user:ann", "zoe", "lead", True, None, None),
+        ("reassign", "user:nobody", "zoe", "lead", True, None, "not a seat"),
+    ],
+)
+def test_who_may_change_a_seat(
+    action: str,
+    seat: str,
+    holder: str | None,
+    by: str,
+    admin: bool,
+    held: str | None,
+    problem: str | None,
+) -> None:
+    from bridge.asl.approvals import seat_change_problem
+
+    ballot = Ballot(seats=("user:ann", "group:ops"), rule="All")
+    if held is not None:
+        ballot = ballot.with_holder(seat, held)
+    found = seat_change_problem(ballot, seat, action, holder, by, admin=admin)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and problem in found
+    # A seat that has decided changes hands no more.
+    voted = ballot.model_copy(update={"votes": (Vote(seat="user:ann", approved=True, at=NOW),)})
+    assert "already decided" in (
+        seat_change_problem(voted, "user:ann", "reassign", "x", "lead", admin=True) or ""
+    )

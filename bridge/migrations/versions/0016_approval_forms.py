@@ -1,5 +1,5 @@
-"""Approvals keep their form and outcomes, to show the page and check values without the
-definition.
+"""Approvals keep their form and outcomes (to show the page and check values without the
+definition) and who holds which seat (claims, delegations, reassignments).
 
 Revision ID: 0016
 Revises: 0015
@@ -20,11 +20,11 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "approvals",
-        sa.Column("form", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
-    )
+    json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    op.add_column("approvals", sa.Column("form", json, nullable=True))
+    op.add_column("approvals", sa.Column("holders", json, nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("approvals", "holders")
     op.drop_column("approvals", "form")
