@@ -290,7 +290,7 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "post",
-        "/approvals/{id}/seats/{seat}/{action}",
+        "/approvals/{id}/seats/{seat}/{change}",
         "changeApprovalSeat",
         "Claim, give back, delegate or reassign a seat of an approval",
         "approvals",
@@ -300,7 +300,7 @@ OPERATIONS: tuple[Operation, ...] = (
         params={
             "id": "The approval id",
             "seat": "The seat (user:NAME, group:NAME, anyone)",
-            "action": "claim, unclaim, delegate or reassign",
+            "change": "claim, unclaim, delegate or reassign",
         },
         description=(
             "A member claims a group's seat (then only they decide it when a trusted proxy "
@@ -532,6 +532,31 @@ OPERATIONS: tuple[Operation, ...] = (
             body="form-or-json",
             params={"token": "The link's token"},
             description="A GET of the same link shows the decision page and never decides.",
+        )
+        for action in ("approve", "reject")
+    ),
+    *(
+        Operation(
+            "post",
+            f"/{action}/{{token}}/seat",
+            f"{action}LinkSeat",
+            "Claim, give back or delegate the link's seat (the decision page's form)",
+            "approvals",
+            {
+                303: Answer("Changed: back to the decision page", media=""),
+                400: Answer("Not a change of seat", media=HTML),
+                403: Answer("The form's nonce is missing or wrong", media=HTML),
+                404: Answer("The link is unknown or no longer valid", media=HTML),
+                409: Answer("Refused in the seat's present state", media=HTML),
+                413: Answer(_PROBLEMS[413], s.Problem, PROBLEM),
+            },
+            access="token",
+            params={"token": "The link's token"},
+            description=(
+                "A form with `seat_nonce` (from the page), `change` (claim, unclaim, "
+                "delegate) and `name` (a claim's name without a trusted proxy; a "
+                "delegation's delegate)."
+            ),
         )
         for action in ("approve", "reject")
     ),

@@ -318,7 +318,8 @@ async def change_seat(request: web.Request) -> web.Response:
     form = await form_of(request)
     if link is None:
         return _refused(request, 404, "Link not valid", NOT_VALID)
-    if not hmac.compare_digest(str(form.get("csrf", "")), seat_nonce(request.app[SECRET], token)):
+    given = str(form.get("seat_nonce", ""))
+    if not hmac.compare_digest(given, seat_nonce(request.app[SECRET], token)):
         return _refused(request, 403, "Not accepted", "Open the link again and use its page.")
     action = _PAGE_SEAT_ACTIONS.get(str(form.get("change", "")))
     if action is None:

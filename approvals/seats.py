@@ -28,13 +28,13 @@ ACTIONS: dict[str, SeatAction] = {
 }
 
 
-@routes.post(r"/approvals/{id}/seats/{seat}/{action:claim|unclaim|delegate|reassign}")
+@routes.post(r"/approvals/{id}/seats/{seat}/{change:claim|unclaim|delegate|reassign}")
 async def change_seat(request: web.Request) -> web.Response:
     """Claim (``to``: the member), give back, delegate or reassign (``to``: the new holder) a
     seat; audited in the process history with who asked (the proxy's user, else ``by``)."""
     engine = request.app[ENGINE]
     approval_id, seat = request.match_info["id"], request.match_info["seat"]
-    action = ACTIONS[request.match_info["action"]]
+    action = ACTIONS[request.match_info["change"]]
     body = await body_of(request, SeatChangeBody)
     if action != "unclaim" and not body.to:
         return problem(400, "Invalid seat change", f"{action} needs `to`: who holds the seat")

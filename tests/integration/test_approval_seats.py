@@ -88,7 +88,7 @@ async def seat(
     client: TestClient, path: str, change: str, headers: dict[str, str], **form: str
 ) -> int:
     token = path.rsplit("/", 1)[1]
-    data = {"csrf": seat_nonce(b"secret", token), "change": change, **form}
+    data = {"seat_nonce": seat_nonce(b"secret", token), "change": change, **form}
     response = await client.post(f"{path}/seat", data=data, headers=headers, allow_redirects=False)
     return response.status
 
