@@ -21,6 +21,7 @@ from bridge.asl import diagram
 from bridge.retention import days_of
 from bridge.store import aliases as aliases_store
 from bridge.store import definitions as definitions_store
+from bridge.store import schedules as schedules_store
 from bridge.store.database import reading
 
 
@@ -68,6 +69,7 @@ async def definition_page(request: web.Request) -> web.Response:
         versions = await definitions_store.versions_of(conn, name)
         stored = await definitions_store.get_version(conn, name, definition.version)
         aliases = await aliases_store.of_definition(conn, name)
+        scheduled = await schedules_store.listing(conn, definition=name)
     graph = diagram.graph_of(definition)
     svg = await drawing_for(request, graph)
     base = f"/definitions/{quote(name, safe='')}/diagram?version={definition.version}"
@@ -92,6 +94,15 @@ async def definition_page(request: web.Request) -> web.Response:
         },
         processes=f"/processes?definition={quote(name, safe='')}",
         retention_days=days_of(engine.registry.latest(name), engine.config.retention_days),
+        schedules=[
+            {
+                "id": schedule.id,
+                "when": schedule.spec.describe(),
+                "paused": schedule.paused,
+                "next_at": None if schedule.paused else schedule.next_at,
+            }
+            for schedule in scheduled
+        ],
     )
 
 

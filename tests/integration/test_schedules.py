@@ -373,6 +373,11 @@ async def test_redeploying_keeps_the_pause_and_removes_what_is_no_longer_declare
     assert [(item["id"], item["paused"], item["rateSeconds"]) for item in listed] == [
         ("report.One", True, 120)
     ]
+    page = await rig.client.get(
+        "/definitions/report", headers={"Accept": "text/html", **auth(READER)}
+    )
+    html = await page.text()
+    assert 'href="/schedules/report.One"' in html and "every 2 minutes, paused" in html
     await rig.deploy("report", QUICK)
     assert (await rig.get("/schedules"))["items"] == []
 
