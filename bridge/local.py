@@ -38,12 +38,14 @@ from pydantic import (
 
 from bridge.asl.effects import (
     CancelTimer,
+    ChangeSeats,
     CloseWait,
     ConcludeApproval,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
     InvokeHttp,
+    NotifyApprovers,
     NotifyParent,
     RecordHolders,
     RecordVote,
@@ -640,8 +642,11 @@ class _Runner:
                     self.reminders.append(
                         {"state": effect.state, "pending": list(effect.pending), "at": self.now}
                     )
-                case RecordVote() | RecordHolders() | ConcludeApproval():
-                    pass  # the history has them; only the engine keeps approval rows
+                case RecordVote() | RecordHolders() | ConcludeApproval() | NotifyApprovers():
+                    pass  # the history has them; only the engine keeps rows and sends mail
+                case ChangeSeats():
+                    if (opened := self.waits.get(effect.wait_id)) is not None:
+                        opened.seats = effect.seats
                 case StartChild():
                     follow.append(self._start_child(effect))
                 case StopChild():

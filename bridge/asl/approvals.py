@@ -5,6 +5,12 @@ Each seat votes once; the rule decides: ``Any`` (the first vote decides), ``All`
 approve; one rejection rejects), or a number N (N approvals approve; when too few seats are left to
 reach N, the approval is rejected). On expiry the step fails with States.Timeout, or approves, or
 rejects, as ``OnExpiry`` says.
+
+``Escalation`` changes the seats once, ``AfterSeconds`` after the request when the approval is
+still open: ``AddAssignees`` and ``AddGroups`` add seats; with ``Reassign: true`` the seats that
+have not decided yet are replaced by the new ones (their links stop counting). Votes already cast
+stay. A number Rule larger than the seats left is capped at their number, so a reassignment to
+fewer people cannot reject by arithmetic alone.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from bridge.asl import errors
 from bridge.asl.errors import StatesError
+from bridge.asl.notify import NotifySpec
 from bridge.asl.types import JSON
 
 #: APPROVED, REJECTED, or an outcome of the task's own (``Outcomes``: REQUEST_CHANGES, ...).
@@ -87,8 +94,17 @@ class Vote(_Frozen):
         return self.outcome or ("approve" if self.approved else "reject")
 
 
+class Escalation(_Frozen):
+    """Who is added (or put in place of the undecided seats) after ``after_seconds``."""
+
+    after_seconds: int
+    seats: tuple[str, ...]
+    reassign: bool = False
+
+
 class Ballot(_Frozen):
-    """The state of one approval: its seats, rule, votes so far, and pending reminders."""
+    """The state of one approval: its seats, rule, votes so far, pending reminders, who hears
+    of it, and its escalation while that has not happened."""
 
     seats: tuple[str, ...]
     rule: str | int = "Any"
@@ -111,6 +127,30 @@ class Ballot(_Frozen):
             update={"holders": kept + (((seat, holder),) if holder is not None else ())}
         )
 
+    notify: NotifySpec | None = None
+    escalation: Escalation | None = None
+    escalation_timer: str | None = None
+
+    def escalated(self) -> tuple[Ballot, tuple[str, ...], tuple[str, ...]]:
+        """The ballot after its escalation, the seats added, and the seats taken away."""
+        assert self.escalation is not None
+        added = tuple(seat for seat in self.escalation.seats if seat not in self.seats)
+        removed: tuple[str, ...] = ()
+        kept = self.seats
+        if self.escalation.reassign:
+            removed = tuple(seat for seat in self.pending() if seat not in self.escalation.seats)
+            kept = tuple(seat for seat in self.seats if seat not in removed)
+        ballot = self.model_copy(
+            update={
+                "seats": (*kept, *added),
+                # A seat taken away takes its claim or delegation with it.
+                "holders": tuple((seat, held) for seat, held in self.holders if seat in kept),
+                "escalation": None,
+                "escalation_timer": None,
+            }
+        )
+        return ballot, added, removed
+
     def voted(self, seat: str) -> bool:
         return any(vote.seat == seat for vote in self.votes)
 
@@ -129,7 +169,7 @@ class Ballot(_Frozen):
             if not self.votes:
                 return None
             return "APPROVED" if self.votes[0].approved else "REJECTED"
-        needed = len(self.seats) if self.rule == "All" else int(self.rule)
+        needed = len(self.seats) if self.rule == "All" else min(int(self.rule), len(self.seats))
         if approvals >= needed:
             return "APPROVED"
         if len(self.seats) - rejections < needed:
@@ -212,6 +252,53 @@ def ballot_of(request: Mapping[str, JSON], state: str) -> Ballot:
             f"State {state}: OnExpiry must be Fail, Approve or Reject, not {on_expiry!r}",
         )
     return Ballot(seats=seats, rule=rule, on_expiry=on_expiry)
+
+
+def escalation_of(request: Mapping[str, JSON], state: str) -> Escalation | None:
+    """The step's ``Escalation``, or None."""
+    given = request.get("Escalation")
+    if given is None:
+        return None
+    problem = escalation_problem(given)
+    if problem is not None:
+        raise StatesError("Approval.InvalidParameters", f"State {state}: Escalation{problem}")
+    assert isinstance(given, dict)
+    after = given["AfterSeconds"]
+    assert isinstance(after, int)
+    seats = seats_of(
+        {"Assignees": given.get("AddAssignees"), "Groups": given.get("AddGroups")}, state
+    )
+    return Escalation(after_seconds=after, seats=seats, reassign=given.get("Reassign") is True)
+
+
+ESCALATION_FIELDS = ("AfterSeconds", "AddAssignees", "AddGroups", "Reassign")
+
+
+def escalation_problem(given: JSON) -> str | None:
+    """What is wrong with an ``Escalation`` (as the text after its name), or None."""
+    if not isinstance(given, dict):
+        return " must be an object"
+    unknown = sorted(set(given) - set(ESCALATION_FIELDS))
+    if unknown:
+        return f".{unknown[0]}: not a field (known: {', '.join(ESCALATION_FIELDS)})"
+    after = given.get("AfterSeconds")
+    if isinstance(after, bool) or not isinstance(after, int) or after <= 0:
+        return ".AfterSeconds: must be positive whole seconds"
+    names = 0
+    for field in ("AddAssignees", "AddGroups"):
+        value = given.get(field)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+            return f".{field}: must be a list of names"
+        names += len(value)
+    if not names:
+        return ": needs AddAssignees or AddGroups"
+    if not isinstance(given.get("Reassign", False), bool):
+        return ".Reassign: must be true or false"
+    return None
 
 
 def reminders_of(request: Mapping[str, JSON], state: str) -> list[int]:

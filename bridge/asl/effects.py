@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from bridge.asl.approvals import ApprovalStatus
+from bridge.asl.notify import NotifyEvent, NotifySpec
 from bridge.asl.types import JSON
 
 
@@ -93,6 +94,29 @@ class RemindApproval:
     state: str
     pending: tuple[str, ...]
     expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NotifyApprovers:
+    """Tell the people of ``seats`` (and the webhooks) of ``event``, outside the transaction:
+    the shell writes one delivery per address and webhook. For ``Requested``, ``Reminded`` and
+    ``Escalated`` each delivery carries fresh links of the seats it is for; ``Decided`` tells
+    ``outcome``."""
+
+    wait_id: str
+    state: str
+    event: NotifyEvent
+    seats: tuple[str, ...]
+    notify: NotifySpec
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class ChangeSeats:
+    """The approval's seats changed (an escalation): the approval row shows the new ones."""
+
+    wait_id: str
+    seats: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -190,6 +214,8 @@ Effect = (
     | RecordHolders
     | ConcludeApproval
     | RemindApproval
+    | NotifyApprovers
+    | ChangeSeats
     | ExpectEvent
     | InvokeHttp
     | CloseWait

@@ -23,7 +23,13 @@ from bridge.asl.dataflow import (
     unstorable,
     wait_due,
 )
-from bridge.asl.effects import CancelTimer, HistoryEntry, RemindApproval, StartTimer
+from bridge.asl.effects import (
+    CancelTimer,
+    HistoryEntry,
+    NotifyApprovers,
+    RemindApproval,
+    StartTimer,
+)
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.inputs import (
     ApprovalDecided,
@@ -386,12 +392,22 @@ class _Run(RunBranches, RunErrors):
             ):
                 return self._approval_expired(process, scope, position, wait.ballot)
             case TimerFired(timer_id=timer_id) if (
+                wait.ballot is not None and timer_id == wait.ballot.escalation_timer
+            ):
+                return self._escalate(process, scope, position, wait.ballot)
+            case TimerFired(timer_id=timer_id) if (
                 wait.ballot is not None and timer_id in wait.ballot.reminder_timers
             ):
                 ballot = wait.ballot
                 self.effects.append(
                     RemindApproval(wait.id, name, tuple(ballot.pending()), ballot.expires_at)
                 )
+                if ballot.notify is not None and ballot.notify.wants("Reminded"):
+                    self.effects.append(
+                        NotifyApprovers(
+                            wait.id, name, "Reminded", tuple(ballot.pending()), ballot.notify
+                        )
+                    )
                 self._record("ApprovalReminded", name, pending=ballot.pending())
                 remaining = tuple(t for t in ballot.reminder_timers if t != timer_id)
                 ballot = ballot.model_copy(update={"reminder_timers": remaining})
@@ -593,5 +609,7 @@ def _targets(wait: Wait, event: Input) -> bool:
             return wait.kind == "child" and wait.id == wait_id
         case TimerFired(timer_id=timer_id):
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
-            return timer_id in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders)
+            escalation = wait.ballot.escalation_timer if wait.ballot else None
+            timers = (wait.timeout_timer, wait.heartbeat_timer, wait.timer, escalation, *reminders)
+            return timer_id is not None and timer_id in timers
     return False

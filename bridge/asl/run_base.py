@@ -154,7 +154,14 @@ class RunBase(ABC):
                 # Nobody waits for the child any more: it stops too (with its own children).
                 self.effects.append(StopChild(wait.child, position.state))
             reminders = wait.ballot.reminder_timers if wait.ballot else ()
-            for timer in (wait.timeout_timer, wait.heartbeat_timer, wait.timer, *reminders):
+            escalation = wait.ballot.escalation_timer if wait.ballot else None
+            for timer in (
+                wait.timeout_timer,
+                wait.heartbeat_timer,
+                wait.timer,
+                escalation,
+                *reminders,
+            ):
                 if timer is not None:
                     self.effects.append(CancelTimer(timer))
         for branch in position.branches:

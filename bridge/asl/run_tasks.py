@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bridge.asl import approvals, children, errors, forms, http_task, paths
+from bridge.asl import approvals, children, errors, forms, http_task, notify, paths
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.dataflow import (
     event_subscriptions,
@@ -21,10 +21,12 @@ from bridge.asl.dataflow import (
 )
 from bridge.asl.effects import (
     CancelTimer,
+    ChangeSeats,
     ConcludeApproval,
     ExpectCallback,
     ExpectEvent,
     InvokeHttp,
+    NotifyApprovers,
     RecordHolders,
     RecordVote,
     RequestApproval,
@@ -307,6 +309,8 @@ class RunTasks(RunBase):
                 "Approval.InvalidParameters", f"State {position.state}: {'; '.join(problems)}"
             )
         ballot = ballot.model_copy(update={"outcomes": tuple(o.name for o in form.outcomes)})
+        spec = notify.notify_of(request, position.state, ballot.seats)
+        escalation = approvals.escalation_of(request, position.state)
         wait_id = self.entropy.new_id()
         title = request.get("Title") or f"{self.definition.name}: {position.state}"
         description = request.get("Description")
@@ -333,6 +337,16 @@ class RunTasks(RunBase):
                     timer = self.entropy.new_id()
                     self.effects.append(StartTimer(timer, due))
                     timers.append(timer)
+        escalation_timer = None
+        if escalation is not None:
+            due = self.now + timedelta(seconds=escalation.after_seconds)
+            if expires_at is None or due < expires_at:
+                escalation_timer = self.entropy.new_id()
+                self.effects.append(StartTimer(escalation_timer, due))
+        if spec is not None and spec.wants("Requested"):
+            self.effects.append(
+                NotifyApprovers(wait_id, position.state, "Requested", ballot.seats, spec)
+            )
         self._record(
             "ApprovalRequested",
             position.state,
@@ -343,7 +357,13 @@ class RunTasks(RunBase):
         )
         wait = self._wait_with_timers(wait_id, "approval", timeout, None)
         ballot = ballot.model_copy(
-            update={"reminder_timers": tuple(timers), "expires_at": expires_at}
+            update={
+                "reminder_timers": tuple(timers),
+                "expires_at": expires_at,
+                "notify": spec,
+                "escalation": escalation if escalation_timer else None,
+                "escalation_timer": escalation_timer,
+            }
         )
         return _Blocked(
             position.model_copy(update={"wait": wait.model_copy(update={"ballot": ballot})})
@@ -515,6 +535,8 @@ class RunTasks(RunBase):
         else:
             concluded = ApprovalStatus.DECIDED
         self.effects.append(ConcludeApproval(position.wait.id, concluded))
+        told = outcome if concluded is ApprovalStatus.DECIDED else concluded.value
+        self._tell_decided(position, ballot, told)
         self._abandon(position)
         if outcome != "REJECTED":
             # Approved, or an outcome of the task's own: the result says which.
@@ -535,5 +557,37 @@ class RunTasks(RunBase):
             )
         assert position.wait is not None
         self.effects.append(ConcludeApproval(position.wait.id, ApprovalStatus.EXPIRED))
+        self._tell_decided(position, ballot, ApprovalStatus.EXPIRED.value)
         self._abandon(position)
         return Failure(errors.TIMEOUT, f"The approval in {position.state} expired")
+
+    def _tell_decided(self, position: Position, ballot: approvals.Ballot, outcome: str) -> None:
+        """Everyone asked hears how the approval ended, when its Notify says so."""
+        assert position.wait is not None
+        spec = ballot.notify
+        if spec is not None and spec.wants("Decided"):
+            self.effects.append(
+                NotifyApprovers(
+                    position.wait.id, position.state, "Decided", ballot.seats, spec, outcome
+                )
+            )
+
+    def _escalate(
+        self, process: Process, scope: _Scope, position: Position, ballot: approvals.Ballot
+    ) -> _Outcome:
+        """The escalation's time came with the approval still open: the seats change, the new
+        ones are told, and the history says who was added and who was taken off."""
+        wait = position.wait
+        assert wait is not None
+        escalated, added, removed = ballot.escalated()
+        self.effects.append(ChangeSeats(wait.id, escalated.seats))
+        self._record("ApprovalEscalated", position.state, added=list(added), removed=list(removed))
+        spec = escalated.notify
+        if added and spec is not None and spec.wants("Escalated"):
+            self.effects.append(NotifyApprovers(wait.id, position.state, "Escalated", added, spec))
+        # Taking seats away may decide the approval (the votes cast may now be enough).
+        outcome = escalated.tally()
+        if outcome is not None:
+            return self._conclude_approval(process, scope, position, escalated, outcome)
+        updated = wait.model_copy(update={"ballot": escalated})
+        return _Blocked(position.model_copy(update={"wait": updated}))

@@ -13,7 +13,17 @@ from collections.abc import Iterator, Mapping
 from pydantic import BaseModel
 from pydantic.alias_generators import to_pascal
 
-from bridge.asl import choice, forms, http_task, intrinsics, jsonata, paths, search
+from bridge.asl import (
+    approvals,
+    choice,
+    forms,
+    http_task,
+    intrinsics,
+    jsonata,
+    notify,
+    paths,
+    search,
+)
 from bridge.asl.dataflow import rfc3339
 from bridge.asl.model import (
     APPROVAL,
@@ -497,6 +507,8 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
     if state.resource in (PROCESS_START, PROCESS_START_SYNC):
         yield from _child_start_problems(where, field, state, language)
         return
+    if state.resource == APPROVAL and isinstance(given, dict):
+        yield from _approval_problems(f"{where}.{field}", given)
     parameters = given if isinstance(given, dict) else {}
     if state.resource in (SEND, SEND_WAIT) and not (
         language == "JSONata" and jsonata.is_expression(given)
@@ -524,6 +536,57 @@ def _task_problems(where: str, state: TaskState, language: str) -> Iterator[str]
         and state.heartbeat_seconds >= state.timeout_seconds
     ):
         yield f"{where}.HeartbeatSeconds: must be smaller than TimeoutSeconds"
+
+
+def _approval_problems(where: str, given: dict[str, JSON]) -> Iterator[str]:
+    """Problems of an approval's Notify and Escalation that show before it runs; what the
+    data gives (``Notify.$``, ``To.$``, ``Url.$``) is judged when it is used."""
+    escalation = given.get("Escalation")
+    if escalation is not None and (problem := approvals.escalation_problem(escalation)):
+        yield f"{where}.Escalation{problem}"
+    spec = given.get("Notify")
+    if spec is None:
+        return
+    if not isinstance(spec, dict):
+        yield f"{where}.Notify: must be an object"
+        return
+    for key in sorted(spec):
+        if key.removesuffix(".$") not in notify.FIELDS:
+            yield f"{where}.Notify.{key}: not a field (known: {', '.join(notify.FIELDS)})"
+    on = spec.get("On")
+    if on is not None and not (
+        on in notify.EVENTS
+        or (isinstance(on, list) and all(event in notify.EVENTS for event in on))
+    ):
+        yield f"{where}.Notify.On: must list some of {', '.join(notify.EVENTS)}"
+    mail = spec.get("Email")
+    if mail is not None:
+        if not isinstance(mail, dict) or set(mail) - {"To", "To.$"}:
+            yield f"{where}.Notify.Email: must be an object with To (or To.$)"
+        elif isinstance(to := mail.get("To"), str | list | dict):
+            values = to.values() if isinstance(to, dict) else [to]
+            for value in values:
+                for address in value if isinstance(value, list) else [value]:
+                    problem = (
+                        notify.address_problem(address)
+                        if isinstance(address, str)
+                        else "an address must be text"
+                    )
+                    if problem is not None:
+                        yield f"{where}.Notify.Email.To: {problem}"
+    hooks = spec.get("Webhook")
+    for hook in hooks if isinstance(hooks, list) else [] if hooks is None else [hooks]:
+        if not isinstance(hook, dict):
+            yield f"{where}.Notify.Webhook: must be an object with Url and Format"
+            continue
+        for key in sorted(set(hook) - {"Url", "Url.$", "Format"}):
+            yield f"{where}.Notify.Webhook.{key}: not a field (known: Url, Format)"
+        if "Url" not in hook and "Url.$" not in hook:
+            yield f"{where}.Notify.Webhook: needs Url"
+        if "Url" in hook and (problem := http_task.url_problem(hook["Url"])):
+            yield f"{where}.Notify.Webhook.Url: {problem}"
+        if hook.get("Format", "slack") not in notify.FORMATS:
+            yield f"{where}.Notify.Webhook.Format: must be one of {', '.join(notify.FORMATS)}"
 
 
 def _child_start_problems(where: str, field: str, state: TaskState, language: str) -> Iterator[str]:
