@@ -40,6 +40,7 @@ def encode(written: Written) -> str:
         {
             "outbox": written.outbox,
             "httpCalls": written.http_calls,
+            "deliveries": written.deliveries,
             "due": None if written.earliest_due is None else written.earliest_due.isoformat(),
         },
         separators=(",", ":"),
@@ -54,6 +55,7 @@ def decode(payload: str) -> Written:
         return Written(
             outbox=bool(data.get("outbox")),
             http_calls=bool(data.get("httpCalls")),
+            deliveries=bool(data.get("deliveries")),
             earliest_due=None if due is None else datetime.fromisoformat(due),
         )
     except (ValueError, TypeError, AttributeError):
@@ -61,7 +63,9 @@ def decode(payload: str) -> Written:
 
 
 def everything() -> Written:
-    return Written(outbox=True, http_calls=True, earliest_due=datetime.min.replace(tzinfo=UTC))
+    return Written(
+        outbox=True, http_calls=True, deliveries=True, earliest_due=datetime.min.replace(tzinfo=UTC)
+    )
 
 
 async def announce(conn: AsyncConnection, written: Written) -> None:

@@ -53,6 +53,7 @@ from bridge.intake import (
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
+    DeliveryEnded,
     EngineInput,
     EventReceived,
     HttpCallEnded,
@@ -329,6 +330,8 @@ class Batch:
                 outcome = await self.correlator.expired(item)
             case HttpCallEnded():
                 outcome = await self._http_call_ended(item)
+            case DeliveryEnded():
+                outcome = await self.approvals.delivery_ended(item)
             case StartRequested():
                 outcome = await self._start_requested(item)
             case ScheduleDue():
@@ -481,6 +484,10 @@ class Batch:
                     targets.append(call.process_id)
             case StopRequested(process_id=process_id) | RedriveRequested(process_id=process_id):
                 targets.append(process_id)
+            case DeliveryEnded(delivery_id=delivery_id):
+                # Ended as failed with the reason; its process stays as it is.
+                await self.approvals.delivery_given_up(delivery_id, reason)
+                targets = []
             case StartRequested():
                 # Nothing was kept of a start that failed.
                 targets = []

@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.announce import Listener
 from bridge.announce import announce as announce_work
 from bridge.asl.errors import DefinitionError
+from bridge.asl.notify import Webhook
 from bridge.bulk import BulkRunner
 from bridge.definitions import EXAMPLES_DIR, Registry, definition_files, deploy, load_file
+from bridge.deliverer import Deliverer, smtp_server
 from bridge.engine import Engine, EngineConfig
 from bridge.invoker import Invoker
 from bridge.lag import ConsumerLag
@@ -96,6 +98,10 @@ async def open_core(
         buffer_seconds=settings.event_buffer_seconds,
         log_processes=settings.log_processes,
         retention_days=settings.retention_days,
+        notify_webhooks=tuple(
+            Webhook(url=url, format=settings.notify_webhook_format)
+            for url in settings.notify_webhook_urls
+        ),
     )
     if tracing is None:
         tracing = from_settings(settings.tracing_exporter, settings.otlp_endpoint, "bridge")
@@ -104,7 +110,8 @@ async def open_core(
 
 
 class Worker:
-    """Stream processors, the outbox relay, the timer scanner and the HTTP invoker."""
+    """Stream processors, the outbox relay, the timer scanner, the HTTP invoker and the
+    deliverer of approval notices."""
 
     def __init__(
         self,
@@ -151,6 +158,24 @@ class Worker:
             allowed_hosts=settings.http_allowed_hosts,
             concurrency=settings.http_concurrency,
             lease_seconds=settings.http_lease_seconds,
+            poll_seconds=settings.relay_poll_ms / 1000,
+        )
+        self.deliverer = Deliverer(
+            core.engine,
+            smtp=smtp_server(
+                settings.smtp_host,
+                settings.smtp_port,
+                settings.smtp_security,
+                settings.smtp_username,
+                settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                settings.smtp_from,
+            ),
+            allowed_hosts=settings.http_allowed_hosts,
+            timeout_seconds=settings.smtp_timeout_seconds,
+            max_attempts=settings.delivery_max_attempts,
+            backoff_seconds=settings.delivery_backoff_seconds,
+            max_backoff_seconds=settings.delivery_backoff_max_seconds,
+            concurrency=settings.delivery_concurrency,
             poll_seconds=settings.relay_poll_ms / 1000,
         )
         self.retention = Retention(
@@ -232,6 +257,7 @@ class Worker:
             asyncio.create_task(self.relay.run(), name="relay"),
             asyncio.create_task(self.scanner.run(), name="timers"),
             asyncio.create_task(self.invoker.run(), name="http-invoker"),
+            asyncio.create_task(self.deliverer.run(), name="deliveries"),
             asyncio.create_task(self.retention.run(), name="retention"),
             asyncio.create_task(self.follow_topics(), name="topics"),
             asyncio.create_task(BulkRunner(self.core.engine).run(), name="bulk-operations"),

@@ -17,12 +17,14 @@ from opentelemetry.trace import SpanContext
 from bridge import messages, tracing
 from bridge.asl.effects import (
     CancelTimer,
+    ChangeSeats,
     CloseWait,
     ConcludeApproval,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
     InvokeHttp,
+    NotifyApprovers,
     NotifyParent,
     RecordHolders,
     RecordVote,
@@ -35,7 +37,16 @@ from bridge.asl.effects import (
 )
 from bridge.asl.process import Process
 from bridge.asl.search import SKIPPED
-from bridge.store import correlation, http_calls, inbox, outbox, search, timers, waits
+from bridge.store import (
+    correlation,
+    deliveries,
+    http_calls,
+    inbox,
+    outbox,
+    search,
+    timers,
+    waits,
+)
 from bridge.store import processes as store
 from bridge.store.write_set import WriteSet
 
@@ -84,6 +95,7 @@ class EffectsWriter:
         cancelled: list[str] = []
         closed: dict[str, list[str]] = {"callback": [], "approval": [], "event": [], "http": []}
         calls: list[dict[str, Any]] = []
+        notices: list[dict[str, Any]] = []
         tokens: list[tuple[str, str, str, str]] = []
         for (process_id, effect), context in zip(
             self.batch.effects, self.batch.effect_traces, strict=True
@@ -113,6 +125,10 @@ class EffectsWriter:
                     self.batch.tally.approvals[effect.outcome] += 1
                 case RemindApproval():
                     self.send(await self.batch.approvals.reminder(process, effect), context)
+                case NotifyApprovers():
+                    notices += await self.batch.approvals.deliveries(process, effect)
+                case ChangeSeats():
+                    await waits.change_seats(conn, effect.wait_id, list(effect.seats))
                 case CloseWait():
                     closed[effect.kind].append(effect.wait_id)
                 case StartTimer():
@@ -140,6 +156,8 @@ class EffectsWriter:
         await http_calls.add(conn, calls)
         written = self.batch.written
         written.http_calls = written.http_calls or bool(calls)
+        await deliveries.add(conn, notices)
+        written.deliveries = written.deliveries or bool(notices)
         # A task's wait has no rows to close (its token's row says nothing of it being open).
         await http_calls.cancel(conn, closed["http"], now)
         await waits.close_waits(conn, closed["approval"], now)

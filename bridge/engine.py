@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults, progress, runner
+from bridge.asl.notify import Webhook
 from bridge.asl.types import Clock, Entropy
 from bridge.batch import Batch, MissingDefinition
 from bridge.definitions import Registry
@@ -90,6 +91,8 @@ class EngineConfig:
     log_processes: bool = False
     #: Days a finished process is kept when its definition does not say (bridge.retention).
     retention_days: int = 90
+    #: Webhooks told of every approval (BRIDGE_NOTIFY_WEBHOOK_URLS), besides a step's own.
+    notify_webhooks: tuple[Webhook, ...] = ()
 
 
 class Engine:

@@ -119,6 +119,18 @@ class HttpCallEnded:
 
 
 @dataclass(frozen=True)
+class DeliveryEnded:
+    """The deliverer is done with delivery ``delivery_id`` (an approval notice): ``sent``,
+    ``failed`` for good (``error`` says why, after ``attempts`` tries), or ``skipped`` (nothing
+    left to tell: the approval was decided before its request went out)."""
+
+    delivery_id: str
+    result: Literal["sent", "failed", "skipped"]
+    error: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
 class BufferExpired:
     """A buffered early event whose time to live ended without a wait taking it."""
 
@@ -160,6 +172,7 @@ EngineInput = (
     | TimerDue
     | BufferExpired
     | HttpCallEnded
+    | DeliveryEnded
     | StartRequested
     | StopRequested
     | RedriveRequested
@@ -187,6 +200,7 @@ KINDS: dict[type, str] = {
     TimerDue: "timer",
     BufferExpired: "buffer_expiry",
     HttpCallEnded: "http_result",
+    DeliveryEnded: "delivery",
     StartRequested: "start",
     StopRequested: "stop",
     RedriveRequested: "redrive",

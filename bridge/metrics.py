@@ -146,6 +146,14 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.deliveries = Counter(
+            "bridge_deliveries",
+            "Approval notices (mails, webhook posts) by channel (email, webhook) and result: sent, "
+            "retried (a try failed, another comes later), failed (for good: in the history and "
+            "the dead-letter topic), skipped (decided before the request went out)",
+            ["channel", "result"],
+            registry=r,
+        )
         self.processes = Gauge(
             "bridge_processes",
             "Processes by definition and status",

@@ -36,6 +36,7 @@ from bridge.intake import (
     BufferExpired,
     CallbackReceived,
     DecisionReceived,
+    DeliveryEnded,
     EngineInput,
     EventReceived,
     HttpCallEnded,
@@ -223,6 +224,8 @@ def describe(item: EngineInput) -> str:
             return f"expiry of buffered event {buffer_id}"
         case HttpCallEnded(call_id=call_id):
             return f"answer of HTTP call {call_id}"
+        case DeliveryEnded(delivery_id=delivery_id):
+            return f"end of delivery {delivery_id}"
         case StartRequested(definition=definition):
             return f"start of {definition}"
         case SeatChangeRequested(approval_id=approval_id, action=action):

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from bridge.engine import BufferExpired, Engine, TimerDue
 from bridge.poller import poll
-from bridge.store import correlation, http_calls, inbox, timers
+from bridge.store import correlation, deliveries, http_calls, inbox, timers
 from bridge.store.database import database_now, reading
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,10 @@ class TimerScanner:
         async with self.engine.db.begin() as conn:
             removed = await inbox.purge(conn, before)
             calls = await http_calls.purge(conn, before)
+            calls += await deliveries.purge(conn, before)
         if removed:
             log.info("forgot %d event identities older than %s", removed, self.retention)
         if calls:
-            log.info("forgot %d HTTP calls done before %s", calls, before.isoformat())
+            log.info(
+                "forgot %d HTTP calls and deliveries done before %s", calls, before.isoformat()
+            )

@@ -10,9 +10,12 @@ import ipaddress
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bridge.asl.http_task import url_problem
 
 
 class Settings(BaseSettings):
@@ -221,6 +224,53 @@ class Settings(BaseSettings):
         description="How long a worker's claim on an HTTP call lasts unless renewed: the calls of "
         "a worker that died are made again after it.",
     )
+    smtp_host: str | None = Field(
+        default=None,
+        description="SMTP server that approval mails go through. Unset: mail deliveries fail "
+        "with that reason (webhooks and the approvals topic still work).",
+    )
+    smtp_port: int = Field(default=25, ge=1, le=65535, description="Its port (587: STARTTLS).")
+    smtp_security: Literal["auto", "starttls", "tls", "none"] = Field(
+        default="auto",
+        description="auto: STARTTLS when the server offers it; starttls: required; tls: TLS from "
+        "the first byte (port 465); none: plain text.",
+    )
+    smtp_username: str | None = Field(default=None, description="SMTP login, if it needs one.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    smtp_from: str = Field(
+        default="bridge@localhost", max_length=320, description="The From address of the mails."
+    )
+    smtp_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Bounds each SMTP conversation and webhook post: a server that hangs fails "
+        "that try, which is retried later.",
+    )
+    notify_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Webhooks (comma-separated URLs) told of every approval, besides those a "
+        "step names. Their hosts must be allowed by BRIDGE_HTTP_ALLOWED_HOSTS.",
+    )
+    notify_webhook_format: Literal["slack", "teams", "json"] = Field(
+        default="json", description="The body those webhooks get."
+    )
+    delivery_max_attempts: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Tries of a mail or webhook post before it ends as failed (in the process "
+        "history, the metrics and the dead-letter topic).",
+    )
+    delivery_backoff_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="The pause after a first failed try; it doubles."
+    )
+    delivery_backoff_max_seconds: float = Field(
+        default=900.0, gt=0, le=86_400, description="The longest pause between two tries."
+    )
+    delivery_concurrency: int = Field(
+        default=8, ge=1, le=1000, description="Mails and webhook posts a worker sends at once."
+    )
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json for log collectors."
@@ -273,6 +323,18 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"{pattern!r} is not a host pattern (host, host:port, *.domain or *)"
                     )
+        return value
+
+    @field_validator("notify_webhook_urls", mode="before")
+    @classmethod
+    def _webhook_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [url.strip() for url in value.split(",") if url.strip()]
+        if isinstance(value, list):
+            for url in value:
+                problem = url_problem(url)
+                if problem is not None:
+                    raise ValueError(f"a webhook URL {problem}")
         return value
 
     @field_validator("kafka_instance_id")
@@ -341,8 +403,14 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.http_port}"
 
     def masked(self) -> dict[str, Any]:
-        """The effective configuration, secrets masked, for printing at start."""
-        return self.model_dump(mode="json")
+        """The effective configuration, secrets masked, for printing at start. Webhook URLs
+        show their host only: a Slack or Teams webhook's path is its secret."""
+        found = self.model_dump(mode="json")
+        found["notify_webhook_urls"] = [
+            f"{urlsplit(url).scheme}://{urlsplit(url).hostname}/…"
+            for url in self.notify_webhook_urls
+        ]
+        return found
 
 
 def _loopback(host: str) -> bool:

@@ -1,4 +1,4 @@
-"""What a commit wakes: the relay, the HTTP invoker, the timer scanner.
+"""What a commit wakes: the relay, the HTTP invoker, the deliverer, the timer scanner.
 
 The pollers rest while there is nothing to do (``bridge.poller``); a commit that gives one of
 them work wakes it, so nothing waits for a poll interval. The timer scanner rests until the
@@ -19,6 +19,8 @@ class Written:
 
     outbox: bool = False
     http_calls: bool = False
+    #: Approval notices to deliver (bridge.deliverer).
+    deliveries: bool = False
     #: The earliest due time among the timers and buffered events it wrote.
     earliest_due: datetime | None = None
 
@@ -28,13 +30,14 @@ class Written:
 
     @property
     def anything(self) -> bool:
-        return self.outbox or self.http_calls or self.earliest_due is not None
+        return self.outbox or self.http_calls or self.deliveries or self.earliest_due is not None
 
 
 @dataclass
 class Wakeups:
     relay: asyncio.Event = field(default_factory=asyncio.Event)
     http_invoker: asyncio.Event = field(default_factory=asyncio.Event)
+    deliverer: asyncio.Event = field(default_factory=asyncio.Event)
     timer_scanner: asyncio.Event = field(default_factory=asyncio.Event)
     #: A bulk operation was asked for in this process (bridge.bulk).
     bulk: asyncio.Event = field(default_factory=asyncio.Event)
@@ -48,6 +51,8 @@ class Wakeups:
             self.relay.set()
         if written.http_calls:
             self.http_invoker.set()
+        if written.deliveries:
+            self.deliverer.set()
         due = written.earliest_due
         if due is not None and (self.scanner_looks_at is None or due < self.scanner_looks_at):
             self.timer_scanner.set()

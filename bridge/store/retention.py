@@ -23,6 +23,7 @@ from bridge.store.schema import (
     approval_links,
     approval_views,
     approvals,
+    deliveries,
     event_waits,
     history,
     http_calls,
@@ -141,5 +142,6 @@ async def _delete_dependents(conn: AsyncConnection, ids: Sequence[str]) -> None:
         http_calls,
         event_waits,
         process_search_attributes,
+        deliveries,
     ):
         await conn.execute(delete(table).where(table.c.process_id.in_(ids)))

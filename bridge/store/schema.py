@@ -324,6 +324,42 @@ http_calls = Table(
     Index(None, "process_id"),
 )
 
+#: Notifications of approvals (mails, webhook posts): a work queue between the engine, which adds
+#: a row in the transaction of the step that asked, and a worker's deliverer, which claims rows
+#: for a lease, sends them outside any transaction and retries with back-off. The id is the
+#: stable message id (Message-ID, X-Bridge-Delivery-Id). No link token is ever kept here: the
+#: deliverer mints the links of ``seats`` when it sends (see bridge.deliverer).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
+    Column("approval_id", String(64), nullable=True),
+    Column("state", String(200), nullable=False),
+    #: Requested, Reminded, Escalated or Decided.
+    Column("event", String(16), nullable=False),
+    #: email or webhook; ``format`` is a webhook's (slack, teams, json).
+    Column("channel", String(16), nullable=False),
+    Column("format", String(16), nullable=True),
+    #: The address or URL, as the definition or the data gave it (judged when sent).
+    Column("recipient", Text, nullable=False),
+    #: The seats whose links the message carries (or that the recipient held, for Decided).
+    Column("seats", Json, nullable=False),
+    #: The outcome of a Decided notice.
+    Column("outcome", String(16), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    #: No try before this (the back-off after a failed try).
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(500), nullable=True),
+    Column("done_at", UTCDateTime, nullable=True),
+    #: sent, failed or skipped (the approval was decided before its request went out).
+    Column("result", String(16), nullable=True),
+    Index(None, "done_at", "next_attempt_at"),
+    Index(None, "process_id"),
+)
+
 #: Bulk operations: stop or redrive every process matching a filter, as a tracked job. A worker
 #: claims one for a while (``claimed_until``), applies it a chunk at a time through the engine
 #: and records its progress after each chunk (``cursor``: the last process id handled), so that

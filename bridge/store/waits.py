@@ -143,6 +143,16 @@ async def add_approval(
             None if form is None else json_text.dumps(form),
         ),
     )
+    await add_links(conn, approval_id, links)
+
+
+async def add_links(
+    conn: AsyncConnection, approval_id: str, links: dict[str, tuple[bool, str]]
+) -> None:
+    """More links of an approval (a reminder's, a mail's): ``links`` maps each link token to
+    (whether it approves, the seat it decides for); only their hashes are kept."""
+    if not links:
+        return
     await sql_text.execute_many(
         conn,
         _ADD_APPROVAL_LINKS,
@@ -388,6 +398,15 @@ async def conclude(
         update(approvals)
         .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == PENDING))
         .values(status=outcome.value, decided_at=now)
+    )
+
+
+async def change_seats(conn: AsyncConnection, wait_id: str, seats: list[str]) -> None:
+    """The seats of a pending approval after an escalation."""
+    await conn.execute(
+        update(approvals)
+        .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == PENDING))
+        .values(seats=seats)
     )
 
 

@@ -1,0 +1,252 @@
+"""Approval notices end to end, on SQLite and PostgreSQL: a real SMTP server (aiosmtpd) and a
+webhook receiver started in the test, a bridge with a real broker.
+
+A request mails each seat its own links and posts a Slack-shaped message; a reminder mails fresh
+links while the old ones still work; the outcome is mailed; a refused try is retried and then
+sent; what fails for good is in the history, the metrics and the dead-letter topic, and no link
+token is stored in clear anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bridge.store.schema import deliveries
+from tests.integration.harness import Bridge, running_bridge
+from tests.integration.mailbox import Hooks, Mailbox, smtp_server, webhook_receiver
+
+pytestmark = pytest.mark.integration
+
+
+def definition(hook_url: str) -> dict[str, Any]:
+    return {
+        "StartAt": "Approve",
+        "States": {
+            "Approve": {
+                "Type": "Task",
+                "Resource": "bridge:approval",
+                "Parameters": {
+                    "Title.$": "States.Format('Expense {}', $.id)",
+                    "Data.$": "$",
+                    "Assignees": ["ann", "bob"],
+                    "Rule": "All",
+                    "RemindBeforeSeconds.$": "$.remind",
+                    "Notify": {
+                        "Email": {"To.$": "$.emails"},
+                        "Webhook": {"Url": hook_url, "Format": "slack"},
+                    },
+                },
+                "TimeoutSeconds": 60,
+                "ResultPath": "$.approval",
+                "End": True,
+            }
+        },
+    }
+
+
+@asynccontextmanager
+async def delivering(
+    database_url: str, kafka: str, tmp_path: Path, **overrides: Any
+) -> AsyncIterator[tuple[Bridge, Mailbox, Hooks]]:
+    async with smtp_server() as mailbox, webhook_receiver() as hooks:
+        folder = tmp_path / "definitions"
+        folder.mkdir()
+        (folder / "expense.asl.json").write_text(json.dumps(definition(hooks.url)))
+        settings: dict[str, Any] = {
+            "smtp_host": "127.0.0.1",
+            "smtp_port": mailbox.port,
+            "smtp_security": "none",
+            "smtp_from": "bridge@bridge.test",
+            "smtp_timeout_seconds": 3,
+            "delivery_backoff_seconds": 0.2,
+            "delivery_max_attempts": 3,
+            "http_allowed_hosts": ["127.0.0.1"],
+        }
+        settings.update(overrides)
+        async with running_bridge(
+            database_url, kafka, tmp_path, definitions=folder, **settings
+        ) as bridge:
+            yield bridge, mailbox, hooks
+
+
+async def start(bridge: Bridge, key: str, emails: dict[str, Any], remind: int = 1) -> str:
+    status, body = await bridge.post(
+        "/processes",
+        {
+            "definition": "expense",
+            "correlationKey": key,
+            "input": {"id": key, "emails": emails, "remind": [remind]},
+        },
+    )
+    assert status == 201, body
+    return str(body["id"])
+
+
+async def history(bridge: Bridge, process_id: str) -> list[dict[str, Any]]:
+    status, body = await bridge.get(f"/processes/{process_id}/history")
+    assert status == 200
+    return list(body["items"])
+
+
+async def entries_of(
+    bridge: Bridge, process_id: str, kind: str, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
+    """The details of the history entries of ``kind``, once there are ``count`` of them (a
+    delivery is recorded just after it was received)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e["details"] for e in await history(bridge, process_id) if e["type"] == kind]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.05)
+
+
+async def test_mails_and_webhooks_reach_people_and_reminders_bring_fresh_links(
+    database_url: str, kafka: str, tmp_path: Path
+) -> None:
+    # A reminder 59 s before the 60 s deadline: a second after the request.
+    async with delivering(database_url, kafka, tmp_path) as (bridge, mailbox, hooks):
+        emails = {"ann": "ann@example.com", "bob": "bob@example.com"}
+        process_id = await start(bridge, "x-1", emails, remind=59)
+
+        requests = await mailbox.wait_for(lambda m: "requested" in m.message["Subject"], 2)
+        by_address = {mail.to[0]: mail for mail in requests}
+        assert set(by_address) == {"ann@example.com", "bob@example.com"}
+        ann = by_address["ann@example.com"]
+        assert ann.message["Subject"] == "Approval requested: Expense x-1"
+        assert ann.message["From"] == "bridge@bridge.test"
+        assert ann.message["Message-ID"] == f"<{ann.message['X-Bridge-Delivery-Id']}@bridge.test>"
+        assert "For user:ann" in ann.text and "user:bob" not in ann.text
+        assert ann.links("approve")[0] in ann.html
+        # Each seat gets its own links.
+        assert set(ann.links("approve")).isdisjoint(by_address["bob@example.com"].links("approve"))
+
+        (headers, slack), *_ = await hooks.wait_for(lambda body: "Expense x-1" in body["text"])
+        assert headers["X-Bridge-Delivery-Id"] == headers["Idempotency-Key"]
+        assert slack["text"] == "Approval requested: Expense x-1"
+        buttons = [e for b in slack["blocks"] if b["type"] == "actions" for e in b["elements"]]
+        assert [b["text"]["text"] for b in buttons] == [
+            "Approve (user:ann)",
+            "Reject (user:ann)",
+            "Approve (user:bob)",
+            "Reject (user:bob)",
+        ]
+
+        reminders = await mailbox.wait_for(lambda m: "Reminder" in m.message["Subject"], 2)
+        bob_reminder = next(m for m in reminders if m.to == ["bob@example.com"])
+        fresh = bob_reminder.links("approve")[0]
+        assert fresh not in by_address["bob@example.com"].text
+        # The old link of ann and the fresh link of bob both decide.
+        status, _ = await bridge.post(ann.links("approve")[0], {"decidedBy": "ann"})
+        assert status == 200
+        status, _ = await bridge.post(fresh, {"decidedBy": "bob"})
+        assert status == 200
+        process = await bridge.process_for("x-1", "SUCCEEDED")
+        assert process["output"]["approval"]["outcome"] == "APPROVED"
+
+        decided = await mailbox.wait_for(lambda m: m.message["Subject"].startswith("Approved"), 2)
+        assert not decided[0].links("approve")
+        await hooks.wait_for(lambda body: body["text"].startswith("Approved"))
+
+        # 2 requests, 2 reminders and 2 outcomes by mail; 3 webhook posts.
+        sent = await entries_of(bridge, process_id, "NotificationSent", 9)
+        assert len(sent) == 9
+        webhook = next(e for e in sent if e["channel"] == "webhook")
+        assert webhook["to"] == "http://127.0.0.1/…"  # the secret path is not kept
+
+        status, metrics = await bridge.get("/metrics")
+        assert 'bridge_deliveries_total{channel="email",result="sent"}' in metrics
+
+        # No link token at rest: the deliveries hold seats, the links only hashes.
+        tokens = [link.rsplit("/", 1)[1] for m in mailbox.mails for link in LINKS(m)]
+        async with bridge.core.db.connect() as conn:
+            rows = (await conn.execute(select(deliveries))).all()
+        assert rows and all(row.done_at is not None for row in rows)
+        stored = repr(rows)
+        assert not any(token in stored for token in tokens)
+
+
+def LINKS(mail: Any) -> list[str]:
+    return [*mail.links("approve"), *mail.links("reject")]
+
+
+@pytest.mark.sqlite_only
+async def test_a_refused_try_is_retried_and_what_fails_for_good_is_recorded(
+    database_url: str, kafka: str, tmp_path: Path
+) -> None:
+    async with delivering(database_url, kafka, tmp_path) as (bridge, mailbox, hooks):
+        mailbox.refuse = ["451 4.3.0 try again later"]
+        mailbox.refuse_rcpt = {"gone@example.com": "550 5.1.1 no such user"}
+        hooks.fail = [503]
+        emails = {
+            "ann": "ann@example.com",
+            "bob": ["gone@example.com", "evil@example.com\r\nBcc: all@example.com"],
+        }
+        process_id = await start(bridge, "x-2", emails, remind=1)
+        # ann's mail: refused once, then sent; the webhook: 503 once, then posted.
+        await mailbox.wait_for(lambda m: m.to == ["ann@example.com"])
+        await hooks.wait_for(lambda body: "Expense x-2" in body["text"])
+        assert mailbox.tries >= 2
+
+        dead = []
+        for _ in range(2):
+            letter, _ = await bridge.next_message(
+                bridge.settings.kafka_dlq_topic,
+                lambda v: v.get("event", {}).get("processId") == process_id,
+            )
+            dead.append(letter)
+        reasons = sorted(letter["reason"] for letter in dead)
+        assert "is not an e-mail address" in reasons[0] + reasons[1]
+        assert any("550" in reason for reason in reasons)
+
+        failed = await entries_of(bridge, process_id, "NotificationFailed", 2)
+        assert len(failed) == 2 and all(f["channel"] == "email" for f in failed)
+        sent = await entries_of(bridge, process_id, "NotificationSent", 2)
+        assert {s["channel"] for s in sent} == {"email", "webhook"}
+        assert any(s["attempts"] == 2 for s in sent)
+
+        _, metrics = await bridge.get("/metrics")
+        assert 'bridge_deliveries_total{channel="email",result="retried"} 1.0' in metrics
+        assert 'bridge_deliveries_total{channel="email",result="failed"} 2.0' in metrics
+        assert 'bridge_deliveries_total{channel="webhook",result="retried"} 1.0' in metrics
+        # The process waits on, unharmed.
+        assert (await bridge.process_for("x-2"))["status"] == "RUNNING"
+
+
+@pytest.mark.sqlite_only
+async def test_a_server_that_hangs_or_a_host_not_allowed_fails_that_delivery_alone(
+    database_url: str, kafka: str, tmp_path: Path
+) -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    silent = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        async with delivering(
+            database_url,
+            kafka,
+            tmp_path,
+            smtp_port=port,
+            smtp_timeout_seconds=0.5,
+            delivery_max_attempts=2,
+            http_allowed_hosts=["hooks.example.com"],
+        ) as (bridge, _mailbox, _hooks):
+            process_id = await start(bridge, "x-3", {"ann": "ann@example.com"}, remind=1)
+            failed = await entries_of(bridge, process_id, "NotificationFailed", 2)
+            by_channel = {f["channel"]: f for f in failed}
+            assert "did not answer within 0.5s" in by_channel["email"]["error"]
+            assert by_channel["email"]["attempts"] == 2
+            assert "not an allowed host" in by_channel["webhook"]["error"]
+            assert by_channel["webhook"]["attempts"] == 1
+    finally:
+        silent.close()
