@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -55,12 +55,18 @@ def definition(hook_url: str) -> dict[str, Any]:
 
 @asynccontextmanager
 async def delivering(
-    database_url: str, kafka: str, tmp_path: Path, **overrides: Any
+    database_url: str,
+    kafka: str,
+    tmp_path: Path,
+    document: Callable[[str], dict[str, Any]] = definition,
+    **overrides: Any,
 ) -> AsyncIterator[tuple[Bridge, Mailbox, Hooks]]:
+    """A bridge that mails through a test SMTP server and may post to a test webhook receiver,
+    running ``document(webhook URL)`` as the definition ``expense``."""
     async with smtp_server() as mailbox, webhook_receiver() as hooks:
         folder = tmp_path / "definitions"
         folder.mkdir()
-        (folder / "expense.asl.json").write_text(json.dumps(definition(hooks.url)))
+        (folder / "expense.asl.json").write_text(json.dumps(document(hooks.url)))
         settings: dict[str, Any] = {
             "smtp_host": "127.0.0.1",
             "smtp_port": mailbox.port,
