@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.approval_rows import mint_links
@@ -154,7 +155,7 @@ class Deliverer:
             if not await deliveries.any_claimable(conn, now):
                 return False
             claimed = await deliveries.claim(conn, free, now, now + self.lease)
-            prepared = [(found, await self._notice(conn, found)) for found in claimed]
+            prepared = [(found, await self._prepared(conn, found)) for found in claimed]
         for found, notice in prepared:
             task = asyncio.create_task(self._deliver(found, notice), name=f"delivery {found.id}")
             self._running[found.id] = task
@@ -165,6 +166,20 @@ class Deliverer:
         for key, running in list(self._running.items()):
             if running is task:
                 del self._running[key]
+
+    async def _prepared(
+        self, conn: AsyncConnection, found: Delivery
+    ) -> Notice | DeliveryFailed | None:
+        """The notice, or why this one delivery cannot have one: one that cannot be built
+        must not hold up the others in the claim (the database's own errors still end the
+        round, to be tried again)."""
+        try:
+            return await self._notice(conn, found)
+        except DBAPIError:
+            raise
+        except Exception as exc:
+            log.exception("delivery %s: the notice could not be built", found.id)
+            return DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300], retriable=False)
 
     async def _notice(self, conn: AsyncConnection, found: Delivery) -> Notice | None:
         """What the delivery says, with fresh links (their hashes stored in the claim's
@@ -202,7 +217,7 @@ class Deliverer:
             links=links,
         )
 
-    async def _deliver(self, found: Delivery, notice: Notice | None) -> None:
+    async def _deliver(self, found: Delivery, notice: Notice | DeliveryFailed | None) -> None:
         metrics = self.engine.metrics.deliveries
         try:
             if notice is None:
@@ -210,6 +225,8 @@ class Deliverer:
                 await self._report(DeliveryEnded(found.id, "skipped", attempts=found.attempts))
                 return
             try:
+                if isinstance(notice, DeliveryFailed):
+                    raise notice
                 await self.send(found, notice)
             except DeliveryFailed as exc:
                 shown = shown_recipient(found.channel, found.recipient)
@@ -267,12 +284,20 @@ class Deliverer:
 
     async def send(self, found: Delivery, notice: Notice) -> None:
         """One try; ``DeliveryFailed`` says why it failed and whether to try again."""
-        if found.channel == "email":
-            await self._send_mail(found.recipient, notice)
-        elif found.channel == "webhook":
-            await self._post(found.recipient, found.format or "json", notice)
-        else:
-            raise DeliveryFailed(f"unknown channel {found.channel!r}", retriable=False)
+        try:
+            if found.channel == "email":
+                await self._send_mail(found.recipient, notice)
+            elif found.channel == "webhook":
+                await self._post(found.recipient, found.format or "json", notice)
+            else:
+                raise DeliveryFailed(f"unknown channel {found.channel!r}", retriable=False)
+        except (DeliveryFailed, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            # Not foreseen (a bug, a library's surprise): tried again and in the end failed
+            # visibly, rather than lost in a log line while its claim runs out over and over.
+            log.exception("delivery %s failed unexpectedly", found.id)
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}"[:300], retriable=True) from exc
 
     async def _send_mail(self, to: str, notice: Notice) -> None:
         problem = address_problem(to)

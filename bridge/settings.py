@@ -16,6 +16,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.asl.http_task import url_problem
+from bridge.asl.notify import address_problem
 
 
 class Settings(BaseSettings):
@@ -335,6 +336,14 @@ class Settings(BaseSettings):
                 problem = url_problem(url)
                 if problem is not None:
                     raise ValueError(f"a webhook URL {problem}")
+        return value
+
+    @field_validator("smtp_from")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        problem = address_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kafka_instance_id")

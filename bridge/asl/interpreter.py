@@ -61,6 +61,7 @@ from bridge.asl.model import (
     TaskState,
     WaitState,
 )
+from bridge.asl.notify import NO_NOTIFY
 from bridge.asl.process import Position, Process, ProcessStatus, Wait
 from bridge.asl.run_base import (
     Probe,
@@ -402,11 +403,10 @@ class _Run(RunBranches, RunErrors):
                 self.effects.append(
                     RemindApproval(wait.id, name, tuple(ballot.pending()), ballot.expires_at)
                 )
-                if ballot.notify is not None and ballot.notify.wants("Reminded"):
+                spec = ballot.notify or NO_NOTIFY
+                if spec.wants("Reminded"):
                     self.effects.append(
-                        NotifyApprovers(
-                            wait.id, name, "Reminded", tuple(ballot.pending()), ballot.notify
-                        )
+                        NotifyApprovers(wait.id, name, "Reminded", tuple(ballot.pending()), spec)
                     )
                 self._record("ApprovalReminded", name, pending=ballot.pending())
                 remaining = tuple(t for t in ballot.reminder_timers if t != timer_id)

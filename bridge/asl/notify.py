@@ -20,6 +20,8 @@ Shape::
 ``group:NAME`` where a name is both, or ``anyone``) to its addresses; each address gets a mail
 with that seat's own links. A user seat whose name is an address needs no entry. Addresses and
 URLs read from the data are not judged here: a bad one fails its own delivery, never the step.
+An approval without ``Notify`` emits the same effects with an empty spec: the shell may have
+webhooks of its own to tell.
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ class NotifySpec(_Frozen):
     on: tuple[NotifyEvent, ...] = EVENTS
 
     def wants(self, event: NotifyEvent) -> bool:
-        return event in self.on and bool(self.email or self.webhooks)
+        """Whether ``event`` is told. An approval without Notify is told too (every event), for
+        the webhooks of the settings (BRIDGE_NOTIFY_WEBHOOK_URLS), which the core does not know."""
+        return event in self.on
 
     def addresses(self, seat: str) -> tuple[str, ...]:
         """The addresses of ``seat`` (``user:ann``, ``group:finance``, ``anyone``)."""
@@ -173,3 +177,7 @@ def _text(value: JSON) -> str:
 
 def _invalid(state: str, text: str) -> StatesError:
     return StatesError("Approval.InvalidParameters", f"State {state}: {text}")
+
+
+#: The spec of an approval without Notify: no addresses or webhooks of its own, every event.
+NO_NOTIFY = NotifySpec()

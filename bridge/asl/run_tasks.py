@@ -343,9 +343,10 @@ class RunTasks(RunBase):
             if expires_at is None or due < expires_at:
                 escalation_timer = self.entropy.new_id()
                 self.effects.append(StartTimer(escalation_timer, due))
-        if spec is not None and spec.wants("Requested"):
+        told = spec or notify.NO_NOTIFY
+        if told.wants("Requested"):
             self.effects.append(
-                NotifyApprovers(wait_id, position.state, "Requested", ballot.seats, spec)
+                NotifyApprovers(wait_id, position.state, "Requested", ballot.seats, told)
             )
         self._record(
             "ApprovalRequested",
@@ -564,8 +565,8 @@ class RunTasks(RunBase):
     def _tell_decided(self, position: Position, ballot: approvals.Ballot, outcome: str) -> None:
         """Everyone asked hears how the approval ended, when its Notify says so."""
         assert position.wait is not None
-        spec = ballot.notify
-        if spec is not None and spec.wants("Decided"):
+        spec = ballot.notify or notify.NO_NOTIFY
+        if spec.wants("Decided"):
             self.effects.append(
                 NotifyApprovers(
                     position.wait.id, position.state, "Decided", ballot.seats, spec, outcome
@@ -582,8 +583,8 @@ class RunTasks(RunBase):
         escalated, added, removed = ballot.escalated()
         self.effects.append(ChangeSeats(wait.id, escalated.seats))
         self._record("ApprovalEscalated", position.state, added=list(added), removed=list(removed))
-        spec = escalated.notify
-        if added and spec is not None and spec.wants("Escalated"):
+        spec = escalated.notify or notify.NO_NOTIFY
+        if added and spec.wants("Escalated"):
             self.effects.append(NotifyApprovers(wait.id, position.state, "Escalated", added, spec))
         # Taking seats away may decide the approval (the votes cast may now be enough).
         outcome = escalated.tally()

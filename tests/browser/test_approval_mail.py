@@ -1,6 +1,7 @@
 """An approval mail in a real browser: the mail a test SMTP server received is opened in Debian's
 Chromium and the approval decided there, on SQLite and PostgreSQL. The mail is the escalation's:
-after a second without a decision the approval adds a seat, and only the new seat is mailed."""
+after a second without a decision the approval adds a seat, and only the new seat is mailed; a
+webhook of the settings hears of the request, the escalation and the outcome."""
 
 from __future__ import annotations
 
@@ -40,7 +41,11 @@ def escalating(_hook_url: str) -> dict[str, Any]:
 async def test_the_escalation_mail_is_approved_in_the_browser(
     browser: Browser, database_url: str, kafka: str, tmp_path: Path
 ) -> None:
-    async with delivering(database_url, kafka, tmp_path, escalating) as (bridge, mailbox, _):
+    async with delivering(database_url, kafka, tmp_path, escalating, global_hook=True) as (
+        bridge,
+        mailbox,
+        hooks,
+    ):
         emails = {"ann": "ann@example.com", "carol": "carol@example.com"}
         status, body = await bridge.post(
             "/processes",
@@ -72,3 +77,9 @@ async def test_the_escalation_mail_is_approved_in_the_browser(
         assert [(v["seat"], v["decision"]) for v in votes] == [("user:carol", "approve")]
         escalations = await entries_of(bridge, body["id"], "ApprovalEscalated", 1)
         assert escalations == [{"added": ["user:carol"], "removed": []}]
+        # The webhook of the settings heard of it all, though the definition names none.
+        kinds = ("bridge.ApprovalRequested", "bridge.ApprovalEscalated", "bridge.ApprovalDecided")
+        for kind in kinds:
+            ((_, told),) = await hooks.wait_for(lambda body, kind=kind: body["type"] == kind)
+            assert told["processId"] == body["id"]
+        assert told["outcome"] == "APPROVED" and told["links"] == []

@@ -59,10 +59,13 @@ async def delivering(
     kafka: str,
     tmp_path: Path,
     document: Callable[[str], dict[str, Any]] = definition,
+    *,
+    global_hook: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[tuple[Bridge, Mailbox, Hooks]]:
     """A bridge that mails through a test SMTP server and may post to a test webhook receiver,
-    running ``document(webhook URL)`` as the definition ``expense``."""
+    running ``document(webhook URL)`` as the definition ``expense``; ``global_hook``: the
+    receiver is also told of every approval (BRIDGE_NOTIFY_WEBHOOK_URLS, JSON bodies)."""
     async with smtp_server() as mailbox, webhook_receiver() as hooks:
         folder = tmp_path / "definitions"
         folder.mkdir()
@@ -77,6 +80,8 @@ async def delivering(
             "delivery_max_attempts": 3,
             "http_allowed_hosts": ["127.0.0.1"],
         }
+        if global_hook:
+            settings["notify_webhook_urls"] = [hooks.url]
         settings.update(overrides)
         async with running_bridge(
             database_url, kafka, tmp_path, definitions=folder, **settings
@@ -226,33 +231,3 @@ async def test_a_refused_try_is_retried_and_what_fails_for_good_is_recorded(
         assert 'bridge_deliveries_total{channel="webhook",result="retried"} 1.0' in metrics
         # The process waits on, unharmed.
         assert (await bridge.process_for("x-2"))["status"] == "RUNNING"
-
-
-@pytest.mark.sqlite_only
-async def test_a_server_that_hangs_or_a_host_not_allowed_fails_that_delivery_alone(
-    database_url: str, kafka: str, tmp_path: Path
-) -> None:
-    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(30)
-
-    silent = await asyncio.start_server(hang, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
-    try:
-        async with delivering(
-            database_url,
-            kafka,
-            tmp_path,
-            smtp_port=port,
-            smtp_timeout_seconds=0.5,
-            delivery_max_attempts=2,
-            http_allowed_hosts=["hooks.example.com"],
-        ) as (bridge, _mailbox, _hooks):
-            process_id = await start(bridge, "x-3", {"ann": "ann@example.com"}, remind=1)
-            failed = await entries_of(bridge, process_id, "NotificationFailed", 2)
-            by_channel = {f["channel"]: f for f in failed}
-            assert "did not answer within 0.5s" in by_channel["email"]["error"]
-            assert by_channel["email"]["attempts"] == 2
-            assert "not an allowed host" in by_channel["webhook"]["error"]
-            assert by_channel["webhook"]["attempts"] == 1
-    finally:
-        silent.close()
