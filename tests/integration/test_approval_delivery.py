@@ -79,6 +79,8 @@ async def delivering(
             "delivery_backoff_seconds": 0.2,
             "delivery_max_attempts": 3,
             "http_allowed_hosts": ["127.0.0.1"],
+            # The test broker holds a group join for half the session: 1 s rather than 5 s.
+            "kafka_session_timeout_ms": 2000,
         }
         if global_hook:
             settings["notify_webhook_urls"] = [hooks.url]
