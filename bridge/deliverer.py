@@ -52,7 +52,7 @@ from bridge.asl.notify import address_problem
 from bridge.engine import Engine
 from bridge.intake import DeliveryEnded
 from bridge.invoker import host_allowed
-from bridge.notices import Notice, SeatLinks, mail, shown_recipient, webhook_body
+from bridge.notices import Notice, SeatLinks, mail, one_line, shown_recipient, webhook_body
 from bridge.poller import poll
 from bridge.store import deliveries, waits
 from bridge.store.database import database_now
@@ -84,6 +84,8 @@ class DeliveryFailed(BridgeError):
     """One try of a delivery failed; ``retriable`` says whether a later try may work."""
 
     def __init__(self, reason: str, *, retriable: bool) -> None:
+        # What a server answered is shown as one plain line (no NUL: it goes into the history).
+        reason = one_line(reason, 300)
         super().__init__(reason)
         self.reason = reason
         self.retriable = retriable

@@ -172,6 +172,13 @@ def _text(value: JSON) -> str:
         return f"<not text: {type(value).__name__}>"
     if len(value) > MAX_RECIPIENT:
         return f"<{len(value)} characters: too long>"
+    if "\x00" in value or not value.isprintable():
+        # Never a recipient, and PostgreSQL could not even store a NUL.
+        return "<holds control characters>"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "<not UTF-8>"
     return value
 
 
