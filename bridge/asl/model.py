@@ -357,6 +357,9 @@ class Definition(_Node):
     #: Bridge extension: the business fields a process is listed and filtered by, evaluated
     #: over its input when it starts (``bridge.asl.search``).
     search_attributes: dict[str, JSON] | None = None
+    #: Who hears of this definition's approvals (bridge.asl.notify), for every approval step
+    #: without a Notify of its own; written out, never read from the data.
+    notify: dict[str, Any] | None = None
 
     @property
     def express(self) -> bool:

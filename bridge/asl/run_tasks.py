@@ -309,6 +309,8 @@ class RunTasks(RunBase):
                 "Approval.InvalidParameters", f"State {position.state}: {'; '.join(problems)}"
             )
         ballot = ballot.model_copy(update={"outcomes": tuple(o.name for o in form.outcomes)})
+        if "Notify" not in request and self.definition.notify is not None:
+            request = {**request, "Notify": self.definition.notify}
         spec = notify.notify_of(request, position.state, ballot.seats)
         escalation = approvals.escalation_of(request, position.state)
         wait_id = self.entropy.new_id()

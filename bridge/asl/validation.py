@@ -72,6 +72,24 @@ def semantic_problems(definition: Definition) -> Iterator[str]:
     yield from _search_problems("SearchAttributes", definition, definition.query_language)
     yield from _attribute_count_problems(definition)
     yield from _schedule_problems(definition)
+    if definition.notify is not None:
+        dynamic = [key for key in _keys(definition.notify) if key.endswith(".$")]
+        if dynamic:
+            yield f"Notify.{dynamic[0]}: a definition's Notify is written out (read the data in "
+            "a step's own Notify)"
+        for problem in _approval_problems("", {"Notify": definition.notify}):
+            yield problem.removeprefix(".")
+
+
+def _keys(value: JSON) -> Iterator[str]:
+    """Every key of ``value``, however deep."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield key
+            yield from _keys(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _keys(inner)
 
 
 def _schedule_problems(definition: Definition) -> Iterator[str]:

@@ -276,3 +276,41 @@ def test_what_history_and_logs_show_of_a_recipient() -> None:
     )
     assert shown_recipient("email", "a@x.org\r\n") == "a@x.org"
     assert one_line("a\r\nb\x00c", 10) == "a b c"
+
+
+def test_a_definition_wide_notify_serves_steps_without_their_own() -> None:
+    states = {
+        "First": {
+            "Type": "Task",
+            "Resource": "bridge:approval",
+            "Parameters": {"Assignees": ["ann"]},
+            "Next": "Second",
+        },
+        "Second": {
+            "Type": "Task",
+            "Resource": "bridge:approval",
+            "Parameters": {"Assignees": ["ann"], "Notify": {"On": ["Decided"]}},
+            "End": True,
+        },
+    }
+    definition = parse_definition(
+        {
+            "StartAt": "First",
+            "States": states,
+            "Notify": {"Email": {"To": {"ann": "ann@example.com"}}},
+        },
+        "test",
+    )
+    run = Driver(definition)
+    first = one(run.start({}).effects)
+    assert first.notify.addresses("user:ann") == ("ann@example.com",)
+    second = run.apply(ApprovalDecided(run.wait.id, True))
+    told = of_type(second.effects, NotifyApprovers)
+    # The second step's own Notify wins: no request, and no addresses of the definition's.
+    assert [(t.state, t.event) for t in told] == [("First", "Decided")]
+
+    with pytest.raises(DefinitionError) as caught:
+        parse_definition(
+            {"StartAt": "First", "States": states, "Notify": {"Email": {"To.$": "$.x"}}}, "test"
+        )
+    assert any(problem.startswith("Notify.To.$") for problem in caught.value.problems)
