@@ -398,4 +398,5 @@ def smtp_server(
     """The configured SMTP server, or None without a host."""
     if not host:
         return None
-    return SmtpServer(host, port, security, username, password, sender)
+    # An empty login (a variable set to nothing) is no login.
+    return SmtpServer(host, port, security, username or None, password or None, sender)
