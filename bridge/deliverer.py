@@ -55,7 +55,7 @@ from bridge.invoker import host_allowed
 from bridge.notices import Notice, SeatLinks, mail, one_line, shown_recipient, webhook_body
 from bridge.poller import poll
 from bridge.store import deliveries, waits
-from bridge.store.database import database_now
+from bridge.store.database import database_now, reading
 from bridge.store.deliveries import Delivery
 
 log = logging.getLogger(__name__)
@@ -152,10 +152,12 @@ class Deliverer:
         free = self.concurrency - len(self._running)
         if free <= 0:
             return False
+        # A look first: an idle worker must not take SQLite's write lock every poll.
+        async with reading(self.engine.db) as conn:
+            if not await deliveries.any_claimable(conn, await database_now(conn)):
+                return False
         async with self.engine.db.begin() as conn:
             now = await database_now(conn)
-            if not await deliveries.any_claimable(conn, now):
-                return False
             claimed = await deliveries.claim(conn, free, now, now + self.lease)
             prepared = [(found, await self._prepared(conn, found)) for found in claimed]
         for found, notice in prepared:
