@@ -32,13 +32,13 @@ class Mail:
     def text(self) -> str:
         body = self.message.get_body(("plain",))
         assert body is not None
-        return str(body.get_content())  # type: ignore[attr-defined]
+        return str(body.get_content())
 
     @property
     def html(self) -> str:
         body = self.message.get_body(("html",))
         assert body is not None
-        return str(body.get_content())  # type: ignore[attr-defined]
+        return str(body.get_content())
 
     def links(self, kind: str) -> list[str]:
         return [m.group(0) for m in LINK.finditer(self.text) if m.group(1) == kind]

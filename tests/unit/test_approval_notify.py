@@ -81,7 +81,7 @@ def test_a_reminder_tells_only_the_seats_that_have_not_decided() -> None:
     started = run.start({})
     assert of_type(started.effects, NotifyApprovers) == []  # On: only reminders
     run.apply(ApprovalDecided(run.wait.id, True, seat="user:ann"))
-    (reminder,) = run.wait.ballot.reminder_timers  # type: ignore[union-attr]
+    (reminder,) = run.wait.ballot.reminder_timers
     reminded = run.apply(TimerFired(reminder), after=3000)
     assert one(reminded.effects).seats == ("user:bob",)
 
@@ -136,7 +136,7 @@ def test_a_reassignment_takes_the_undecided_seats_away() -> None:
 def test_a_decided_approval_cancels_its_escalation() -> None:
     run = approval({"Escalation": {"AfterSeconds": 60, "AddAssignees": ["carol"]}})
     run.start({})
-    timer = run.wait.ballot.escalation_timer  # type: ignore[union-attr]
+    timer = run.wait.ballot.escalation_timer
     decided = run.apply(ApprovalDecided(run.wait.id, True))
     assert any(getattr(e, "timer_id", None) == timer for e in decided.effects)
 
