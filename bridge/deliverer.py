@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = "bridge-notify"
 #: Events whose notices carry decision links.
-WITH_LINKS = ("Requested", "Reminded", "Escalated")
+WITH_LINKS = ("Requested", "Reminded", "Escalated", "Assigned")
 
 
 @dataclass(frozen=True)

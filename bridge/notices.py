@@ -27,6 +27,7 @@ _SUBJECTS = {
     "Requested": "Approval requested",
     "Reminded": "Reminder: approval waiting",
     "Escalated": "Approval escalated to you",
+    "Assigned": "Approval handed to you",
 }
 _OUTCOMES = {"APPROVED": "Approved", "REJECTED": "Rejected", "EXPIRED": "Expired"}
 

@@ -35,8 +35,9 @@ from pydantic import BaseModel, ConfigDict
 from bridge.asl.errors import StatesError
 from bridge.asl.types import JSON
 
-NotifyEvent = Literal["Requested", "Reminded", "Escalated", "Decided"]
-EVENTS: tuple[NotifyEvent, ...] = ("Requested", "Reminded", "Escalated", "Decided")
+NotifyEvent = Literal["Requested", "Reminded", "Escalated", "Assigned", "Decided"]
+#: Assigned: a seat was delegated or reassigned to someone whose name is an e-mail address.
+EVENTS: tuple[NotifyEvent, ...] = ("Requested", "Reminded", "Escalated", "Assigned", "Decided")
 FORMATS = ("slack", "teams", "json")
 FIELDS = ("On", "Email", "Webhook")
 #: The longest address or URL kept; a longer one is kept as a marker that fails its delivery.

@@ -507,6 +507,14 @@ class RunTasks(RunBase):
             admin=event.admin,
         )
         self.effects.append(RecordHolders(wait.id, ballot.holders))
+        told = ballot.notify or notify.NO_NOTIFY
+        handed = event.action in ("delegate", "reassign") and holder is not None
+        if handed and told.wants("Assigned") and notify.address_problem(holder or "") is None:
+            # The new holder is told at their own address, with the seat's links.
+            to_holder = told.model_copy(update={"email": ((event.seat, (holder,)),)})
+            self.effects.append(
+                NotifyApprovers(wait.id, position.state, "Assigned", (event.seat,), to_holder)
+            )
         updated = wait.model_copy(update={"ballot": ballot})
         return _Blocked(position.model_copy(update={"wait": updated}))
 

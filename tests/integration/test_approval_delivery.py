@@ -233,3 +233,28 @@ async def test_a_refused_try_is_retried_and_what_fails_for_good_is_recorded(
         assert 'bridge_deliveries_total{channel="webhook",result="retried"} 1.0' in metrics
         # The process waits on, unharmed.
         assert (await bridge.process_for("x-2"))["status"] == "RUNNING"
+
+
+@pytest.mark.sqlite_only
+async def test_a_seat_delegated_to_an_address_mails_the_delegate_its_links(
+    database_url: str, kafka: str, tmp_path: Path
+) -> None:
+    async with delivering(database_url, kafka, tmp_path) as (bridge, mailbox, hooks):
+        emails = {"ann": "ann@example.com", "bob": "bob@example.com"}
+        process_id = await start(bridge, "x-deleg", emails, remind=1)
+        await mailbox.wait_for(lambda m: "requested" in m.message["Subject"], 2)
+        status, approvals = await bridge.get("/approvals?definition=expense")
+        assert status == 200
+        approval_id = next(a["id"] for a in approvals["items"] if a["processId"] == process_id)
+        status, body = await bridge.post(
+            f"/approvals/{approval_id}/seats/user:ann/delegate", {"to": "carl@example.com"}
+        )
+        assert status == 200, body
+        [handed] = await mailbox.wait_for(lambda m: m.to == ["carl@example.com"], 1)
+        assert handed.message["Subject"] == "Approval handed to you: Expense x-deleg"
+        # Carl's link decides ann's seat, as carl.
+        status, _ = await bridge.post(handed.links("approve")[0], {})
+        assert status == 200
+        status, found = await bridge.get(f"/approvals/{approval_id}")
+        assert [(v["seat"], v["by"]) for v in found["votes"]] == [("user:ann", "carl@example.com")]
+        assert await hooks.wait_for(lambda body: "handed" in body["text"].lower())
