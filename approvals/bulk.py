@@ -14,7 +14,7 @@ from approvals.access import wants_html
 from approvals.guard import body_of, first_error, form_of
 from approvals.keys import ENGINE
 from approvals.problems import problem
-from approvals.render import render
+from approvals.render import refused_form, render
 from approvals.schemas import (
     BulkBody,
     BulkFilter,
@@ -191,26 +191,12 @@ def form_for(
 TIMES = ("startedAfter", "startedBefore")
 
 
-def _refused_form(request: web.Request, form: Any, *bound: str) -> web.Response | None:
-    """The page that answers a form post this viewer may not make (a stale or foreign nonce, a
-    read-only token); None when it may."""
-    if not access.form_nonce_ok(request, str(form.get("csrf", "")), *bound):
-        return render(
-            request, "message.html", 403, title="Not accepted", detail="Open the page again."
-        )
-    if request.get(access.ROLE) != "admin":
-        return render(
-            request, "message.html", 403, title="Not allowed", detail="Your token may only read."
-        )
-    return None
-
-
 @routes.post("/ui/bulk-operations")
 async def ask_from_the_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     form = await form_of(request)
     action = str(form.get("action", ""))
-    refused = _refused_form(request, form, "bulk", action)
+    refused = refused_form(request, form, "bulk", action)
     if refused is not None:
         return refused
     fields = page_times_in_utc(
@@ -244,7 +230,7 @@ async def cancel_from_the_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     operation_id = request.match_info["id"]
     form = await form_of(request)
-    refused = _refused_form(request, form, operation_id, "cancel")
+    refused = refused_form(request, form, operation_id, "cancel")
     if refused is not None:
         return refused
     await _cancel(engine, operation_id)

@@ -18,3 +18,17 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
     )
     response.headers.update(PAGE_HEADERS)
     return response
+
+
+def refused_form(request: web.Request, form: Any, *bound: str) -> web.Response | None:
+    """The page that answers a status page's form post this viewer may not make (a stale or
+    foreign nonce, a read-only token); None when it may."""
+    if not access.form_nonce_ok(request, str(form.get("csrf", "")), *bound):
+        return render(
+            request, "message.html", 403, title="Not accepted", detail="Open the page again."
+        )
+    if request.get(access.ROLE) != "admin":
+        return render(
+            request, "message.html", 403, title="Not allowed", detail="Your token may only read."
+        )
+    return None

@@ -13,7 +13,7 @@ from approvals.api import query_of
 from approvals.guard import body_of, form_of
 from approvals.keys import ENGINE
 from approvals.problems import problem
-from approvals.render import render
+from approvals.render import refused_form, render
 from approvals.schemas import (
     PauseBody,
     ScheduleBody,
@@ -92,7 +92,7 @@ async def list_them(request: web.Request) -> web.StreamResponse:
     query = query_of(request, ScheduleQuery)
     if isinstance(query, web.Response):
         return query
-    found, _ = await schedules.listing(engine, query.definition)
+    found = await schedules.listing(engine, query.definition)
     views = [view_of(engine, schedule) for schedule in found]
     if wants_html(request):
         return render(request, "schedules.html", schedules=views)
@@ -103,7 +103,7 @@ async def list_them(request: web.Request) -> web.StreamResponse:
 async def show_one(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     schedule_id = request.match_info["id"]
-    schedule, _ = await schedules.get(engine, schedule_id)
+    schedule = await schedules.get(engine, schedule_id)
     if schedule is None:
         return _not_found(request, schedule_id)
     view = view_of(engine, schedule)
@@ -196,14 +196,9 @@ async def pause_from_the_page(request: web.Request) -> web.StreamResponse:
     engine = request.app[ENGINE]
     schedule_id, action = request.match_info["id"], request.match_info["action"]
     form = await form_of(request)
-    if not access.form_nonce_ok(request, str(form.get("csrf", "")), schedule_id, action):
-        return render(
-            request, "message.html", 403, title="Not accepted", detail="Open the page again."
-        )
-    if request.get(access.ROLE) != "admin":
-        return render(
-            request, "message.html", 403, title="Not allowed", detail="Your token may only read."
-        )
+    refused = refused_form(request, form, schedule_id, action)
+    if refused is not None:
+        return refused
     note = str(form.get("note", "")).strip()[:500] or None
     try:
         await schedules.set_paused(engine, schedule_id, paused=action == "pause", note=note)

@@ -105,14 +105,14 @@ async def delete(engine: Engine, schedule_id: str) -> None:
         await store.remove(conn, [schedule_id])
 
 
-async def get(engine: Engine, schedule_id: str) -> tuple[Schedule | None, datetime]:
+async def get(engine: Engine, schedule_id: str) -> Schedule | None:
     async with reading(engine.db) as conn:
-        return await store.get(conn, schedule_id), await _now(engine, conn)
+        return await store.get(conn, schedule_id)
 
 
-async def listing(engine: Engine, definition: str | None = None) -> tuple[list[Schedule], datetime]:
+async def listing(engine: Engine, definition: str | None = None) -> list[Schedule]:
     async with reading(engine.db) as conn:
-        return await store.listing(conn, definition=definition), await _now(engine, conn)
+        return await store.listing(conn, definition=definition)
 
 
 def next_runs(schedule: Schedule, count: int = NEXT_RUNS) -> list[datetime]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl.schedule_times import ScheduleSpec
@@ -223,8 +223,3 @@ async def record_tick(
     if result == "skipped":
         values["skipped"] = schedules.c.skipped + 1
     await conn.execute(update(schedules).where(schedules.c.id == schedule_id).values(**values))
-
-
-async def count_due(conn: AsyncConnection, now: datetime) -> int:
-    query = select(func.count()).where(~schedules.c.paused & (schedules.c.next_at <= now))
-    return int(await conn.scalar(query) or 0)

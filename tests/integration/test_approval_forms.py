@@ -13,19 +13,17 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
 
 from approvals.app import build_app
 from approvals.pages import csrf_nonce
 from bridge.asl.errors import DefinitionError
 from bridge.asl.model import parse_definition
 from bridge.bootstrap import Core, open_core
-from bridge.intake import StartRequested
 from bridge.settings import Settings
 from bridge.store import processes as store
 from bridge.store import waits
 from bridge.store.database import reading
-from bridge.store.schema import outbox
+from tests.integration.approval_requests import path_of, start_and_request
 
 pytestmark = pytest.mark.integration
 
@@ -96,20 +94,10 @@ async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Core, Te
 
 async def requested(core: Core) -> tuple[str, str, str]:
     """A new review: its process, and the paths of its approve and reject links."""
-    outcome = await core.engine.apply_one(StartRequested("review", {"doc": "budget"}))
-    process_id = outcome.process_ids[0]
-    async with reading(core.db) as conn:
-        rows = (await conn.scalars(select(outbox.c.messages))).all()
-    for messages in rows:
-        for message in messages:
-            value = message["value"]
-            value = json.loads(value) if isinstance(value, str) else value
-            if value.get("type") == "ApprovalRequested" and value["processId"] == process_id:
-                assert value["form"]["outcomes"] == [["REQUEST_CHANGES", "Request changes"]]
-                path = value["approveUrl"].split("://", 1)[1].split("/", 1)[1]
-                reject = value["rejectUrl"].split("://", 1)[1].split("/", 1)[1]
-                return process_id, f"/{path}", f"/{reject}"
-    raise AssertionError("no approval request")
+    request = await start_and_request(core, "review", {"doc": "budget"})
+    assert request["form"]["outcomes"] == [["REQUEST_CHANGES", "Request changes"]]
+    approve, reject = path_of(request["approveUrl"]), path_of(request["rejectUrl"])
+    return request["processId"], approve, reject
 
 
 async def status_of(core: Core, process_id: str) -> tuple[str, Any]:

@@ -12,15 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
 
 from approvals.app import build_app
 from approvals.identity import ProxyIdentity
 from bridge.bootstrap import Core, open_core
-from bridge.intake import StartRequested
 from bridge.settings import Settings
 from bridge.store.database import reading
-from bridge.store.schema import outbox
+from tests.integration.approval_requests import path_of, start_and_request
 
 pytestmark = pytest.mark.integration
 
@@ -60,24 +58,13 @@ async def client_for(core: Core, trusted: list[str]) -> TestClient:
 
 
 async def links(core: Core) -> tuple[str, dict[str, dict[str, str]]]:
-    """A new approval: its process and each seat's links (from the request in the outbox)."""
-    outcome = await core.engine.apply_one(StartRequested("ship", {}))
-    process_id = outcome.process_ids[0]
-    async with reading(core.db) as conn:
-        rows = (await conn.scalars(select(outbox.c.messages))).all()
-    for messages in rows:
-        for message in messages:
-            value = message["value"]
-            if isinstance(value, str):
-                value = json.loads(value)
-            if value.get("type") == "ApprovalRequested" and value["processId"] == process_id:
-                return process_id, {link["seat"]: link for link in value["links"]}
-    raise AssertionError("no approval request in the outbox")
+    """A new approval: its process and each seat's links."""
+    request = await start_and_request(core, "ship")
+    return request["processId"], {link["seat"]: link for link in request["links"]}
 
 
 async def decide(client: TestClient, url: str, headers: dict[str, str], **body: Any) -> Any:
-    path = url.split("://", 1)[1].split("/", 1)[1]
-    response = await client.post(f"/{path}", json=body, headers=headers)
+    response = await client.post(path_of(url), json=body, headers=headers)
     assert response.status == 200, await response.text()
     return await response.json()
 
@@ -110,8 +97,7 @@ async def test_a_forged_identity_header_from_an_untrusted_address_is_ignored(cor
             ("user:ann", "ann"),
         ]
         # Views: the header is not believed either.
-        seat_url = seats["group:ops"]["approveUrl"].split("://", 1)[1].split("/", 1)[1]
-        await client.get(f"/{seat_url}", headers=forged)
+        await client.get(path_of(seats["group:ops"]["approveUrl"]), headers=forged)
         approval = await the_approval(core, process_id)
         assert {view["viewer"] for view in approval["views"]} == {None}
     finally:

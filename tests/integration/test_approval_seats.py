@@ -12,16 +12,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import select
 
 from approvals.app import build_app
 from approvals.identity import ProxyIdentity
 from approvals.pages import seat_nonce
 from bridge.bootstrap import Core, open_core
-from bridge.intake import StartRequested
 from bridge.settings import Settings
-from bridge.store.database import reading
-from bridge.store.schema import outbox
+from tests.integration.approval_requests import path_of, start_and_request
 
 pytestmark = pytest.mark.integration
 
@@ -67,21 +64,9 @@ async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[tuple[Core, Te
 
 async def requested(core: Core) -> tuple[str, str, dict[str, str]]:
     """A new approval: its id, its process, and each seat's approve link path."""
-    outcome = await core.engine.apply_one(StartRequested("ship", {}))
-    process_id = outcome.process_ids[0]
-    async with reading(core.db) as conn:
-        rows = (await conn.scalars(select(outbox.c.messages))).all()
-    for messages in rows:
-        for message in messages:
-            value = message["value"]
-            value = json.loads(value) if isinstance(value, str) else value
-            if value.get("type") == "ApprovalRequested" and value["processId"] == process_id:
-                paths = {
-                    link["seat"]: "/" + link["approveUrl"].split("://", 1)[1].split("/", 1)[1]
-                    for link in value["links"]
-                }
-                return value["approvalId"], process_id, paths
-    raise AssertionError("no approval request")
+    request = await start_and_request(core, "ship")
+    paths = {link["seat"]: path_of(link["approveUrl"]) for link in request["links"]}
+    return request["approvalId"], request["processId"], paths
 
 
 async def seat(
