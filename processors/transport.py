@@ -131,15 +131,28 @@ class EventTopics:
     def follow(self, wanted: Collection[str]) -> list[str]:
         """Consume the topics of ``wanted`` not consumed yet, too; returns them. The consumer
         subscribes again (a rebalance of the group), and every worker of the group that
-        follows the same definitions does the same."""
+        follows the same definitions does the same.
+
+        Called again and again (``Worker.follow_topics``): faust drops a change flagged while
+        the group rebalances (its conductor clears the flag then), so a topic added but not in
+        the subscription yet is flagged again until it is."""
         added = sorted(set(wanted) - set(self._topic.topics))
+        conductor: Any = self._app.topics  # faust.transport.conductor.TopicConductor
         if added:
             # In place: the agent's stream reads a clone that shares this list.
             self._topic.topics.extend(added)
-            # faust's conductor resubscribes when told its topics changed.
-            conductor: Any = self._app.topics  # faust.transport.conductor.TopicConductor
-            conductor._flag_changes()
+        if added or self.unsubscribed():
+            changed = conductor._subscription_changed
+            if changed is None or not changed.is_set():
+                # faust's conductor resubscribes when told its topics changed.
+                conductor._flag_changes()
         return added
+
+    def unsubscribed(self) -> list[str]:
+        """The topics followed that faust's consumer is not subscribed to yet."""
+        conductor: Any = self._app.topics
+        subscribed = conductor._topic_name_index
+        return sorted(name for name in self._topic.topics if name not in subscribed)
 
 
 class SharedNamesTopic(faust.Topic):
