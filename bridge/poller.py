@@ -50,7 +50,7 @@ async def poll(
                 log.exception("%s failed; trying again in %.1fs", name, rest)
             else:
                 log.warning("%s failed again (%r); trying again in %.1fs", name, exc, rest)
-            await asyncio.sleep(rest)
+            await idle(rest, None)
             continue
         if failures:
             log.info("%s works again after %d failed rounds", name, failures)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
+import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import settings
@@ -12,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.broker import EmbeddedBroker, free_port
+from bridge.store.migrate import upgrade
 
 # Property tests judge results, not speed: a busy machine (the suite runs files side by side)
 # must not fail them on hypothesis's default 200 ms deadline per example.
@@ -21,6 +29,13 @@ settings.load_profile("bridge")
 # Tests run many `bridge worker` processes on one host: each takes a free port for its probes
 # (a test that looks at them names its own).
 os.environ.setdefault("BRIDGE_WORKER_HTTP_PORT", "0")
+
+# The test broker (Tansu) holds a JoinGroup for half the consumers' session timeout: with the
+# ten-second default for a named cluster, every bridge a test starts waited 5 s for its group
+# (about 5 minutes of the suite). Two seconds is what `bridge dev` uses on the same broker.
+os.environ.setdefault("BRIDGE_KAFKA_SESSION_TIMEOUT_MS", "2000")
+
+T = TypeVar("T")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "BRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -38,12 +53,16 @@ def kafka() -> Iterator[str]:
         broker.stop()
 
 
-async def create_postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> str:
+async def create_postgres_database(
+    admin_url: str = POSTGRES_ADMIN_URL, template: str | None = None
+) -> str:
+    """A new, empty PostgreSQL database (or a copy of ``template``); its URL."""
     name = f"bridge_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
+            await conn.execute(text(f'CREATE DATABASE "{name}"{copy}'))
     finally:
         await admin.dispose()
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
@@ -59,23 +78,65 @@ async def drop_postgres_database(url: str, admin_url: str = POSTGRES_ADMIN_URL) 
         await admin.dispose()
 
 
+def _run_apart(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` on an event loop of its own, whether or not one runs here: the session's
+    templates are made on first use, from inside a test's async fixture."""
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, work).result()
+
+
+async def _migrated(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        # CREATE DATABASE ... TEMPLATE refuses a template anyone is connected to.
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the schema's head, copied for each test that wants one."""
+    path = tmp_path_factory.mktemp("template") / "bridge.db"
+    _run_apart(_migrated(f"sqlite+aiosqlite:///{path}"))
+    with closing(sqlite3.connect(path)) as plain:  # everything into the one file that is copied
+        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> Iterator[str]:
+    """The name of a PostgreSQL database at the schema's head, the template of each test's."""
+    url = _run_apart(create_postgres_database())
+    try:
+        _run_apart(_migrated(url))
+        yield url.rsplit("/", 1)[1]
+    finally:
+        _run_apart(drop_postgres_database(url))
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], scope="function"
 )
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:
-    """A fresh, empty database: a SQLite file, or a new PostgreSQL database dropped afterwards."""
+    """A fresh database at the schema's head (no rows): a SQLite file, or a new PostgreSQL
+    database dropped afterwards. Copied from one migrated per test process: migrating took
+    about half a second per test (tests/integration/test_migrations.py starts from empty ones)."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db')}/bridge.db"
+        path = tmp_path_factory.mktemp("db") / "bridge.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite+aiosqlite:///{path}"
         return
-    url = await create_postgres_database()
+    url = await create_postgres_database(template=request.getfixturevalue("migrated_postgres"))
     try:
         yield url
     finally:
         await drop_postgres_database(url)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``sqlite_only`` run on SQLite alone: what they check (tracing headers, the
     HTTP contract, express history, relaying across a restart) does not depend on the database,
@@ -89,3 +150,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    keep_module_fixtures_together(items)
+
+
+def keep_module_fixtures_together(items: list[pytest.Item]) -> None:
+    """The suite runs with ``--dist loadgroup``: tests go to whichever test process is free,
+    except that the tests of a module sharing a module-scoped fixture (a running bridge per
+    database) stay in one process, which starts that fixture once."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        if any(
+            definition.scope == "module"
+            for definitions in info.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

@@ -12,7 +12,8 @@ from playwright.async_api import Browser, async_playwright
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
-@pytest.fixture(scope="module")
+# One per test process: tests of a file may run in different ones (--dist loadgroup).
+@pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is missing: run tools/ensure-chromium")

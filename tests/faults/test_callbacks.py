@@ -39,7 +39,9 @@ def _count(history: list[dict[str, Any]], kind: str, state: str | None = None) -
 
 
 async def _no_more(bridge: Bridge, topic: str, predicate: Any, wait: float) -> bool:
-    """True when no further message on ``topic`` passes ``predicate`` within ``wait`` seconds."""
+    """True when no further message on ``topic`` passes ``predicate``: looked for once
+    everything committed is published (the outbox is empty), for ``wait`` seconds."""
+    await bridge.until_published()
     try:
         await bridge.next_message(topic, predicate, timeout=wait)
     except AssertionError:
@@ -170,7 +172,7 @@ async def test_callback_after_the_timeout_is_refused(
         await bridge.publish(
             "bridge.replies", {"taskToken": work["taskToken"], "output": {"late": True}}
         )
-        await asyncio.sleep(0.5)
+        await bridge.until_counted("bridge_callbacks_total", 1, via="kafka")
         after = await _history(bridge, process["id"])
         assert after == before
         assert _count(after, "TaskTimedOut", "Work") == 1

@@ -25,6 +25,8 @@ from bridge.bootstrap import Core, Web, Worker, open_core
 from bridge.broker import free_port
 from bridge.definitions import EXAMPLES_DIR
 from bridge.settings import Settings
+from bridge.store import outbox
+from bridge.store.database import reading
 from bridge.tracing import Tracing
 
 TOPICS = ("orders.events", "inventory.commands", "payments.commands", "orders.done")
@@ -135,6 +137,68 @@ class Bridge:
     async def http_put(self, path: str, body: Any) -> tuple[int, Any]:
         async with self.http.put(self.url + path, json=body) as response:
             return response.status, await _body(response)
+
+    def counted(self, metric: str, **labels: str) -> float:
+        """The sum of ``metric``'s samples (e.g. ``bridge_callbacks_total``) with ``labels``."""
+        return sum(
+            sample.value
+            for family in self.core.engine.metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == metric
+            and all(sample.labels.get(name) == value for name, value in labels.items())
+        )
+
+    async def until_counted(
+        self, metric: str, at_least: float, timeout: float = 20.0, **labels: str
+    ) -> None:
+        """Until ``metric`` with ``labels`` reaches ``at_least``: the barrier that proves an
+        input was applied (or refused) before a test checks that it changed nothing."""
+        deadline = time.monotonic() + timeout
+        while (value := self.counted(metric, **labels)) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{metric}{labels} is {value}, not {at_least}, after {timeout}s"
+                )
+            await asyncio.sleep(0.02)
+
+    async def until_published(self, timeout: float = 20.0) -> None:
+        """Until the outbox is empty: everything committed so far is on its topic."""
+        deadline = time.monotonic() + timeout
+        while True:
+            async with reading(self.core.db) as conn:
+                left = await outbox.pending(conn)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(left)} messages not published after {timeout}s")
+            await asyncio.sleep(0.05)
+
+    async def records_on(self, topic: str) -> int:
+        """How many records ``topic`` holds now (from its first offset to its end)."""
+        name = self.topics.get(topic, topic)
+        partitions = [TopicPartition(name, p) for p in await self.producer.partitions_for(name)]
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, group_id=None)
+        await consumer.start()
+        try:
+            ends = await consumer.end_offsets(partitions)
+            starts = await consumer.beginning_offsets(partitions)
+        finally:
+            await consumer.stop()
+        return sum(ends[p] - starts[p] for p in partitions)
+
+    async def process_by_id(
+        self, process_id: str, done: bool = True, timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """The process ``process_id``; with ``done``, once it is no longer RUNNING."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = await self.get(f"/processes/{process_id}")
+            assert code == 200, body
+            if not done or body["status"] != "RUNNING":
+                return dict(body)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process {process_id} still RUNNING after {timeout}s")
+            await asyncio.sleep(0.05)
 
     async def process_for(
         self, order_id: str, status: str | None = None, timeout: float = 20.0

@@ -29,11 +29,9 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +49,6 @@ from bridge.engine import BufferExpired, Engine, EngineConfig, EventReceived, Ou
 from bridge.events import KafkaRecord
 from bridge.store import correlation, history_chunks, outbox
 from bridge.store.database import open_engine, reading
-from bridge.store.migrate import upgrade
 from bridge.store.schema import buffered_events, history, inbox, processes
 
 TOPIC = "t"
@@ -481,18 +478,10 @@ async def check(world: World, model: Model) -> None:
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture(scope="module")
-async def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated, empty database file, copied for every example (migrating is the slow part)."""
-    path = tmp_path_factory.mktemp("correlation-template") / "bridge.db"
-    db = open_engine(f"sqlite+aiosqlite:///{path}")
-    try:
-        await upgrade(db)
-    finally:
-        await db.dispose()
-    with closing(sqlite3.connect(path)) as plain:  # everything into the main file
-        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    return path
+@pytest.fixture
+def template(migrated_sqlite: Path) -> Path:
+    """A migrated, empty database file (tests/conftest.py), copied for every example."""
+    return migrated_sqlite
 
 
 class Fresh:
