@@ -43,7 +43,8 @@ from approvals.schemas import (
 from bridge.aliases import ALIAS_NAME, DEFINITION_NAME, Route
 from bridge.asl import json_text, limits, search_filter
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import Definition, parse_definition
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import Definition
 from bridge.asl.process import Process
 from bridge.definitions import deploy, set_alias
 from bridge.engine import (

@@ -8,32 +8,39 @@ apart from the process: bridge.store.approval_views).
 approvals topic; ``RemindApproval`` becomes a reminder there, with fresh links for the seats that
 have not decided (the earlier links keep working: only hashes are kept, so old links cannot be
 sent again); ``NotifyApprovers`` becomes deliveries (``bridge.store.deliveries``), one per
-address and webhook, which the deliverer sends outside the transaction.
+address and webhook, which the deliverer sends outside the transaction. What this part uses of
+the batch it works for is ``ApprovalsBatch``.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bridge import messages
 from bridge.asl import inputs as core
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.effects import NotifyApprovers, RemindApproval, RequestApproval
 from bridge.asl.process import Process
+from bridge.batch_parts import Sending, Stepping
 from bridge.intake import DecisionReceived, DeliveryEnded, Outcome, SeatChangeRequested
+from bridge.metrics import Tally
 from bridge.notices import shown_recipient
 from bridge.store import deliveries, waits
 from bridge.store.deliveries import Delivery
 
-if TYPE_CHECKING:
-    from bridge.batch import Batch
+
+class ApprovalsBatch(Stepping, Sending, Protocol):
+    """What the approvals part needs of the batch it works for (``bridge.batch.Batch``)."""
+
+    @property
+    def tally(self) -> Tally: ...
 
 
 class Approvals:
     """The approval inputs and approval effects of one batch."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: ApprovalsBatch) -> None:
         self.batch = batch
         #: Approvals opened in this batch, by wait: their rows are not written yet.
         self._opened: dict[str, str] = {}
@@ -51,7 +58,7 @@ class Approvals:
             reason = f"the approval is already {link.status.lower()}"
             self._audit(link, "ApprovalAttemptRefused", item, reason=reason, decision=decision)
             return Outcome("conflict", reason)
-        outcome = self.batch._step(
+        outcome = self.batch.step_process(
             link.process_id,
             core.ApprovalDecided(
                 link.wait_id,
@@ -74,22 +81,22 @@ class Approvals:
         if found is None:
             return Outcome("not_found", "no such approval")
         process_id, wait_id = found
-        if await self.batch._load(process_id) is None:
+        if await self.batch.load(process_id) is None:
             return Outcome("not_found", "no such process")
         change = core.SeatChanged(
             wait_id, item.seat, item.action, item.holder, item.by, admin=item.admin
         )
-        return self.batch._step(process_id, change)
+        return self.batch.step_process(process_id, change)
 
     def _audit(self, link: waits.LinkTarget, kind: str, item: Any, **details: Any) -> None:
         """A history entry that changes nothing: who looked at or tried a decision link."""
         by = getattr(item, "decided_by", None)
         entry = {"approvalId": link.approval_id, "seat": link.seat, "by": by, **details}
-        self.batch._step(link.process_id, core.Audit(kind, link.approval.state, entry))
+        self.batch.step_process(link.process_id, core.Audit(kind, link.approval.state, entry))
 
     async def request(self, process: Process, effect: RequestApproval) -> dict[str, Any]:
         """The approval row, a pair of links per seat, and the request on the approvals topic."""
-        approval_id = self.batch.engine.entropy.new_id()
+        approval_id = self.batch.entropy.new_id()
         self._opened[effect.wait_id] = approval_id
         base = self.batch.config.base_url
         links, published = mint_links(effect.seats, base)
@@ -111,7 +118,7 @@ class Approvals:
             links=links,
             now=self.batch.now,
         )
-        message_id = self.batch.engine.entropy.new_id()
+        message_id = self.batch.entropy.new_id()
         value = {
             "type": "ApprovalRequested",
             "approvalId": approval_id,
@@ -143,7 +150,7 @@ class Approvals:
         )
 
     async def reminder(self, process: Process, effect: RemindApproval) -> dict[str, Any]:
-        message_id = self.batch.engine.entropy.new_id()
+        message_id = self.batch.entropy.new_id()
         approval_id = await self._approval_id(effect.wait_id)
         links, published = mint_links(effect.pending, self.batch.config.base_url)
         if approval_id is not None:
@@ -182,7 +189,7 @@ class Approvals:
         await deliveries.finish(batch.conn, found.id, item.result, item.error, batch.now)
         if item.result == "failed":
             self._dead_letter(found, item.error or "failed", item.attempts)
-        if item.result == "skipped" or await batch._load(found.process_id) is None:
+        if item.result == "skipped" or await batch.load(found.process_id) is None:
             return Outcome("applied", item.result, (found.process_id,))
         details: dict[str, Any] = {
             "deliveryId": found.id,
@@ -195,7 +202,7 @@ class Approvals:
         if item.error:
             details["error"] = item.error
         kind = "NotificationSent" if item.result == "sent" else "NotificationFailed"
-        return batch._step(found.process_id, core.Audit(kind, found.state, details))
+        return batch.step_process(found.process_id, core.Audit(kind, found.state, details))
 
     async def delivery_given_up(self, delivery_id: str, reason: str) -> None:
         """Ending the delivery kept failing: it ends as failed, without its history entry."""
@@ -217,9 +224,9 @@ class Approvals:
             "to": shown_recipient(found.channel, found.recipient),
             "attempts": attempts,
         }
-        batch.writer.send(
+        batch.send(
             messages.dead_letter(
-                batch.engine.entropy.new_id(),
+                batch.entropy.new_id(),
                 batch.config.dlq_topic,
                 None,
                 f"delivery failed: {reason}",
@@ -243,7 +250,7 @@ class Approvals:
         def add(channel: str, recipient: str, seats: tuple[str, ...], format_: str | None) -> None:
             rows.append(
                 {
-                    "id": batch.engine.entropy.new_id(),
+                    "id": batch.entropy.new_id(),
                     "process_id": process.id,
                     "approval_id": approval_id,
                     "state": effect.state,

@@ -4,13 +4,20 @@ A ``Batch`` reads the processes its inputs touch, runs the pure interpreter for 
 order, and writes state, history, outbox rows, tokens, timers, event waits and the inputs' dedupe
 marks, all inside the caller's transaction.
 
-This module dispatches the inputs and loads and steps the processes; the rest is split by
-concern, each part holding the batch it works for:
+This module dispatches the inputs, loads and steps the processes and follows the effects that
+cannot wait for the end of the batch; the rest is split by concern, each part declaring as a
+protocol what it uses of the batch (and importing nothing of this module):
 
-- ``bridge.correlate``: events (triggers, event waits, the buffer, dead letters);
-- ``bridge.approval_rows``: approval decisions and views, approval rows, links and reminders;
-- ``bridge.nesting``: child processes;
-- ``bridge.effects_writer``: writing the processes and the rows their effects ask for.
+- ``bridge.correlate``: events (triggers, event waits, the buffer, dead letters), ``EventsBatch``;
+- ``bridge.approval_rows``: approval decisions and views, approval rows, links and reminders,
+  ``ApprovalsBatch``;
+- ``bridge.child_processes``: child processes, ``ChildrenBatch``;
+- ``bridge.schedule_starts``: schedules' due ticks, ``Starter``;
+- ``bridge.effects_writer``: writing the processes and the rows their effects ask for,
+  ``WriterBatch``.
+
+What they share (``Touched``, the ``Stepping`` calls) is in ``bridge.batch_parts``. What the batch
+uses of the engine that runs it is ``Services``.
 
 Each input is applied in a span ("bridge.apply <kind>") under the trace context it brought (an
 event's headers, an HTTP request's) or, when it brought none, under its process's. What a step
@@ -22,9 +29,8 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, Protocol, assert_never
 
 import structlog
 from opentelemetry import context as otel_context
@@ -37,15 +43,22 @@ from bridge.aliases import Reference, choose_version, parse_reference
 from bridge.approval_rows import Approvals
 from bridge.asl import inputs as core
 from bridge.asl.effects import (
+    CloseWait,
     Effect,
-    HistoryEntry,
+    ExpectEvent,
+    NotifyParent,
+    StartChild,
+    StopChild,
 )
-from bridge.asl.errors import BridgeError
 from bridge.asl.interpreter import Step, step
 from bridge.asl.model import Definition
-from bridge.asl.process import Process
+from bridge.asl.types import Clock, Entropy
+from bridge.batch_parts import Touched
+from bridge.child_processes import ChildProcesses
 from bridge.correlate import Correlator, ReadEvent
+from bridge.definitions import MissingDefinition, Registry
 from bridge.effects_writer import EffectsWriter
+from bridge.engine_config import EngineConfig
 from bridge.events import KafkaRecord
 from bridge.failures import Retry, classify
 from bridge.intake import (
@@ -69,57 +82,58 @@ from bridge.intake import (
     TracedInput,
 )
 from bridge.metrics import Tally
-from bridge.nesting import Nesting
 from bridge.schedule_starts import ScheduleStarts
 from bridge.store import aliases, correlation, http_calls, inbox, timers, waits
 from bridge.store import processes as store
 from bridge.store.database import database_now
-from bridge.store.processes import ConcurrentUpdate, Loaded
+from bridge.store.processes import ConcurrentUpdate
+from bridge.tracing import Tracing
 from bridge.wakeups import Written
 
-if TYPE_CHECKING:
-    from bridge.engine import Engine
 
+class Services(Protocol):
+    """What a batch uses of the engine that runs it (``bridge.engine.Engine``)."""
 
-class MissingDefinition(BridgeError):
-    def __init__(self, name: str, version: int) -> None:
-        super().__init__(f"definition {name} v{version} is not loaded")
-        self.name = name
-        self.version = version
+    @property
+    def config(self) -> EngineConfig: ...
 
+    @property
+    def clock(self) -> Clock | None:
+        """The time of a batch; None: the database's clock, read as the batch begins."""
+        ...
 
-@dataclass
-class _Touched:
-    """A process changed in this batch and everything to write for it."""
+    @property
+    def entropy(self) -> Entropy:
+        """New ids, for the interpreter and the rows it asks for."""
+        ...
 
-    process: Process
-    loaded: Loaded | None
-    history: list[HistoryEntry] = field(default_factory=list)
-    #: The trace context each history entry was written in, entry by entry.
-    traces: list[SpanContext | None] = field(default_factory=list)
-    #: The process's own trace context (the one it started in), kept with its row.
-    trace: SpanContext | None = None
+    @property
+    def registry(self) -> Registry:
+        """The loaded definitions."""
+        ...
 
-    @classmethod
-    def of(cls, loaded: Loaded) -> _Touched:
-        return cls(
-            loaded.process, loaded, trace=tracing.parse(loaded.traceparent, loaded.tracestate)
-        )
+    @property
+    def tracing(self) -> Tracing:
+        """Spans, one per input applied."""
+        ...
 
 
 class Batch:
-    def __init__(self, engine: Engine, conn: AsyncConnection) -> None:
-        self.engine = engine
-        self.config = engine.config
+    def __init__(self, services: Services, conn: AsyncConnection) -> None:
+        self.services = services
+        self.config = services.config
+        self.entropy = services.entropy
+        self.registry = services.registry
         self.conn = conn
-        self.now = engine.clock() if engine.clock is not None else datetime.now(UTC)
-        self.touched: dict[str, _Touched] = {}
+        self.now = services.clock() if services.clock is not None else datetime.now(UTC)
+        self.touched: dict[str, Touched] = {}
         self.effects: list[tuple[str, Effect]] = []
+        #: How far ``follow_effects`` has looked through ``effects``.
+        self.followed = 0
         self.marks: dict[str, dict[str, Any]] = {}
-        self.outbox_rows: list[dict[str, Any]] = []
         #: The processes stepped for the input at hand, to blame if it raises.
         self.stepping: list[str] = []
-        self.tracing = engine.tracing
+        self.tracing = services.tracing
         #: The span context of the input at hand, and whether the input brought its own.
         self.trace: SpanContext | None = None
         self.own_trace = False
@@ -133,14 +147,14 @@ class Batch:
         #: Approval decisions and views, and the rows and messages of approvals.
         self.approvals = Approvals(self)
         #: Child processes: started, stopped and answered as their effects appear.
-        self.nesting = Nesting(self)
+        self.children = ChildProcesses(self)
         #: Schedules' due ticks: the starts they make.
         self.schedules = ScheduleStarts(self)
         #: Writes the batch at its end.
-        self.writer = EffectsWriter(self)
+        self.writer = EffectsWriter(self, self.approvals)
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
-        if self.engine.clock is None:
+        if self.services.clock is None:
             self.now = await database_now(self.conn)
         # What the last input of an earlier batch bound says nothing of these.
         structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
@@ -164,7 +178,7 @@ class Batch:
         wanted += [link.process_id for link in links.values() if link is not None]
         wanted += [item.process_id for item in batch if isinstance(item, TimerDue)]
         for process_id, loaded in (await store.load_for_update(self.conn, wanted)).items():
-            self.touched[process_id] = _Touched.of(loaded)
+            self.touched[process_id] = Touched.of(loaded)
         # Processes are locked before their timers are claimed, the order every path takes
         # (a callback locks its process, then cancels the timer): no deadlock between them.
         fired = await timers.claim(
@@ -178,7 +192,7 @@ class Batch:
         try:
             for index, item in enumerate(batch):
                 self.stepping = []
-                self.nesting.starts = 0
+                self.children.starts = 0
                 structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
                 if isinstance(item, EventReceived):
                     structlog.contextvars.bind_contextvars(
@@ -255,7 +269,7 @@ class Batch:
                 target = item.process_id
             elif isinstance(item, StopRequested | RedriveRequested):
                 target = item.process_id
-                await self._load(target)
+                await self.load(target)
             touched = self.touched.get(target) if target is not None else None
             parent = touched.trace if touched is not None else None
         span = self.tracing.start(f"bridge.apply {KINDS.get(type(item), 'input')}", parent)
@@ -325,7 +339,7 @@ class Batch:
                 if item.timer_id not in fired:
                     outcome = Outcome("ignored", "the timer was cancelled or fired")
                 else:
-                    outcome = self._step(item.process_id, core.TimerFired(item.timer_id))
+                    outcome = self.step_process(item.process_id, core.TimerFired(item.timer_id))
             case BufferExpired():
                 outcome = await self.correlator.expired(item)
             case HttpCallEnded():
@@ -339,18 +353,18 @@ class Batch:
             case SeatChangeRequested():
                 outcome = await self.approvals.seat_change(item)
             case StopRequested():
-                if await self._load(item.process_id) is None:
+                if await self.load(item.process_id) is None:
                     outcome = Outcome("not_found", "no such process")
                 else:
-                    outcome = self._step(item.process_id, core.Stop(item.error, item.cause))
+                    outcome = self.step_process(item.process_id, core.Stop(item.error, item.cause))
             case RedriveRequested():
-                if await self._load(item.process_id) is None:
+                if await self.load(item.process_id) is None:
                     outcome = Outcome("not_found", "no such process")
                 else:
-                    outcome = self._step(item.process_id, core.Redrive())
+                    outcome = self.step_process(item.process_id, core.Redrive())
             case _:
                 assert_never(item)
-        await self.correlator.correlate_effects()
+        await self.follow_effects()
         return outcome
 
     async def _start_requested(self, item: StartRequested) -> Outcome:
@@ -365,7 +379,7 @@ class Batch:
         process_id = (
             str(uuid.uuid5(uuid.NAMESPACE_URL, f"bridge:{name}:{item.name}"))
             if item.name
-            else self.engine.entropy.new_id()
+            else self.entropy.new_id()
         )
         definition = await self.definition_to_start(reference, item.version, process_id)
         if isinstance(definition, Outcome):
@@ -402,16 +416,16 @@ class Batch:
         chosen = await self._version_to_start(reference, version, process_id)
         if isinstance(chosen, Outcome):
             return chosen
-        definition = self.engine.registry.get(reference.definition, chosen)
+        definition = self.registry.get(reference.definition, chosen)
         if definition is None:
             return Outcome("not_found", f"no definition {reference.definition!r} version {chosen}")
         return definition
 
-    def adopt(self, process_id: str, result: Step, parent: _Touched) -> None:
+    def adopt(self, process_id: str, result: Step, parent: Touched) -> None:
         """A child process started in this batch: written with the others, in the trace of the
         parent that started it."""
         assert result.process is not None
-        self.touched[process_id] = _Touched(result.process, None, trace=parent.trace)
+        self.touched[process_id] = Touched(result.process, None, trace=parent.trace)
         self._effects(process_id, result)
 
     async def _version_to_start(
@@ -429,7 +443,7 @@ class Batch:
             return choose_version(alias.routes, process_id)
         if (asked := version or reference.version) is not None:
             return asked
-        latest = self.engine.registry.latest(reference.definition)
+        latest = self.registry.latest(reference.definition)
         if latest is None:
             return Outcome("not_found", f"no definition {reference.definition!r}")
         return latest.version
@@ -452,7 +466,7 @@ class Batch:
         dead-letter topic (once: its mark says so), a timer is removed, an HTTP call ends, a
         buffered event expires, and, when ``thorough``, the processes it was for are failed with
         ``Bridge.InputFailed``. An HTTP request's input keeps nothing: the answer says why."""
-        if self.engine.clock is None:
+        if self.services.clock is None:
             self.now = await database_now(self.conn)
         targets = list(process_ids)
         match item:
@@ -502,9 +516,9 @@ class Batch:
         targets = list(dict.fromkeys(targets))
         if thorough:
             for process_id in targets:
-                if await self._load(process_id) is not None:
-                    self._step(process_id, core.Fault("Bridge.InputFailed", reason))
-            await self.correlator.correlate_effects()
+                if await self.load(process_id) is not None:
+                    self.step_process(process_id, core.Fault("Bridge.InputFailed", reason))
+            await self.follow_effects()
         await self.writer.write()
         return Outcome("invalid", reason, tuple(targets))
 
@@ -526,7 +540,7 @@ class Batch:
             trigger = core.TaskFailed(target.wait_id, item.error or "", item.cause or "")
         else:
             trigger = core.TaskHeartbeat(target.wait_id)
-        outcome = self._step(target.process_id, trigger)
+        outcome = self.step_process(target.process_id, trigger)
         if outcome.status == "conflict":
             # The wait the token opened is closed: answered, timed out or aborted.
             reason = f"the task token was already used or has expired ({outcome.reason})"
@@ -542,10 +556,10 @@ class Batch:
             return Outcome("not_found", "unknown HTTP call")
         if call.done_at is not None:
             return Outcome("ignored", f"the HTTP call has ended already ({call.outcome})")
-        if await self._load(call.process_id) is None:
+        if await self.load(call.process_id) is None:
             return Outcome("not_found", "no such process")
         answer = core.HttpAnswered(call.id, item.response, item.error, item.cause)
-        outcome = self._step(call.process_id, answer)
+        outcome = self.step_process(call.process_id, answer)
         status = item.response.get("StatusCode") if isinstance(item.response, dict) else None
         described = item.error or str(status)
         if outcome.status != "applied":
@@ -557,28 +571,63 @@ class Batch:
 
     # ----------------------------------------------------------------- stepping
 
+    async def follow_effects(self) -> None:
+        """Carry out the effects that cannot wait for the end of the batch, in the order they
+        appeared since the last call: child processes are started, stopped and answered, event
+        waits indexed (taking a buffered event at once) and closed ones hidden.
+
+        Done as effects appear, so that a later event in the same batch finds the wait, a wait
+        that begins finds an event buffered moments before, and a child that ends at once
+        answers its parent in the same batch. A step taken here adds effects; the loop goes on
+        until there are none left.
+        """
+        while self.followed < len(self.effects):
+            process_id, effect = self.effects[self.followed]
+            self.followed += 1
+            if isinstance(effect, StartChild | StopChild | NotifyParent):
+                await self.children.apply(process_id, effect)
+            elif isinstance(effect, CloseWait) and effect.kind == "event":
+                self.correlator.wait_closed(effect.wait_id)
+            elif isinstance(effect, ExpectEvent):
+                await self.correlator.wait_begins(process_id, effect)
+
+    def send(self, row: dict[str, Any], context: SpanContext | None) -> None:
+        """An outbox message (a dead letter, say), written with the batch and sent on in trace
+        context ``context``."""
+        self.writer.send(row, context)
+
     def start_process(self, process_id: str, definition: Definition, start: core.Start) -> None:
         """A new process (an HTTP start, a trigger's), stepped from its start and written with
         the others."""
-        result = step(definition, None, start, self.now, self.engine.entropy)
+        result = step(definition, None, start, self.now, self.entropy)
         assert result.process is not None and result.rejected is None
-        self.touched[process_id] = _Touched(result.process, None)
+        self.touched[process_id] = Touched(result.process, None)
         self._effects(process_id, result)
 
     async def exists(self, process_id: str) -> bool:
         """Whether process ``process_id`` exists (written before, or in this batch)."""
-        return await self._load(process_id) is not None
+        return await self.load(process_id) is not None
 
-    async def _load(self, process_id: str) -> _Touched | None:
+    async def load(self, process_id: str) -> Touched | None:
+        """Process ``process_id``, read and locked once per batch, kept with those it touched;
+        None when there is no such process."""
         if process_id not in self.touched:
             loaded = (await store.load_for_update(self.conn, [process_id])).get(process_id)
             if loaded is None:
                 return None
-            self.touched[process_id] = _Touched.of(loaded)
+            self.touched[process_id] = Touched.of(loaded)
         return self.touched[process_id]
 
-    def _step(self, process_id: str, trigger: core.Input) -> Outcome:
+    def blame(self, process_id: str) -> None:
+        """Process ``process_id`` is stepped for the input at hand: if the input raises, it is
+        one of the processes the input failed for (``PoisonInput``)."""
         self.stepping.append(process_id)
+
+    def step_process(self, process_id: str, trigger: core.Input) -> Outcome:
+        """Step process ``process_id`` (loaded) with ``trigger``; its history and effects are
+        kept for the write. A refused trigger is a ``conflict`` and changes nothing; a
+        definition not loaded here raises ``MissingDefinition`` (the engine reloads)."""
+        self.blame(process_id)
         structlog.contextvars.bind_contextvars(process_id=process_id)
         touched = self.touched.get(process_id)
         if touched is None:
@@ -586,11 +635,11 @@ class Batch:
         process = touched.process
         if process.correlation_key is not None:
             structlog.contextvars.bind_contextvars(correlation_key=process.correlation_key)
-        definition = self.engine.registry.get(process.definition, process.version)
+        definition = self.registry.get(process.definition, process.version)
         if definition is None:
             # Deployed by another process since this one looked: the engine reloads and retries.
             raise MissingDefinition(process.definition, process.version)
-        result = step(definition, process, trigger, self.now, self.engine.entropy)
+        result = step(definition, process, trigger, self.now, self.entropy)
         if result.rejected is not None:
             return Outcome("conflict", result.rejected, (process_id,))
         assert result.process is not None
@@ -606,7 +655,7 @@ class Batch:
         self.effects.extend((process_id, effect) for effect in result.effects)
         self.effect_traces.extend([context] * len(result.effects))
 
-    def _context_for(self, touched: _Touched) -> SpanContext | None:
+    def _context_for(self, touched: Touched) -> SpanContext | None:
         """The trace context a step of ``touched`` writes in: the input's when it brought one
         (or the input runs in the process's trace), else the process's own. A process without
         one (new, or started untraced) takes the input's."""

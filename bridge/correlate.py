@@ -3,23 +3,27 @@
 An event is correlated here: it may start processes (triggers), complete event waits
 (``bridge:event:waitFor``), or, when something may want it later, be kept in the buffer until
 its time to live ends; an event that cannot be read, or that no wait took before its time to
-live ended, goes to the dead-letter topic. A wait that begins takes a buffered event at once,
-and the effects that start, stop and answer child processes are handed to ``bridge.nesting``
-as they appear. Every step goes through the batch, in its one transaction.
+live ended, goes to the dead-letter topic. A wait that begins takes a buffered event at once (the
+batch hands each new event wait here as it appears: ``Batch.follow_effects``). Every step goes
+through the batch, in its one transaction; what this part uses of the batch is ``EventsBatch``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from bridge import logs, messages
 from bridge.asl import inputs as core
-from bridge.asl.effects import CloseWait, ExpectEvent, NotifyParent, StartChild, StopChild
+from bridge.asl.effects import ExpectEvent
+from bridge.asl.model import Definition
 from bridge.asl.process import ProcessStatus
 from bridge.asl.types import JSON
+from bridge.batch_parts import Bookkeeping, Sending, Stepping, Touched
+from bridge.definitions import Registry
 from bridge.events import (
     Candidate,
     DomainEvent,
@@ -37,9 +41,6 @@ from bridge.intake import BufferExpired, EventReceived, Outcome
 from bridge.store import correlation, inbox
 from bridge.store import processes as store
 
-if TYPE_CHECKING:
-    from bridge.batch import Batch
-
 log = logging.getLogger(__name__)
 
 
@@ -53,20 +54,40 @@ class ReadEvent:
     candidates: list[Candidate]
 
 
+class EventsBatch(Stepping, Sending, Bookkeeping, Protocol):
+    """What the events part needs of the batch it works for (``bridge.batch.Batch``)."""
+
+    @property
+    def registry(self) -> Registry:
+        """The triggers and event waits' interests of the loaded definitions."""
+        ...
+
+    @property
+    def touched(self) -> Mapping[str, Touched]:
+        """The processes changed in this batch so far, by id."""
+        ...
+
+    def start_process(self, process_id: str, definition: Definition, start: core.Start) -> None:
+        """A new process, stepped from ``start`` and written with the others."""
+        ...
+
+    async def follow_effects(self) -> None:
+        """Carry out the effects that appeared since the last call (see ``Batch``)."""
+        ...
+
+
 class Correlator:
     """The events of one batch and the event waits its steps open and close."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: EventsBatch) -> None:
         self.batch = batch
-        #: How far ``correlate_effects`` has looked through the batch's effects.
-        self.correlated = 0
         #: Waits closed in this batch: no event goes to them any more.
         self.closed: set[str] = set()
 
     def read(self, item: EventReceived) -> ReadEvent | tuple[str, str]:
         """The event and what may become of it, or (reason, position key) when it is invalid."""
         record = item.record
-        registry = self.batch.engine.registry
+        registry = self.batch.registry
         try:
             event = decode(
                 record, self.batch.config.max_event_bytes, self.batch.config.max_event_depth
@@ -97,7 +118,7 @@ class Correlator:
             # What can still be read of it, so that it is found by its id and shows its type.
             seen = glimpse(
                 record,
-                [trigger for _, trigger in self.batch.engine.registry.triggers(record.topic)],
+                [trigger for _, trigger in self.batch.registry.triggers(record.topic)],
             )
             self.mark_event(
                 key,
@@ -155,9 +176,9 @@ class Correlator:
                 if wait.wait_id in self.closed:
                     continue
                 arrived = payload(read.event, candidate.type, candidate.key, read.key)
-                if await self.batch._load(wait.process_id) is None:
+                if await self.batch.load(wait.process_id) is None:
                     continue
-                outcome = self.batch._step(
+                outcome = self.batch.step_process(
                     wait.process_id, core.EventArrived(wait.wait_id, arrived)
                 )
                 if outcome.status == "applied":
@@ -165,7 +186,7 @@ class Correlator:
                     details["delivered"].append(
                         {"processId": wait.process_id, "waitId": wait.wait_id, "key": candidate.key}
                     )
-                await self.correlate_effects()
+                await self.batch.follow_effects()
         return delivered
 
     async def _start(self, read: ReadEvent, details: dict[str, Any]) -> bool:
@@ -184,7 +205,7 @@ class Correlator:
                         }
                     )
                     continue
-            process_id = self.batch.engine.entropy.new_id()
+            process_id = self.batch.entropy.new_id()
             record = read.event.record
             origin = {"eventKey": read.key, "topic": record.topic, "offset": record.offset}
             start = core.Start(process_id, found.input, found.correlation_key, origin)
@@ -193,7 +214,7 @@ class Correlator:
                 {"processId": process_id, "definition": found.definition.name}
             )
             started = True
-            await self.correlate_effects()
+            await self.batch.follow_effects()
         return started
 
     async def _running(self, definition: str, key: str) -> list[str]:
@@ -249,9 +270,9 @@ class Correlator:
 
     def dead_letter(self, record: Any, reason: str, event_key: str, *, event: JSON = None) -> None:
         self.batch.tally.dead_letters += 1
-        self.batch.writer.send(
+        self.batch.send(
             messages.dead_letter(
-                self.batch.engine.entropy.new_id(),
+                self.batch.entropy.new_id(),
                 self.batch.config.dlq_topic,
                 record,
                 reason,
@@ -287,53 +308,45 @@ class Correlator:
             "last_duplicate_at": None,
         }
 
-    async def correlate_effects(self) -> None:
-        """Index new event waits (taking a buffered event at once) and drop closed ones.
+    def wait_closed(self, wait_id: str) -> None:
+        """An event wait closed in this batch: no event goes to it any more. Its rows go in one
+        statement when the batch is written; until then this hides them."""
+        self.closed.add(wait_id)
 
-        Done as effects appear, not at the end of the batch, so that a later event in the same
-        batch finds the wait, and a wait that begins finds an event buffered moments before.
-        """
-        while self.correlated < len(self.batch.effects):
-            process_id, effect = self.batch.effects[self.correlated]
-            self.correlated += 1
-            if isinstance(effect, StartChild | StopChild | NotifyParent):
-                await self.batch.nesting.apply(process_id, effect)
-            elif isinstance(effect, CloseWait) and effect.kind == "event":
-                # The event wait's rows go in one statement when the batch is written; until
-                # then this set hides them.
-                self.closed.add(effect.wait_id)
-            elif isinstance(effect, ExpectEvent):
-                taken = await correlation.take_buffered(
-                    self.batch.conn, effect.subscriptions, process_id, self.batch.now
-                )
-                if taken is None:
-                    await correlation.add_waits(
-                        self.batch.conn,
-                        effect.wait_id,
-                        process_id,
-                        effect.subscriptions,
-                        self.batch.now,
-                    )
-                    continue
-                outcome = self.batch._step(
-                    process_id, core.EventArrived(effect.wait_id, taken.event)
-                )
-                if outcome.status == "applied":
-                    await inbox.add_details(
-                        self.batch.conn,
-                        taken.event_key,
-                        "delivered from the buffer",
+    async def wait_begins(self, process_id: str, effect: ExpectEvent) -> None:
+        """An event wait that begins: it takes an event buffered for it at once, else it is
+        indexed, so that a later event of the same batch finds it."""
+        taken = await correlation.take_buffered(
+            self.batch.conn, effect.subscriptions, process_id, self.batch.now
+        )
+        if taken is None:
+            await correlation.add_waits(
+                self.batch.conn,
+                effect.wait_id,
+                process_id,
+                effect.subscriptions,
+                self.batch.now,
+            )
+            return
+        outcome = self.batch.step_process(
+            process_id, core.EventArrived(effect.wait_id, taken.event)
+        )
+        if outcome.status == "applied":
+            await inbox.add_details(
+                self.batch.conn,
+                taken.event_key,
+                "delivered from the buffer",
+                {
+                    "delivered": [
                         {
-                            "delivered": [
-                                {
-                                    "processId": process_id,
-                                    "waitId": effect.wait_id,
-                                    "fromBuffer": True,
-                                    "at": self.batch.now.isoformat(),
-                                }
-                            ]
-                        },
-                    )
+                            "processId": process_id,
+                            "waitId": effect.wait_id,
+                            "fromBuffer": True,
+                            "at": self.batch.now.isoformat(),
+                        }
+                    ]
+                },
+            )
 
 
 def _configured_id(key: str) -> str | None:

@@ -12,8 +12,9 @@ import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.aliases import Route, route_problems
-from bridge.asl.errors import DefinitionError
-from bridge.asl.model import Definition, EventInterest, Trigger, event_interests, parse_definition
+from bridge.asl.errors import BridgeError, DefinitionError
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import Definition, EventInterest, Trigger, event_interests
 from bridge.schedule_setup import sync_declared
 from bridge.store import aliases as stored_aliases
 from bridge.store import definitions as stored
@@ -113,6 +114,16 @@ async def set_alias(
         alias = Alias(definition, name, description, tuple(routes), await database_now(conn))
         await stored_aliases.put(conn, alias)
     return alias
+
+
+class MissingDefinition(BridgeError):
+    """A process, or a start, names a definition version this registry has not loaded (deployed
+    through another replica since): the engine refreshes the registry and runs the batch again."""
+
+    def __init__(self, name: str, version: int) -> None:
+        super().__init__(f"definition {name} v{version} is not loaded")
+        self.name = name
+        self.version = version
 
 
 class Registry:

@@ -4,22 +4,26 @@ Processes are written first (tokens, approvals, timers and history point at them
 their effects ask for, effect by effect (task tokens, approval rows, votes) or gathered (HTTP
 calls, closed waits, timers); then the outbox messages, in one row (commands, approval requests
 and reminders, lifecycle events, dead letters), the history and the inputs' dedupe marks. Each
-outbox message and HTTP call carries the trace context of the step that asked for it.
+outbox message and HTTP call carries the trace context of the step that asked for it. What the
+writer reads of the batch it writes is ``WriterBatch``; the rows and messages of approvals come
+from the batch's approvals part, given to it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, assert_never
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, assert_never
 
 from opentelemetry.trace import SpanContext
 
 from bridge import messages, tracing
+from bridge.approval_rows import Approvals
 from bridge.asl.effects import (
     CancelTimer,
     ChangeSeats,
     CloseWait,
     ConcludeApproval,
+    Effect,
     ExpectCallback,
     ExpectEvent,
     HistoryEntry,
@@ -37,6 +41,7 @@ from bridge.asl.effects import (
 )
 from bridge.asl.process import Process
 from bridge.asl.search import SKIPPED
+from bridge.batch_parts import BatchScope, Bookkeeping, Touched
 from bridge.store import (
     correlation,
     deliveries,
@@ -50,15 +55,34 @@ from bridge.store import (
 from bridge.store import processes as store
 from bridge.store.write_set import WriteSet
 
-if TYPE_CHECKING:
-    from bridge.batch import Batch
+
+class WriterBatch(BatchScope, Bookkeeping, Protocol):
+    """What the writer reads of the batch it writes (``bridge.batch.Batch``)."""
+
+    @property
+    def touched(self) -> Mapping[str, Touched]:
+        """The processes the batch changed, by id, with their history."""
+        ...
+
+    @property
+    def effects(self) -> Sequence[tuple[str, Effect]]:
+        """The effects of every step, in order, with the process that asked for each."""
+        ...
+
+    @property
+    def effect_traces(self) -> Sequence[SpanContext | None]:
+        """The trace context each effect was written in, effect by effect."""
+        ...
 
 
 class EffectsWriter:
     """Writes one batch at its end; ``send`` queues an outbox row for it on the way."""
 
-    def __init__(self, batch: Batch) -> None:
+    def __init__(self, batch: WriterBatch, approvals: Approvals) -> None:
         self.batch = batch
+        self.approvals = approvals
+        #: The outbox messages queued so far, written in one statement at the end.
+        self.outbox_rows: list[dict[str, Any]] = []
 
     async def write(self) -> None:
         conn, now = self.batch.conn, self.batch.now
@@ -107,7 +131,7 @@ class EffectsWriter:
                 case ExpectCallback():
                     tokens.append((effect.token, process_id, effect.wait_id, effect.state))
                 case RequestApproval():
-                    self.send(await self.batch.approvals.request(process, effect), context)
+                    self.send(await self.approvals.request(process, effect), context)
                 case RecordHolders():
                     await waits.record_holders(conn, effect.wait_id, dict(effect.holders))
                 case RecordVote():
@@ -124,9 +148,9 @@ class EffectsWriter:
                     await waits.conclude(conn, effect.wait_id, effect.outcome, now)
                     self.batch.tally.approvals[effect.outcome] += 1
                 case RemindApproval():
-                    self.send(await self.batch.approvals.reminder(process, effect), context)
+                    self.send(await self.approvals.reminder(process, effect), context)
                 case NotifyApprovers():
-                    notices += await self.batch.approvals.deliveries(process, effect)
+                    notices += await self.approvals.deliveries(process, effect)
                 case ChangeSeats():
                     await waits.change_seats(conn, effect.wait_id, list(effect.seats))
                 case CloseWait():
@@ -141,11 +165,12 @@ class EffectsWriter:
                     if new_timers.pop(effect.timer_id, None) is None:
                         cancelled.append(effect.timer_id)
                 case ExpectEvent():
-                    pass  # indexed as it happened, by _correlate_effects
+                    pass  # indexed as it happened (Batch.follow_effects, bridge.correlate)
                 case InvokeHttp():
                     calls.append(self._http_call(process_id, effect, context))
                 case StartChild() | StopChild() | NotifyParent():
-                    pass  # carried out as it happened, by _correlate_effects (bridge.nesting)
+                    # Carried out as it happened (Batch.follow_effects, bridge.child_processes).
+                    pass
                 case _:
                     assert_never(effect)
         # What needs no answer goes at the end, in one round trip (bridge.store.write_set).
@@ -166,8 +191,8 @@ class EffectsWriter:
         await timers.add(conn, list(new_timers.values()), writes=writes)
         for timer in new_timers.values():
             written.due(timer["due_at"])
-        await outbox.add(conn, self.batch.outbox_rows, writes=writes)
-        written.outbox = written.outbox or bool(self.batch.outbox_rows)
+        await outbox.add(conn, self.outbox_rows, writes=writes)
+        written.outbox = written.outbox or bool(self.outbox_rows)
         await store.append_history(conn, history_rows, writes=writes)
         await inbox.mark(conn, list(self.batch.marks.values()), writes=writes)
         await writes.flush()
@@ -191,7 +216,7 @@ class EffectsWriter:
         """An outbox message, sent on in the trace context of the step that wrote it."""
         if context is not None:
             row.update(tracing.columns(context))
-        self.batch.outbox_rows.append(row)
+        self.outbox_rows.append(row)
 
     def _lifecycle(
         self, process: Process, entry: HistoryEntry, context: SpanContext | None
@@ -204,6 +229,6 @@ class EffectsWriter:
             kind = messages.STEPS.get(entry.type)
         if kind is not None:
             self.send(
-                messages.lifecycle(self.batch.engine.entropy.new_id(), process, entry, kind, topic),
+                messages.lifecycle(self.batch.entropy.new_id(), process, entry, kind, topic),
                 context,
             )

@@ -12,16 +12,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bridge import faults, progress, runner
-from bridge.asl.notify import Webhook
 from bridge.asl.types import Clock, Entropy
-from bridge.batch import Batch, MissingDefinition
-from bridge.definitions import Registry
+from bridge.batch import Batch
+from bridge.definitions import MissingDefinition, Registry
+from bridge.engine_config import EngineConfig
 from bridge.failures import Retry, classify
 from bridge.group_commit import GroupCommit
 from bridge.intake import (
@@ -70,29 +69,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """What the engine needs from the settings."""
-
-    base_url: str = "http://127.0.0.1:8080"
-    approvals_topic: str = "bridge.approvals"
-    dlq_topic: str = "bridge.dlq"
-    #: Process lifecycle events go here; empty turns them off.
-    lifecycle_topic: str = "bridge.lifecycle"
-    lifecycle_steps: bool = False
-    max_event_bytes: int = 256 * 1024
-    #: The deepest nesting of objects and arrays an event may have.
-    max_event_depth: int = 64
-    #: How long an early event is kept when its wait does not say.
-    buffer_seconds: int = 3600
-    #: A log line each time a process starts, waits or ends (``bridge.progress``).
-    log_processes: bool = False
-    #: Days a finished process is kept when its definition does not say (bridge.retention).
-    retention_days: int = 90
-    #: Webhooks told of every approval (BRIDGE_NOTIFY_WEBHOOK_URLS), besides a step's own.
-    notify_webhooks: tuple[Webhook, ...] = ()
 
 
 class Engine:

@@ -70,6 +70,7 @@ from bridge.asl.inputs import (
     TimerFired,
 )
 from bridge.asl.interpreter import step
+from bridge.asl.loading import parse_definition
 from bridge.asl.model import (
     APPROVAL,
     EVENT_WAIT,
@@ -77,7 +78,6 @@ from bridge.asl.model import (
     PROCESS_START_SYNC,
     SEND_WAIT,
     Definition,
-    parse_definition,
 )
 from bridge.asl.process import Process, ProcessStatus
 from bridge.asl.run_base import Probe

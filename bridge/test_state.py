@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bridge.asl.errors import BridgeError, DefinitionError, Failure
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.run_base import Probe
 from bridge.asl.types import JSON
 from bridge.local import LocalResult, MocksError, document_of, run_probed

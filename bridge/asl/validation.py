@@ -3,7 +3,7 @@
 ``semantic_problems(definition)`` yields each problem with the state and field it concerns:
 transitions to missing states, unreachable states, paths, templates and JSONata expressions that do
 not parse, fields that only one query language allows, and the rules of each bridge resource.
-``model.parse_definition`` raises them together as one ``DefinitionError``.
+``loading.parse_definition`` raises them together as one ``DefinitionError``.
 """
 
 from __future__ import annotations

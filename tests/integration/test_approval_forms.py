@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from approvals.app import build_app
 from approvals.pages import csrf_nonce
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.bootstrap import Core, open_core
 from bridge.settings import Settings
 from bridge.store import processes as store

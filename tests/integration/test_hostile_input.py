@@ -16,7 +16,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import DataError
 
 import bridge.effects_writer
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.definitions import Registry
 from bridge.dlq import Letter, original
 from bridge.engine import CallbackReceived, Engine, EngineConfig, EventReceived, TimerDue

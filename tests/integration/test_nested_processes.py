@@ -378,7 +378,7 @@ async def test_the_order_batch_example(database_url: str, kafka: str, tmp_path: 
 async def test_aliases_late_definitions_and_the_start_budget(
     database_url: str, kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge import nesting
+    from bridge import child_processes
     from bridge.definitions import deploy
 
     async with running_bridge(database_url, kafka, tmp_path, definitions=_folder(tmp_path)) as b:
@@ -411,7 +411,7 @@ async def test_aliases_late_definitions_and_the_start_budget(
         assert found["status"] == "SUCCEEDED" and found["output"]["Output"] == {"echo": 4}
 
         # A parent that starts children that end at once, in a loop that never waits, is bounded.
-        monkeypatch.setattr(nesting, "MAX_CHILD_STARTS", 20)
+        monkeypatch.setattr(child_processes, "MAX_CHILD_STARTS", 20)
         loop = {
             "StartAt": "Run",
             "States": {

@@ -15,7 +15,7 @@ from bridge.asl.approvals import Ballot, Escalation, Vote, escalation_of
 from bridge.asl.effects import ChangeSeats, NotifyApprovers, StartTimer
 from bridge.asl.errors import DefinitionError, StatesError
 from bridge.asl.inputs import ApprovalDecided, TimerFired
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.notify import NotifySpec, Webhook, address_problem, notify_of
 from bridge.notices import Notice, SeatLinks, mail, one_line, shown_recipient, webhook_body
 from tests.unit.test_interpreter import Driver, of_type

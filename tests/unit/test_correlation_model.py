@@ -43,7 +43,7 @@ from hypothesis import event as note
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.definitions import Registry
 from bridge.engine import BufferExpired, Engine, EngineConfig, EventReceived, Outcome
 from bridge.events import KafkaRecord

@@ -10,7 +10,8 @@ import pytest
 from bridge.asl import diagram
 from bridge.asl.diagram import Mark, graph_of, marks, to_dot, to_mermaid
 from bridge.asl.inputs import Redrive, Stop, TaskFailed, TaskSucceeded
-from bridge.asl.model import Definition, parse_definition
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import Definition
 from bridge.asl.process import ProcessStatus
 from tests.unit.test_interpreter import Driver
 from tests.unit.test_parallel_map import send_wait, tokens

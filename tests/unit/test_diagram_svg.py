@@ -8,7 +8,7 @@ from xml.dom import minidom
 
 from bridge.asl import diagram
 from bridge.asl.diagram_svg import to_svg
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 
 
 def drawn(document: dict[str, Any], marks: dict[str, diagram.Mark] | None = None) -> str:

@@ -10,7 +10,8 @@ import pytest
 from bridge.asl.effects import StartTimer
 from bridge.asl.errors import DefinitionError
 from bridge.asl.inputs import TaskFailed, TimerFired
-from bridge.asl.model import EXPRESS_HISTORY, SEND_WAIT, parse_definition
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import EXPRESS_HISTORY, SEND_WAIT
 from bridge.asl.process import ProcessStatus
 from tests.unit.test_interpreter import T0, Driver
 

@@ -25,7 +25,7 @@ from bridge.asl.http_task import (
     response_result,
 )
 from bridge.asl.inputs import HttpAnswered, Stop, TaskSucceeded, TimerFired
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.process import ProcessStatus
 from bridge.invoker import host_allowed, parse_pattern
 from bridge.local import MocksError, run_local

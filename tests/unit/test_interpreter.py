@@ -41,7 +41,8 @@ from bridge.asl.inputs import (
     TimerFired,
 )
 from bridge.asl.interpreter import MAX_TRANSITIONS_PER_STEP, Step, step
-from bridge.asl.model import SEND, SEND_WAIT, Definition, parse_definition
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import SEND, SEND_WAIT, Definition
 from bridge.asl.process import Process, ProcessStatus, Wait
 
 SAGA_FILE = Path(__file__).resolve().parents[2] / "examples" / "order-saga.asl.yaml"

@@ -8,7 +8,7 @@ import pytest
 
 from bridge import run_local
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 
 TOKEN_TASK = {
     "Type": "Task",

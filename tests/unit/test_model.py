@@ -15,16 +15,8 @@ import pytest
 import yaml
 
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import (
-    APPROVAL,
-    SEND,
-    SEND_WAIT,
-    ChoiceState,
-    Definition,
-    TaskState,
-    Trigger,
-    parse_definition,
-)
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import APPROVAL, SEND, SEND_WAIT, ChoiceState, Definition, TaskState, Trigger
 
 SAGA_FILE = Path(__file__).resolve().parents[2] / "examples" / "order-saga.asl.yaml"
 

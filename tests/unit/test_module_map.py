@@ -1,7 +1,8 @@
-"""The module map: imports between the web app's modules, and between the stream processors', go
-one way (no cycles, function-level imports included), and the app's shared keys come from
-approvals/keys.py, not from another handler module. (bridge/ still has cycles through type-only
-imports: the batch's parts take the batch itself.)"""
+"""The module map: imports go one way (no cycles) in the engine (bridge/ with its subpackages:
+the batch and its parts, the pure core, the store), in the web app and in the stream processors.
+Every import counts, wherever it stands in a file: at the top, inside a function, under ``if
+TYPE_CHECKING:``. The app's shared keys come from approvals/keys.py, not from another handler
+module."""
 
 from __future__ import annotations
 
@@ -15,18 +16,33 @@ import approvals.keys
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def modules_of(package: str) -> dict[str, Path]:
+    """The dotted name of every module of ``package`` and its subpackages (a package by its own
+    name, for its __init__.py), with its file."""
+    found: dict[str, Path] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
 def imports_of(package: str) -> dict[str, set[str]]:
-    """Module -> the modules of the same package it imports (at any level of the file)."""
+    """Module -> the modules of the same package (subpackages included) it imports, at any level
+    of the file. ``from p import name`` counts as an import of p.name when that is a module, else
+    of p itself."""
+    modules = modules_of(package)
     graph: dict[str, set[str]] = {}
-    for path in sorted((ROOT / package).glob("*.py")):
-        name = path.stem
+    for name, path in modules.items():
         found: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == package:
-                    found |= {alias.name for alias in node.names}
-                elif node.module.startswith(package + "."):
-                    found.add(node.module.split(".")[1])
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names if alias.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in modules:
+                        found.add(f"{node.module}.{alias.name}")
+                    elif node.module in modules:
+                        found.add(node.module)
         graph[name] = found - {name}
     return graph
 
@@ -57,6 +73,16 @@ def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_web_app_and_the_stream_processors_import_one_way() -> None:
     assert cycle_in(imports_of("approvals")) is None
     assert cycle_in(imports_of("processors")) is None
+
+
+def test_the_engine_imports_one_way() -> None:
+    graph = imports_of("bridge")
+    # The graph is the real one: subpackages, type-only imports and function-level ones count.
+    assert "bridge.asl.interpreter" in graph["bridge.batch"]
+    assert "bridge.batch_parts" in graph["bridge.correlate"]
+    assert "bridge.engine" in graph["bridge.bootstrap"]
+    assert "bridge.local" in graph["bridge"]
+    assert cycle_in(graph) is None
 
 
 def test_the_check_sees_a_cycle() -> None:

@@ -28,7 +28,7 @@ from bridge.asl.inputs import (
     Stop,
     TimerFired,
 )
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.process import ParentLink, Process, ProcessStatus
 from bridge.local import MocksError, run_local
 from tests.unit.test_interpreter import T0, Driver, of_type, one

@@ -6,7 +6,7 @@ from typing import Any
 
 from bridge.asl.effects import CloseWait, ExpectCallback, SendMessage
 from bridge.asl.inputs import TaskFailed, TaskSucceeded, TimerFired
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.process import ProcessStatus
 from tests.unit.test_interpreter import Driver, of_type
 

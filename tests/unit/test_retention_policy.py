@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.asl.model import Definition, parse_definition
+from bridge.asl.loading import parse_definition
+from bridge.asl.model import Definition
 from bridge.retention import cutoffs, days_of, retained_until, retention_days
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.asl.errors import DefinitionError
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.schedule_times import ScheduleSpec, next_after, spec_problems, ticks_until, upcoming
 from bridge.schedule_policy import (
     GRACE,

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bridge.asl import search
 from bridge.asl.errors import DefinitionError
 from bridge.asl.inputs import TaskSucceeded
-from bridge.asl.model import parse_definition
+from bridge.asl.loading import parse_definition
 from bridge.asl.process import Process, ProcessStatus
 from bridge.cli import main
 from tests.unit.test_interpreter import Driver, callback_task, machine

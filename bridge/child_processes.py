@@ -1,4 +1,4 @@
-"""Nested processes, shell part: what a batch does with the effects of ``bridge:process:start``.
+"""Child processes, shell part: what a batch does with the effects of ``bridge:process:start``.
 
 A parent's step asks for a child (``StartChild``); the batch resolves the child's definition as
 an HTTP start does (``NAME``, ``NAME:VERSION``, ``NAME:ALIAS``), creates and steps the child, and
@@ -14,33 +14,67 @@ refuses deeper starts), and one input may start at most ``MAX_CHILD_STARTS`` chi
 that starts children in a loop that never waits fails with ``States.Runtime``, as a loop of
 states does after ``MAX_TRANSITIONS_PER_STEP``). A stopped child's end is refused by its parent,
 which no longer waits for it, so a stop never comes back.
+
+The pure side of the same concept is ``bridge.asl.children``; what this part uses of the batch it
+works for is ``ChildrenBatch``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
-from bridge.aliases import parse_reference
+from bridge.aliases import Reference, parse_reference
 from bridge.asl import children, errors
 from bridge.asl import inputs as core
 from bridge.asl.effects import NotifyParent, StartChild, StopChild
-from bridge.asl.interpreter import step
+from bridge.asl.interpreter import Step, step
+from bridge.asl.model import Definition
 from bridge.asl.process import ParentLink, Process
+from bridge.batch_parts import Stepping, Touched
+from bridge.definitions import MissingDefinition, Registry
 from bridge.intake import Outcome
 from bridge.store import definitions as stored_definitions
-
-if TYPE_CHECKING:
-    from bridge.batch import Batch
 
 #: Children one input may start, counting their children: a parent looping over starts of
 #: children that end at once would otherwise never let its batch finish.
 MAX_CHILD_STARTS = 1000
 
 
-class Nesting:
-    """The nested-process effects of one batch, applied as they appear."""
+class ChildrenBatch(Stepping, Protocol):
+    """What the child-processes part needs of the batch it works for (``bridge.batch.Batch``)."""
 
-    def __init__(self, batch: Batch) -> None:
+    @property
+    def registry(self) -> Registry:
+        """The loaded definitions, to tell a stale registry from a missing definition."""
+        ...
+
+    @property
+    def touched(self) -> Mapping[str, Touched]:
+        """The processes changed in this batch so far, by id (a parent is one of them)."""
+        ...
+
+    async def definition_to_start(
+        self, reference: Reference, version: int | None, process_id: str
+    ) -> Definition | Outcome:
+        """The definition a start of ``reference`` runs, or why there is none."""
+        ...
+
+    def blame(self, process_id: str) -> None:
+        """Process ``process_id`` is about to be stepped for the input at hand: if the input
+        raises, it is one of the processes the input failed for."""
+        ...
+
+    def adopt(self, process_id: str, result: Step, parent: Touched) -> None:
+        """A child started in this batch (``result`` of its start): written with the others, in
+        the trace of ``parent``."""
+        ...
+
+
+class ChildProcesses:
+    """The child-process effects of one batch, applied as they appear."""
+
+    def __init__(self, batch: ChildrenBatch) -> None:
         self.batch = batch
         #: Children started for the input at hand (reset per input by the batch).
         self.starts = 0
@@ -65,10 +99,12 @@ class Nesting:
                 f"more than {MAX_CHILD_STARTS} child processes started by one input: a loop "
                 "that starts children without waiting?"
             )
-            batch._step(parent_id, core.ChildNotStarted(effect.wait_id, errors.RUNTIME, cause))
+            batch.step_process(
+                parent_id, core.ChildNotStarted(effect.wait_id, errors.RUNTIME, cause)
+            )
             return
         self.starts += 1
-        existing = await batch._load(effect.child_id)
+        existing = await batch.load(effect.child_id)
         if existing is not None:
             self._existing(parent_id, effect, existing.process)
             return
@@ -81,7 +117,9 @@ class Nesting:
                 if chosen.status == "not_found"
                 else errors.CHILD_INVALID_PARAMETERS
             )
-            batch._step(parent_id, core.ChildNotStarted(effect.wait_id, error, chosen.reason))
+            batch.step_process(
+                parent_id, core.ChildNotStarted(effect.wait_id, error, chosen.reason)
+            )
             return
         origin = {
             "via": "process",
@@ -97,8 +135,8 @@ class Nesting:
             depth=effect.depth,
         )
         start = core.Start(effect.child_id, effect.input, effect.correlation_key, origin, link)
-        batch.stepping.append(effect.child_id)
-        result = step(chosen, None, start, batch.now, batch.engine.entropy)
+        batch.blame(effect.child_id)
+        result = step(chosen, None, start, batch.now, batch.entropy)
         assert result.process is not None and result.rejected is None
         batch.adopt(effect.child_id, result, parent)
         started = core.ChildStarted(
@@ -109,7 +147,7 @@ class Nesting:
             batch.now,
             effect.name,
         )
-        batch._step(parent_id, started)
+        batch.step_process(parent_id, started)
 
     def _existing(self, parent_id: str, effect: StartChild, child: Process) -> None:
         """The Name names a child this parent started before: nothing new starts. The plain form
@@ -118,7 +156,7 @@ class Nesting:
         batch = self.batch
         if child.parent is None or child.parent.id != parent_id:
             cause = f"process {child.id} exists and is not a child of this process"
-            batch._step(
+            batch.step_process(
                 parent_id,
                 core.ChildNotStarted(effect.wait_id, errors.CHILD_INVALID_PARAMETERS, cause),
             )
@@ -128,7 +166,7 @@ class Nesting:
                 f"the child named {effect.name!r} ({child.id}) is still running, started by "
                 f"another step; give each start its own Name"
             )
-            batch._step(
+            batch.step_process(
                 parent_id, core.ChildNotStarted(effect.wait_id, errors.CHILD_RUNNING, cause)
             )
             return
@@ -141,33 +179,31 @@ class Nesting:
             effect.name,
             existing=True,
         )
-        batch._step(parent_id, started)
+        batch.step_process(parent_id, started)
         if effect.sync:
-            batch._step(parent_id, children.ended_input(child, effect.wait_id))
+            batch.step_process(parent_id, children.ended_input(child, effect.wait_id))
 
     async def _maybe_stale(self, name: str) -> None:
         """A definition this process has not loaded yet (deployed through another replica):
         the engine reloads and runs the batch again rather than refuse the start."""
-        from bridge.batch import MissingDefinition
-
         latest = await stored_definitions.latest(self.batch.conn, name)
-        if latest is not None and self.batch.engine.registry.get(name, latest.version) is None:
+        if latest is not None and self.batch.registry.get(name, latest.version) is None:
             raise MissingDefinition(name, latest.version)
 
     async def _stop(self, parent_id: str, effect: StopChild) -> None:
         batch = self.batch
-        touched = await batch._load(effect.child_id)
+        touched = await batch.load(effect.child_id)
         if touched is None or touched.process.status.ended:
             return  # never started (the parent gave up first), or ended already
         link = touched.process.parent
         if link is None or link.id != parent_id:
             return
         cause = children.stop_cause(parent_id, effect.state)
-        batch._step(effect.child_id, core.Stop(errors.PARENT_STOPPED, cause))
+        batch.step_process(effect.child_id, core.Stop(errors.PARENT_STOPPED, cause))
 
     async def _notify(self, child_id: str, effect: NotifyParent) -> None:
         """Tell the parent; one that no longer waits (stopped, redriven) refuses, that is all."""
-        if await self.batch._load(effect.parent_id) is None:
+        if await self.batch.load(effect.parent_id) is None:
             return
         ended = core.ChildEnded(
             wait_id=effect.wait_id,
@@ -179,4 +215,4 @@ class Nesting:
             started_at=effect.started_at,
             ended_at=effect.ended_at,
         )
-        self.batch._step(effect.parent_id, ended)
+        self.batch.step_process(effect.parent_id, ended)
