@@ -36,8 +36,9 @@ async def test_each_tick_starts_one_process_while_workers_die(kafka: str, tmp_pa
         assert rig.core is not None
         await deploy(rig.core.db, [("ticking", TICKING)])
         live: list[WorkerProcess] = [await rig.start_worker(), await rig.start_worker()]
-        # Dies inside its third write transaction (a tick, or anything else it applies).
-        faulty = await rig.start_worker("after-step-before-commit:3")
+        # Dies inside its third write transaction (a tick, or anything else it applies), maybe
+        # before its consumer has joined the group (the schedules run from the start).
+        faulty = await rig.start_worker("after-step-before-commit:3", wait=False)
         for _ in range(3):
             await asyncio.sleep(chance.uniform(0.5, 2.0))
             victim = live.pop(chance.randrange(len(live)))

@@ -478,7 +478,9 @@ async def check(world: World, model: Model) -> None:
 # ------------------------------------------------------------------------------ fixtures
 
 
-@pytest.fixture
+# Module-scoped: hypothesis runs many examples in one test call (its health check refuses a
+# function-scoped fixture there).
+@pytest.fixture(scope="module")
 def template(migrated_sqlite: Path) -> Path:
     """A migrated, empty database file (tests/conftest.py), copied for every example."""
     return migrated_sqlite
