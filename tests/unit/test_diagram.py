@@ -12,7 +12,7 @@ from bridge.asl.diagram import Mark, graph_of, marks, to_dot, to_mermaid
 from bridge.asl.inputs import Redrive, Stop, TaskFailed, TaskSucceeded
 from bridge.asl.model import Definition, parse_definition
 from bridge.asl.process import ProcessStatus
-from tests.unit.test_interpreter import Driver
+from tests.unit.driver import Driver
 from tests.unit.test_parallel_map import send_wait, tokens
 
 
