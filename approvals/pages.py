@@ -25,9 +25,8 @@ from approvals.identity import MAX_NAME
 from approvals.keys import ENGINE, IDENTITY, SECRET
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import DecisionBody
-from bridge.asl.approvals import ApprovalStatus
+from bridge.asl.approvals import ApprovalStatus, SeatChange
 from bridge.asl.forms import Form, check_values, from_text
-from bridge.asl.inputs import SeatAction
 from bridge.asl.limits import clean_text
 from bridge.engine import DecisionReceived, SeatChangeRequested
 from bridge.store import approval_views, waits
@@ -302,11 +301,7 @@ async def decide(request: web.Request) -> web.Response:
 
 
 #: What the decision page offers the holder of a link (reassigning is an admin's, in the API).
-_PAGE_SEAT_ACTIONS: dict[str, SeatAction] = {
-    "claim": "claim",
-    "unclaim": "unclaim",
-    "delegate": "delegate",
-}
+_PAGE_SEAT_CHANGES = frozenset({SeatChange.CLAIM, SeatChange.UNCLAIM, SeatChange.DELEGATE})
 
 
 @routes.post(r"/{action:approve|reject}/{token}/seat")
@@ -321,17 +316,17 @@ async def change_seat(request: web.Request) -> web.Response:
     given = str(form.get("seat_nonce", ""))
     if not hmac.compare_digest(given, seat_nonce(request.app[SECRET], token)):
         return _refused(request, 403, "Not accepted", "Open the link again and use its page.")
-    action = _PAGE_SEAT_ACTIONS.get(str(form.get("change", "")))
-    if action is None:
+    action = SeatChange.parse(str(form.get("change", "")))
+    if action is None or action not in _PAGE_SEAT_CHANGES:
         return _refused(request, 400, "Not recorded", "claim, unclaim or delegate")
     verified = _who(request)
     typed = clean_text(str(form.get("name", "")).strip(), MAX_NAME) or None
     held = link.approval.holder(link.seat)
     kind, _, owner = link.seat.partition(":")
-    if action == "claim":
+    if action is SeatChange.CLAIM:
         holder = verified or (f"{typed} (unverified)"[:MAX_NAME] if typed else None)
         by = holder
-    elif action == "delegate":
+    elif action is SeatChange.DELEGATE:
         holder = typed
         by = verified or held or (owner if kind == "user" else None)
     else:

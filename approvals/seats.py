@@ -12,20 +12,13 @@ from approvals.identity import MAX_NAME
 from approvals.keys import ENGINE, IDENTITY
 from approvals.problems import STATUS_OF, problem
 from approvals.schemas import SeatChangeBody
-from bridge.asl.inputs import SeatAction
+from bridge.asl.approvals import SeatChange
 from bridge.asl.limits import clean_text
 from bridge.engine import SeatChangeRequested
 from bridge.store import waits
 from bridge.store.database import reading
 
 routes = web.RouteTableDef()
-
-ACTIONS: dict[str, SeatAction] = {
-    "claim": "claim",
-    "unclaim": "unclaim",
-    "delegate": "delegate",
-    "reassign": "reassign",
-}
 
 
 @routes.post(r"/approvals/{id}/seats/{seat}/{change:claim|unclaim|delegate|reassign}")
@@ -34,9 +27,10 @@ async def change_seat(request: web.Request) -> web.Response:
     seat; audited in the process history with who asked (the proxy's user, else ``by``)."""
     engine = request.app[ENGINE]
     approval_id, seat = request.match_info["id"], request.match_info["seat"]
-    action = ACTIONS[request.match_info["change"]]
+    # The route admits only the four words; any other path is the router's 404.
+    action = SeatChange(request.match_info["change"])
     body = await body_of(request, SeatChangeBody)
-    if action != "unclaim" and not body.to:
+    if action is not SeatChange.UNCLAIM and not body.to:
         return problem(400, "Invalid seat change", f"{action} needs `to`: who holds the seat")
     by = request.app[IDENTITY].who(request) or (clean_text(body.by, MAX_NAME) if body.by else None)
     result = await apply_now(

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from bridge.asl.approvals import SeatChange
 from bridge.asl.errors import BridgeError
-from bridge.asl.inputs import SeatAction
 from bridge.asl.types import JSON
 from bridge.events import KafkaRecord
 
@@ -145,7 +145,7 @@ class SeatChangeRequested:
 
     approval_id: str
     seat: str
-    action: SeatAction
+    action: SeatChange
     holder: str | None = None
     by: str | None = None
     admin: bool = False

@@ -11,6 +11,11 @@ still open: ``AddAssignees`` and ``AddGroups`` add seats; with ``Reassign: true`
 have not decided yet are replaced by the new ones (their links stop counting). Votes already cast
 stay. A number Rule larger than the seats left is capped at their number, so a reassignment to
 fewer people cannot reject by arithmetic alone.
+
+A seat has a status of its own (``SeatStatus``): OPEN until someone besides its own user holds
+it (HELD: claimed, delegated or reassigned), then DECIDED once it votes, or REMOVED when an
+escalation with ``Reassign`` takes it away first. A ``SeatChange`` (claim, unclaim, delegate,
+reassign) moves it between OPEN and HELD; ``seat_change_problem`` says whether one may.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict
 
@@ -73,6 +78,67 @@ _APPROVAL_TRANSITIONS: dict[ApprovalStatus, frozenset[ApprovalStatus]] = {
 }
 
 
+class SeatStatus(StrEnum):
+    """Where one seat stands. OPEN: on the ballot, undecided, held by nobody besides its own
+    user or group; HELD: claimed, delegated or reassigned to someone; DECIDED: it has voted;
+    REMOVED: an escalation with ``Reassign`` took it away before it voted."""
+
+    OPEN = "OPEN"
+    HELD = "HELD"
+    DECIDED = "DECIDED"
+    REMOVED = "REMOVED"
+
+    def can_become(self, other: SeatStatus) -> bool:
+        return other in _SEAT_TRANSITIONS[self]
+
+    def allows(self, change: SeatChange) -> bool:
+        """Whether a seat standing so may undergo ``change`` at all (who asks aside)."""
+        return change in _SEAT_CHANGES[self]
+
+
+_SEAT_TRANSITIONS: dict[SeatStatus, frozenset[SeatStatus]] = {
+    SeatStatus.OPEN: frozenset({SeatStatus.HELD, SeatStatus.DECIDED, SeatStatus.REMOVED}),
+    # A held seat may change hands again (a delegate delegates on, an admin reassigns).
+    SeatStatus.HELD: frozenset(
+        {SeatStatus.OPEN, SeatStatus.HELD, SeatStatus.DECIDED, SeatStatus.REMOVED}
+    ),
+    # A seat that voted or was taken away stays so: escalation happens once, votes stay.
+    SeatStatus.DECIDED: frozenset(),
+    SeatStatus.REMOVED: frozenset(),
+}
+
+
+class SeatChange(StrEnum):
+    """A change of who holds a seat. The values are the words of the API's paths, the decision
+    page's form and the history (``ApprovalSeatClaimed``, ...)."""
+
+    CLAIM = "claim"
+    UNCLAIM = "unclaim"
+    DELEGATE = "delegate"
+    REASSIGN = "reassign"
+
+    @classmethod
+    def parse(cls, word: str) -> SeatChange | None:
+        """The change a word names, or None for any other word."""
+        try:
+            return cls(word)
+        except ValueError:
+            return None
+
+    @property
+    def result(self) -> SeatStatus:
+        """The status of the seat once the change is made."""
+        return SeatStatus.OPEN if self is SeatChange.UNCLAIM else SeatStatus.HELD
+
+
+_SEAT_CHANGES: dict[SeatStatus, frozenset[SeatChange]] = {
+    SeatStatus.OPEN: frozenset({SeatChange.CLAIM, SeatChange.DELEGATE, SeatChange.REASSIGN}),
+    SeatStatus.HELD: frozenset(SeatChange),
+    SeatStatus.DECIDED: frozenset(),
+    SeatStatus.REMOVED: frozenset(),
+}
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -117,6 +183,8 @@ class Ballot(_Frozen):
     #: Who holds a seat besides its own user: a group's seat claimed by a member, a seat
     #: delegated or reassigned. (seat, holder) pairs.
     holders: tuple[tuple[str, str], ...] = ()
+    #: The seats an escalation with ``Reassign`` took away (undecided when it did).
+    removed: tuple[str, ...] = ()
 
     def holder(self, seat: str) -> str | None:
         return next((held for owned, held in self.holders if owned == seat), None)
@@ -126,6 +194,16 @@ class Ballot(_Frozen):
         return self.model_copy(
             update={"holders": kept + (((seat, holder),) if holder is not None else ())}
         )
+
+    def seat_status(self, seat: str) -> SeatStatus | None:
+        """Where ``seat`` stands, or None when it never was a seat of this approval."""
+        if seat in self.removed:
+            return SeatStatus.REMOVED
+        if seat not in self.seats:
+            return None
+        if self.voted(seat):
+            return SeatStatus.DECIDED
+        return SeatStatus.OPEN if self.holder(seat) is None else SeatStatus.HELD
 
     notify: NotifySpec | None = None
     escalation: Escalation | None = None
@@ -145,6 +223,7 @@ class Ballot(_Frozen):
                 "seats": (*kept, *added),
                 # A seat taken away takes its claim or delegation with it.
                 "holders": tuple((seat, held) for seat, held in self.holders if seat in kept),
+                "removed": (*self.removed, *removed),
                 "escalation": None,
                 "escalation_timer": None,
             }
@@ -178,44 +257,52 @@ class Ballot(_Frozen):
 
 
 def seat_change_problem(
-    ballot: Ballot, seat: str, action: str, holder: str | None, by: str | None, *, admin: bool
+    ballot: Ballot,
+    seat: str,
+    change: SeatChange,
+    holder: str | None,
+    by: str | None,
+    *,
+    admin: bool,
 ) -> str | None:
     """Why the seat cannot change hands so (None: it can). A member claims an unclaimed group
     seat and gives back their own claim; an assignee (or whoever holds the seat) delegates it to
     someone else; an admin may do all of that and reassign any seat."""
-    if seat not in ballot.seats:
+    status = ballot.seat_status(seat)
+    if status is None or status is SeatStatus.REMOVED:
         return f"{seat!r} is not a seat of this approval"
-    if ballot.voted(seat):
+    if status is SeatStatus.DECIDED:
         return f"{seat} has already decided"
     kind, _, owner = seat.partition(":")
     held = ballot.holder(seat)
     acting = by if by else None
-    match action:
-        case "claim":
+    match change:
+        case SeatChange.CLAIM:
             if kind != "group":
                 return "only a group's seat is claimed"
             if not holder:
                 return "a claim needs a name"
             if held is not None and held != holder and not admin:
                 return f"{seat} is claimed by {held}"
-        case "unclaim":
+        case SeatChange.UNCLAIM:
             if held is None:
                 return f"{seat} is not claimed"
             if not admin and acting != held:
                 return f"only {held} (or an admin) gives back the claim"
-        case "delegate":
+        case SeatChange.DELEGATE:
             if not holder:
                 return "a delegation needs the name of the delegate"
             responsible = held or (owner if kind == "user" else None)
             if not admin and (responsible is None or acting != responsible):
                 return "only the seat's assignee (or an admin) delegates it"
-        case "reassign":
+        case SeatChange.REASSIGN:
             if not admin:
                 return "only an admin reassigns a seat"
             if not holder:
                 return "a reassignment needs a name"
         case _:
-            return f"{action!r} is not a change of seat"
+            assert_never(change)
+    assert status.allows(change) and status.can_become(change.result)
     return None
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
+from bridge.asl.approvals import SeatChange
 from bridge.asl.process import ParentLink
 from bridge.asl.types import JSON
 
@@ -48,9 +48,6 @@ class TaskHeartbeat:
     wait_id: str
 
 
-SeatAction = Literal["claim", "unclaim", "delegate", "reassign"]
-
-
 @dataclass(frozen=True)
 class SeatChanged:
     """Who holds a seat of an approval changes: a member claims a group's seat (or gives it
@@ -59,7 +56,7 @@ class SeatChanged:
 
     wait_id: str
     seat: str
-    action: SeatAction
+    action: SeatChange
     holder: str | None = None
     by: str | None = None
     admin: bool = False

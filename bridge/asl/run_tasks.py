@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bridge.asl import approvals, children, errors, forms, http_task, notify, paths
-from bridge.asl.approvals import ApprovalStatus
+from bridge.asl.approvals import ApprovalStatus, SeatChange
 from bridge.asl.dataflow import (
     event_subscriptions,
     fixed,
@@ -58,6 +58,14 @@ from bridge.asl.model import (
 from bridge.asl.process import Position, Process, Wait
 from bridge.asl.run_base import RunBase, _Blocked, _flow, _Outcome, _Refused, _Scope
 from bridge.asl.types import JSON
+
+#: The history entry of each change of seat.
+_SEAT_CHANGE_ENTRIES: dict[SeatChange, str] = {
+    SeatChange.CLAIM: "ApprovalSeatClaimed",
+    SeatChange.UNCLAIM: "ApprovalSeatUnclaimed",
+    SeatChange.DELEGATE: "ApprovalSeatDelegated",
+    SeatChange.REASSIGN: "ApprovalSeatReassigned",
+}
 
 
 class RunTasks(RunBase):
@@ -488,17 +496,11 @@ class RunTasks(RunBase):
         )
         if problem is not None:
             raise _Refused(problem)
-        holder = None if event.action == "unclaim" else event.holder
+        holder = None if event.action is SeatChange.UNCLAIM else event.holder
         previous = ballot.holder(event.seat)
         ballot = ballot.with_holder(event.seat, holder)
-        kind = {
-            "claim": "ApprovalSeatClaimed",
-            "unclaim": "ApprovalSeatUnclaimed",
-            "delegate": "ApprovalSeatDelegated",
-            "reassign": "ApprovalSeatReassigned",
-        }[event.action]
         self._record(
-            kind,
+            _SEAT_CHANGE_ENTRIES[event.action],
             position.state,
             seat=event.seat,
             holder=holder,
@@ -508,7 +510,7 @@ class RunTasks(RunBase):
         )
         self.effects.append(RecordHolders(wait.id, ballot.holders))
         told = ballot.notify or notify.NO_NOTIFY
-        handed = event.action in ("delegate", "reassign") and holder is not None
+        handed = event.action in (SeatChange.DELEGATE, SeatChange.REASSIGN) and holder is not None
         if handed and told.wants("Assigned") and notify.address_problem(holder or "") is None:
             # The new holder is told at their own address, with the seat's links.
             to_holder = told.model_copy(update={"email": ((event.seat, (holder,)),)})

@@ -14,27 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 from sqlalchemy import func, select
 
 from bridge.bootstrap import Core, Web, open_core
@@ -44,197 +38,20 @@ from bridge.store import history_chunks
 from bridge.store.database import reading
 from bridge.store.schema import history, inbox, outbox, processes
 from tests.conftest import POSTGRES_ADMIN_URL, create_postgres_database, drop_postgres_database
+from tests.faults.verdict import (
+    BIG_ORDER_HISTORY,
+    KINDS,
+    SMALL_ORDER_HISTORY,
+    Observed,
+    Record,
+    Result,
+    grep,
+    header,
+    history_diff,
+    now,
+)
+from tests.faults.workers import WorkerProcess
 from tests.integration.harness import saga_definition
-
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
-
-#: What the history of one order says, step by step, when everything happened exactly once.
-SMALL_ORDER_HISTORY = [
-    ("ProcessStarted", None),
-    ("StateEntered", "ReserveInventory"),
-    ("CommandEmitted", "ReserveInventory"),
-    ("TaskSucceeded", "ReserveInventory"),
-    ("StateExited", "ReserveInventory"),
-    ("StateEntered", "ChargePayment"),
-    ("CommandEmitted", "ChargePayment"),
-    ("TaskSucceeded", "ChargePayment"),
-    ("StateExited", "ChargePayment"),
-    ("StateEntered", "CheckAmount"),
-    ("StateExited", "CheckAmount"),
-    ("StateEntered", "CompleteOrder"),
-    ("CommandEmitted", "CompleteOrder"),
-    ("StateExited", "CompleteOrder"),
-    ("ProcessSucceeded", "CompleteOrder"),
-]
-_APPROVAL = [
-    ("StateEntered", "ApproveOrder"),
-    ("ApprovalRequested", "ApproveOrder"),
-    ("ApprovalVoted", "ApproveOrder"),
-    ("ApprovalDecided", "ApproveOrder"),
-    ("StateExited", "ApproveOrder"),
-]
-BIG_ORDER_HISTORY = SMALL_ORDER_HISTORY[:11] + _APPROVAL + SMALL_ORDER_HISTORY[11:]
-
-#: Output kinds: one message of each per order (approvals only for big orders).
-KINDS = ("ReserveInventory", "ChargePayment", "approval", "OrderCompleted")
-
-
-def now() -> float:
-    return time.monotonic()
-
-
-def header(record: Record, name: str) -> str | None:
-    for key, value in record.headers or ():
-        if key == name:
-            return value.decode("utf-8", "replace") if value is not None else None
-    return None
-
-
-def _die_with_parent() -> None:
-    """Linux: a worker gets SIGKILL when the test process dies, so none is left behind."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-# --------------------------------------------------------------------- worker processes
-
-
-class WorkerProcess:
-    """``python -m bridge worker`` with its output in a log file."""
-
-    def __init__(self, name: str, env: dict[str, str], log_path: Path, cwd: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.started_at = now()
-        # Popen from the event loop's (main) thread: PR_SET_PDEATHSIG follows the calling thread.
-        self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "worker"],
-            env=env,
-            cwd=cwd,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    @property
-    def returncode(self) -> int | None:
-        return self.popen.poll()
-
-    def text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.text().splitlines()[-lines:])
-
-    async def ready(self, timeout: float = 60.0) -> None:
-        """Until the worker says it consumes (its stream processors are started)."""
-        deadline = now() + timeout
-        while now() < deadline:
-            if "bridge worker consuming" in self.text():
-                return
-            if not self.alive:
-                raise AssertionError(
-                    f"worker {self.name} exited with {self.returncode} at start:\n{self.tail()}"
-                )
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"worker {self.name} not ready within {timeout}s:\n{self.tail()}")
-
-    async def exited(self, timeout: float) -> int | None:
-        """Wait until the process ends; its exit code, or None when it still runs."""
-        deadline = now() + timeout
-        while self.alive and now() < deadline:
-            await asyncio.sleep(0.02)
-        return self.returncode
-
-    def kill(self) -> None:
-        if self.alive:
-            self.popen.send_signal(signal.SIGKILL)
-        self.popen.wait()
-        self._log.close()
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.alive:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        return self.popen.returncode
-
-
-# --------------------------------------------------------------------- what the rig observes
-
-
-@dataclass
-class Observed:
-    sent_at: dict[str, float] = field(default_factory=dict)
-    big: set[str] = field(default_factory=set)
-    #: kind -> ce_id -> deliveries seen by the services
-    deliveries: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    completed_at: dict[str, float] = field(default_factory=dict)
-    replies_sent: int = 0
-    duplicate_replies_sent: int = 0
-    approvals_posted: int = 0
-    approval_answers: Counter[str] = field(default_factory=Counter)
-    stray: Counter[str] = field(default_factory=Counter)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def see(self, kind: str, ce_id: str) -> bool:
-        """Count one delivery; True when its ce_id is new (a service acts on it)."""
-        self.deliveries[kind][ce_id] += 1
-        return self.deliveries[kind][ce_id] == 1
-
-    def check_done(self) -> None:
-        if self.sent_at and self.sent_at.keys() <= self.completed_at.keys():
-            self.done.set()
-
-
-@dataclass
-class Result:
-    scenario: str
-    events_in: int
-    completed: int
-    lost: list[str]
-    duplicated: dict[str, int]
-    redelivered: dict[str, int]
-    inbox_duplicates: int
-    recovery_s: float | None
-    all_done_s: float | None
-    problems: list[str]
-    notes: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        def total(counts: dict[str, int]) -> str:
-            detail = ", ".join(f"{kind} {count}" for kind, count in counts.items() if count)
-            return f"{sum(counts.values())}" + (f" ({detail})" if detail else "")
-
-        recovery = "n/a" if self.recovery_s is None else f"{self.recovery_s:.1f}s"
-        all_done = "n/a" if self.all_done_s is None else f"{self.all_done_s:.1f}s"
-        return (
-            f"FAULTS {self.scenario}: events in {self.events_in}, processes completed "
-            f"{self.completed}, lost {len(self.lost)}, duplicated effects "
-            f"{total(self.duplicated)}, redelivered copies (same ce_id) "
-            f"{total(self.redelivered)}, duplicate events dropped by the inbox "
-            f"{self.inbox_duplicates}, recovery {recovery} (all done {all_done} after the fault)"
-            + (f"; {'; '.join(self.notes)}" if self.notes else "")
-        )
-
-
-# --------------------------------------------------------------------- the rig
 
 
 class Rig:
@@ -756,7 +573,7 @@ class Rig:
                 if histories[row.id] != one_pass:
                     problems.append(
                         f"{order_id}: history of {row.id} differs from one pass through the "
-                        f"saga: {_history_diff(histories[row.id], one_pass)}"
+                        f"saga: {history_diff(histories[row.id], one_pass)}"
                     )
                 for kind in ("bridge.process.started", "bridge.process.succeeded"):
                     count = len(lifecycle.get((row.id, kind), ()))
@@ -775,7 +592,7 @@ class Rig:
             text = worker.text()
             if "giving up on an input" in text:
                 problems.append(
-                    f"worker {worker.name} gave up on inputs: {_grep(text, 'giving up')}"
+                    f"worker {worker.name} gave up on inputs: {grep(text, 'giving up')}"
                 )
             errors = sum(1 for line in text.splitlines() if " ERROR " in line)
             if errors:
@@ -810,23 +627,3 @@ class Rig:
             problems=problems,
             notes=notes,
         )
-
-
-def _history_diff(got: list[tuple[str, str | None]], wanted: list[tuple[str, str | None]]) -> str:
-    extra = Counter(got) - Counter(wanted)
-    missing = Counter(wanted) - Counter(got)
-    return f"extra {dict(extra)}, missing {dict(missing)}"
-
-
-def _grep(text: str, word: str, limit: int = 3) -> str:
-    return " | ".join([line for line in text.splitlines() if word in line][:limit])
-
-
-def report(result: Result, request: Any | None = None) -> None:
-    """Print the scenario's line (pytest -s shows it) and attach it to the test report."""
-    line = result.line()
-    print("\n" + line)
-    if result.problems:
-        print("  problems:\n    " + "\n    ".join(result.problems[:30]))
-    if request is not None:
-        request.node.user_properties.append(("faults", line))

@@ -28,7 +28,8 @@ import pytest
 
 from bridge.broker import EmbeddedBroker, free_port
 from tests.faults.private_postgres import private_postgres
-from tests.faults.rig import Rig, now, report
+from tests.faults.rig import Rig
+from tests.faults.verdict import now, report
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

@@ -30,7 +30,7 @@ from bridge.settings import Settings
 from bridge.store.database import reading
 from bridge.store.processes import read_history
 from bridge.store.schema import http_calls, processes
-from tests.faults.rig import WorkerProcess
+from tests.faults.workers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,8 @@ from bridge.definitions import deploy
 from bridge.schedule_starts import process_id_of
 from bridge.store.database import reading
 from bridge.store.schema import processes, schedules
-from tests.faults.rig import Rig, WorkerProcess
+from tests.faults.rig import Rig
+from tests.faults.workers import WorkerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 

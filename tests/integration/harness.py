@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from bridge.settings import Settings
 from bridge.store import outbox
 from bridge.store.database import reading
 from bridge.tracing import Tracing
+from tests.conftest import create_postgres_database, drop_postgres_database
 
 TOPICS = ("orders.events", "inventory.commands", "payments.commands", "orders.done")
 
@@ -275,3 +276,28 @@ async def running_bridge(
         await web.stop()
         await worker.stop()
         await core.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], timeout: float, describe: Callable[[], str]
+) -> None:
+    """Wait until ``check`` passes; after ``timeout`` seconds, fail saying ``describe()``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(describe())
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def scratch_database(database: str, folder: Path) -> AsyncIterator[str]:
+    """The URL of a fresh database: ``sqlite``, a file in ``folder``; ``postgres``, a new
+    database, dropped afterwards."""
+    if database == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder}/bridge.db"
+        return
+    database_url = await create_postgres_database()
+    try:
+        yield database_url
+    finally:
+        await drop_postgres_database(database_url)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from approvals.openapi import OPERATIONS
+from approvals.openapi_operations import OPERATIONS
 from tests.integration.harness import running_bridge
 
 pytestmark = [pytest.mark.integration, pytest.mark.sqlite_only]

@@ -18,28 +18,9 @@ from bridge.asl.inputs import ApprovalDecided, TimerFired
 from bridge.asl.loading import parse_definition
 from bridge.asl.notify import NotifySpec, Webhook, address_problem, notify_of
 from bridge.notices import Notice, SeatLinks, mail, one_line, shown_recipient, webhook_body
-from tests.unit.test_interpreter import Driver, of_type
+from tests.unit.driver import Driver, approval, of_type
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-
-
-def approval(parameters: dict[str, Any], timeout: int = 3600) -> Driver:
-    definition = parse_definition(
-        {
-            "StartAt": "Approve",
-            "States": {
-                "Approve": {
-                    "Type": "Task",
-                    "Resource": "bridge:approval",
-                    "Parameters": parameters,
-                    "TimeoutSeconds": timeout,
-                    "End": True,
-                }
-            },
-        },
-        "test",
-    )
-    return Driver(definition)
 
 
 NOTIFY = {

@@ -13,7 +13,7 @@ from bridge.asl.inputs import Redrive, Stop, TaskFailed, TaskSucceeded
 from bridge.asl.loading import parse_definition
 from bridge.asl.model import Definition
 from bridge.asl.process import ProcessStatus
-from tests.unit.test_interpreter import Driver
+from tests.unit.driver import Driver
 from tests.unit.test_parallel_map import send_wait, tokens
 
 

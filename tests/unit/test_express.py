@@ -13,7 +13,7 @@ from bridge.asl.inputs import TaskFailed, TimerFired
 from bridge.asl.loading import parse_definition
 from bridge.asl.model import EXPRESS_HISTORY, SEND_WAIT
 from bridge.asl.process import ProcessStatus
-from tests.unit.test_interpreter import T0, Driver
+from tests.unit.driver import T0, Driver
 
 
 def express(states: dict[str, Any], **extra: Any) -> dict[str, Any]:

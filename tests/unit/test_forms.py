@@ -197,12 +197,12 @@ def test_who_may_change_a_seat(
     held: str | None,
     problem: str | None,
 ) -> None:
-    from bridge.asl.approvals import seat_change_problem
+    from bridge.asl.approvals import SeatChange, seat_change_problem
 
     ballot = Ballot(seats=("user:ann", "group:ops"), rule="All")
     if held is not None:
         ballot = ballot.with_holder(seat, held)
-    found = seat_change_problem(ballot, seat, action, holder, by, admin=admin)
+    found = seat_change_problem(ballot, seat, SeatChange(action), holder, by, admin=admin)
     if problem is None:
         assert found is None
     else:
@@ -210,5 +210,5 @@ def test_who_may_change_a_seat(
     # A seat that has decided changes hands no more.
     voted = ballot.model_copy(update={"votes": (Vote(seat="user:ann", approved=True, at=NOW),)})
     assert "already decided" in (
-        seat_change_problem(voted, "user:ann", "reassign", "x", "lead", admin=True) or ""
+        seat_change_problem(voted, "user:ann", SeatChange.REASSIGN, "x", "lead", admin=True) or ""
     )

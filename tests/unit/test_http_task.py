@@ -30,7 +30,7 @@ from bridge.asl.process import ProcessStatus
 from bridge.invoker import host_allowed, parse_pattern
 from bridge.local import MocksError, run_local
 from bridge.settings import Settings
-from tests.unit.test_interpreter import Driver, of_type, one
+from tests.unit.driver import Driver, of_type, one
 
 # --------------------------------------------------------------------- definitions
 

@@ -31,7 +31,7 @@ from bridge.asl.inputs import (
 from bridge.asl.loading import parse_definition
 from bridge.asl.process import ParentLink, Process, ProcessStatus
 from bridge.local import MocksError, run_local
-from tests.unit.test_interpreter import T0, Driver, of_type, one
+from tests.unit.driver import T0, Driver, of_type, one
 
 SYNC = "bridge:process:start.sync"
 PLAIN = "bridge:process:start"

@@ -8,7 +8,8 @@ from typing import Any, cast
 from openapi_spec_validator import validate
 
 from approvals.app import build_app
-from approvals.openapi import OPERATIONS, document, type_text
+from approvals.openapi import document, type_text
+from approvals.openapi_operations import OPERATIONS
 from bridge.engine import Engine
 
 #: Served but not part of the API: the document itself, its page, and static files; the status

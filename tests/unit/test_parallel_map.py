@@ -8,7 +8,7 @@ from bridge.asl.effects import CloseWait, ExpectCallback, SendMessage
 from bridge.asl.inputs import TaskFailed, TaskSucceeded, TimerFired
 from bridge.asl.loading import parse_definition
 from bridge.asl.process import ProcessStatus
-from tests.unit.test_interpreter import Driver, of_type
+from tests.unit.driver import Driver, of_type
 
 
 def machine(states: dict[str, Any], start: str) -> dict[str, Any]:

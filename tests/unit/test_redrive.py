@@ -5,7 +5,7 @@ from __future__ import annotations
 from bridge.asl.effects import SendMessage
 from bridge.asl.inputs import Redrive, Stop, TaskFailed, TaskSucceeded
 from bridge.asl.process import ProcessStatus
-from tests.unit.test_interpreter import of_type
+from tests.unit.driver import of_type
 from tests.unit.test_parallel_map import definition, machine, send_wait
 
 

@@ -19,7 +19,7 @@ from bridge.asl.inputs import TaskSucceeded
 from bridge.asl.loading import parse_definition
 from bridge.asl.process import Process, ProcessStatus
 from bridge.cli import main
-from tests.unit.test_interpreter import Driver, callback_task, machine
+from tests.unit.driver import Driver, callback_task, machine
 
 
 def run_of(states: dict[str, Any], **top: Any) -> Driver:
