@@ -27,6 +27,9 @@ from tests.integration.harness import Bridge, eventually, running_bridge, scratc
 JSON = Any
 LONG = 3600
 SHORT = 2
+#: Long enough for a reminder 3 s before the expiry to be sent, and seen, before it on a busy
+#: machine.
+REMINDED = 6
 
 
 def approval_definition(suffix: str, event_type: str, timeout: int) -> dict[str, JSON]:
@@ -109,6 +112,7 @@ def approval_definition(suffix: str, event_type: str, timeout: int) -> dict[str,
 DEFINITIONS = {
     "expense-approval": ("ExpenseSubmitted", LONG),
     "quick-approval": ("QuickExpenseSubmitted", SHORT),
+    "reminded-approval": ("RemindedExpenseSubmitted", REMINDED),
     "purchase-approval": ("PurchaseSubmitted", LONG),
 }
 EVENT_TYPE = {name: event_type for name, (event_type, _) in DEFINITIONS.items()}
@@ -240,6 +244,8 @@ class Approvals:
         return value
 
     async def no_more_announcements(self, key: str, wait: float = 0.5) -> None:
+        """No further announcement for ``key``: looked for once the outbox is empty."""
+        await self.bridge.until_published()
         with pytest.raises(AssertionError, match="no matching message"):
             await self.announced(key, timeout=wait)
 

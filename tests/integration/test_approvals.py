@@ -103,11 +103,11 @@ async def test_a_reminder_names_the_pending_seats_before_the_approval_expires(
     ann, bob, ops = unique("ann"), unique("bob"), unique("ops")
     pending, decided = await approvals.requests(
         (
-            "quick-approval",
-            {"assignees": [ann, bob], "groups": [ops], "rule": "All", "remind": [1]},
+            "reminded-approval",
+            {"assignees": [ann, bob], "groups": [ops], "rule": "All", "remind": [3]},
         ),
-        # Its reminder would be due in a second, but it is decided before that.
-        ("expense-approval", {"assignees": [ann], "remind": [LONG - 1]}),
+        # Its reminder would be due in three seconds, but it is decided before that.
+        ("expense-approval", {"assignees": [ann], "remind": [LONG - 3]}),
     )
     links = approvals.links(pending)
     status, body = await approvals.decide(links[f"user:{ann}"]["approveUrl"])
@@ -121,13 +121,13 @@ async def test_a_reminder_names_the_pending_seats_before_the_approval_expires(
     )
     assert dict(record.headers)["ce_type"] == b"bridge.ApprovalReminder"
     assert reminder["pending"] == [f"user:{bob}", f"group:{ops}"]
-    assert reminder["definition"] == "quick-approval"
+    assert reminder["definition"] == "reminded-approval"
     assert reminder["state"] == "Approve"
     assert reminder["expiresAt"] == pending["expiresAt"]
     reminded_at = datetime.fromisoformat(reminder["remindedAt"])
     expires_at = datetime.fromisoformat(pending["expiresAt"])
     assert reminded_at < expires_at
-    assert expires_at - reminded_at <= timedelta(seconds=1)
+    assert expires_at - reminded_at <= timedelta(seconds=3)
     # Sent before the expiry: the approval was still open when the reminder went out.
     history = await approvals.history(pending["processId"])
     reminded = [e for e in history if e["type"] == "ApprovalReminded"]
@@ -139,6 +139,7 @@ async def test_a_reminder_names_the_pending_seats_before_the_approval_expires(
     assert kinds.index("ApprovalReminded") < kinds.index("ApprovalExpired")
 
     # One reminder per RemindBeforeSeconds; none for the approval decided before it was due.
+    await approvals.bridge.until_published()
     for process in (pending, decided):
         with pytest.raises(AssertionError, match="no matching message"):
             await approvals.bridge.next_message(
