@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
 import os
 import shutil
 import sqlite3
@@ -136,7 +138,6 @@ async def database_url(
         await drop_postgres_database(url)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``sqlite_only`` run on SQLite alone: what they check (tracing headers, the
     HTTP contract, express history, relaying across a restart) does not depend on the database,
@@ -150,20 +151,36 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
-    keep_module_fixtures_together(items)
 
 
-def keep_module_fixtures_together(items: list[pytest.Item]) -> None:
-    """The suite runs with ``--dist loadgroup``: tests go to whichever test process is free,
-    except that the tests of a module sharing a module-scoped fixture (a running bridge per
-    database) stay in one process, which starts that fixture once."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        if any(
-            definition.scope == "module"
-            for definitions in info.name2fixturedefs.values()
-            for definition in definitions
-        ):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadgroup``: each test goes to whichever test process is free, except that
+    the tests of a module with a module-scoped fixture (a running bridge per database) stay
+    together in one process, which starts that fixture once.
+
+    xdist's own loadgroup reads ``xdist_group`` marks through a node id suffix that pytest 9 no
+    longer shows, so the grouping is done here, where the controller schedules by node id."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleFixturesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if has_module_fixture(config.rootpath / path) else nodeid
+
+    return ModuleFixturesTogether(config, log)
+
+
+@functools.cache
+def has_module_fixture(path: Path) -> bool:
+    """Whether the test module at ``path`` declares a fixture with ``scope="module"``."""
+    if path.suffix != ".py" or not path.exists():
+        return False
+    return any(
+        isinstance(node, ast.keyword)
+        and node.arg == "scope"
+        and isinstance(node.value, ast.Constant)
+        and node.value.value == "module"
+        for node in ast.walk(ast.parse(path.read_text()))
+    )
