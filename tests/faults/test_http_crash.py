@@ -72,6 +72,8 @@ def _worker_env(settings: Settings, fault: str | None) -> dict[str, str]:
             "BRIDGE_KAFKA_APPROVALS_TOPIC": settings.kafka_approvals_topic,
             "BRIDGE_KAFKA_LIFECYCLE_TOPIC": "",
             "BRIDGE_HTTP_PORT": str(settings.http_port),
+            # Any free port for the worker's probes: other tests run workers at the same time.
+            "BRIDGE_WORKER_HTTP_PORT": "0",
             "BRIDGE_RELAY_POLL_MS": "20",
             "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
