@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 from bridge.asl.search_filter import parse_all
-from bridge.store.database import open_engine
+from bridge.store.database import open_database
 from bridge.store.migrate import upgrade
 from bridge.store.processes import find_query
 
@@ -110,7 +110,7 @@ async def main() -> None:
     admin = create_async_engine(f"{SERVER}/postgres", isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    engine = open_engine(f"{SERVER}/{name}")
+    engine = open_database(f"{SERVER}/{name}")
     try:
         await upgrade(engine)
         began = time.perf_counter()

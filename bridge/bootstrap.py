@@ -28,7 +28,7 @@ from bridge.retention import Retention
 from bridge.schedule_runner import ScheduleRunner
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
-from bridge.store.database import is_postgres, open_engine
+from bridge.store.database import is_postgres, open_database
 from bridge.store.revision import at_head
 from bridge.tracing import Tracing, from_settings
 from bridge.worker_health import GroupState, WorkerHealth
@@ -68,7 +68,7 @@ async def open_core(
 
     ``tracing``: the tracer to use; by default the one the settings ask for.
     """
-    db = open_engine(settings.database_url)
+    db = open_database(settings.database_url)
     if settings.database_migrate and not await at_head(db):
         # Imported here: Alembic is needed only when there is something to migrate.
         from bridge.store.migrate import upgrade

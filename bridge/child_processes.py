@@ -22,7 +22,7 @@ works for is ``ChildrenBatch``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from bridge.aliases import Reference, parse_reference
 from bridge.asl import children, errors
@@ -88,6 +88,8 @@ class ChildProcesses:
                 await self._stop(process_id, effect)
             case NotifyParent():
                 await self._notify(process_id, effect)
+            case _:
+                assert_never(effect)
 
     async def _start(self, parent_id: str, effect: StartChild) -> None:
         batch = self.batch

@@ -206,15 +206,15 @@ def db_upgrade() -> None:
     settings = _settings()
 
     async def run() -> None:
-        from bridge.store.database import open_engine
+        from bridge.store.database import open_database
         from bridge.store.migrate import current_revision, upgrade
 
-        engine = open_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            await upgrade(engine)
-            click.echo(f"database at revision {await current_revision(engine)}")
+            await upgrade(db)
+            click.echo(f"database at revision {await current_revision(db)}")
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     asyncio.run(run())
 
@@ -232,14 +232,14 @@ def outbox_parked(as_json: bool) -> None:
 
     async def run() -> list[dict[str, Any]]:
         from bridge.store import outbox as store
-        from bridge.store.database import open_engine, reading
+        from bridge.store.database import open_database, reading
 
-        engine = open_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            async with reading(engine) as conn:
+            async with reading(db) as conn:
                 found = await store.parked(conn)
         finally:
-            await engine.dispose()
+            await db.dispose()
         return [
             {
                 "messageId": m.message_id,
@@ -273,14 +273,14 @@ def outbox_retry(message_ids: tuple[str, ...], retry_all: bool) -> None:
 
     async def run() -> int:
         from bridge.store import outbox as store
-        from bridge.store.database import open_engine
+        from bridge.store.database import open_database
 
-        engine = open_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
-            async with engine.begin() as conn:
+            async with db.begin() as conn:
                 return await store.unpark(conn, None if retry_all else message_ids)
         finally:
-            await engine.dispose()
+            await db.dispose()
 
     click.echo(f"{asyncio.run(run())} message(s) given back to the relay")
 
@@ -433,7 +433,7 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
     PARTITION/OFFSET; a bare OFFSET when only one partition has it), or --all, to their topics
     again."""
     from bridge.dlq import BrokerUnreachable, Letter, read_letters, replay
-    from bridge.store.database import open_engine
+    from bridge.store.database import open_database
 
     if not letters and not replay_all:
         raise click.UsageError("name the letters as PARTITION/OFFSET, or --all")
@@ -461,7 +461,7 @@ def dlq_replay(letters: tuple[str, ...], replay_all: bool, as_json: bool) -> Non
                     f"offset {offset} is on partitions {partitions}: name it PARTITION/OFFSET"
                 )
             chosen[(matches[0].partition, offset)] = matches[0]
-        db = open_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
             return await replay(found if replay_all else list(chosen.values()), bootstrap, db)
         finally:

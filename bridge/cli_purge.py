@@ -25,10 +25,10 @@ def purge(dry_run: bool, as_json: bool) -> None:
     async def run() -> None:
         from bridge.definitions import Registry
         from bridge.retention import Retention, days_of
-        from bridge.store.database import open_engine
+        from bridge.store.database import open_database
         from bridge.store.revision import at_head
 
-        db = open_engine(settings.database_url)
+        db = open_database(settings.database_url)
         try:
             if not await at_head(db):
                 raise click.ClickException(

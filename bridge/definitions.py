@@ -80,14 +80,14 @@ class Deployed:
 
 
 async def deploy(
-    engine: AsyncEngine, documents: Iterable[tuple[str, dict[str, Any]]]
+    db: AsyncEngine, documents: Iterable[tuple[str, dict[str, Any]]]
 ) -> list[Deployed]:
     """Store each document as a new version when it differs from the newest one."""
     result = []
     for name, document in documents:
         for attempt in range(5):
             try:
-                async with engine.begin() as conn:
+                async with db.begin() as conn:
                     now = await database_now(conn)
                     version, new = await stored.add_version(conn, name, document, now)
                     if new:
@@ -103,10 +103,10 @@ async def deploy(
 
 
 async def set_alias(
-    engine: AsyncEngine, definition: str, name: str, description: str, routes: Sequence[Route]
+    db: AsyncEngine, definition: str, name: str, description: str, routes: Sequence[Route]
 ) -> Alias | list[str]:
     """Create or change an alias once its routes name deployed versions; else the problems."""
-    async with engine.begin() as conn:
+    async with db.begin() as conn:
         known = set(await stored.versions_of(conn, definition))
         problems = route_problems(routes, known)
         if problems:
@@ -172,9 +172,9 @@ class Registry:
         }
         return triggers | set(self._interests)
 
-    async def refresh(self, engine: AsyncEngine) -> None:
+    async def refresh(self, db: AsyncEngine) -> None:
         """Load versions deployed since the last look (by this or another process)."""
-        async with reading(engine) as conn:
+        async with reading(db) as conn:
             rows = await stored.all_versions(conn)
         for row in rows:
             if (row.name, row.version) not in self._versions:

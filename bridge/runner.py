@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, assert_never
 
 from sqlalchemy.exc import DBAPIError
 
@@ -236,7 +236,8 @@ def describe(item: EngineInput) -> str:
             return f"{kind} of process {process_id}"
         case DecisionReceived():
             return kind
-    return kind
+        case _:
+            assert_never(item)
 
 
 def _context_of(item: EngineInput) -> dict[str, Any]:

@@ -32,8 +32,9 @@ from bridge.asl.errors import StatesError
 from bridge.asl.notify import NotifySpec
 from bridge.asl.types import JSON
 
-#: APPROVED, REJECTED, or an outcome of the task's own (``Outcomes``: REQUEST_CHANGES, ...).
-Outcome = str
+#: How an approval concluded: APPROVED, REJECTED, or an outcome of the task's own (``Outcomes``:
+#: REQUEST_CHANGES, ...). Not ``bridge.intake.Outcome`` (what became of an input).
+Conclusion = str
 OnExpiry = Literal["Fail", "Approve", "Reject"]
 ANYONE = "anyone"
 
@@ -236,7 +237,7 @@ class Ballot(_Frozen):
     def pending(self) -> list[str]:
         return [seat for seat in self.seats if not self.voted(seat)]
 
-    def tally(self) -> Outcome | None:
+    def tally(self) -> Conclusion | None:
         """The outcome the votes so far decide, or None while it is open. An outcome of the
         task's own decides at once, whatever the rule."""
         chosen = next((vote.outcome for vote in self.votes if vote.outcome), None)
@@ -405,7 +406,7 @@ def reminders_of(request: Mapping[str, JSON], state: str) -> list[int]:
     return sorted(set(before), reverse=True)
 
 
-def record(ballot: Ballot, outcome: Outcome, now: datetime, *, expired: bool = False) -> JSON:
+def record(ballot: Ballot, outcome: Conclusion, now: datetime, *, expired: bool = False) -> JSON:
     """The step's result: the outcome, who decided and when, the comments and every vote."""
     if outcome in ("APPROVED", "REJECTED"):
         deciding = [

@@ -27,11 +27,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from jsonpath_ng.ext.parser import parse as _jsonpath_ng_parse
 
 from bridge.asl.errors import RESULT_PATH_MATCH_FAILURE, BridgeError, StatesError
+from bridge.asl.types import JSON
 
 if TYPE_CHECKING:
     from jsonpath_ng import JSONPath
@@ -45,9 +46,6 @@ __all__ = [
     "validate_path",
     "validate_reference_path",
 ]
-
-JSON: TypeAlias = Any
-"""A JSON value as plain Python: dict, list, str, int, float, bool or None."""
 
 #: A definite path as steps: a ``str`` is an object field, an ``int`` an array index.
 Segments: TypeAlias = tuple[str | int, ...]

@@ -526,7 +526,7 @@ class RunTasks(RunBase):
         scope: _Scope,
         position: Position,
         ballot: approvals.Ballot,
-        outcome: approvals.Outcome,
+        outcome: approvals.Conclusion,
         *,
         expired: bool = False,
     ) -> _Outcome:

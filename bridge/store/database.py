@@ -20,8 +20,9 @@ READ_ONLY = "bridge_read_only"
 _JSON: dict[str, Any] = {"json_serializer": json_text.dumps, "json_deserializer": json_text.loads}
 
 
-def open_engine(url: str) -> AsyncEngine:
-    """An engine for ``url``; on SQLite with WAL, a busy timeout and immediate write locks.
+def open_database(url: str) -> AsyncEngine:
+    """The database at ``url`` (SQLAlchemy's engine: the bridge's own ``Engine`` is another
+    thing); on SQLite with WAL, a busy timeout and immediate write locks.
 
     SQLite upgrades a read transaction to a write one lazily and fails at once when another
     writer got there first; taking the write lock at BEGIN makes writers queue instead.
@@ -53,9 +54,9 @@ def open_engine(url: str) -> AsyncEngine:
 
 
 @asynccontextmanager
-async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+async def reading(db: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection for reads only (no write lock on SQLite)."""
-    async with engine.connect() as connection:
+    async with db.connect() as connection:
         connection = await connection.execution_options(**{READ_ONLY: True})
         yield connection
 

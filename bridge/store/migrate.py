@@ -9,10 +9,10 @@ transaction that first takes a database-wide lock:
 * PostgreSQL: ``pg_advisory_xact_lock(MIGRATION_LOCK)``, released at commit or rollback. DDL is
   transactional there, so a failed upgrade leaves the database at its previous revision, and the
   process that waited reads the new revision after the lock and has nothing left to do.
-* SQLite: the engine from ``open_engine`` starts every write transaction with ``BEGIN IMMEDIATE``,
+* SQLite: the engine from ``open_database`` starts every write transaction with ``BEGIN IMMEDIATE``,
   which takes the database's write lock; alembic finds that transaction already open and runs all
   steps inside it (it never issues its own BEGIN on such a connection). SQLite's DDL is
-  transactional too once the driver's own transaction handling is off, as ``open_engine`` does.
+  transactional too once the driver's own transaction handling is off, as ``open_database`` does.
   Foreign key enforcement is switched off on the migration connection for the duration, because
   batch mode rebuilds a table by copy, drop and rename, and dropping a referenced table with
   enforcement on deletes or rejects the rows that refer to it; ``PRAGMA foreign_key_check``
@@ -71,22 +71,22 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+async def upgrade(db: AsyncEngine, revision: str = "head") -> None:
     """Upgrade the database to ``revision``; a no-op when it is there already.
 
     Safe to call from several processes at once: they run one after the other.
     """
-    await _migrate(engine, lambda config: command.upgrade(config, revision))
+    await _migrate(db, lambda config: command.upgrade(config, revision))
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
+async def downgrade(db: AsyncEngine, revision: str) -> None:
     """Downgrade the database to ``revision`` (``"base"`` drops every table of the schema)."""
-    await _migrate(engine, lambda config: command.downgrade(config, revision))
+    await _migrate(db, lambda config: command.downgrade(config, revision))
 
 
-async def current_revision(engine: AsyncEngine) -> str | None:
+async def current_revision(db: AsyncEngine) -> str | None:
     """The revision the database is at, or None for a database that was never migrated."""
-    async with reading(engine) as connection:
+    async with reading(db) as connection:
         return await connection.run_sync(_current_revision)
 
 
@@ -99,10 +99,10 @@ def _turn() -> asyncio.Lock:
     return _turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
-async def _migrate(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
+async def _migrate(db: AsyncEngine, step: Callable[[Config], None]) -> None:
     # The in-process lock first, then the database lock: a task holding the database lock then
     # never waits for anything but the database, so no wait cycle can form across processes.
-    async with _turn(), engine.connect() as connection:
+    async with _turn(), db.connect() as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             # Must happen outside a transaction: SQLite ignores this pragma inside one.
@@ -123,7 +123,7 @@ async def _migrate(engine: AsyncEngine, step: Callable[[Config], None]) -> None:
 
 def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
     # Through the DBAPI cursor: a statement on the Connection would autobegin a transaction
-    # (BEGIN IMMEDIATE through open_engine's hook), inside which the pragma does nothing.
+    # (BEGIN IMMEDIATE through open_database's hook), inside which the pragma does nothing.
     cursor = connection.connection.cursor()
     try:
         cursor.execute(f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")

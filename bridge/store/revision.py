@@ -29,11 +29,11 @@ def head_revision() -> str:
     return max(numbers)
 
 
-async def at_head(engine: AsyncEngine) -> bool:
+async def at_head(db: AsyncEngine) -> bool:
     """True when the database's schema is at ``head_revision``; False when it is not or was
     never migrated (no ``alembic_version`` table)."""
     try:
-        async with reading(engine) as conn:
+        async with reading(db) as conn:
             rows = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
     except DBAPIError:
         return False

@@ -13,7 +13,7 @@ from approvals.app import build_app
 from bridge.broker import free_port
 from bridge.definitions import Registry
 from bridge.engine import Engine
-from bridge.store.database import open_engine
+from bridge.store.database import open_database
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ async def test_a_request_hears_503_when_the_database_stays_away(
 ) -> None:
     monkeypatch.setattr(approvals.api, "DATABASE_PATIENCE_SECONDS", 1.0)
     # Nothing listens there: every connection is refused, as when PostgreSQL is down.
-    db = open_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/bridge")
+    db = open_database(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/bridge")
     client = TestClient(TestServer(build_app(Engine(db, Registry()), "secret")))
     await client.start_server()
     try:

@@ -19,7 +19,7 @@ from bridge.bootstrap import open_core
 from bridge.intake import StartRequested
 from bridge.settings import Settings
 from bridge.store import processes as store
-from bridge.store.database import open_engine, reading
+from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import history, processes
 from tests.integration.rows import add_processes
@@ -34,7 +34,7 @@ LAST = 12
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
+    engine = open_database(database_url)
     try:
         await upgrade(engine)
         yield engine

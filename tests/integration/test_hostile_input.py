@@ -25,7 +25,7 @@ from bridge.messages import LETTER_VALUE_BYTES
 from bridge.relay import encode_value
 from bridge.runner import MAX_ATTEMPTS
 from bridge.store import outbox
-from bridge.store.database import open_engine, reading
+from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import processes, timers
 from processors.app import reply_input
@@ -49,7 +49,7 @@ DEFINITION = {
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[Engine]:
-    db = open_engine(database_url)
+    db = open_database(database_url)
     await upgrade(db)
     registry = Registry()
     registry.add(parse_definition(DEFINITION, "go"))

@@ -26,7 +26,7 @@ from bridge.broker import free_port
 from bridge.definitions import EXAMPLES_DIR
 from bridge.intake import HttpCallEnded
 from bridge.store import http_calls as store
-from bridge.store.database import database_now, is_postgres, open_engine, reading
+from bridge.store.database import database_now, is_postgres, open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import http_calls, processes
 from tests.integration.harness import Bridge, running_bridge
@@ -369,7 +369,7 @@ async def test_http_tasks(database_url: str, kafka: str, tmp_path: Path, service
 async def test_two_workers_claim_different_calls(database_url: str) -> None:
     """Claims that overlap in time take different calls: on PostgreSQL the second skips the rows
     the first has locked (without waiting for it), on SQLite it waits for the first to commit."""
-    db = open_engine(database_url)
+    db = open_database(database_url)
     try:
         await upgrade(db)
         async with db.begin() as conn:

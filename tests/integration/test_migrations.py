@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge.asl.effects import HistoryEntry
 from bridge.store import outbox, revision
-from bridge.store.database import open_engine
+from bridge.store.database import open_database
 from bridge.store.migrate import (
     alembic_config,
     current_revision,
@@ -75,7 +75,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
+    engine = open_database(database_url)
     try:
         yield engine
     finally:
@@ -178,7 +178,7 @@ async def test_upgrade_twice_is_a_no_op(engine: AsyncEngine) -> None:
 
 
 async def test_concurrent_upgrades_from_two_processes_both_succeed(database_url: str) -> None:
-    first, second = open_engine(database_url), open_engine(database_url)
+    first, second = open_database(database_url), open_database(database_url)
     try:
         results = await asyncio.gather(upgrade(first), upgrade(second), return_exceptions=True)
 
@@ -196,7 +196,7 @@ async def test_concurrent_upgrades_from_two_processes_both_succeed(database_url:
 
 async def test_sqlite_foreign_keys_are_enforced_again_after_migrating(tmp_path: Path) -> None:
     # The migration connection runs with enforcement off; it must go back to the pool with it on.
-    engine = open_engine(f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}")
+    engine = open_database(f"sqlite+aiosqlite:///{tmp_path / 'bridge.db'}")
     try:
         await upgrade(engine)
         async with engine.connect() as connection:
@@ -209,7 +209,7 @@ async def test_sqlite_foreign_keys_are_enforced_again_after_migrating(tmp_path: 
 async def test_concurrent_upgrades_of_two_databases_in_one_process(tmp_path: Path) -> None:
     # alembic keeps the running migration in module globals (alembic.op, alembic.context), so
     # two upgrades that interleave in one event loop would run each other's steps.
-    engines = [open_engine(f"sqlite+aiosqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
+    engines = [open_database(f"sqlite+aiosqlite:///{tmp_path / name}") for name in ("a.db", "b.db")]
     try:
         results = await asyncio.gather(*(upgrade(e) for e in engines), return_exceptions=True)
 

@@ -26,7 +26,7 @@ from bridge.cli import main
 from bridge.metrics import Metrics
 from bridge.relay import BUSY_RETRY_SECONDS, PublishingFailed, Relay
 from bridge.store import outbox
-from bridge.store.database import is_postgres, open_engine, reading
+from bridge.store.database import is_postgres, open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.outbox import RELAY_LOCK
 from bridge.store.schema import outbox as outbox_table
@@ -39,7 +39,7 @@ HUGE = "x" * (5 * 1024 * 1024)
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
+    engine = open_database(database_url)
     await upgrade(engine)
     try:
         yield engine
@@ -391,7 +391,7 @@ def test_an_operator_lists_and_retries_parked_messages(
     rows = [row("t", {"n": 1}), row("t", {"n": 2}), row("t", {"n": 3})]
 
     async def prepare() -> None:
-        engine = open_engine(url)
+        engine = open_database(url)
         await upgrade(engine)
         await write(engine, rows[2:])
         async with engine.begin() as conn:

@@ -17,7 +17,7 @@ from bridge.asl.process import Process
 from bridge.asl.search import SearchValue
 from bridge.asl.search_filter import OPERATORS, AttributeFilter, parse
 from bridge.store import search
-from bridge.store.database import open_engine
+from bridge.store.database import open_database
 from bridge.store.migrate import upgrade
 from bridge.store.schema import process_search_attributes, processes
 from bridge.store.write_set import WriteSet
@@ -59,7 +59,7 @@ def a_filter(rng: random.Random) -> AttributeFilter:
 
 @pytest.fixture
 async def db(database_url: str) -> Any:
-    engine = open_engine(database_url)
+    engine = open_database(database_url)
     await upgrade(engine)
     try:
         yield engine

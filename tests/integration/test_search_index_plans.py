@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bridge.store.database import open_engine
+from bridge.store.database import open_database
 from bridge.store.migrate import upgrade
 from tests.conftest import create_postgres_database, drop_postgres_database
 
@@ -34,7 +34,7 @@ def bench() -> ModuleType:
 @pytest.fixture(scope="module")
 async def large() -> AsyncIterator[AsyncEngine]:
     url = await create_postgres_database()
-    engine = open_engine(url)
+    engine = open_database(url)
     try:
         await upgrade(engine)
         async with engine.begin() as conn:

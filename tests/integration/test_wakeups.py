@@ -18,7 +18,7 @@ from bridge.intake import StartRequested
 from bridge.scheduler import TimerScanner
 from bridge.settings import Settings
 from bridge.store import processes as store
-from bridge.store.database import open_engine, reading
+from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.wakeups import Wakeups, Written
 from tests.conftest import create_postgres_database, drop_postgres_database
@@ -92,7 +92,7 @@ async def postgres_url() -> AsyncIterator[str]:
 @pytest.mark.postgres
 async def test_another_process_commits_wake_this_ones_pollers(postgres_url: str) -> None:
     """NOTIFY is PostgreSQL's; on SQLite the processes of bridge dev share one engine."""
-    writer, worker_db = open_engine(postgres_url), open_engine(postgres_url)
+    writer, worker_db = open_database(postgres_url), open_database(postgres_url)
     await upgrade(writer)
     wakeups = Wakeups()
     listener = Listener(worker_db, wakeups)

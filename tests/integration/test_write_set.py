@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.store import inbox, outbox, timers, waits
-from bridge.store.database import open_engine, reading
+from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.schema import inbox as inbox_table
 from bridge.store.schema import outbox as outbox_table
@@ -29,7 +29,7 @@ T0 = datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = open_engine(database_url)
+    engine = open_database(database_url)
     try:
         await upgrade(engine)
         await add_processes(engine, T0, "p1", "p2")

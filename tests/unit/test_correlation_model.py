@@ -48,7 +48,7 @@ from bridge.definitions import Registry
 from bridge.engine import BufferExpired, Engine, EngineConfig, EventReceived, Outcome
 from bridge.events import KafkaRecord
 from bridge.store import correlation, history_chunks, outbox
-from bridge.store.database import open_engine, reading
+from bridge.store.database import open_database, reading
 from bridge.store.schema import buffered_events, history, inbox, processes
 
 TOPIC = "t"
@@ -360,7 +360,7 @@ class World:
         self._open()
 
     def _open(self) -> None:
-        self.db = open_engine(self.url)
+        self.db = open_database(self.url)
         self.engine = Engine(
             self.db, self.spec.registry(), self.config, entropy=self.entropy, clock=lambda: self.now
         )
