@@ -19,7 +19,7 @@ from bridge.asl.approvals import (
     ANYONE,
     ApprovalStatus,
     Ballot,
-    Outcome,
+    Conclusion,
     Vote,
     ballot_of,
     record,
@@ -36,7 +36,7 @@ def vote(seat: str, approved: bool, at: int = 0, **extra: Any) -> Vote:
     return Vote(seat=seat, approved=approved, at=T0 + timedelta(seconds=at), **extra)
 
 
-def expected(rule: str | int, seats: int, votes: list[bool]) -> Outcome | None:
+def expected(rule: str | int, seats: int, votes: list[bool]) -> Conclusion | None:
     """What each rule says, stated the way the documentation states it."""
     approvals = votes.count(True)
     if rule == "Any":
@@ -93,7 +93,7 @@ def test_the_tally_never_changes_its_mind_once_decided(
 ) -> None:
     seats, rule, sequence = election
     ballot = Ballot(seats=seats, rule=rule)
-    decided: Outcome | None = None
+    decided: Conclusion | None = None
     for index, (seat, approved) in enumerate(sequence, start=1):
         ballot = ballot.model_copy(update={"votes": (*ballot.votes, vote(seat, approved, index))})
         outcome = ballot.tally()
@@ -134,7 +134,7 @@ def test_a_complete_vote_always_decides(
     ],
 )
 def test_examples_with_three_seats(
-    rule: str | int, votes: list[bool], outcome: Outcome | None
+    rule: str | int, votes: list[bool], outcome: Conclusion | None
 ) -> None:
     seats = ("user:a", "user:b", "group:c")
     cast = tuple(vote(seat, approved) for seat, approved in zip(seats, votes, strict=False))
