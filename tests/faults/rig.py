@@ -208,6 +208,11 @@ class Rig:
         )
         if fault:
             env["BRIDGE_FAULT"] = fault
+            # The fault hits at the nth passage of a point; some points are passed once per
+            # batch, and a loaded worker behind its topic (or its outbox) takes large ones:
+            # small batches keep the nth passage in the middle of the run on a busy machine too.
+            env["BRIDGE_BATCH_MAX_EVENTS"] = "8"
+            env["BRIDGE_RELAY_BATCH_SIZE"] = "20"
         return env
 
     async def start_worker(self, fault: str | None = None, *, wait: bool = True) -> WorkerProcess:
