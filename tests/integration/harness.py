@@ -174,19 +174,6 @@ class Bridge:
                 raise AssertionError(f"{len(left)} messages not published after {timeout}s")
             await asyncio.sleep(0.05)
 
-    async def records_on(self, topic: str) -> int:
-        """How many records ``topic`` holds now (from its first offset to its end)."""
-        name = self.topics.get(topic, topic)
-        partitions = [TopicPartition(name, p) for p in await self.producer.partitions_for(name)]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.kafka, group_id=None)
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets(partitions)
-            starts = await consumer.beginning_offsets(partitions)
-        finally:
-            await consumer.stop()
-        return sum(ends[p] - starts[p] for p in partitions)
-
     async def process_by_id(
         self, process_id: str, done: bool = True, timeout: float = 20.0
     ) -> dict[str, Any]:

@@ -122,6 +122,8 @@ async def test_fire_and_forget_once_per_step_across_a_restart(
             ce_ids[(value["id"], value["step"])].add(headers["ce_id"])
         assert sorted(ce_ids) == sorted((i, s) for i in ids for s in ("first", "second"))
         assert all(len(found) == 1 for found in ce_ids.values()), ce_ids
-        # And nothing more: every process ended and its messages left the outbox.
+        # And nothing more: every process has ended and the outbox is empty, so whatever else
+        # there is on the topic is there already for the consumer to read.
         await bridge.until_published()
-        assert await bridge.records_on(topic) == len(ids) * 2
+        with pytest.raises(AssertionError, match="no matching message"):
+            await bridge.next_message(topic, timeout=1.5)
