@@ -44,6 +44,9 @@ async def _until_healthy(url: str, process: asyncio.subprocess.Process, log: Pat
     raise AssertionError(f"bridge dev did not come up:\n{log.read_text()[-4000:]}")
 
 
+# About 2,000 requests: half a minute alone, several times that on a machine running other
+# suites. Its own bound is the wait for schemathesis below.
+@pytest.mark.timeout(480)
 async def test_schemathesis_finds_nothing(database_url: str, tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
