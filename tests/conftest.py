@@ -117,9 +117,11 @@ def migrated_postgres() -> Iterator[str]:
         _run_apart(drop_postgres_database(url))
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], scope="function"
-)
+#: The databases a test runs against, as fixture parameters.
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=DATABASES, scope="function")
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[str]:

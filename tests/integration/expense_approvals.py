@@ -256,10 +256,6 @@ class Approvals:
         return list(body["items"])
 
 
-#: The databases every approval test runs against, as fixture parameters.
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
 @asynccontextmanager
 async def running_approvals(
     database: str, kafka: str, tmp_path_factory: pytest.TempPathFactory

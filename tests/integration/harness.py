@@ -154,25 +154,27 @@ class Bridge:
     ) -> None:
         """Until ``metric`` with ``labels`` reaches ``at_least``: the barrier that proves an
         input was applied (or refused) before a test checks that it changed nothing."""
-        deadline = time.monotonic() + timeout
-        while (value := self.counted(metric, **labels)) < at_least:
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{metric}{labels} is {value}, not {at_least}, after {timeout}s"
-                )
-            await asyncio.sleep(0.02)
+
+        async def reached() -> bool:
+            return self.counted(metric, **labels) >= at_least
+
+        await eventually(
+            reached,
+            timeout,
+            lambda: (
+                f"{metric}{labels} is {self.counted(metric, **labels)}, not {at_least}, "
+                f"after {timeout}s"
+            ),
+        )
 
     async def until_published(self, timeout: float = 20.0) -> None:
         """Until the outbox is empty: everything committed so far is on its topic."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        async def published() -> bool:
             async with reading(self.core.db) as conn:
-                left = await outbox.pending(conn)
-            if not left:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(left)} messages not published after {timeout}s")
-            await asyncio.sleep(0.05)
+                return not await outbox.pending(conn)
+
+        await eventually(published, timeout, lambda: f"the outbox not empty after {timeout}s")
 
     async def process_by_id(
         self, process_id: str, done: bool = True, timeout: float = 20.0

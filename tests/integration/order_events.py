@@ -302,10 +302,6 @@ def bridge_settings(suffix: str) -> dict[str, Any]:
     }
 
 
-#: The databases every correlation test runs against, as fixture parameters.
-DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
 @asynccontextmanager
 async def running_events(
     database: str, kafka: str, tmp_path_factory: pytest.TempPathFactory

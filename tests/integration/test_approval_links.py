@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import insert, update
 
 from bridge.store.schema import approvals as approvals_table
+from tests.conftest import DATABASES
 from tests.integration.expense_approvals import (
-    DATABASES,
     Approvals,
     running_approvals,
     unique,

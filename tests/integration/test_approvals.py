@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from tests.conftest import DATABASES
 from tests.integration.expense_approvals import (
-    DATABASES,
     JSON,
     LONG,
     SHORT,

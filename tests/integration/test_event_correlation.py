@@ -20,9 +20,9 @@ import pytest
 
 from bridge.engine import EventReceived
 from bridge.events import KafkaRecord
+from tests.conftest import DATABASES
 from tests.integration.harness import running_bridge
 from tests.integration.order_events import (
-    DATABASES,
     Events,
     bridge_settings,
     running_events,

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import DATABASES
 from tests.integration.harness import eventually
 from tests.integration.order_events import (
-    DATABASES,
     Events,
     duplicates,
     from_position,
