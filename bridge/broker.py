@@ -5,9 +5,11 @@ It keeps everything in memory; it is for the demo and the tests, not for product
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import importlib.util
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -37,10 +39,31 @@ def tansu_binary() -> Path:
     return binary
 
 
+#: Where ``free_port`` looks when the kernel's ephemeral range cannot be read (Linux's default
+#: range starts at 32768).
+_BELOW_EPHEMERAL = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 nobody listens on, for a server started a moment later.
+
+    Not one the kernel would hand out itself: a port from its ephemeral range, free now, can be
+    taken as the local end of any outgoing connection before our server binds it (seen in the
+    test suite: "address already in use"). So it is drawn at random below that range, and
+    checked free."""
+    low, high = _BELOW_EPHEMERAL
+    with contextlib.suppress(OSError, ValueError):
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+        high = min(high, first - 1)
+    for _ in range(200):
+        port = random.randint(low, high) if low < high else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise BrokerError(f"no free port between {low} and {high}")
 
 
 class EmbeddedBroker:

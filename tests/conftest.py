@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.broker import EmbeddedBroker, free_port
 from bridge.store.migrate import upgrade
+from tests import bytecode
 
 # Property tests judge results, not speed: a busy machine (the suite runs files side by side)
 # must not fail them on hypothesis's default 200 ms deadline per example.
@@ -138,6 +139,13 @@ async def database_url(
         yield url
     finally:
         await drop_postgres_database(url)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Before pytest-xdist starts its test processes: compile what each of them would (see
+    tests/bytecode.py)."""
+    if config.getoption("numprocesses", None) and not hasattr(config, "workerinput"):
+        bytecode.warm(config)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
