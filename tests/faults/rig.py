@@ -120,7 +120,6 @@ class Rig:
             kafka_dlq_topic=self.topics["bridge.dlq"],
             kafka_topic_partitions=self.partitions,
             definitions_dir=definitions,
-            relay_poll_ms=20,
         )
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
         await admin.start()
@@ -200,7 +199,6 @@ class Rig:
                 "BRIDGE_HTTP_PORT": str(self.http_port),
                 # Several workers on this host: each serves its probes on a free port.
                 "BRIDGE_WORKER_HTTP_PORT": "0",
-                "BRIDGE_RELAY_POLL_MS": "20",
                 "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
                 "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
                 "BRIDGE_LOG_LEVEL": "INFO",
