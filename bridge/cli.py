@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from bridge import lean_imports
 from bridge.asl.errors import DefinitionError
 from bridge.cli_api import api_call as _call
 from bridge.cli_api import json_flag as _json_flag
@@ -29,6 +30,9 @@ from bridge.cli_settings import bootstrap_of as _bootstrap
 from bridge.cli_settings import settings_of as _settings
 from bridge.cli_test_state import test_state_command
 from bridge.settings import Settings
+
+# Every bridge process starts here: its SQLAlchemy comes without the ORM (8 MiB each).
+lean_imports.install()
 
 
 def _logging(settings: Settings) -> None:
