@@ -84,8 +84,9 @@ def dev(
 
 
 async def _dev(settings: Settings) -> None:
-    from bridge.bootstrap import Web, Worker, definitions_folder, open_core
+    from bridge.bootstrap import Web, definitions_folder, open_core
     from bridge.broker import EmbeddedBroker
+    from bridge.worker import Worker
 
     broker = None
     bootstrap = settings.kafka_bootstrap
@@ -147,7 +148,8 @@ def worker() -> None:
 
 
 async def _worker(settings: Settings, bootstrap: str) -> None:
-    from bridge.bootstrap import Worker, open_core
+    from bridge.bootstrap import open_core
+    from bridge.worker import Worker
 
     core = await open_core(settings)
     from bridge.worker_health import PortTaken

@@ -21,13 +21,14 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from bridge.bootstrap import Core, Web, Worker, open_core
+from bridge.bootstrap import Core, Web, open_core
 from bridge.broker import free_port
 from bridge.definitions import EXAMPLES_DIR
 from bridge.settings import Settings
 from bridge.store import outbox
 from bridge.store.database import reading
 from bridge.tracing import Tracing
+from bridge.worker import Worker
 from tests.conftest import create_postgres_database, drop_postgres_database
 
 TOPICS = ("orders.events", "inventory.commands", "payments.commands", "orders.done")
