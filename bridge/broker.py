@@ -9,7 +9,7 @@ import contextlib
 import ctypes
 import importlib.util
 import os
-import random
+import secrets
 import signal
 import socket
 import subprocess
@@ -56,7 +56,9 @@ def free_port() -> int:
         first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
         high = min(high, first - 1)
     for _ in range(200):
-        port = random.randint(low, high) if low < high else 0
+        # From the system's entropy, not the random module: test processes that seed it alike
+        # (hypothesis does, per test) would draw the same ports at the same moment.
+        port = low + secrets.randbelow(high - low + 1) if low < high else 0
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

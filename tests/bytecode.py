@@ -46,5 +46,8 @@ def _rewrite_test_modules(config: pytest.Config, tests: Path) -> None:
         pyc = cache / (source.name[:-3] + rewrite.PYC_TAIL)
         if rewrite._read_pyc(source, pyc) is not None:
             continue
-        source_hash, code = rewrite._rewrite_test(source, config)
+        try:
+            source_hash, code = rewrite._rewrite_test(source, config)
+        except SyntaxError:
+            continue  # pytest reports it when it collects the module
         rewrite._write_pyc(state, code, source_hash, pyc)
