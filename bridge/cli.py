@@ -31,7 +31,7 @@ from bridge.cli_settings import settings_of as _settings
 from bridge.cli_test_state import test_state_command
 from bridge.settings import Settings
 
-# Every bridge process starts here: its SQLAlchemy comes without the ORM (8 MiB each).
+# Every bridge process starts here: its SQLAlchemy comes without the ORM (6 MiB each).
 lean_imports.install()
 
 

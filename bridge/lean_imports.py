@@ -1,13 +1,13 @@
-"""SQLAlchemy's asyncio engine without its ORM: about 8 MiB less in every bridge process.
+"""SQLAlchemy's asyncio engine without its ORM: about 6 MiB less in every bridge process.
 
 The package module ``sqlalchemy.ext.asyncio`` imports its ORM session classes along with the
-engine, and the ORM is about 8 MiB of a process's resident memory (bench/README.md). The bridge
-uses only the engine's names (``AsyncEngine``, ``AsyncConnection``, ``create_async_engine``, the
-results). ``install()`` puts a finder in front of Python's own for that one module: it loads the
-package's ``engine`` and ``result`` submodules and the names its ``__init__`` takes from them, and
-runs the rest of the real ``__init__`` (sessions, scoping) the first time any other name is asked
-for, so code that wants ``AsyncSession`` still gets it. Anything unexpected falls back to the
-ordinary import.
+engine, and the ORM is about 6 MiB of a bridge process's resident memory (bench/README.md). The
+bridge uses only the engine's names (``AsyncEngine``, ``AsyncConnection``, ``create_async_engine``,
+the results). ``install()`` puts a finder in front of Python's own for that one module: it loads
+the package's ``engine`` and ``result`` submodules and the names its ``__init__`` takes from them,
+and runs the rest of the real ``__init__`` (sessions, scoping) the first time any other name is
+asked for, so code that wants ``AsyncSession`` still gets it. Anything unexpected falls back to
+the ordinary import.
 """
 
 from __future__ import annotations
@@ -38,10 +38,14 @@ class _EngineFirst(importlib.abc.Loader):
         if not names:
             self.real.exec_module(module)
             return
-        for part, found in names.items():
-            source = importlib.import_module(f"{PACKAGE}.{part}")
-            for name, alias in found:
-                setattr(module, alias, getattr(source, name))
+        try:
+            for part, found in names.items():
+                source = importlib.import_module(f"{PACKAGE}.{part}")
+                for name, alias in found:
+                    setattr(module, alias, getattr(source, name))
+        except (ImportError, AttributeError):  # the package's layout changed: import it whole
+            self.real.exec_module(module)
+            return
         real = self.real
 
         def rest(name: str) -> object:

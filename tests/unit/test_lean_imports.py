@@ -38,3 +38,17 @@ def test_the_engine_comes_without_the_orm_and_the_rest_on_demand() -> None:
     assert probe["engine_only"], "importing the engine's names loaded sqlalchemy.orm"
     assert probe["session"] == "AsyncSession"
     assert set(_run(PLAIN)) <= set(probe["names"]), "the completed module lacks a name"
+
+
+FALLBACK = """
+import json, sys
+from bridge import lean_imports
+lean_imports._engine_names = lambda source: {"gone": [("AsyncEngine", "AsyncEngine")]}
+lean_imports.install()
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+print(json.dumps({"orm": "sqlalchemy.orm" in sys.modules, "engine": AsyncEngine.__name__}))
+"""
+
+
+def test_a_changed_package_layout_falls_back_to_the_whole_import() -> None:
+    assert _run(FALLBACK) == {"orm": True, "engine": "AsyncEngine"}
