@@ -10,12 +10,13 @@ bridge loads one definition: a ``WaitStarted`` event on waits.events starts a pr
 a command carrying its task token to waits.commands and waits for the answer (a week's
 TimeoutSeconds, so nothing times out during the bench); answered, the process succeeds.
 
-1. Fill: publish the start events flat out, first ``--small`` of them, then the rest up to
-   ``--processes``; each stage ends when the command of every process was read back (the bench
-   keeps the task tokens). Prints each stage's time and rate.
-2. Memory: VmRSS and VmHWM of the worker and the web process after the warm-up, after the small
-   fill and after the full one (each after ``--settle`` seconds of quiet), and the database size,
-   so that growth with the number of waiting processes shows.
+1. Fill: publish the start events flat out (or ``--fill-rate`` per second), first ``--small``
+   of them, then the rest up to ``--processes`` in ``--stages`` parts; each stage ends when the
+   command of every process was read back (the bench keeps the task tokens). Prints each
+   stage's time and rate.
+2. Memory: VmRSS and VmHWM of the worker and the web process after the warm-up and after each
+   stage (each after ``--settle`` seconds of quiet), and the database size, so that growth with
+   the number of waiting processes shows.
 3. Callbacks: ``--rate`` answers per second for ``--duration`` seconds to random waiting
    processes, open loop (answer i is due at start + i / rate, whatever came back). Over HTTP
    (``POST /tasks/{token}/success`` on ``bridge web``) the response time counts from the due
@@ -165,11 +166,17 @@ class Stage:
         }
 
 
-async def fill(producer: AIOKafkaProducer, seen: Seen, ids: list[str], stall: float) -> Stage:
-    """Publish a start event per id flat out; return once every id's token was read, or when
-    none came for ``stall`` seconds."""
+async def fill(
+    producer: AIOKafkaProducer, seen: Seen, ids: list[str], stall: float, rate: float = 0.0
+) -> Stage:
+    """Publish a start event per id, flat out or (``rate`` > 0) event i at start + i / rate;
+    return once every id's token was read, or when none came for ``stall`` seconds."""
     t0 = now()
-    acks = [await producer.send(EVENTS, start_event(i), key=i.encode()) for i in ids]
+    acks = []
+    for index, wait_id in enumerate(ids):
+        if rate > 0 and (ahead := t0 + index / rate - now()) > 0:
+            await asyncio.sleep(ahead)
+        acks.append(await producer.send(EVENTS, start_event(wait_id), key=wait_id.encode()))
     await asyncio.gather(*acks)
     sent = now() - t0
     target = set(ids)
@@ -384,10 +391,8 @@ async def fill_phase(
     ids = [f"w-{i:07d}-{uuid.uuid4().hex[:6]}" for i in range(args.processes)]
     stages = []
     before = res.usage(postgres=args.database == "postgres")
-    for part in (ids[: args.small], ids[args.small :]):
-        if not part:
-            continue
-        stage = await fill(producer, seen, part, args.stall)
+    for part in stage_parts(ids, args.small, args.stages):
+        stage = await fill(producer, seen, part, args.stall, args.fill_rate)
         stages.append(stage)
         print(
             f"  filled {len(part)} in {stage.seconds:.1f} s "
@@ -399,6 +404,7 @@ async def fill_phase(
     total_s = sum(s.seconds for s in stages)
     cpu = cpu_split(before, after)
     run.result["fill"] = {
+        "offered_per_s": args.fill_rate or None,
         "stages": [s.figures() for s in stages],
         "seconds": round(total_s, 2),
         "per_s": round(args.processes / total_s, 1) if total_s > 0 else None,
@@ -408,6 +414,15 @@ async def fill_phase(
         "cpu_ms_per_process": per_unit_ms(cpu, args.processes),
     }
     return [i for i in ids if i in seen.tokens]
+
+
+def stage_parts(ids: list[str], small: int, stages: int) -> list[list[str]]:
+    """The first ``small`` ids, then the rest in ``stages`` parts of about the same size."""
+    parts = [ids[:small]]
+    rest = ids[small:]
+    for k in range(stages):
+        parts.append(rest[len(rest) * k // stages : len(rest) * (k + 1) // stages])
+    return [part for part in parts if part]
 
 
 async def callback_phase(
@@ -555,6 +570,18 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="the first fill stage, after which memory is read too (default: processes / 10)",
     )
+    parser.add_argument(
+        "--stages",
+        type=int,
+        default=1,
+        help="fill the processes after --small in this many stages, memory read after each",
+    )
+    parser.add_argument(
+        "--fill-rate",
+        type=float,
+        default=0.0,
+        help="start events per second during the fill (default: flat out)",
+    )
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="postgres")
     parser.add_argument("--rate", type=float, default=100.0, help="callbacks per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of callbacks")
@@ -599,6 +626,8 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.processes < 1 or args.rate <= 0 or args.duration <= 0:
         parser.error("--processes >= 1, --rate > 0 and --duration > 0")
+    if args.stages < 1 or args.fill_rate < 0:
+        parser.error("--stages >= 1 and --fill-rate >= 0")
     if args.small is None:
         args.small = max(1, args.processes // 10)
     if not 1 <= args.small <= args.processes:
