@@ -115,11 +115,13 @@ class Relay:
         claimed: list[outbox.OutboxRow] | None
         if is_postgres(self.db):
             # The claim's advisory lock lives as long as this transaction: one relay at a time.
+            # The rows are deleted as they are claimed; what the round does not settle goes back.
             async with self.db.begin() as conn:
-                claimed = await outbox.claim(conn, self.batch_size)
+                claimed = await outbox.take(conn, self.batch_size)
                 rows = claimed or []
                 done = await self._publish(rows)
-                await self._settle(conn, done)
+                await outbox.restore(conn, _unsettled(rows, done))
+                await outbox.park(conn, done.parked, datetime.now(UTC))
         else:
             # SQLite has one writer: never hold its write lock while waiting for Kafka.
             async with reading(self.db) as conn:
@@ -245,6 +247,20 @@ class Relay:
         async with asyncio.timeout(timeout):
             while await self.publish_once() > 0:
                 pass
+
+
+def _unsettled(rows: list[outbox.OutboxRow], done: Round) -> list[outbox.OutboxRow]:
+    """The rows of a round that must stay: the row cut short with the messages it keeps, and
+    the rows after it whole."""
+    settled = set(done.settled)
+    kept = []
+    for row in rows:
+        if row.id in settled:
+            continue
+        if done.rest is not None and done.rest[0] == row.id:
+            row = outbox.OutboxRow(row.id, row.created_at, tuple(done.rest[1]))
+        kept.append(row)
+    return kept
 
 
 def _outcome(
