@@ -85,6 +85,7 @@ from bridge.metrics import Tally
 from bridge.schedule_starts import ScheduleStarts
 from bridge.store import aliases, correlation, http_calls, inbox, timers, waits
 from bridge.store import processes as store
+from bridge.store.batch_reads import open_batch
 from bridge.store.database import database_now
 from bridge.store.processes import ConcurrentUpdate
 from bridge.tracing import Tracing
@@ -154,8 +155,6 @@ class Batch:
         self.writer = EffectsWriter(self, self.approvals)
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
-        if self.services.clock is None:
-            self.now = await database_now(self.conn)
         # What the last input of an earlier batch bound says nothing of these.
         structlog.contextvars.unbind_contextvars(*logs.INPUT_FIELDS)
         read = {
@@ -165,10 +164,12 @@ class Batch:
         }
         keys = [found.key if isinstance(found, ReadEvent) else found[1] for found in read.values()]
         keys += [_position_key(item.record) for item in batch if isinstance(item, InvalidInput)]
-        already = await inbox.seen(self.conn, keys)
-        tokens = await waits.find_task_tokens(
-            self.conn, [item.token for item in batch if isinstance(item, CallbackReceived)]
+        opening = await open_batch(
+            self.conn, keys, [item.token for item in batch if isinstance(item, CallbackReceived)]
         )
+        if self.services.clock is None:
+            self.now = opening.now
+        already, tokens = opening.seen, opening.tokens
         links = {
             item.link_token: await waits.find_link(self.conn, item.link_token)
             for item in batch

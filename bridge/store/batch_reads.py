@@ -1,0 +1,59 @@
+"""The reads that open a batch: the database's clock, which of its inputs the inbox has seen,
+and what its task tokens answer.
+
+At low load a batch holds one or two inputs, and each statement is a round trip that the batch
+waits for; on PostgreSQL these three reads go as one statement (the clock and two aggregates,
+which always make exactly one row). On SQLite, in process, they stay three.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store import inbox, sql_text, waits
+from bridge.store.database import database_now
+from bridge.store.waits import TokenTarget, token_hash
+
+_OPENING = sql_text.statement(
+    """SELECT clock_timestamp(), seen.keys, tokens.hashes, tokens.process_ids, tokens.wait_ids
+    FROM (SELECT array_agg(key) AS keys FROM inbox WHERE key = ANY($1::varchar[])) AS seen
+    CROSS JOIN (
+        SELECT array_agg(token_hash) AS hashes, array_agg(process_id) AS process_ids,
+            array_agg(wait_id) AS wait_ids
+        FROM task_tokens WHERE token_hash = ANY($2::varchar[])
+    ) AS tokens"""
+)
+
+
+@dataclass(frozen=True)
+class Opening:
+    #: The database server's time (aware UTC), read as the batch opens.
+    now: datetime
+    #: The inbox keys asked about that are already there.
+    seen: set[str]
+    #: Token -> what it answers, for the tokens that exist.
+    tokens: dict[str, TokenTarget]
+
+
+async def open_batch(
+    conn: AsyncConnection, inbox_keys: Sequence[str], tokens: Sequence[str]
+) -> Opening:
+    """The clock, the ``inbox_keys`` already seen and the targets of ``tokens``."""
+    if not sql_text.is_postgres(conn):
+        return Opening(
+            await database_now(conn),
+            await inbox.seen(conn, inbox_keys),
+            await waits.find_task_tokens(conn, list(tokens)),
+        )
+    by_hash = {token_hash(token): token for token in tokens}
+    ((moment, keys, hashes, process_ids, wait_ids),) = await sql_text.fetch(
+        conn, _OPENING, (list(set(inbox_keys)), list(by_hash))
+    )
+    assert isinstance(moment, datetime)
+    rows = zip(hashes or (), process_ids or (), wait_ids or (), strict=True)
+    targets = {by_hash[hashed]: TokenTarget(process, wait) for hashed, process, wait in rows}
+    return Opening(moment.astimezone(UTC), set(keys or ()), targets)
