@@ -114,7 +114,10 @@ class EffectsWriter:
                 if attributes != touched.loaded.process.search_attributes:
                     reindexed.append(touched.process)
         await store.insert_processes(conn, new_processes, now)
-        await store.update_processes(conn, changed, now)
+        # What needs no answer goes at the end, in one round trip (bridge.store.write_set); an
+        # update's guard counts the rows it changed there.
+        writes = WriteSet(conn)
+        await store.update_processes(conn, changed, now, writes=writes)
         new_timers: dict[str, dict[str, Any]] = {}
         cancelled: list[str] = []
         closed: dict[str, list[str]] = {"callback": [], "approval": [], "event": [], "http": []}
@@ -173,8 +176,6 @@ class EffectsWriter:
                     pass
                 case _:
                     assert_never(effect)
-        # What needs no answer goes at the end, in one round trip (bridge.store.write_set).
-        writes = WriteSet(conn)
         await search.write(conn, indexed, reindexed, writes)
         await waits.add_task_tokens(conn, tokens, now, writes=writes)
         # Calls first: a wait opened and closed in one batch cancels its call.

@@ -19,7 +19,7 @@ from bridge.asl.process import Process
 from bridge.asl.search_filter import AttributeFilter
 from bridge.store import history_chunks, search, sql_text, write_set
 from bridge.store.schema import history, processes
-from bridge.store.write_set import Insert, WriteSet
+from bridge.store.write_set import Insert, Update, WriteSet
 
 
 @dataclass
@@ -94,11 +94,24 @@ async def insert_processes(
     )
 
 
-_UPDATE = sql_text.statement(
-    """UPDATE processes SET definition = $2, version = $3, correlation_key = $4, status = $5,
-    current_state = $6, state = $7, started_at = $8, updated_at = $9, ended_at = $10,
-    traceparent = $11, tracestate = $12, history_seq = $13, row_version = $14 + 1
-    WHERE id = $1 AND row_version = $14"""
+_UPDATE = Update(
+    "processes",
+    ("id", "varchar"),
+    (
+        ("definition", "varchar"),
+        ("version", "integer"),
+        ("correlation_key", "varchar"),
+        ("status", "varchar"),
+        ("current_state", "varchar"),
+        ("state", "jsonb"),
+        ("started_at", "timestamptz"),
+        ("updated_at", "timestamptz"),
+        ("ended_at", "timestamptz"),
+        ("traceparent", "varchar"),
+        ("tracestate", "varchar"),
+        ("history_seq", "integer"),
+    ),
+    "row_version",
 )
 
 
@@ -106,12 +119,14 @@ async def update_processes(
     conn: AsyncConnection,
     rows: Sequence[tuple[Process, int, int, Mapping[str, str | None]]],
     now: datetime,
+    *,
+    writes: WriteSet | None = None,
 ) -> None:
-    """Changed processes, one statement: ``(process, row_version read, history_seq, trace
-    columns)`` each. Each update is guarded by the row version it was read with; a row changed
-    since raises ``ConcurrentUpdate``. (Processes are read locked on PostgreSQL and under an
-    immediate write lock on SQLite, so that is a guard, not a path; where the driver cannot count
-    the rows of a batched statement, asyncpg, the locks alone keep it.)"""
+    """Changed processes: ``(process, row_version read, history_seq, trace columns)`` each, in
+    one statement, or, given ``writes``, as a part of it. Each update is guarded by the row
+    version it was read with; a row changed since raises ``ConcurrentUpdate`` (at the flush).
+    Processes are read locked on PostgreSQL and under an immediate write lock on SQLite, so that
+    is a guard, not a path."""
     if not rows:
         return
     parameters = [
@@ -124,10 +139,15 @@ async def update_processes(
         )
         for process, row_version, seq, trace in rows
     ]
-    changed = await sql_text.execute_many(conn, _UPDATE, parameters)
-    counted = len(parameters) == 1 or not sql_text.is_postgres(conn)
-    if counted and changed != len(parameters):
-        raise ConcurrentUpdate(", ".join(process.id for process, *_ in rows))
+
+    def check(changed: int) -> None:
+        if changed != len(parameters):
+            raise ConcurrentUpdate(", ".join(process.id for process, *_ in rows))
+
+    target = writes or WriteSet(conn)
+    target.update(_UPDATE, parameters, check)
+    if writes is None:
+        await target.flush()
 
 
 def _columns(conn: AsyncConnection, process: Process, now: datetime) -> tuple[Any, ...]:

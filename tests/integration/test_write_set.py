@@ -1,6 +1,7 @@
 """A batch's closing writes in one statement (``bridge.store.write_set``): every part lands as
 its own statements would have written it (text, NULLs, times, JSON), a failing part fails the
-whole statement, and nothing is written before ``flush``. SQLite and PostgreSQL."""
+whole statement, nothing is written before ``flush``, and an update's guard counts the rows it
+changed however it is sent. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,11 +13,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bridge.asl.process import Process, ProcessStatus
 from bridge.store import inbox, outbox, timers, waits
 from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
+from bridge.store.processes import (
+    ConcurrentUpdate,
+    insert_processes,
+    load_for_update,
+    update_processes,
+)
 from bridge.store.schema import inbox as inbox_table
 from bridge.store.schema import outbox as outbox_table
+from bridge.store.schema import processes as processes_table
 from bridge.store.schema import task_tokens
 from bridge.store.schema import timers as timers_table
 from bridge.store.write_set import WriteSet
@@ -127,3 +136,84 @@ async def test_an_empty_write_set_writes_nothing(db: AsyncEngine) -> None:
         await writes.flush()
     async with reading(db) as conn:
         assert (await conn.execute(select(outbox_table))).all() == []
+
+
+async def add_running(db: AsyncEngine, *ids: str) -> None:
+    async with db.begin() as conn:
+        await insert_processes(
+            conn,
+            [(Process(id=i, definition="d", version=1, started_at=T0), 0, {}) for i in ids],
+            T0,
+        )
+
+
+async def test_updated_processes_land_with_the_other_parts_and_their_guard_counts(
+    db: AsyncEngine,
+) -> None:
+    await add_running(db, "u1", "u2")
+    later = T0 + timedelta(seconds=5)
+    async with db.begin() as conn:
+        loaded = await load_for_update(conn, ["u1", "u2"])
+        changed = [
+            (
+                item.process.model_copy(
+                    update={
+                        "status": ProcessStatus.SUCCEEDED,
+                        "output": {"n": "é"},
+                        "ended_at": later,
+                    }
+                ),
+                item.row_version,
+                3,
+                {"traceparent": None, "tracestate": None},
+            )
+            for item in loaded.values()
+        ]
+        writes = WriteSet(conn)
+        await update_processes(conn, changed, later, writes=writes)
+        await timers.add(conn, [{"id": "t9", "process_id": "u1", "due_at": later}], writes=writes)
+        # Nothing before the flush.
+        status = select(processes_table.c.status).where(processes_table.c.id == "u1")
+        assert (await conn.execute(status)).scalar_one() == "RUNNING"
+        await writes.flush()
+
+    async with reading(db) as conn:
+        rows = (
+            await conn.execute(
+                select(processes_table).where(processes_table.c.id.in_(["u1", "u2"]))
+            )
+        ).all()
+        assert {r.id: (r.status, r.history_seq, r.row_version) for r in rows} == {
+            "u1": ("SUCCEEDED", 3, 2),
+            "u2": ("SUCCEEDED", 3, 2),
+        }
+        assert all(r.updated_at == later and r.ended_at == later for r in rows)
+        assert all(r.state["output"] == {"n": "é"} for r in rows)
+        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old", "t9"]
+
+
+@pytest.mark.parametrize("alone", [True, False], ids=["update-alone", "with-other-parts"])
+async def test_a_process_changed_since_it_was_read_fails_the_batch(
+    db: AsyncEngine, alone: bool
+) -> None:
+    """The row version guards each update, one row or many, alone or among other parts: a
+    stale one raises and the transaction writes nothing."""
+    await add_running(db, "s1", "s2")
+    async with db.begin() as conn:
+        loaded = await load_for_update(conn, ["s1", "s2"])
+    stale = [(item.process, item.row_version, 1, {}) for item in loaded.values()]
+    async with db.begin() as conn:  # another writer got in between
+        await update_processes(conn, stale[:1], T0)
+    with pytest.raises(ConcurrentUpdate, match="s1"):
+        async with db.begin() as conn:
+            writes = WriteSet(conn)
+            await update_processes(conn, stale, T0, writes=writes)
+            if not alone:
+                await timers.cancel(conn, ["old"], writes=writes)
+            await writes.flush()
+    async with reading(db) as conn:
+        versions = select(processes_table.c.id, processes_table.c.row_version).where(
+            processes_table.c.id.in_(["s1", "s2"])
+        )
+        assert dict((await conn.execute(versions)).all()) == {"s1": 2, "s2": 1}
+        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
