@@ -29,7 +29,13 @@ _SUBJECTS = {
     "Escalated": "Approval escalated to you",
     "Assigned": "Approval handed to you",
 }
-_OUTCOMES = {"APPROVED": "Approved", "REJECTED": "Rejected", "EXPIRED": "Expired"}
+_OUTCOMES = {
+    "APPROVED": "Approved",
+    "REJECTED": "Rejected",
+    "EXPIRED": "Expired",
+    # Left undecided: the process stopped, failed or moved on without it.
+    "CLOSED": "Closed",
+}
 
 
 @dataclass(frozen=True)

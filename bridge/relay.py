@@ -253,7 +253,7 @@ def _unsettled(rows: list[outbox.OutboxRow], done: Round) -> list[outbox.OutboxR
     """The rows of a round that must stay: the row cut short with the messages it keeps, and
     the rows after it whole."""
     settled = set(done.settled)
-    kept = []
+    kept: list[outbox.OutboxRow] = []
     for row in rows:
         if row.id in settled:
             continue

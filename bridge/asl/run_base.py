@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.asl import errors, intrinsics, jsonata, paths, search, templates
+from bridge.asl import errors, intrinsics, jsonata, notify, paths, search, templates
+from bridge.asl.approvals import ApprovalStatus, Ballot
 from bridge.asl.dataflow import iso, jsonata_timestamp, read_or_runtime, unstorable
-from bridge.asl.effects import CancelTimer, CloseWait, Effect, HistoryEntry, NotifyParent, StopChild
+from bridge.asl.effects import (
+    CancelTimer,
+    CloseWait,
+    ConcludeApproval,
+    Effect,
+    HistoryEntry,
+    NotifyApprovers,
+    NotifyParent,
+    StopChild,
+)
 from bridge.asl.errors import Failure, StatesError
 from bridge.asl.model import Definition, FailState, Machine, WaitState, map_state_names
 from bridge.asl.process import Position, Process, ProcessStatus
@@ -150,6 +160,8 @@ class RunBase(ABC):
         if wait is not None:
             if wait.kind in ("callback", "approval", "event", "http"):
                 self.effects.append(CloseWait(wait.id, wait.kind))
+            if wait.kind == "approval" and wait.ballot is not None:
+                self._tell_closed(position.state, wait.id, wait.ballot)
             if wait.kind == "child" and wait.child is not None:
                 # Nobody waits for the child any more: it stops too (with its own children).
                 self.effects.append(StopChild(wait.child, position.state))
@@ -167,6 +179,23 @@ class RunBase(ABC):
         for branch in position.branches:
             if branch.status == "running":
                 self._abandon(branch.position)
+
+    def _tell_closed(self, state: str, wait_id: str, ballot: Ballot) -> None:
+        """An approval left undecided (the process stopped, failed or timed out, or its branch
+        ended) is CLOSED: everyone asked hears so, when its Notify wants ``Decided``, so that
+        a request in a mailbox or a channel does not look open. One decided in this step was
+        told its outcome already."""
+        concluded = any(
+            isinstance(effect, ConcludeApproval) and effect.wait_id == wait_id
+            for effect in self.effects
+        )
+        spec = ballot.notify or notify.NO_NOTIFY
+        if not concluded and spec.wants("Decided"):
+            self.effects.append(
+                NotifyApprovers(
+                    wait_id, state, "Decided", ballot.seats, spec, ApprovalStatus.CLOSED.value
+                )
+            )
 
     # ----------------------------------------------------------------- endings
 

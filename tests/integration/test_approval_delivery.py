@@ -2,9 +2,9 @@
 webhook receiver started in the test, a bridge with a real broker.
 
 A request mails each seat its own links and posts a Slack-shaped message; a reminder mails fresh
-links while the old ones still work; the outcome is mailed; a refused try is retried and then
-sent; what fails for good is in the history, the metrics and the dead-letter topic, and no link
-token is stored in clear anywhere.
+links while the old ones still work; the outcome is mailed, and so is a close when the process
+stops first; a refused try is retried and then sent; what fails for good is in the history, the
+metrics and the dead-letter topic, and no link token is stored in clear anywhere.
 """
 
 from __future__ import annotations
@@ -186,6 +186,26 @@ async def test_mails_and_webhooks_reach_people_and_reminders_bring_fresh_links(
         assert rows and all(row.done_at is not None for row in rows)
         stored = repr(rows)
         assert not any(token in stored for token in tokens)
+
+
+async def test_a_stop_tells_the_people_asked_that_the_approval_is_closed(
+    database_url: str, kafka: str, tmp_path: Path
+) -> None:
+    async with delivering(database_url, kafka, tmp_path) as (bridge, mailbox, hooks):
+        emails = {"ann": "ann@example.com", "bob": "bob@example.com"}
+        process_id = await start(bridge, "x-2", emails, remind=1)
+        requests = await mailbox.wait_for(lambda m: "requested" in m.message["Subject"], 2)
+        status, _ = await bridge.post(f"/processes/{process_id}/stop", {"cause": "withdrawn"})
+        assert status == 200
+
+        closed = await mailbox.wait_for(lambda m: m.message["Subject"].startswith("Closed"), 2)
+        assert {mail.to[0] for mail in closed} == {"ann@example.com", "bob@example.com"}
+        assert all(m.message["Subject"] == "Closed: Expense x-2" for m in closed)
+        assert not any(LINKS(m) for m in closed)
+        await hooks.wait_for(lambda body: body["text"] == "Closed: Expense x-2")
+        # The links of the request no longer decide anything.
+        status, _ = await bridge.post(requests[0].links("approve")[0], {"decidedBy": "ann"})
+        assert status in (404, 409, 410)
 
 
 def LINKS(mail: Any) -> list[str]:

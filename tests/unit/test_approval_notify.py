@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bridge.asl.approvals import Ballot, Escalation, Vote, escalation_of
 from bridge.asl.effects import ChangeSeats, NotifyApprovers, StartTimer
 from bridge.asl.errors import DefinitionError, StatesError
-from bridge.asl.inputs import ApprovalDecided, TimerFired
+from bridge.asl.inputs import ApprovalDecided, Stop, TimerFired
 from bridge.asl.loading import parse_definition
 from bridge.asl.notify import NotifySpec, Webhook, address_problem, notify_of
 from bridge.notices import Notice, SeatLinks, mail, one_line, shown_recipient, webhook_body
@@ -42,6 +42,34 @@ def test_a_request_tells_every_seat_and_a_decision_tells_the_outcome() -> None:
     decided = run.apply(ApprovalDecided(run.wait.id, False, seat="group:finance"))
     told = one(decided.effects)
     assert told.event == "Decided" and told.outcome == "REJECTED"
+
+
+def test_an_approval_left_undecided_tells_everyone_it_is_closed() -> None:
+    """A stopped process closes its approval: the people asked hear so (no links), once."""
+    run = approval({"Assignees": ["ann"], "Groups": ["finance"], "Rule": "All", "Notify": NOTIFY})
+    run.start({})
+    run.apply(ApprovalDecided(run.wait.id, True, seat="user:ann"))
+    stopped = run.apply(Stop())
+    told = one(stopped.effects)
+    assert (told.event, told.outcome) == ("Decided", "CLOSED")
+    assert told.seats == ("user:ann", "group:finance")
+    assert told.notify.webhooks == (Webhook(url="https://hooks.example.com/T/B/x"),)
+    assert notice(event="Decided", outcome="CLOSED").headline.startswith("Closed: ")
+
+
+def test_a_decided_or_expired_approval_is_not_told_closed_as_well() -> None:
+    run = approval({"Assignees": ["ann"], "Notify": NOTIFY})
+    run.start({})
+    decided = run.apply(ApprovalDecided(run.wait.id, True))
+    assert [(t.event, t.outcome) for t in of_type(decided.effects, NotifyApprovers)] == [
+        ("Decided", "APPROVED")
+    ]
+
+
+def test_a_notify_without_decided_is_not_told_of_the_close() -> None:
+    run = approval({"Assignees": ["ann"], "Notify": {**NOTIFY, "On": ["Requested"]}})
+    run.start({})
+    assert of_type(run.apply(Stop()).effects, NotifyApprovers) == []
 
 
 def one(effects: Any) -> NotifyApprovers:
