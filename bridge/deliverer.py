@@ -44,6 +44,7 @@ import aiosmtplib
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge import faults
 from bridge.approval_rows import mint_links
 from bridge.asl.approvals import ApprovalStatus
 from bridge.asl.errors import BridgeError
@@ -232,6 +233,7 @@ class Deliverer:
                 if isinstance(notice, DeliveryFailed):
                     raise notice
                 await self.send(found, notice)
+                faults.point("after-delivery-before-mark")
             except DeliveryFailed as exc:
                 shown = shown_recipient(found.channel, found.recipient)
                 if exc.retriable and found.attempts < self.max_attempts:

@@ -8,7 +8,9 @@ third time. The points sit in the crash windows that matter:
 - ``after-commit-before-offset``: the transaction committed, the Kafka offsets not yet;
 - ``after-publish-before-mark``: the relay published a batch, the rows not yet marked sent;
 - ``after-http-call-before-result``: the invoker made an HTTP call and has its answer, which the
-  engine has not applied yet (the call is made again after the claim's lease).
+  engine has not applied yet (the call is made again after the claim's lease);
+- ``after-delivery-before-mark``: the deliverer sent a notice (a mail, a webhook post), not yet
+  recorded as sent (it is sent again, with the same delivery id, after the claim's lease).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ POINTS = (
     "after-commit-before-offset",
     "after-publish-before-mark",
     "after-http-call-before-result",
+    "after-delivery-before-mark",
 )
 
 _passes: dict[str, int] = {}

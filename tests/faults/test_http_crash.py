@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,7 +28,7 @@ from bridge.settings import Settings
 from bridge.store.database import reading
 from bridge.store.processes import read_history
 from bridge.store.schema import http_calls, processes
-from tests.faults.workers import WorkerProcess
+from tests.faults.workers import WorkerProcess, until, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -56,44 +54,6 @@ async def payments() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         yield f"http://127.0.0.1:{port}", calls
     finally:
         await runner.cleanup()
-
-
-def _worker_env(settings: Settings, fault: str | None) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
-    env.update(
-        {
-            "PYTHONUNBUFFERED": "1",
-            "BRIDGE_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
-            "BRIDGE_DATABASE_URL": settings.database_url,
-            "BRIDGE_DATABASE_MIGRATE": "false",
-            "BRIDGE_DEFINITIONS_DIR": str(settings.definitions_dir),
-            "BRIDGE_KAFKA_GROUP_ID": settings.kafka_group_id,
-            "BRIDGE_KAFKA_REPLIES_TOPIC": settings.kafka_replies_topic,
-            "BRIDGE_KAFKA_APPROVALS_TOPIC": settings.kafka_approvals_topic,
-            "BRIDGE_KAFKA_LIFECYCLE_TOPIC": "",
-            "BRIDGE_HTTP_PORT": str(settings.http_port),
-            # Any free port for the worker's probes: other tests run workers at the same time.
-            "BRIDGE_WORKER_HTTP_PORT": "0",
-            "BRIDGE_RELAY_POLL_MS": "20",
-            "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
-            "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-            "BRIDGE_HTTP_LEASE_SECONDS": str(LEASE_SECONDS),
-            "BRIDGE_LOG_LEVEL": "INFO",
-        }
-    )
-    if fault:
-        env["BRIDGE_FAULT"] = fault
-    return env
-
-
-async def _until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = await predicate()
-        if found:
-            return found
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout}s")
 
 
 @pytest.mark.timeout(180)
@@ -146,9 +106,8 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
 
     def start_worker(fault: str | None) -> WorkerProcess:
         number = len(workers) + 1
-        worker = WorkerProcess(
-            f"w{number}", _worker_env(settings, fault), tmp_path / f"w{number}.log", tmp_path
-        )
+        env = worker_env(settings, fault, BRIDGE_HTTP_LEASE_SECONDS=str(LEASE_SECONDS))
+        worker = WorkerProcess(f"w{number}", env, tmp_path / f"w{number}.log", tmp_path)
         workers.append(worker)
         return worker
 
@@ -178,7 +137,7 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
             row = await process_row()
             return row if row.status != "RUNNING" else None
 
-        row = await _until(ended, 60, "the process did not end after the restart")
+        row = await until(ended, 60, "the process did not end after the restart")
         assert row.status == "SUCCEEDED", row
         # The call was made twice, with the same request and idempotency key; the process took
         # the second answer, once.

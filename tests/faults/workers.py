@@ -5,12 +5,59 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from bridge.settings import Settings
 from tests.faults.verdict import now
+
+
+def worker_env(settings: Settings, fault: str | None, **extra: str) -> dict[str, str]:
+    """The environment of a worker on ``settings``' database, broker and topics (no other
+    ``BRIDGE_`` variable of this process), dying at ``fault`` when given; ``extra`` settings
+    by their variable names."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "BRIDGE_KAFKA_BOOTSTRAP": str(settings.kafka_bootstrap),
+            "BRIDGE_DATABASE_URL": settings.database_url,
+            "BRIDGE_DATABASE_MIGRATE": "false",
+            "BRIDGE_DEFINITIONS_DIR": str(settings.definitions_dir),
+            "BRIDGE_KAFKA_GROUP_ID": settings.kafka_group_id,
+            "BRIDGE_KAFKA_REPLIES_TOPIC": settings.kafka_replies_topic,
+            "BRIDGE_KAFKA_APPROVALS_TOPIC": settings.kafka_approvals_topic,
+            "BRIDGE_KAFKA_LIFECYCLE_TOPIC": "",
+            "BRIDGE_HTTP_PORT": str(settings.http_port),
+            # Any free port for the worker's probes: other tests run workers at the same time.
+            "BRIDGE_WORKER_HTTP_PORT": "0",
+            "BRIDGE_RELAY_POLL_MS": "20",
+            "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
+            "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
+            "BRIDGE_LOG_LEVEL": "INFO",
+            **extra,
+        }
+    )
+    if fault:
+        env["BRIDGE_FAULT"] = fault
+    return env
+
+
+async def until(predicate: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    """What ``predicate`` returns once it is truthy; fails saying ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = await predicate()
+        if found:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout}s")
 
 
 def _die_with_parent() -> None:
