@@ -186,7 +186,10 @@ class Approvals:
             return Outcome("not_found", "unknown delivery")
         if found.done_at is not None:
             return Outcome("ignored", f"the delivery has ended already ({found.result})")
-        await deliveries.finish(batch.conn, found.id, item.result, item.error, batch.now)
+        shown = shown_recipient(found.channel, found.recipient)
+        await deliveries.finish(
+            batch.conn, found.id, item.result, item.error, batch.now, recipient=shown
+        )
         if item.result == "failed":
             self._dead_letter(found, item.error or "failed", item.attempts)
         if item.result == "skipped" or await batch.load(found.process_id) is None:
@@ -195,7 +198,7 @@ class Approvals:
             "deliveryId": found.id,
             "event": found.event,
             "channel": found.channel,
-            "to": shown_recipient(found.channel, found.recipient),
+            "to": shown,
             "seats": list(found.seats),
             "attempts": item.attempts,
         }
@@ -208,7 +211,10 @@ class Approvals:
         """Ending the delivery kept failing: it ends as failed, without its history entry."""
         found = await deliveries.find(self.batch.conn, delivery_id)
         if found is not None and found.done_at is None:
-            await deliveries.finish(self.batch.conn, delivery_id, "failed", reason, self.batch.now)
+            shown = shown_recipient(found.channel, found.recipient)
+            await deliveries.finish(
+                self.batch.conn, delivery_id, "failed", reason, self.batch.now, recipient=shown
+            )
             self._dead_letter(found, reason, found.attempts)
 
     def _dead_letter(self, found: Delivery, reason: str, attempts: int) -> None:

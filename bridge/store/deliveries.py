@@ -153,10 +153,23 @@ async def try_again(conn: AsyncConnection, delivery_id: str, error: str, at: dat
 
 
 async def finish(
-    conn: AsyncConnection, delivery_id: str, result: str, error: str | None, now: datetime
+    conn: AsyncConnection,
+    delivery_id: str,
+    result: str,
+    error: str | None,
+    now: datetime,
+    *,
+    recipient: str,
 ) -> bool:
-    """Mark the delivery done (sent, failed, skipped); False when it was done already."""
-    values: dict[str, Any] = {"done_at": now, "result": result, "claimed_until": None}
+    """Mark the delivery done (sent, failed, skipped), its recipient kept as ``recipient`` from
+    now on (a webhook URL's secret path is no use once it is done); False when it was done
+    already."""
+    values: dict[str, Any] = {
+        "done_at": now,
+        "result": result,
+        "claimed_until": None,
+        "recipient": recipient,
+    }
     if error is not None:
         values["last_error"] = error[:500]
     outcome = await conn.execute(

@@ -4,7 +4,8 @@ webhook receiver started in the test, a bridge with a real broker.
 A request mails each seat its own links and posts a Slack-shaped message; a reminder mails fresh
 links while the old ones still work; the outcome is mailed, and so is a close when the process
 stops first; a refused try is retried and then sent; what fails for good is in the history, the
-metrics and the dead-letter topic, and no link token is stored in clear anywhere.
+metrics and the dead-letter topic, and no link token (nor, once sent, a webhook's secret URL) is
+stored in clear anywhere.
 """
 
 from __future__ import annotations
@@ -186,6 +187,9 @@ async def test_mails_and_webhooks_reach_people_and_reminders_bring_fresh_links(
         assert rows and all(row.done_at is not None for row in rows)
         stored = repr(rows)
         assert not any(token in stored for token in tokens)
+        # Nor the webhook's secret path, once its deliveries are done.
+        assert "/hook/T000/B000/secret" in hooks.url and "T000" not in stored
+        assert {row.recipient for row in rows if row.channel == "webhook"} == {"http://127.0.0.1/…"}
 
 
 async def test_a_stop_tells_the_people_asked_that_the_approval_is_closed(
