@@ -184,13 +184,19 @@ class RunBase(ABC):
         """An approval left undecided (the process stopped, failed or timed out, or its branch
         ended) is CLOSED: everyone asked hears so, when its Notify wants ``Decided``, so that
         a request in a mailbox or a channel does not look open. One decided in this step was
-        told its outcome already."""
-        concluded = any(
-            isinstance(effect, ConcludeApproval) and effect.wait_id == wait_id
+        told its outcome already, and one requested in this step was never asked (its request
+        is skipped, the approval being closed by the time it goes out)."""
+        told_now = any(
+            (isinstance(effect, ConcludeApproval) and effect.wait_id == wait_id)
+            or (
+                isinstance(effect, NotifyApprovers)
+                and effect.wait_id == wait_id
+                and effect.event == "Requested"
+            )
             for effect in self.effects
         )
         spec = ballot.notify or notify.NO_NOTIFY
-        if not concluded and spec.wants("Decided"):
+        if not told_now and spec.wants("Decided"):
             self.effects.append(
                 NotifyApprovers(
                     wait_id, state, "Decided", ballot.seats, spec, ApprovalStatus.CLOSED.value

@@ -66,6 +66,41 @@ def test_a_decided_or_expired_approval_is_not_told_closed_as_well() -> None:
     ]
 
 
+def test_an_approval_closed_in_the_step_that_asked_for_it_tells_nobody_it_is_closed() -> None:
+    """A branch fails in the step that opened its sibling's approval: nobody was asked yet (the
+    request is skipped when it goes out), so nobody hears of the close either."""
+    definition = parse_definition(
+        {
+            "StartAt": "Both",
+            "States": {
+                "Both": {
+                    "Type": "Parallel",
+                    "Branches": [
+                        {
+                            "StartAt": "Approve",
+                            "States": {
+                                "Approve": {
+                                    "Type": "Task",
+                                    "Resource": "bridge:approval",
+                                    "Parameters": {"Assignees": ["ann"], "Notify": NOTIFY},
+                                    "End": True,
+                                }
+                            },
+                        },
+                        {"StartAt": "Boom", "States": {"Boom": {"Type": "Fail", "Error": "X"}}},
+                    ],
+                    "End": True,
+                }
+            },
+        },
+        "test",
+    )
+    started = Driver(definition).start({})
+    assert [(t.event, t.outcome) for t in of_type(started.effects, NotifyApprovers)] == [
+        ("Requested", None)
+    ]
+
+
 def test_a_notify_without_decided_is_not_told_of_the_close() -> None:
     run = approval({"Assignees": ["ann"], "Notify": {**NOTIFY, "On": ["Requested"]}})
     run.start({})
