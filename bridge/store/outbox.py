@@ -145,12 +145,7 @@ async def claim(conn: AsyncConnection, limit: int) -> list[OutboxRow] | None:
         return None
     found: list[OutboxRow] = []
     for row_id, created_at, stored in await sql_text.fetch(conn, _CLAIM, (limit,)):
-        when = sql_text.read_time(created_at)
-        assert when is not None
-        messages = sql_text.read_json(conn, stored)
-        found.append(
-            OutboxRow(row_id, when, tuple(OutboxMessage.from_json(item) for item in messages))
-        )
+        found.append(_row(conn, row_id, created_at, stored))
     return found
 
 
@@ -196,12 +191,7 @@ async def take(conn: AsyncConnection, limit: int) -> list[OutboxRow] | None:
             return None
         if row_id is None:
             continue
-        when = sql_text.read_time(created_at)
-        assert when is not None
-        messages = sql_text.read_json(conn, stored)
-        found.append(
-            OutboxRow(row_id, when, tuple(OutboxMessage.from_json(item) for item in messages))
-        )
+        found.append(_row(conn, row_id, created_at, stored))
     return found
 
 
@@ -223,6 +213,14 @@ async def restore(conn: AsyncConnection, rows: Sequence[OutboxRow]) -> None:
             ],
             None,
         )
+
+
+def _row(conn: AsyncConnection, row_id: int, created_at: Any, stored: Any) -> OutboxRow:
+    """A row as the claim reads it: its time and its messages' JSON as the driver gives them."""
+    when = sql_text.read_time(created_at)
+    assert when is not None
+    messages = sql_text.read_json(conn, stored)
+    return OutboxRow(row_id, when, tuple(OutboxMessage.from_json(item) for item in messages))
 
 
 async def _lock(conn: AsyncConnection) -> bool:

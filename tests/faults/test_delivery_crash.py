@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,11 @@ import pytest
 from sqlalchemy import select, update
 
 from bridge.bootstrap import open_core
-from bridge.broker import free_port
 from bridge.engine import StartRequested
-from bridge.settings import Settings
 from bridge.store.database import reading
 from bridge.store.processes import read_history
 from bridge.store.schema import deliveries
-from tests.faults.workers import WorkerProcess, until, worker_env
+from tests.faults.workers import Workers, crash_settings, until
 from tests.integration.mailbox import webhook_receiver
 
 pytestmark = pytest.mark.integration
@@ -57,31 +54,14 @@ def definition(hook_url: str) -> dict[str, Any]:
 async def test_a_worker_killed_after_a_notice_sends_it_again_with_the_same_delivery_id(
     database_url: str, kafka: str, tmp_path: Path
 ) -> None:
-    suffix = uuid.uuid4().hex[:8]
     folder = tmp_path / "definitions"
     folder.mkdir()
     async with webhook_receiver() as hooks:
         (folder / "notify-once.asl.json").write_text(json.dumps(definition(hooks.url)))
-        settings = Settings(
-            database_url=database_url,
-            kafka_bootstrap=kafka,
-            http_port=free_port(),
-            kafka_group_id=f"delivery-crash-{suffix}",
-            kafka_replies_topic=f"bridge.replies.{suffix}",
-            kafka_approvals_topic=f"bridge.approvals.{suffix}",
-            kafka_lifecycle_topic="",
-            definitions_dir=folder,
-        )
+        settings = crash_settings(database_url, kafka, folder, "delivery-crash")
         # Migrates and deploys; this process only starts the process and reads the database.
         core = await open_core(settings)
-        workers: list[WorkerProcess] = []
-
-        def start_worker(fault: str | None) -> WorkerProcess:
-            number = len(workers) + 1
-            env = worker_env(settings, fault)
-            worker = WorkerProcess(f"w{number}", env, tmp_path / f"w{number}.log", tmp_path)
-            workers.append(worker)
-            return worker
+        workers = Workers(settings, tmp_path)
 
         async def delivery_row() -> Any:
             async with reading(core.db) as conn:
@@ -93,7 +73,7 @@ async def test_a_worker_killed_after_a_notice_sends_it_again_with_the_same_deliv
             return [entry for entry in entries if entry["type"] == "NotificationSent"]
 
         try:
-            victim = start_worker("after-delivery-before-mark")
+            victim = workers.start("after-delivery-before-mark")
             await victim.ready()
             started = await core.engine.apply_one(StartRequested("notify-once", {"id": "x-1"}))
             assert started.status == "applied", started
@@ -110,7 +90,7 @@ async def test_a_worker_killed_after_a_notice_sends_it_again_with_the_same_deliv
             async with core.db.begin() as conn:
                 past = datetime(2000, 1, 1, tzinfo=UTC)
                 await conn.execute(update(deliveries).values(claimed_until=past))
-            start_worker(None)
+            workers.start(None)
 
             async def posted_twice() -> bool:
                 return len(hooks.posts) >= 2
@@ -134,6 +114,5 @@ async def test_a_worker_killed_after_a_notice_sends_it_again_with_the_same_deliv
                 f"recorded {len(recorded)}, attempts {row.attempts}"
             )
         finally:
-            for worker in workers:
-                worker.kill()
+            workers.kill_all()
             await core.close()

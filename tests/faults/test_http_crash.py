@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,10 @@ from sqlalchemy import select
 from bridge.bootstrap import open_core
 from bridge.broker import free_port
 from bridge.engine import StartRequested
-from bridge.settings import Settings
 from bridge.store.database import reading
 from bridge.store.processes import read_history
 from bridge.store.schema import http_calls, processes
-from tests.faults.workers import WorkerProcess, until, worker_env
+from tests.faults.workers import Workers, crash_settings, until
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +62,6 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
     payments: tuple[str, list[dict[str, Any]]],
 ) -> None:
     url, calls = payments
-    suffix = uuid.uuid4().hex[:8]
     folder = tmp_path / "definitions"
     folder.mkdir()
     document = {
@@ -90,33 +87,17 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
         },
     }
     (folder / "pay-once.asl.json").write_text(json.dumps(document))
-    settings = Settings(
-        database_url=database_url,
-        kafka_bootstrap=kafka,
-        http_port=free_port(),
-        kafka_group_id=f"http-crash-{suffix}",
-        kafka_replies_topic=f"bridge.replies.{suffix}",
-        kafka_approvals_topic=f"bridge.approvals.{suffix}",
-        kafka_lifecycle_topic="",
-        definitions_dir=folder,
-    )
+    settings = crash_settings(database_url, kafka, folder, "http-crash")
     # Migrates and deploys; this process only starts the process and reads the database.
     core = await open_core(settings)
-    workers: list[WorkerProcess] = []
-
-    def start_worker(fault: str | None) -> WorkerProcess:
-        number = len(workers) + 1
-        env = worker_env(settings, fault, BRIDGE_HTTP_LEASE_SECONDS=str(LEASE_SECONDS))
-        worker = WorkerProcess(f"w{number}", env, tmp_path / f"w{number}.log", tmp_path)
-        workers.append(worker)
-        return worker
+    workers = Workers(settings, tmp_path, BRIDGE_HTTP_LEASE_SECONDS=str(LEASE_SECONDS))
 
     async def process_row() -> Any:
         async with reading(core.db) as conn:
             return (await conn.execute(select(processes).where(processes.c.id == process_id))).one()
 
     try:
-        victim = start_worker("after-http-call-before-result")
+        victim = workers.start("after-http-call-before-result")
         await victim.ready()
         started = await core.engine.apply_one(
             StartRequested("pay-once", {"orderId": "o-1", "amount": 42})
@@ -131,7 +112,7 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
         assert (await process_row()).status == "RUNNING"
 
         # The HTTP calls are taken at once, while the new worker's consumer still joins.
-        start_worker(None)
+        workers.start(None)
 
         async def ended() -> Any:
             row = await process_row()
@@ -170,6 +151,5 @@ async def test_a_worker_killed_after_the_call_makes_it_again_and_the_process_com
             f"{kinds.count('TaskSucceeded')}, attempts {call.attempts}"
         )
     finally:
-        for worker in workers:
-            worker.kill()
+        workers.kill_all()
         await core.close()

@@ -14,8 +14,25 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bridge.broker import free_port
 from bridge.settings import Settings
 from tests.faults.verdict import now
+
+
+def crash_settings(database_url: str, kafka: str, definitions: Path, name: str) -> Settings:
+    """Settings of a crash test's own: its consumer group and topics named ``name`` with a
+    random suffix, no lifecycle events, the definitions of ``definitions``."""
+    suffix = f"{name}-{os.urandom(4).hex()}"
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap=kafka,
+        http_port=free_port(),
+        kafka_group_id=suffix,
+        kafka_replies_topic=f"bridge.replies.{suffix}",
+        kafka_approvals_topic=f"bridge.approvals.{suffix}",
+        kafka_lifecycle_topic="",
+        definitions_dir=definitions,
+    )
 
 
 def worker_env(settings: Settings, fault: str | None, **extra: str) -> dict[str, str]:
@@ -141,3 +158,25 @@ class WorkerProcess:
                 self.popen.wait()
         self._log.close()
         return self.popen.returncode
+
+
+class Workers:
+    """The workers a crash test starts on ``settings``, numbered w1, w2... with their logs in
+    ``folder``; ``extra`` settings by their variable names."""
+
+    def __init__(self, settings: Settings, folder: Path, **extra: str) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.extra = extra
+        self.started: list[WorkerProcess] = []
+
+    def start(self, fault: str | None) -> WorkerProcess:
+        name = f"w{len(self.started) + 1}"
+        env = worker_env(self.settings, fault, **self.extra)
+        worker = WorkerProcess(name, env, self.folder / f"{name}.log", self.folder)
+        self.started.append(worker)
+        return worker
+
+    def kill_all(self) -> None:
+        for worker in self.started:
+            worker.kill()

@@ -57,7 +57,7 @@ def test_an_approval_left_undecided_tells_everyone_it_is_closed() -> None:
     assert notice(event="Decided", outcome="CLOSED").headline.startswith("Closed: ")
 
 
-def test_a_decided_or_expired_approval_is_not_told_closed_as_well() -> None:
+def test_a_decided_approval_is_not_told_closed_as_well() -> None:
     run = approval({"Assignees": ["ann"], "Notify": NOTIFY})
     run.start({})
     decided = run.apply(ApprovalDecided(run.wait.id, True))
