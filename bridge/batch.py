@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import weakref
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, assert_never
@@ -143,16 +144,20 @@ class Batch:
         self.tally = Tally()
         #: What this batch wrote that a poller acts on (woken after the commit).
         self.written = Written()
+        # The parts reach back to the batch through a weak reference: a strong one would make
+        # each batch a reference cycle, so that it and every process and history entry it
+        # holds would stay in memory until the garbage collector ran (bench/README.md).
+        me = weakref.proxy(self)
         #: Events and event waits: triggers, waits, the buffer, dead letters.
-        self.correlator = Correlator(self)
+        self.correlator = Correlator(me)
         #: Approval decisions and views, and the rows and messages of approvals.
-        self.approvals = Approvals(self)
+        self.approvals = Approvals(me)
         #: Child processes: started, stopped and answered as their effects appear.
-        self.children = ChildProcesses(self)
+        self.children = ChildProcesses(me)
         #: Schedules' due ticks: the starts they make.
-        self.schedules = ScheduleStarts(self)
+        self.schedules = ScheduleStarts(me)
         #: Writes the batch at its end.
-        self.writer = EffectsWriter(self, self.approvals)
+        self.writer = EffectsWriter(me, self.approvals)
 
     async def run(self, batch: Sequence[EngineInput]) -> list[Outcome]:
         # What the last input of an earlier batch bound says nothing of these.

@@ -129,28 +129,30 @@ def waits_for(process: Process, wait_id: str) -> bool:
     """Whether ``process`` (in any branch) still waits on ``wait_id``."""
     if process.status.ended:
         return False
+    return _waits_at(process.position, wait_id)
 
-    def walk(position: Position | None) -> bool:
-        if position is None:
-            return False
-        if position.wait is not None and position.wait.id == wait_id:
-            return True
-        return any(walk(branch.position) for branch in position.branches)
 
-    return walk(process.position)
+# The walks are module functions, not closures that call themselves: such a closure is a
+# reference cycle, and everything it holds would wait for the garbage collector.
+def _waits_at(position: Position | None, wait_id: str) -> bool:
+    if position is None:
+        return False
+    if position.wait is not None and position.wait.id == wait_id:
+        return True
+    return any(_waits_at(branch.position, wait_id) for branch in position.branches)
 
 
 def children_waited_for(process: Process) -> list[str]:
     """The children ``process`` waits for right now (every branch), for the status pages."""
     found: list[str] = []
-
-    def walk(position: Position | None) -> None:
-        if position is None:
-            return
-        if position.wait is not None and position.wait.child is not None:
-            found.append(position.wait.child)
-        for branch in position.branches:
-            walk(branch.position)
-
-    walk(process.position)
+    _gather_children(process.position, found)
     return found
+
+
+def _gather_children(position: Position | None, found: list[str]) -> None:
+    if position is None:
+        return
+    if position.wait is not None and position.wait.child is not None:
+        found.append(position.wait.child)
+    for branch in position.branches:
+        _gather_children(branch.position, found)

@@ -56,31 +56,36 @@ def apply_template(
     ``StatesError(States.IntrinsicFailure)``. ``intrinsics`` supplies the randomness
     (States.UUID, States.MathRandom).
     """
+    return _build(template, data, context, intrinsics)
 
-    def build(node: JSON) -> JSON:
-        if isinstance(node, dict):
-            out: dict[str, JSON] = {}
-            for key, value in node.items():
-                if key.endswith(".$"):
-                    out[key[:-2]] = dynamic(key, value)
-                else:
-                    out[key] = build(value)
-            return out
-        if isinstance(node, list):
-            return [build(item) for item in node]
-        return node
 
-    def dynamic(key: str, expression: JSON) -> JSON:
-        if not isinstance(expression, str):
-            raise ValueError(f"the value of field '{key}' must be a string")
-        try:
-            if intrinsics_module.is_intrinsic(expression):
-                return intrinsics_module.evaluate(expression, data, context, intrinsics)
-            return paths.read_path(expression, data, context)
-        except paths.PathNotFound as exc:
-            raise _not_found(exc.path, key, data, context) from None
+# A module function rather than a closure that calls itself: such a closure is a reference
+# cycle, which would keep the state it holds alive until the garbage collector runs.
+def _build(node: JSON, data: JSON, context: JSON, intrinsics: IntrinsicContext) -> JSON:
+    if isinstance(node, dict):
+        out: dict[str, JSON] = {}
+        for key, value in node.items():
+            if key.endswith(".$"):
+                out[key[:-2]] = _dynamic(key, value, data, context, intrinsics)
+            else:
+                out[key] = _build(value, data, context, intrinsics)
+        return out
+    if isinstance(node, list):
+        return [_build(item, data, context, intrinsics) for item in node]
+    return node
 
-    return build(template)
+
+def _dynamic(
+    key: str, expression: JSON, data: JSON, context: JSON, intrinsics: IntrinsicContext
+) -> JSON:
+    if not isinstance(expression, str):
+        raise ValueError(f"the value of field '{key}' must be a string")
+    try:
+        if intrinsics_module.is_intrinsic(expression):
+            return intrinsics_module.evaluate(expression, data, context, intrinsics)
+        return paths.read_path(expression, data, context)
+    except paths.PathNotFound as exc:
+        raise _not_found(exc.path, key, data, context) from None
 
 
 def validate_template(template: JSON, where: str) -> list[str]:
