@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.aliases import Route, route_problems
@@ -47,8 +46,8 @@ def read_document(path: Path) -> dict[str, Any]:
     """A definition file as a JSON object; ``DefinitionError`` if it is not one."""
     try:
         text = path.read_text(encoding="utf-8")
-        document = json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+        document = json.loads(text) if path.name.endswith(".json") else _yaml_document(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DefinitionError([f"{path.name}: cannot be read: {exc}"]) from None
     if not isinstance(document, dict):
         raise DefinitionError([f"{path.name}: the definition must be a JSON/YAML object"])
@@ -179,3 +178,14 @@ class Registry:
         for row in rows:
             if (row.name, row.version) not in self._versions:
                 self.add(parse_definition(row.document, row.name, row.version))
+
+
+def _yaml_document(text: str) -> Any:
+    """YAML text read; ``ValueError`` if it is not YAML."""
+    # Imported here: a bridge whose definitions are all JSON never needs PyYAML's memory.
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import sqlite3
 
 from sqlalchemy import exc as sa
 
@@ -34,12 +33,14 @@ _NOW_CODES = frozenset({"40001", "40P01", "55P03"})
 #: (28), a missing database (3D), a schema that is not migrated or a missing grant (42). None of
 #: these is any input's fault, so giving up on inputs for them would lose every one.
 _LATER_CLASSES = frozenset({"08", "25", "28", "3D", "42", "53", "57", "58"})
+# SQLite's primary result codes (https://www.sqlite.org/rescode.html), written out rather than
+# taken from the sqlite3 module, which a bridge on PostgreSQL need not load.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CONSTRAINT = 5, 6, 19
+_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL = 10, 13, 14, 15
 #: SQLite result codes (primary, the low byte): BUSY, LOCKED.
-_SQLITE_NOW = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_SQLITE_NOW = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED})
 #: IOERR, FULL, CANTOPEN, PROTOCOL, NOTADB is not among them: a broken file stays broken.
-_SQLITE_LATER = frozenset(
-    {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PROTOCOL}
-)
+_SQLITE_LATER = frozenset({_SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL})
 
 
 def classify(error: BaseException) -> Retry:
@@ -82,7 +83,7 @@ def _database(error: sa.DBAPIError) -> Retry:
             return Retry.NOW
         if primary in _SQLITE_LATER:
             return Retry.LATER
-        if primary == sqlite3.SQLITE_CONSTRAINT and isinstance(error, sa.IntegrityError):
+        if primary == _SQLITE_CONSTRAINT and isinstance(error, sa.IntegrityError):
             return Retry.NOW
         return Retry.NEVER
     # No code: a client-side refusal of a value, or a connection that went away mid-call.

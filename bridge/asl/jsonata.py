@@ -62,22 +62,43 @@ import math
 import random
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from functools import lru_cache
-from typing import Any, Final, NoReturn
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, NoReturn
 
 from bridge.asl.errors import DATA_LIMIT_EXCEEDED, QUERY_EVALUATION_ERROR, StatesError
 from bridge.asl.intrinsics import IntrinsicContext
 from bridge.asl.paths import JSON
 
-# jsonata-python raises the interpreter's recursion limit to 10,000 when it is imported. Put it
-# back: the depth bound below keeps evaluation far from the default limit.
-_recursion_limit = sys.getrecursionlimit()
-from jsonata.functions import Functions  # noqa: E402
-from jsonata.jexception import JException  # noqa: E402
-from jsonata.jsonata import Jsonata  # noqa: E402
-from jsonata.utils import Utils  # noqa: E402
+if TYPE_CHECKING:
+    from jsonata.jexception import JException
 
-sys.setrecursionlimit(_recursion_limit)
+
+class _Library(NamedTuple):
+    """The parts of jsonata-python used here."""
+
+    jsonata: Any
+    error: type[JException]
+    functions: Any
+    utils: Any
+    #: JSON null inside the library (its None is undefined).
+    null: Any
+
+
+@cache
+def _lib() -> _Library:
+    """jsonata-python, imported the first time an expression is read or evaluated: a bridge
+    whose definitions use JSONPath only is spared its memory (bench/README.md)."""
+    # jsonata-python raises the interpreter's recursion limit to 10,000 when it is imported.
+    # Put it back: the depth bound below keeps evaluation far from the default limit.
+    limit = sys.getrecursionlimit()
+    from jsonata.functions import Functions
+    from jsonata.jexception import JException
+    from jsonata.jsonata import Jsonata
+    from jsonata.utils import Utils
+
+    sys.setrecursionlimit(limit)
+    return _Library(Jsonata, JException, Functions, Utils, Utils.NULL_VALUE)
+
 
 __all__ = [
     "MAX_BUILT",
@@ -114,7 +135,6 @@ MAX_RESULT_BYTES: Final = 256 * 1024
 
 _OPEN: Final = "{%"
 _CLOSE: Final = "%}"
-_NULL: Final[Any] = Utils.NULL_VALUE
 _HASHES: Final = {
     "MD5": "md5",
     "SHA-1": "sha1",
@@ -216,8 +236,8 @@ def _compile(text: str) -> tuple[Any, str | None]:
     if not text:
         return None, "the expression is empty"
     try:
-        compiled = Jsonata(text)
-    except JException as exc:
+        compiled = _lib().jsonata(text)
+    except _lib().error as exc:
         return None, f"{_message(exc)} (JSONata error {exc.error} at character {exc.location})"
     except RecursionError:
         return None, "the expression is nested too deeply to parse"
@@ -228,7 +248,7 @@ def _compile(text: str) -> tuple[Any, str | None]:
 
 def _message(exc: BaseException) -> str:
     message = str(exc)
-    if isinstance(exc, JException) and str(exc.error).startswith("T04"):
+    if isinstance(exc, _lib().error) and str(exc.error).startswith("T04"):
         # The Python port names functions "Object" in its signature messages.
         message = message.replace("Object", "function")
     return message
@@ -316,7 +336,7 @@ class _Evaluation:
         converted = {name: _to_jsonata(value, self._shared) for name, value in bindings.items()}
         self._guard = _Guard(self._shared, "", "")
         functions = {
-            name: Jsonata.JFunction(_Native(implementation), signature)
+            name: _lib().jsonata.JFunction(_Native(implementation), signature)
             for name, (signature, implementation) in self._functions().items()
         }
         # Workflow variables shadow functions of the same name, as they shadow JSONata's own.
@@ -365,7 +385,7 @@ class _Evaluation:
         except Exception as exc:
             if guard.failure is not None:
                 raise guard.failure from None
-            if isinstance(exc, JException):
+            if isinstance(exc, _lib().error):
                 # AWS's words: "... threw an error during evaluation. T1006: <message>".
                 cause = f"threw an error during evaluation. {exc.error}: {_message(exc)}"
             else:
@@ -437,7 +457,7 @@ class _Evaluation:
             )
         # A sequence, so that a single number stands alone as AWS returns it.
         stop = last + (1 if stride > 0 else -1)
-        return Utils.create_sequence_from_iter(range(first, stop, stride))
+        return _lib().utils.create_sequence_from_iter(range(first, stop, stride))
 
     def _hash(self, value: str | None, algorithm: str | None) -> Any:
         if value is None or algorithm is None:
@@ -470,7 +490,7 @@ class _Evaluation:
         self._fail("$eval is not supported in Step Functions; use $parse to read JSON text")
 
     def _now(self, picture: str | None, timezone: str | None) -> Any:
-        return Functions.datetime_from_millis(self._millis(), picture, timezone)
+        return _lib().functions.datetime_from_millis(self._millis(), picture, timezone)
 
     def _millis(self) -> int:
         entered = _entered_time(self._source)
@@ -502,12 +522,12 @@ class _Evaluation:
             self._fail(
                 f"Expression evaluation memory limit exceeded: $pad to {int(width)} characters"
             )
-        return Functions.pad(text, width, char)
+        return _lib().functions.pad(text, width, char)
 
     def _string(self, value: Any, prettify: bool | None) -> Any:
         if _larger_than(value, self._guard.room()):
             self._fail("Expression evaluation memory limit exceeded: $string of a large value")
-        return Functions.string(value, prettify)
+        return _lib().functions.string(value, prettify)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +542,7 @@ def _to_jsonata(value: JSON, shared: dict[int, object]) -> Any:
     """A copy of ``value`` for the library: JSON null becomes its NULL_VALUE (None is undefined
     there). Records every string and container in ``shared``."""
     if value is None:
-        return _NULL
+        return _lib().null
     if isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
@@ -542,7 +562,7 @@ def _to_jsonata(value: JSON, shared: dict[int, object]) -> Any:
 def _from_jsonata(value: Any) -> JSON:
     """A plain JSON copy of a library result. Integral numbers become ints, as JSONata (a
     JavaScript library on AWS) writes them; an undefined member of an object is left out."""
-    if value is _NULL or value is None:
+    if value is None or value is _lib().null:
         return None
     if isinstance(value, bool | int | str):
         return value

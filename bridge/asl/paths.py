@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from jsonpath_ng.ext.parser import parse as _jsonpath_ng_parse
-
 from bridge.asl.errors import RESULT_PATH_MATCH_FAILURE, BridgeError, StatesError
 from bridge.asl.types import JSON
 
@@ -263,8 +261,12 @@ def _compile(path: str) -> _Compiled:
 
 @lru_cache(maxsize=1024)
 def _jsonpath(normalised: str) -> JSONPath:
+    # Imported on first use: only paths with wildcards, slices or filters need jsonpath-ng,
+    # and a process that never meets one is spared its memory (bench/README.md).
+    from jsonpath_ng.ext.parser import parse as jsonpath_ng_parse
+
     try:
-        return _jsonpath_ng_parse(normalised)
+        return jsonpath_ng_parse(normalised)
     except Exception as exc:  # jsonpath_ng raises several unrelated exception types
         raise ValueError(f"invalid path {normalised!r}: {exc}") from exc
 

@@ -20,8 +20,6 @@ from functools import cache
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from croniter import croniter
-
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 #: The shortest rate: a schedule is for minutes and hours, not a busy loop.
 MIN_RATE_SECONDS: Final = 1
@@ -86,7 +84,7 @@ def spec_problems(
         return ["exactly one of Cron, RateSeconds and At is required" + _named(given)]
     problems = []
     if cron is not None:
-        if len(cron) > 200 or not croniter.is_valid(cron) or len(cron.split()) not in (1, 5):
+        if len(cron) > 200 or not _croniter().is_valid(cron) or len(cron.split()) not in (1, 5):
             problems.append(
                 f"Cron: {cron[:200]!r} is not a cron expression of five fields "
                 "(minute hour day-of-month month day-of-week) or a nickname such as @daily"
@@ -137,7 +135,7 @@ def _next_cron(cron: str, zone_name: str, moment: datetime) -> datetime | None:
     # ``moment`` wins: a repeated hour's second pass is never after its first.
     zone = _zone(zone_name)
     wall = moment.astimezone(zone).replace(tzinfo=None)
-    candidates = croniter(cron, wall)
+    candidates = _croniter()(cron, wall)
     for _ in range(_MAX_CANDIDATES):
         try:
             candidate = candidates.get_next(datetime)
@@ -196,7 +194,7 @@ def _previous_cron(spec: ScheduleSpec, moment: datetime) -> datetime | None:
     assert spec.cron is not None
     zone = _zone(spec.time_zone)
     wall = moment.astimezone(zone).replace(tzinfo=None)
-    candidates = croniter(spec.cron, wall + timedelta(seconds=1))
+    candidates = _croniter()(spec.cron, wall + timedelta(seconds=1))
     for _ in range(_MAX_CANDIDATES):
         try:
             candidate = candidates.get_prev(datetime)
@@ -226,3 +224,11 @@ def _duration(seconds: int) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}" if count != 1 else unit
     return f"{seconds} seconds" if seconds != 1 else "second"
+
+
+def _croniter() -> Any:
+    # Imported on first use: a bridge without cron schedules is spared croniter and the
+    # date libraries it brings (about 1 MiB in every process, bench/README.md).
+    from croniter import croniter
+
+    return croniter
