@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, assert_never
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -471,6 +470,9 @@ def _data(source: Mapping[str, JSON] | str, what: str) -> Mapping[str, JSON]:
         try:
             source = json.loads(text)
         except ValueError:
+            # Imported here: JSON needs no YAML parser (see bridge.definitions).
+            import yaml
+
             try:
                 source = yaml.safe_load(text)
             except yaml.YAMLError as exc:
