@@ -142,10 +142,10 @@ class Settings(BaseSettings):
         "when it exists, else the shipped examples.",
     )
     batch_max_events: int = Field(
-        default=200,
+        default=100,
         ge=1,
         description="Most events applied in one transaction. Larger batches cost fewer "
-        "statements per event, but hold more in memory; past about 200 they stop paying.",
+        "statements per event, but hold more in memory; past about 100 they stop paying.",
     )
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
     relay_poll_ms: int = Field(
