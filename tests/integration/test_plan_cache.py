@@ -1,0 +1,73 @@
+"""The bridge's PostgreSQL sessions plan each prepared statement for the values it runs with.
+
+PostgreSQL's default is to switch a prepared statement to a generic plan after five runs and to
+keep that plan until the table is analyzed again. A worker starts on a nearly empty inbox: the
+generic plan of its first statement reads the inbox and the task tokens whole, and where
+autovacuum is off or slow to come by it kept doing so as they grew (the fill of
+bench/waiting.py slowed from 790 to 400 processes/s over 100 000). Plans, not times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from bridge.store.batch_reads import _OPENING
+from bridge.store.database import open_database
+from tests.conftest import create_postgres_database, drop_postgres_database
+from tests.integration.rows import add_processes
+
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
+
+ROWS = 20_000
+
+
+@asynccontextmanager
+async def fresh_database(template: str) -> AsyncIterator[AsyncEngine]:
+    """A new migrated database with one process, ``p``, and empty inbox and task tokens."""
+    url = await create_postgres_database(template=template)
+    engine = open_database(url)
+    try:
+        await add_processes(engine, datetime(2026, 12, 4, tzinfo=UTC), "p")
+        yield engine
+    finally:
+        await engine.dispose()
+        await drop_postgres_database(url)
+
+
+async def _plan_after_growth(conn: AsyncConnection) -> str:
+    """The plan of the batch's opening statement, prepared and run on empty tables, then
+    explained once the inbox and the task tokens hold ``ROWS`` rows each."""
+    await conn.exec_driver_sql(f"PREPARE opening(varchar[], varchar[]) AS {_OPENING.postgres}")
+    for _ in range(8):
+        await conn.exec_driver_sql("EXECUTE opening('{a}', '{b}')")
+    await conn.exec_driver_sql(
+        "INSERT INTO inbox (key, received_at, outcome) "
+        f"SELECT 'k' || n, now(), 'applied' FROM generate_series(1, {ROWS}) AS n"
+    )
+    await conn.exec_driver_sql(
+        "INSERT INTO task_tokens (token_hash, process_id, wait_id, state, created_at) "
+        f"SELECT 't' || n, 'p', 'w', 'S', now() FROM generate_series(1, {ROWS}) AS n"
+    )
+    result = await conn.exec_driver_sql("EXPLAIN EXECUTE opening('{k1}', '{t1}')")
+    plan = "\n".join(row[0] for row in result)
+    await conn.exec_driver_sql("DEALLOCATE opening")
+    return plan
+
+
+async def test_a_statement_first_run_on_empty_tables_reads_them_by_index_later(
+    migrated_postgres: str,
+) -> None:
+    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
+        plan = await _plan_after_growth(conn)
+    # PostgreSQL's default, for contrast: the plan made on the empty tables stays.
+    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
+        await conn.exec_driver_sql("SET plan_cache_mode = auto")
+        default_plan = await _plan_after_growth(conn)
+    assert "Seq Scan" not in plan, plan
+    assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
+    assert "Seq Scan on inbox" in default_plan, default_plan
