@@ -50,23 +50,24 @@ def open_database(url: str) -> AsyncEngine:
     # No ping per checkout (a round trip, and an idle rollback, every time): a connection the
     # server dropped fails its first statement with a connection error, the pool is invalidated,
     # and the runner applies the batch again on a new connection.
-    return create_async_engine(
-        url,
-        pool_size=10,
-        max_overflow=10,
-        pool_pre_ping=False,
-        connect_args={"server_settings": _SERVER_SETTINGS},
-        **_JSON,
-    )
+    engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=False, **_JSON)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _session(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # A statement rather than a startup parameter, which poolers such as PgBouncer refuse
+        # unless told to ignore it; outside any transaction, so that it lasts the session.
+        dbapi_connection.run_async(lambda connection: connection.execute(_SESSION))
+
+    return engine
 
 
-#: Settings of every PostgreSQL session the bridge opens.
+#: What every PostgreSQL session of the bridge starts with.
 #: ``plan_cache_mode``: each prepared statement is planned for the values it runs with. By
 #: default PostgreSQL switches a statement to a generic plan after five runs and keeps it until
 #: the table is analyzed again; a generic plan made while the inbox or the task tokens were
 #: nearly empty reads them whole (a sequential scan), run after run, however large they grow
 #: where autovacuum is off or has not yet come by (bench/README.md, 2026-12-04).
-_SERVER_SETTINGS = {"plan_cache_mode": "force_custom_plan"}
+_SESSION = "SET plan_cache_mode = force_custom_plan"
 
 
 @asynccontextmanager
