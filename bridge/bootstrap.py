@@ -19,6 +19,7 @@ from bridge.lag import ConsumerLag
 from bridge.settings import Settings
 from bridge.store.database import is_postgres, open_database
 from bridge.store.revision import at_head
+from bridge.store.upkeep import check_vacuum
 from bridge.tracing import Tracing, from_settings
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ async def open_core(
         from bridge.store.migrate import upgrade
 
         await upgrade(db)
+    if (warning := await check_vacuum(db)) is not None:
+        log.warning(warning)
     registry = Registry()
     problems: list[str] = []
     if deploy_definitions:
