@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.announce import announce as announce_work
@@ -60,8 +61,13 @@ async def open_core(
         from bridge.store.migrate import upgrade
 
         await upgrade(db)
-    if (warning := await check_vacuum(db)) is not None:
-        log.warning(warning)
+    try:
+        warning = await check_vacuum(db)
+    except DBAPIError as exc:  # advice only: never a reason not to start
+        log.info("could not read the database's vacuum settings: %s", exc)
+    else:
+        if warning is not None:
+            log.warning(warning)
     registry = Registry()
     problems: list[str] = []
     if deploy_definitions:

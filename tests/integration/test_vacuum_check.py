@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 
+from bridge import bootstrap
 from bridge.bootstrap import open_core
 from bridge.settings import Settings
 from bridge.store.database import open_database
@@ -51,3 +53,14 @@ async def test_sqlite_needs_no_vacuum_warning(tmp_path: Path) -> None:
         assert await check_vacuum(db) is None
     finally:
         await db.dispose()
+
+
+async def test_a_failed_vacuum_check_does_not_keep_the_bridge_from_starting(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def refused(db: object) -> str | None:
+        raise DBAPIError("SELECT current_setting('autovacuum')", None, PermissionError("denied"))
+
+    monkeypatch.setattr(bootstrap, "check_vacuum", refused)
+    core = await bootstrap.open_core(Settings(database_url=database_url, definitions_dir=tmp_path))
+    await core.close()
