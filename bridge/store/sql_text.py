@@ -106,7 +106,8 @@ def time(conn: AsyncConnection, moment: datetime | None) -> Any:
         raise ValueError("naive datetimes are not stored")
     if is_postgres(conn):
         return moment.astimezone(UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # The text SQLAlchemy's SQLite DateTime writes, made without strftime (half the time).
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def read_time(value: Any) -> datetime | None:
