@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import shutil
 import tempfile
@@ -50,7 +49,7 @@ from tests.faults.verdict import (
     history_diff,
     now,
 )
-from tests.faults.workers import WorkerProcess
+from tests.faults.workers import WorkerProcess, worker_env
 from tests.integration.harness import saga_definition
 
 
@@ -181,31 +180,8 @@ class Rig:
     # ------------------------------------------------------------- workers
 
     def worker_env(self, fault: str | None = None) -> dict[str, str]:
-        env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
-        s = self.settings
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "BRIDGE_KAFKA_BOOTSTRAP": self.bootstrap,
-                "BRIDGE_DATABASE_URL": s.database_url,
-                "BRIDGE_DATABASE_MIGRATE": "false",
-                "BRIDGE_DEFINITIONS_DIR": str(s.definitions_dir),
-                "BRIDGE_KAFKA_GROUP_ID": s.kafka_group_id,
-                "BRIDGE_KAFKA_REPLIES_TOPIC": s.kafka_replies_topic,
-                "BRIDGE_KAFKA_APPROVALS_TOPIC": s.kafka_approvals_topic,
-                "BRIDGE_KAFKA_LIFECYCLE_TOPIC": s.kafka_lifecycle_topic,
-                "BRIDGE_KAFKA_DLQ_TOPIC": s.kafka_dlq_topic,
-                "BRIDGE_KAFKA_TOPIC_PARTITIONS": str(self.partitions),
-                "BRIDGE_HTTP_PORT": str(self.http_port),
-                # Several workers on this host: each serves its probes on a free port.
-                "BRIDGE_WORKER_HTTP_PORT": "0",
-                "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
-                "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
-                "BRIDGE_LOG_LEVEL": "INFO",
-            }
-        )
+        env = worker_env(self.settings, fault)
         if fault:
-            env["BRIDGE_FAULT"] = fault
             # The fault hits at the nth passage of a point; some points are passed once per
             # batch, and a loaded worker behind its topic (or its outbox) takes large ones:
             # small batches keep the nth passage in the middle of the run on a busy machine too.

@@ -36,9 +36,9 @@ def crash_settings(database_url: str, kafka: str, definitions: Path, name: str) 
 
 
 def worker_env(settings: Settings, fault: str | None, **extra: str) -> dict[str, str]:
-    """The environment of a worker on ``settings``' database, broker and topics (no other
-    ``BRIDGE_`` variable of this process), dying at ``fault`` when given; ``extra`` settings
-    by their variable names."""
+    """The environment of a worker on ``settings``' database, broker, topics and partitions (no
+    other ``BRIDGE_`` variable of this process), dying at ``fault`` when given; ``extra``
+    settings by their variable names."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("BRIDGE_")}
     env.update(
         {
@@ -50,11 +50,12 @@ def worker_env(settings: Settings, fault: str | None, **extra: str) -> dict[str,
             "BRIDGE_KAFKA_GROUP_ID": settings.kafka_group_id,
             "BRIDGE_KAFKA_REPLIES_TOPIC": settings.kafka_replies_topic,
             "BRIDGE_KAFKA_APPROVALS_TOPIC": settings.kafka_approvals_topic,
-            "BRIDGE_KAFKA_LIFECYCLE_TOPIC": "",
+            "BRIDGE_KAFKA_LIFECYCLE_TOPIC": settings.kafka_lifecycle_topic,
+            "BRIDGE_KAFKA_DLQ_TOPIC": settings.kafka_dlq_topic,
+            "BRIDGE_KAFKA_TOPIC_PARTITIONS": str(settings.kafka_topic_partitions),
             "BRIDGE_HTTP_PORT": str(settings.http_port),
             # Any free port for the worker's probes: other tests run workers at the same time.
             "BRIDGE_WORKER_HTTP_PORT": "0",
-            "BRIDGE_RELAY_POLL_MS": "20",
             "BRIDGE_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "BRIDGE_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "BRIDGE_LOG_LEVEL": "INFO",
@@ -172,7 +173,7 @@ class Workers:
 
     def start(self, fault: str | None) -> WorkerProcess:
         name = f"w{len(self.started) + 1}"
-        env = worker_env(self.settings, fault, **self.extra)
+        env = worker_env(self.settings, fault, **{"BRIDGE_RELAY_POLL_MS": "20", **self.extra})
         worker = WorkerProcess(name, env, self.folder / f"{name}.log", self.folder)
         self.started.append(worker)
         return worker
