@@ -49,8 +49,7 @@ class TimerScanner:
         due time (the poll interval caps the rest: another process's timers wake no one here
         on SQLite). One read finds what is due and what comes next."""
         wakeups = self.engine.wakeups
-        # Commits from now on that write something due before the next look wake the scan.
-        wakeups.scanner_looks_at = None
+        wakeups.scanner_looking()
         async with reading(self.engine.db) as conn:
             now = await database_now(conn)
             due = await timers.due(conn, self.batch_size)
@@ -68,8 +67,7 @@ class TimerScanner:
         rest = self.poll_seconds
         if soonest is not None:
             rest = min(rest, max((soonest - now).total_seconds(), 0.0))
-        wakeups.scanner_looks_at = now + timedelta(seconds=rest)
-        return rest
+        return wakeups.scanner_rests(now, rest)
 
     async def _purge_now_and_then(self) -> None:
         if time.monotonic() - self._last_refresh >= REFRESH_EVERY_SECONDS:

@@ -35,9 +35,32 @@ def test_a_commit_wakes_the_scanner_only_for_something_due_before_its_next_look(
     wakeups.after_commit(Written(outbox=True, earliest_due=looks_at - timedelta(seconds=1)))
     assert wakeups.timer_scanner.is_set() and wakeups.relay.is_set()
     assert not wakeups.http_invoker.is_set()
-    wakeups.scanner_looks_at = None  # scanning now: whatever it wrote is looked at again
-    wakeups.timer_scanner.clear()
-    wakeups.after_commit(Written(earliest_due=looks_at + timedelta(days=1)))
+
+
+def test_a_commit_during_a_look_shortens_the_rest_after_it_and_wakes_no_one() -> None:
+    """The look's reads may have missed what commits meanwhile: the rest after the look ends
+    no later than that is due. Waking the scanner instead kept it looking without a pause
+    while batches committed task timeouts (each look the time of a few batches)."""
+    wakeups = Wakeups()
+    now = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    wakeups.scanner_looking()
+    wakeups.after_commit(Written(outbox=True, earliest_due=now + timedelta(days=1)))
+    assert not wakeups.timer_scanner.is_set(), "a timeout a day away wakes no one"
+    assert wakeups.scanner_rests(now, 1.0) == 1.0
+    assert wakeups.scanner_looks_at == now + timedelta(seconds=1)
+
+    wakeups.scanner_looking()
+    wakeups.after_commit(Written(earliest_due=now + timedelta(seconds=0.25)))
+    wakeups.after_commit(Written(earliest_due=now + timedelta(seconds=0.5)))
+    assert not wakeups.timer_scanner.is_set()
+    assert wakeups.scanner_rests(now, 1.0) == 0.25
+    wakeups.scanner_looking()
+    wakeups.after_commit(Written(earliest_due=now - timedelta(seconds=3)))
+    assert wakeups.scanner_rests(now, 1.0) == 0.0, "already due: look again at once"
+    # Resting again: a commit due before the next look wakes it as before.
+    assert wakeups.scanner_looks_at == now
+    wakeups.scanner_rests(now, 1.0)
+    wakeups.after_commit(Written(earliest_due=now + timedelta(seconds=0.5)))
     assert wakeups.timer_scanner.is_set()
 
 
@@ -101,6 +124,8 @@ async def test_another_process_commits_wake_this_ones_pollers(postgres_url: str)
         await asyncio.wait_for(listener.connected.wait(), 10)
         for event in (wakeups.relay, wakeups.http_invoker, wakeups.timer_scanner):
             event.clear()  # the wake-up of connecting
+        # The scanner rests for a minute.
+        wakeups.scanner_looks_at = datetime.now(UTC) + timedelta(minutes=1)
 
         with pytest.raises(RuntimeError):
             async with writer.begin() as conn:
