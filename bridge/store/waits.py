@@ -9,6 +9,7 @@ are closed with their wait, in the same transaction.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from bridge.asl import json_text
 from bridge.asl.approvals import ApprovalStatus
 from bridge.store import sql_text, write_set
-from bridge.store.schema import approval_links, approvals
+from bridge.store.schema import approvals
 from bridge.store.write_set import Insert, WriteSet
 
 
@@ -87,15 +88,23 @@ async def find_task_tokens(conn: AsyncConnection, tokens: list[str]) -> dict[str
     }
 
 
+#: The pending approvals of some waits, concluded (decided, expired, closed) at a time.
+_CONCLUDE = sql_text.Statement(
+    f"UPDATE approvals SET status = $2, decided_at = $3 "
+    f"WHERE wait_id {sql_text.any_of(1).postgres} AND status = '{PENDING}'",
+    f"UPDATE approvals SET status = ?2, decided_at = ?3 "
+    f"WHERE wait_id {sql_text.any_of(1).sqlite} AND status = '{PENDING}'",
+)
+
+
 async def close_waits(conn: AsyncConnection, wait_ids: list[str], now: datetime) -> None:
     """Close the approvals of closed waits. A task token needs no closing: its wait is gone
     from the process, so the step it would answer refuses it."""
     if not wait_ids:
         return
-    await conn.execute(
-        update(approvals)
-        .where(and_(approvals.c.wait_id.in_(wait_ids), approvals.c.status == PENDING))
-        .values(status=ApprovalStatus.CLOSED.value, decided_at=now)
+    closed = ApprovalStatus.CLOSED.value
+    await sql_text.execute(
+        conn, _CONCLUDE, (sql_text.ids(conn, wait_ids), closed, sql_text.time(conn, now))
     )
 
 
@@ -300,17 +309,79 @@ class LinkTarget:
         return self.approval.title
 
 
+_FIND_LINK = sql_text.statement(
+    """SELECT a.id, a.process_id, a.definition, a.wait_id, a.state, a.title, a.description,
+    a.data, a.status, a.created_at, a.decided_at, a.seats, a.rule, a.votes, a.expires_at,
+    a.on_expiry, a.form, a.holders, l.approve, l.seat
+    FROM approval_links AS l JOIN approvals AS a ON a.id = l.approval_id
+    WHERE l.token_hash = $1"""
+)
+
+
 async def find_link(conn: AsyncConnection, token: str) -> LinkTarget | None:
-    row = (
-        await conn.execute(
-            select(*_APPROVAL_COLUMNS, approval_links.c.approve, approval_links.c.seat)
-            .join(approvals, approvals.c.id == approval_links.c.approval_id)
-            .where(approval_links.c.token_hash == token_hash(token))
-        )
-    ).first()
-    if row is None:
+    """What the approval link ``token`` decides, if it exists. Every decision reads it twice
+    (the page, then the batch): fixed SQL text, not a statement built each time."""
+    rows = await sql_text.fetch(conn, _FIND_LINK, (token_hash(token),))
+    if not rows:
         return None
-    return LinkTarget(_approval(row), row.approve, row.seat or "anyone")
+    (
+        approval_id,
+        process_id,
+        definition,
+        wait_id,
+        state,
+        title,
+        description,
+        data,
+        status,
+        created_at,
+        decided_at,
+        seats,
+        rule,
+        votes,
+        expires_at,
+        on_expiry,
+        form,
+        holders,
+        approve,
+        seat,
+    ) = rows[0]
+    json = _json_reader(conn)
+    approval = Approval(
+        id=approval_id,
+        process_id=process_id,
+        definition=definition,
+        wait_id=wait_id,
+        state=state,
+        title=title,
+        description=description,
+        data=json(data),
+        status=status,
+        created_at=_required_time(created_at),
+        decided_at=sql_text.read_time(decided_at),
+        seats=list(json(seats) or ["anyone"]),
+        rule=rule,
+        votes=list(json(votes) or []),
+        expires_at=sql_text.read_time(expires_at),
+        on_expiry=on_expiry,
+        form=json(form),
+        holders=dict(json(holders) or {}),
+    )
+    return LinkTarget(approval, bool(approve), seat or "anyone")
+
+
+def _json_reader(conn: AsyncConnection) -> Callable[[Any], Any]:
+    """How a JSON column reads back: PostgreSQL's driver decodes JSONB itself, SQLite gives
+    the text SQLAlchemy's JSON type wrote."""
+    if sql_text.is_postgres(conn):
+        return lambda value: value
+    return lambda value: None if value is None else json_text.loads(value)
+
+
+def _required_time(value: Any) -> datetime:
+    moment = sql_text.read_time(value)
+    assert moment is not None
+    return moment
 
 
 async def get_approval(conn: AsyncConnection, approval_id: str) -> Approval | None:
@@ -375,17 +446,17 @@ async def find_approval_wait(conn: AsyncConnection, approval_id: str) -> tuple[s
     return None if row is None else (row.process_id, row.wait_id)
 
 
+_RECORD_VOTE = sql_text.statement(
+    """UPDATE approvals SET votes = CASE WHEN jsonb_typeof(votes) = 'array' THEN votes
+    ELSE '[]'::jsonb END || jsonb_build_array($2::jsonb) WHERE wait_id = $1""",
+    """UPDATE approvals SET votes = json_insert(CASE WHEN json_type(votes) = 'array'
+    THEN votes ELSE '[]' END, '$[#]', json($2)) WHERE wait_id = $1""",
+)
+
+
 async def record_vote(conn: AsyncConnection, wait_id: str, vote: dict[str, Any]) -> None:
-    row = (
-        await conn.execute(
-            select(approvals.c.id, approvals.c.votes).where(approvals.c.wait_id == wait_id)
-        )
-    ).first()
-    if row is None:
-        return
-    await conn.execute(
-        update(approvals).where(approvals.c.id == row.id).values(votes=[*(row.votes or []), vote])
-    )
+    """Add ``vote`` to the votes of the approval of ``wait_id``, in one statement."""
+    await sql_text.execute(conn, _RECORD_VOTE, (wait_id, json_text.dumps(vote)))
 
 
 async def conclude(
@@ -394,10 +465,8 @@ async def conclude(
     """Conclude a pending approval; one concluded already stays as it ended (see
     ``ApprovalStatus.can_become``)."""
     assert ApprovalStatus.PENDING.can_become(outcome), outcome
-    await conn.execute(
-        update(approvals)
-        .where(and_(approvals.c.wait_id == wait_id, approvals.c.status == PENDING))
-        .values(status=outcome.value, decided_at=now)
+    await sql_text.execute(
+        conn, _CONCLUDE, (sql_text.ids(conn, [wait_id]), outcome.value, sql_text.time(conn, now))
     )
 
 
