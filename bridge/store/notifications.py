@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from bridge.store import sql_text
+
+# Fixed text: every writing transaction of bridge web sends one.
+_NOTIFY = sql_text.statement("SELECT pg_notify($1, $2)")
 
 
 async def notify(conn: AsyncConnection, channel: str, payload: str) -> None:
-    await conn.execute(
-        text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
-    )
+    await sql_text.execute(conn, _NOTIFY, (channel, payload))

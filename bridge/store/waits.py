@@ -479,5 +479,9 @@ async def change_seats(conn: AsyncConnection, wait_id: str, seats: list[str]) ->
     )
 
 
+_APPROVAL_ID_OF = sql_text.statement("SELECT id FROM approvals WHERE wait_id = $1")
+
+
 async def approval_id_of(conn: AsyncConnection, wait_id: str) -> str | None:
-    return await conn.scalar(select(approvals.c.id).where(approvals.c.wait_id == wait_id))
+    rows = await sql_text.fetch(conn, _APPROVAL_ID_OF, (wait_id,))
+    return str(rows[0][0]) if rows else None
