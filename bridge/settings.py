@@ -52,6 +52,14 @@ class Settings(BaseSettings):
         "wait above): fewer round trips while idle. On a broker that answers only at the end of "
         "the wait, the first record after a quiet second may wait this long.",
     )
+    kafka_commit_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="How often a worker commits the offsets of what it applied (also after "
+        "every `batch_max_events` inputs). After a crash the inputs since the last commit come "
+        "again and are recognised as seen; a shorter interval wakes an idle worker more often.",
+    )
     kafka_session_timeout_ms: int | None = Field(
         default=None,
         ge=1000,

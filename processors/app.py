@@ -143,7 +143,7 @@ def build_app(
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=1,
         broker_commit_every=settings.batch_max_events,
-        broker_commit_interval=0.2,
+        broker_commit_interval=settings.kafka_commit_interval_ms / 1000,
         # A worker that died without leaving holds its partitions until its session times out;
         # with a static instance id, a restarted worker takes them back at once (Apache Kafka).
         broker_session_timeout=session_ms / 1000,
