@@ -39,6 +39,7 @@ from aiokafka import AIOKafkaProducer
 from processes import Usage, cpu_split
 from saga_figures import (
     diagnose,
+    latency_windows,
     per_order_ms,
     percentile,
     report,
@@ -340,6 +341,7 @@ def figures(
             "max": rounded(latencies[-1] if latencies else None),
         },
         "stage_p50_ms": stage_latencies(observed, big),
+        "latency_windows_ms": latency_windows(observed, first_send) if args.rate else [],
         "lost": len(lost),
         "timeout_s": args.timeout,
         "duplicated_completions": sum(1 for o in observed.sent_at if observed.completions[o] > 1),

@@ -54,6 +54,31 @@ def stage_latencies(observed: Observed, big: set[str]) -> dict[str, float | None
     return medians
 
 
+def latency_windows(
+    observed: Observed, first_send: float, seconds: float = 10.0
+) -> list[dict[str, float | int | None]]:
+    """p50 and p99 latency of the orders sent in each ``seconds`` of the run, by send time: in
+    an open-loop run, whether the latency holds or grows from the first window to the last."""
+    windows: dict[int, list[float]] = {}
+    for order, sent in observed.sent_at.items():
+        if order in observed.completed_at:
+            latency = (observed.completed_at[order] - sent) * 1000
+            windows.setdefault(int((sent - first_send) // seconds), []).append(latency)
+    found: list[dict[str, float | int | None]] = []
+    for number in sorted(windows):
+        values = sorted(windows[number])
+        found.append(
+            {
+                "from_s": number * seconds,
+                "to_s": (number + 1) * seconds,
+                "orders": len(values),
+                "p50": rounded(percentile(values, 0.5)),
+                "p99": rounded(percentile(values, 0.99)),
+            }
+        )
+    return found
+
+
 async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[str, Any]:
     """Where the lost orders stand: which messages the services saw, the bridge's view."""
     steps: Counter[str] = Counter()
@@ -98,6 +123,13 @@ async def diagnose(base_url: str, observed: Observed, lost: list[str]) -> dict[s
     }
 
 
+def window_lines(windows: list[dict[str, Any]]) -> list[str]:
+    if len(windows) < 2:
+        return []
+    cells = ", ".join(f"{w['from_s']:g}-{w['to_s']:g} s {w['p50']}/{w['p99']}" for w in windows)
+    return [f"  p50/p99 ms by send   {cells}"]
+
+
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -126,6 +158,7 @@ def report(r: dict[str, Any]) -> None:
         f"  latency ms           p50 {lat['p50']}  p95 {lat['p95']}  p99 {lat['p99']}  "
         f"max {lat['max']}",
         f"  median per hop ms    {r['stage_p50_ms']}",
+        *window_lines(r.get("latency_windows_ms") or []),
         f"  lost orders          {r['lost']} "
         f"(not completed {r['timeout_s']} s after the last send)",
         f"  duplicated completions         {r['duplicated_completions']}",
