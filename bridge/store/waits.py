@@ -9,9 +9,10 @@ are closed with their wait, in the same transaction.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import and_, select, update
@@ -237,26 +238,31 @@ class Approval:
         }
 
 
-_APPROVAL_COLUMNS = (
-    approvals.c.id,
-    approvals.c.process_id,
-    approvals.c.definition,
-    approvals.c.wait_id,
-    approvals.c.state,
-    approvals.c.title,
-    approvals.c.description,
-    approvals.c.data,
-    approvals.c.status,
-    approvals.c.created_at,
-    approvals.c.decided_at,
-    approvals.c.seats,
-    approvals.c.rule,
-    approvals.c.votes,
-    approvals.c.expires_at,
-    approvals.c.on_expiry,
-    approvals.c.form,
-    approvals.c.holders,
+#: An approval row's columns, in the order ``_approval`` reads them.
+_APPROVAL_NAMES = (
+    "id",
+    "process_id",
+    "definition",
+    "wait_id",
+    "state",
+    "title",
+    "description",
+    "data",
+    "status",
+    "created_at",
+    "decided_at",
+    "seats",
+    "rule",
+    "votes",
+    "expires_at",
+    "on_expiry",
+    "form",
+    "holders",
 )
+_APPROVAL_COLUMNS = tuple(approvals.c[name] for name in _APPROVAL_NAMES)
+#: Columns a statement in SQL text reads back raw: JSON text on SQLite, naive times.
+_JSON_NAMES = frozenset({"data", "seats", "votes", "form", "holders"})
+_TIME_NAMES = frozenset({"created_at", "decided_at", "expires_at"})
 
 
 def _approval(row: Any) -> Approval:
@@ -310,9 +316,7 @@ class LinkTarget:
 
 
 _FIND_LINK = sql_text.statement(
-    """SELECT a.id, a.process_id, a.definition, a.wait_id, a.state, a.title, a.description,
-    a.data, a.status, a.created_at, a.decided_at, a.seats, a.rule, a.votes, a.expires_at,
-    a.on_expiry, a.form, a.holders, l.approve, l.seat
+    f"""SELECT {", ".join(f"a.{name}" for name in _APPROVAL_NAMES)}, l.approve, l.seat
     FROM approval_links AS l JOIN approvals AS a ON a.id = l.approval_id
     WHERE l.token_hash = $1"""
 )
@@ -324,64 +328,23 @@ async def find_link(conn: AsyncConnection, token: str) -> LinkTarget | None:
     rows = await sql_text.fetch(conn, _FIND_LINK, (token_hash(token),))
     if not rows:
         return None
-    (
-        approval_id,
-        process_id,
-        definition,
-        wait_id,
-        state,
-        title,
-        description,
-        data,
-        status,
-        created_at,
-        decided_at,
-        seats,
-        rule,
-        votes,
-        expires_at,
-        on_expiry,
-        form,
-        holders,
-        approve,
-        seat,
-    ) = rows[0]
-    json = _json_reader(conn)
-    approval = Approval(
-        id=approval_id,
-        process_id=process_id,
-        definition=definition,
-        wait_id=wait_id,
-        state=state,
-        title=title,
-        description=description,
-        data=json(data),
-        status=status,
-        created_at=_required_time(created_at),
-        decided_at=sql_text.read_time(decided_at),
-        seats=list(json(seats) or ["anyone"]),
-        rule=rule,
-        votes=list(json(votes) or []),
-        expires_at=sql_text.read_time(expires_at),
-        on_expiry=on_expiry,
-        form=json(form),
-        holders=dict(json(holders) or {}),
-    )
-    return LinkTarget(approval, bool(approve), seat or "anyone")
+    *columns, approve, seat = rows[0]
+    return LinkTarget(_approval(_text_row(conn, columns)), bool(approve), seat or "anyone")
 
 
-def _json_reader(conn: AsyncConnection) -> Callable[[Any], Any]:
-    """How a JSON column reads back: PostgreSQL's driver decodes JSONB itself, SQLite gives
-    the text SQLAlchemy's JSON type wrote."""
-    if sql_text.is_postgres(conn):
-        return lambda value: value
-    return lambda value: None if value is None else json_text.loads(value)
-
-
-def _required_time(value: Any) -> datetime:
-    moment = sql_text.read_time(value)
-    assert moment is not None
-    return moment
+def _text_row(conn: AsyncConnection, values: Sequence[Any]) -> SimpleNamespace:
+    """An approval row read with SQL text, as the schema's types would have read it:
+    PostgreSQL's driver decodes JSONB itself, SQLite gives the text SQLAlchemy's JSON type
+    wrote; times come back aware UTC."""
+    decode_json = not sql_text.is_postgres(conn)
+    row: dict[str, Any] = {}
+    for name, value in zip(_APPROVAL_NAMES, values, strict=True):
+        if name in _TIME_NAMES:
+            value = sql_text.read_time(value)
+        elif name in _JSON_NAMES and decode_json and value is not None:
+            value = json_text.loads(value)
+        row[name] = value
+    return SimpleNamespace(**row)
 
 
 async def get_approval(conn: AsyncConnection, approval_id: str) -> Approval | None:
