@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from bridge.asl.errors import BridgeError
 from bridge.http_events import OutgoingEvent
+from bridge.partitioner import partition_for
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class EventProducer:
                 # consumer's dedupe absorbs for events with an identity.
                 enable_idempotence=False,
                 request_timeout_ms=int(self.timeout_seconds * 1000),
+                partitioner=partition_for,
             )
             try:
                 await asyncio.wait_for(producer.start(), self.timeout_seconds)

@@ -172,13 +172,20 @@ class Relay:
         sends: dict[int, asyncio.Future[object]] = {}
         failed: dict[int, BaseException] = {}
         try:
-            for index, message in enumerate(batch):
-                try:
-                    sends[index] = await self._send(message, deadline, spans, index)
-                except Exception as exc:
-                    failed[index] = exc
-                    if not is_message_fault(exc):
-                        break  # the rest waits for the next round, in order
+            index = 0
+            try:
+                # One deadline for the round's sends, not a timer per message (a send returns
+                # at once unless the producer's buffer is full or a topic's metadata is missing).
+                async with asyncio.timeout_at(deadline):
+                    for index, message in enumerate(batch):
+                        try:
+                            sends[index] = await self._send(message, spans, index)
+                        except Exception as exc:
+                            failed[index] = exc
+                            if not is_message_fault(exc):
+                                break  # the rest waits for the next round, in order
+            except TimeoutError as exc:
+                failed[index] = exc  # this send and the rest wait for the next round
             if sends:
                 await asyncio.wait(sends.values(), timeout=max(deadline - loop.time(), 0.0))
             for index, future in sends.items():
@@ -199,7 +206,6 @@ class Relay:
     async def _send(
         self,
         message: outbox.OutboxMessage,
-        deadline: float,
         spans: dict[int, Span],
         index: int,
     ) -> asyncio.Future[object]:
@@ -212,10 +218,9 @@ class Relay:
             context = span.get_span_context()
             traceparent, tracestate = format_traceparent(context), format_tracestate(context)
         headers = kafka_headers(message.headers, traceparent, tracestate)
-        async with asyncio.timeout_at(deadline):
-            future: asyncio.Future[object] = await self.producer.send(
-                message.topic, value=value, key=key, headers=headers
-            )
+        future: asyncio.Future[object] = await self.producer.send(
+            message.topic, value=value, key=key, headers=headers
+        )
         return future
 
     def _span(self, message: outbox.OutboxMessage) -> Span:

@@ -18,6 +18,7 @@ from bridge.bulk import BulkRunner
 from bridge.deliverer import Deliverer, smtp_server
 from bridge.invoker import Invoker
 from bridge.lag import ConsumerLag
+from bridge.partitioner import partition_for
 from bridge.relay import Relay
 from bridge.retention import Retention
 from bridge.schedule_runner import ScheduleRunner
@@ -59,6 +60,7 @@ class Worker:
             # No linger: the relay already sends in batches, and with a linger the test broker
             # was seen to leave a new producer's first batch unanswered.
             max_batch_size=256 * 1024,
+            partitioner=partition_for,
         )
         self.relay = Relay(
             core.db,

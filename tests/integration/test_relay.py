@@ -22,6 +22,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import bridge.faults
+import bridge.relay
 from bridge.cli import main
 from bridge.metrics import Metrics
 from bridge.relay import BUSY_RETRY_SECONDS, PublishingFailed, Relay
@@ -324,6 +325,45 @@ async def test_a_failure_that_may_pass_leaves_that_message_and_those_after_it(
     assert await received(kafka, topic, 4) == ['{"n":1}', '{"n":2}', '{"n":4}', '{"n":5}']
     assert await received(kafka, flaky, 1) == ['{"n":3}']
     assert await row_count(db) == 0
+
+
+class _StallingProducer:
+    """Sends to ``stalling_topic`` never return (a buffer that stays full, metadata that never
+    comes); the rest goes to the real producer."""
+
+    def __init__(self, real: AIOKafkaProducer, stalling_topic: str) -> None:
+        self.real = real
+        self.stalling_topic = stalling_topic
+
+    async def send(self, topic: str, **kwargs: Any) -> Any:
+        if topic == self.stalling_topic:
+            await asyncio.Event().wait()
+        return await self.real.send(topic, **kwargs)
+
+
+async def test_a_send_that_never_returns_is_given_up_and_the_rest_waits_in_order(
+    db: AsyncEngine, producer: AIOKafkaProducer, kafka: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bridge.relay, "SEND_TIMEOUT_SECONDS", 0.5)
+    topic, stuck = f"relay.{uuid.uuid4().hex[:8]}", f"stuck.{uuid.uuid4().hex[:8]}"
+    messages = [row(topic, {"n": 1}), row(stuck, {"n": 2}), row(topic, {"n": 3})]
+    await write(db, messages)
+    sender = cast(AIOKafkaProducer, _StallingProducer(producer, stuck))
+    relay = Relay(db, sender, asyncio.Event(), poll_seconds=0.05, batch_size=10)
+
+    async with asyncio.timeout(10):
+        with pytest.raises(PublishingFailed, match="TimeoutError"):
+            await relay.publish_once()
+    async with reading(db) as conn:
+        left = [m.message_id for m in await outbox.pending(conn)]
+    assert left == [messages[1]["message_id"], messages[2]["message_id"]]
+
+    assert (
+        await Relay(db, producer, asyncio.Event(), poll_seconds=0.05, batch_size=10).publish_once()
+        == 2
+    )
+    assert await received(kafka, topic, 2) == ['{"n":1}', '{"n":3}']
+    assert await received(kafka, stuck, 1) == ['{"n":2}']
 
 
 class _Interrupted(Exception):
