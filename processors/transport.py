@@ -9,17 +9,24 @@ a second, so that an idle worker does not fetch a hundred times a second.
 faust's table manager sleeps one second at start before it registers the app's tables, and the
 consumer joins its group only after that. The bridge keeps no faust tables (its state is in SQL),
 so that second only delays every (re)start of a worker.
+
+faust hands each record to its stream through ``Service.wait_first(callback(record),
+suspend_flow.wait())``: four tasks per record, so that a rebalance can abandon a hand-over that
+waits for room in a full stream buffer. Most hand-overs never wait; ``PromptConsumer`` runs the
+callback at once and only one that waits goes through ``wait_first``, from where it stopped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Collection
-from typing import Any, ClassVar
+from collections.abc import Collection, Coroutine, Generator
+from typing import Any, ClassVar, cast
 
 import aiokafka
 import faust
 from faust.tables import TableManager
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
 
 
@@ -79,7 +86,7 @@ def transport_class(
         {"fetch_max_wait_ms": fetch_max_wait_ms, "fetch_idle_wait_ms": fetch_idle_wait_ms},
     )
 
-    class BridgeConsumer(driver.Consumer):
+    class BridgeConsumer(PromptConsumer):
         def _new_consumer_thread(self) -> driver.AIOKafkaConsumerThread:
             consumer_thread: driver.AIOKafkaConsumerThread = thread(
                 self, loop=self.loop, beacon=self.beacon
@@ -90,6 +97,134 @@ def transport_class(
         Consumer: ClassVar[type[driver.Consumer]] = BridgeConsumer
 
     return BridgeTransport
+
+
+class _Started:
+    """Awaiting it goes on with ``coroutine``, which already ran up to awaiting ``first`` (what
+    it handed to the event loop then): the rest of a hand-over, inside a task."""
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coroutine = coroutine
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        # What ``yield from`` does, from a coroutine already past its first step: the values it
+        # hands to the event loop go up, what the task sends or throws in goes down.
+        coroutine, handed = self._coroutine, self._first
+        while True:
+            try:
+                received = yield handed
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # thrown in by the task: a cancel
+                try:
+                    handed = coroutine.throw(exc)
+                except StopIteration as finished:
+                    return finished.value
+            else:
+                try:
+                    handed = coroutine.send(received)
+                except StopIteration as finished:
+                    return finished.value
+
+
+class PromptConsumer(driver.Consumer):
+    """faust's aiokafka consumer, handing records over without a task when none has to wait.
+
+    ``_drain_messages`` is faust-streaming 0.15.3's (``faust/transport/consumer.py``, BSD
+    licence), with ``_hand_over`` in place of its ``wait_first`` call.
+    """
+
+    async def _hand_over(self, message: Any) -> None:
+        """What ``wait_first(callback(message), suspend_flow.wait())`` does: deliver
+        ``message``, unless the flow is suspended (a rebalance) before it could be."""
+        service: Any = self
+        if self.suspend_flow.is_set() or service._stopped.is_set() or service._crashed.is_set():
+            await self.wait_first(self.callback(message), self.suspend_flow.wait())
+            return
+        work = cast(Coroutine[Any, Any, Any], self.callback(message))
+        try:
+            first = work.send(None)
+        except StopIteration:
+            return  # delivered without waiting: the common case
+        # It waits (a full stream buffer): from here on as faust does it, so that a rebalance
+        # meanwhile abandons it.
+        await self.wait_first(_Started(work, first), self.suspend_flow.wait())
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - faust's loop
+        getmany = self.getmany
+        service: Any = self
+        consumer_should_stop = service._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        flag_consumer_fetching = CONSUMER_FETCHING
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        hand_over = self._hand_over
+
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(flag_consumer_fetching)
+                ait = getmany(timeout=1.0)
+                # Sleeping because sometimes getmany is called in a loop never releasing to
+                # the event loop.
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            # We have a gap in income messages
+                            if gap > 1 and r_offset:
+                                acks_enabled = acks_enabled_for(message.topic)
+                                if acks_enabled:
+                                    await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await hand_over(message)
+                            set_read_offset(tp, offset)
+                        else:
+                            self.log.dev(
+                                "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                                offset,
+                                message.key,
+                                message.value,
+                            )
+                    unset_flag(flag_consumer_fetching)
+
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                # we're already stopping so ignore
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(flag_consumer_fetching)
 
 
 class BridgeApp(faust.App):
