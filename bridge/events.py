@@ -5,7 +5,6 @@ Pure functions over a ``KafkaRecord``; the processors build records from what th
 
 from __future__ import annotations
 
-import json
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -113,7 +112,7 @@ def decode(record: KafkaRecord, max_bytes: int, max_depth: int = limits.MAX_DEPT
     headers = {name.lower(): value for name, value in record.headers}
     try:
         text = record.value.decode("utf-8")
-        body = json.loads(text, parse_constant=limits.refuse_constant)
+        body = limits.parse_json(text)
     except UnicodeDecodeError:
         raise InvalidEvent("the value is not UTF-8") from None
     except RecursionError:

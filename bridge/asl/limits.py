@@ -116,6 +116,18 @@ def refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
+#: ``json.loads`` with an argument builds a decoder per call; every input goes through this one.
+_DECODER: Final = json.JSONDecoder(parse_constant=refuse_constant)
+
+
+def parse_json(text: str) -> JSON:
+    """The value of JSON ``text`` from outside, NaN and Infinity refused (``ValueError``); a
+    value nested past the interpreter's limit raises ``RecursionError``."""
+    if text.startswith("\ufeff"):
+        raise ValueError("the text starts with a byte order mark")
+    return _DECODER.decode(text)
+
+
 #: Lone UTF-16 surrogates: JSON's "\ud800" escapes decode to them, and no UTF-8 encoder (the
 #: database driver's, the producer's) takes them.
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -142,7 +154,7 @@ def loads(text: str | bytes, what: str = "the body", *, max_depth: int = MAX_DEP
         except UnicodeDecodeError:
             raise Unstorable(f"{what} is not UTF-8") from None
     try:
-        value = json.loads(text, parse_constant=refuse_constant)
+        value = parse_json(text)
     except RecursionError:
         raise Unstorable(f"{what} is nested deeper than {max_depth} levels") from None
     except ValueError as exc:

@@ -4,6 +4,7 @@ being found by the database when the batch is written."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -74,9 +75,24 @@ def test_numbers_that_json_cannot_carry_are_refused() -> None:
     assert limits.problem(float("nan")) == not_finite
     assert limits.problem({"a": [1.5, float("inf")]}) == not_finite
     assert limits.problem({"a": [1.5, -2, 10**30]}) is None
-    for text in ("NaN", '{"a": [Infinity]}', '{"a": -Infinity}'):
+    for text in ("NaN", '{"a": [Infinity]}', '{"a": -Infinity}', "\ufeff{}"):
         with pytest.raises(limits.Unstorable, match="not JSON"):
             limits.loads(text)
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    )
+)
+def test_the_shared_decoder_reads_what_json_loads_reads(value: Any) -> None:
+    text = json.dumps(value)
+    assert limits.parse_json(text) == json.loads(text)
 
 
 # Mostly plain values, so that many examples reach the shortcut's own checks rather than being
