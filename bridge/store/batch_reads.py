@@ -4,6 +4,15 @@ and what its task tokens answer.
 At low load a batch holds one or two inputs, and each statement is a round trip that the batch
 waits for; on PostgreSQL these three reads go as one statement (the clock and two aggregates,
 which always make exactly one row). On SQLite, in process, they stay three.
+
+The same statement sets how the rest of the batch's transaction is planned (PostgreSQL). A
+session of the bridge plans each statement for its values (``bridge.store.database``), and a
+batch's statements (the write set's ``WITH ... unnest`` parts above all) took a quarter of
+PostgreSQL's CPU being planned again at every run. Every statement of a batch finds its rows by
+key, so the batch uses each statement's generic plan, made once per session, with sequential
+scans off: a plan first made while the tables were empty still reads them by index once they
+have grown (a sequential scan is what the generic plan chose on empty tables before, see
+``tests/integration/test_plan_cache.py``). Both settings end with the transaction.
 """
 
 from __future__ import annotations
@@ -25,7 +34,11 @@ _OPENING = sql_text.statement(
         SELECT array_agg(token_hash) AS hashes, array_agg(process_id) AS process_ids,
             array_agg(wait_id) AS wait_ids
         FROM task_tokens WHERE token_hash = ANY($2::varchar[])
-    ) AS tokens"""
+    ) AS tokens
+    CROSS JOIN (
+        SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS plan_cache_mode,
+            set_config('enable_seqscan', 'off', true) AS enable_seqscan
+    ) AS planning"""
 )
 
 

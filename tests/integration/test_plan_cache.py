@@ -1,4 +1,6 @@
-"""The bridge's PostgreSQL sessions plan each prepared statement for the values it runs with.
+"""How the bridge's PostgreSQL statements are planned: a session plans each prepared statement
+for the values it runs with; a batch uses each statement's generic plan, with sequential scans
+off, for the rest of its transaction.
 
 PostgreSQL's default is to switch a prepared statement to a generic plan after five runs and to
 keep that plan until the table is analyzed again. A worker starts on a nearly empty inbox: the
@@ -25,6 +27,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 ROWS = 20_000
 
+#: What the opening statement reads, without the settings it makes for its batch.
+_LOOKUP = """SELECT seen.keys, tokens.hashes
+    FROM (SELECT array_agg(key) AS keys FROM inbox WHERE key = ANY($1::varchar[])) AS seen
+    CROSS JOIN (
+        SELECT array_agg(token_hash) AS hashes FROM task_tokens
+        WHERE token_hash = ANY($2::varchar[])
+    ) AS tokens"""
+
 
 @asynccontextmanager
 async def fresh_database(template: str) -> AsyncIterator[AsyncEngine]:
@@ -39,12 +49,7 @@ async def fresh_database(template: str) -> AsyncIterator[AsyncEngine]:
         await drop_postgres_database(url)
 
 
-async def _plan_after_growth(conn: AsyncConnection) -> str:
-    """The plan of the batch's opening statement, prepared and run on empty tables, then
-    explained once the inbox and the task tokens hold ``ROWS`` rows each."""
-    await conn.exec_driver_sql(f"PREPARE opening(varchar[], varchar[]) AS {_OPENING.postgres}")
-    for _ in range(8):
-        await conn.exec_driver_sql("EXECUTE opening('{a}', '{b}')")
+async def _grow(conn: AsyncConnection) -> None:
     await conn.exec_driver_sql(
         "INSERT INTO inbox (key, received_at, outcome) "
         f"SELECT 'k' || n, now(), 'applied' FROM generate_series(1, {ROWS}) AS n"
@@ -53,9 +58,33 @@ async def _plan_after_growth(conn: AsyncConnection) -> str:
         "INSERT INTO task_tokens (token_hash, process_id, wait_id, state, created_at) "
         f"SELECT 't' || n, 'p', 'w', 'S', now() FROM generate_series(1, {ROWS}) AS n"
     )
-    result = await conn.exec_driver_sql("EXPLAIN EXECUTE opening('{k1}', '{t1}')")
+
+
+async def _plan_after_growth(conn: AsyncConnection, *, opening: bool = False) -> str:
+    """The plan of the lookup, prepared and run eight times on empty tables, then explained
+    once the inbox and the task tokens hold ``ROWS`` rows each; with ``opening``, each run and
+    the explaining in a transaction that a batch's opening statement began, as in a batch."""
+
+    async def open_as_a_batch() -> None:
+        if opening:
+            await conn.exec_driver_sql(
+                f"PREPARE batch_opening(varchar[], varchar[]) AS {_OPENING.postgres}"
+            )
+            await conn.exec_driver_sql("EXECUTE batch_opening('{}', '{}')")
+            await conn.exec_driver_sql("DEALLOCATE batch_opening")
+
+    await conn.exec_driver_sql(f"PREPARE lookup(varchar[], varchar[]) AS {_LOOKUP}")
+    for _ in range(8):
+        await open_as_a_batch()
+        await conn.exec_driver_sql("EXECUTE lookup('{a}', '{b}')")
+        await conn.commit()
+    await _grow(conn)
+    await conn.commit()
+    await open_as_a_batch()
+    result = await conn.exec_driver_sql("EXPLAIN EXECUTE lookup('{k1}', '{t1}')")
     plan = "\n".join(row[0] for row in result)
-    await conn.exec_driver_sql("DEALLOCATE opening")
+    await conn.commit()
+    await conn.exec_driver_sql("DEALLOCATE lookup")
     return plan
 
 
@@ -71,3 +100,37 @@ async def test_a_statement_first_run_on_empty_tables_reads_them_by_index_later(
     assert "Seq Scan" not in plan, plan
     assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
     assert "Seq Scan on inbox" in default_plan, default_plan
+
+
+async def test_a_batch_keeps_its_generic_plans_and_they_read_by_index_as_tables_grow(
+    migrated_postgres: str,
+) -> None:
+    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
+        plan = await _plan_after_growth(conn, opening=True)
+    # The generic plan alone, for contrast: made on empty tables, it reads them whole.
+    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
+        await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        generic_plan = await _plan_after_growth(conn)
+    assert "Seq Scan" not in plan, plan
+    assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
+    assert "Seq Scan on inbox" in generic_plan, generic_plan
+
+
+async def test_the_batch_settings_last_as_long_as_its_transaction(migrated_postgres: str) -> None:
+    async def settings(conn: AsyncConnection) -> tuple[str, str]:
+        result = await conn.exec_driver_sql(
+            "SELECT current_setting('plan_cache_mode'), current_setting('enable_seqscan')"
+        )
+        ((mode, seqscan),) = result.all()
+        return mode, seqscan
+
+    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
+        assert await settings(conn) == ("force_custom_plan", "on")
+        await conn.commit()
+        await conn.exec_driver_sql(
+            f"PREPARE batch_opening(varchar[], varchar[]) AS {_OPENING.postgres}"
+        )
+        await conn.exec_driver_sql("EXECUTE batch_opening('{}', '{}')")
+        assert await settings(conn) == ("force_generic_plan", "off")
+        await conn.rollback()
+        assert await settings(conn) == ("force_custom_plan", "on")
