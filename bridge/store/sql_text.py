@@ -15,6 +15,14 @@ schema's types do (``bridge.store.schema``):
   (``IN (SELECT value FROM json_each(?1))``), so the text stays the same whatever the list's
   length and the driver's prepared-statement cache keeps working.
 
+On PostgreSQL, inside a transaction, a statement goes straight to the DBAPI cursor of
+SQLAlchemy's connection (``_on_cursor``): the same connection, transaction, prepared-statement
+cache and driver error translation, without the execution context and result objects that cost
+80 of the 140 microseconds of CPU a statement took (about a tenth of a worker's CPU at 50 orders
+per second). An error goes through SQLAlchemy's own handling (``Connection.
+_handle_dbapi_exception``), so callers see the same ``DBAPIError`` and a connection that broke
+is invalidated as before.
+
 The schema, migrations and everything off the hot path stay SQLAlchemy Core.
 """
 
@@ -69,15 +77,59 @@ async def fetch(
     conn: AsyncConnection, sql: Statement, parameters: tuple[Any, ...] = ()
 ) -> Sequence[tuple[Any, ...]]:
     """The rows, as tuples."""
-    result = await conn.exec_driver_sql(sql.text(conn), parameters)
+    text = sql.text(conn)
+    cursor = await _on_cursor(conn, text, parameters)
+    if cursor is not None:
+        return [tuple(row) for row in cursor.fetchall()]
+    result = await conn.exec_driver_sql(text, parameters)
     # A Row unpacks like the tuple it is.
     return cast(Sequence[tuple[Any, ...]], result.all())
 
 
 async def execute(conn: AsyncConnection, sql: Statement, parameters: tuple[Any, ...] = ()) -> int:
     """The number of rows the statement changed."""
-    result = await conn.exec_driver_sql(sql.text(conn), parameters)
+    text = sql.text(conn)
+    cursor = await _on_cursor(conn, text, parameters)
+    if cursor is not None:
+        return int(cursor.rowcount)
+    result = await conn.exec_driver_sql(text, parameters)
     return int(result.rowcount)
+
+
+async def _on_cursor(conn: AsyncConnection, text: str, parameters: tuple[Any, ...]) -> Any | None:
+    """PostgreSQL, in a transaction on a valid connection: ``text`` run on the connection's
+    DBAPI cursor, which is returned with its rows; None elsewhere (SQLite, a connection that
+    has not begun its transaction or was invalidated), where SQLAlchemy runs it."""
+    sync = conn.sync_connection
+    if (
+        sync is None
+        or sync.dialect.driver != "asyncpg"
+        or sync.closed
+        or sync.invalidated
+        or not sync.in_transaction()
+    ):
+        return None
+    cursor = sync.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # The async half of the driver adapter's execute(), which SQLAlchemy calls from a
+        # greenlet: it begins the transaction, prepares (cached) and fetches.
+        await cursor._prepare_and_execute(text, parameters)
+    except BaseException as error:
+        # Raises what SQLAlchemy raises for this error (a DBAPIError, or the error itself),
+        # after invalidating a connection that broke; from a greenlet, as closing one may wait.
+        await conn.run_sync(_raise_as_sqlalchemy, error, text, parameters, cursor)
+        raise
+    return cursor
+
+
+def _raise_as_sqlalchemy(
+    sync: Any, error: BaseException, text: str, parameters: tuple[Any, ...], cursor: Any
+) -> None:
+    try:
+        raise error
+    except BaseException as raised:
+        # Handled while raised: SQLAlchemy re-raises what sys.exc_info() holds.
+        sync._handle_dbapi_exception(raised, text, parameters, cursor, None)
 
 
 async def execute_many(
