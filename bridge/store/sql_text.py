@@ -110,10 +110,14 @@ async def _on_cursor(conn: AsyncConnection, text: str, parameters: tuple[Any, ..
     ):
         return None
     cursor = sync.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    # The async half of the driver adapter's execute(), which SQLAlchemy calls from a greenlet:
+    # it begins the transaction, prepares (cached) and fetches. A SQLAlchemy without it runs
+    # the statement itself.
+    run = getattr(cursor, "_prepare_and_execute", None)
+    if run is None:
+        return None
     try:
-        # The async half of the driver adapter's execute(), which SQLAlchemy calls from a
-        # greenlet: it begins the transaction, prepares (cached) and fetches.
-        await cursor._prepare_and_execute(text, parameters)
+        await run(text, parameters)
     except BaseException as error:
         # Raises what SQLAlchemy raises for this error (a DBAPIError, or the error itself),
         # after invalidating a connection that broke; from a greenlet, as closing one may wait.
