@@ -16,6 +16,7 @@ relies on: the stream's processors, passive draining, acks and its set of buffer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -98,8 +99,18 @@ async def _take(stream: Any, max_: int, within: float) -> AsyncGenerator[list[An
         return value
 
     async def wait(event: asyncio.Event, timeout: float | None) -> bool:
-        stopped: bool = await stream.wait_for_stopped(event, timeout=timeout)
-        return stopped
+        if timeout is None:
+            # Waiting for the first event of a batch, for as long as it takes: the stream's
+            # stop must end it.
+            stopped: bool = await stream.wait_for_stopped(event, timeout=timeout)
+            return stopped
+        # Filling a batch, a few milliseconds at most: a plain timed wait, where faust's
+        # wait_for_stopped started three tasks per batch; a stop meanwhile ends the loop after
+        # this batch, as it did (``BatchBuffer.take`` hands over what came either way).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        return bool(stream.should_stop)
 
     # Acks are ours: an event is acknowledged once the batch holding it was consumed.
     stream.enable_acks = False
