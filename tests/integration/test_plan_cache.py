@@ -60,27 +60,29 @@ async def _grow(conn: AsyncConnection) -> None:
     )
 
 
-async def _plan_after_growth(conn: AsyncConnection, *, opening: bool = False) -> str:
+async def _open_as_a_batch(conn: AsyncConnection) -> None:
+    """Run a batch's opening statement (on empty lists), as a batch begins its transaction."""
+    await conn.exec_driver_sql(
+        f"PREPARE batch_opening(varchar[], varchar[]) AS {_OPENING.postgres}"
+    )
+    await conn.exec_driver_sql("EXECUTE batch_opening('{}', '{}')")
+    await conn.exec_driver_sql("DEALLOCATE batch_opening")
+
+
+async def _plan_after_growth(conn: AsyncConnection, *, in_batches: bool) -> str:
     """The plan of the lookup, prepared and run eight times on empty tables, then explained
-    once the inbox and the task tokens hold ``ROWS`` rows each; with ``opening``, each run and
-    the explaining in a transaction that a batch's opening statement began, as in a batch."""
-
-    async def open_as_a_batch() -> None:
-        if opening:
-            await conn.exec_driver_sql(
-                f"PREPARE batch_opening(varchar[], varchar[]) AS {_OPENING.postgres}"
-            )
-            await conn.exec_driver_sql("EXECUTE batch_opening('{}', '{}')")
-            await conn.exec_driver_sql("DEALLOCATE batch_opening")
-
+    once the inbox and the task tokens hold ``ROWS`` rows each; with ``in_batches``, each run
+    and the explaining in a transaction that a batch's opening statement began."""
     await conn.exec_driver_sql(f"PREPARE lookup(varchar[], varchar[]) AS {_LOOKUP}")
     for _ in range(8):
-        await open_as_a_batch()
+        if in_batches:
+            await _open_as_a_batch(conn)
         await conn.exec_driver_sql("EXECUTE lookup('{a}', '{b}')")
         await conn.commit()
     await _grow(conn)
     await conn.commit()
-    await open_as_a_batch()
+    if in_batches:
+        await _open_as_a_batch(conn)
     result = await conn.exec_driver_sql("EXPLAIN EXECUTE lookup('{k1}', '{t1}')")
     plan = "\n".join(row[0] for row in result)
     await conn.commit()
@@ -88,31 +90,39 @@ async def _plan_after_growth(conn: AsyncConnection, *, opening: bool = False) ->
     return plan
 
 
+async def _plans(template: str, *, in_batches: bool, contrast_mode: str) -> tuple[str, str]:
+    """The lookup's plan after growth on the bridge's session, and, for contrast, on a session
+    with ``plan_cache_mode = contrast_mode`` outside batches; each on a fresh database."""
+    async with fresh_database(template) as db, db.connect() as conn:
+        plan = await _plan_after_growth(conn, in_batches=in_batches)
+    async with fresh_database(template) as db, db.connect() as conn:
+        await conn.exec_driver_sql(f"SET plan_cache_mode = {contrast_mode}")
+        contrast = await _plan_after_growth(conn, in_batches=False)
+    return plan, contrast
+
+
+def _assert_reads_by_index(plan: str) -> None:
+    assert "Seq Scan" not in plan, plan
+    assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
+
+
 async def test_a_statement_first_run_on_empty_tables_reads_them_by_index_later(
     migrated_postgres: str,
 ) -> None:
-    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
-        plan = await _plan_after_growth(conn)
-    # PostgreSQL's default, for contrast: the plan made on the empty tables stays.
-    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
-        await conn.exec_driver_sql("SET plan_cache_mode = auto")
-        default_plan = await _plan_after_growth(conn)
-    assert "Seq Scan" not in plan, plan
-    assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
+    # The contrast is PostgreSQL's default: the plan made on the empty tables stays.
+    plan, default_plan = await _plans(migrated_postgres, in_batches=False, contrast_mode="auto")
+    _assert_reads_by_index(plan)
     assert "Seq Scan on inbox" in default_plan, default_plan
 
 
 async def test_a_batch_keeps_its_generic_plans_and_they_read_by_index_as_tables_grow(
     migrated_postgres: str,
 ) -> None:
-    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
-        plan = await _plan_after_growth(conn, opening=True)
-    # The generic plan alone, for contrast: made on empty tables, it reads them whole.
-    async with fresh_database(migrated_postgres) as db, db.connect() as conn:
-        await conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
-        generic_plan = await _plan_after_growth(conn)
-    assert "Seq Scan" not in plan, plan
-    assert "pk_inbox" in plan and "pk_task_tokens" in plan, plan
+    # The contrast is the generic plan alone: made on empty tables, it reads them whole.
+    plan, generic_plan = await _plans(
+        migrated_postgres, in_batches=True, contrast_mode="force_generic_plan"
+    )
+    _assert_reads_by_index(plan)
     assert "Seq Scan on inbox" in generic_plan, generic_plan
 
 
@@ -127,10 +137,7 @@ async def test_the_batch_settings_last_as_long_as_its_transaction(migrated_postg
     async with fresh_database(migrated_postgres) as db, db.connect() as conn:
         assert await settings(conn) == ("force_custom_plan", "on")
         await conn.commit()
-        await conn.exec_driver_sql(
-            f"PREPARE batch_opening(varchar[], varchar[]) AS {_OPENING.postgres}"
-        )
-        await conn.exec_driver_sql("EXECUTE batch_opening('{}', '{}')")
+        await _open_as_a_batch(conn)
         assert await settings(conn) == ("force_generic_plan", "off")
         await conn.rollback()
         assert await settings(conn) == ("force_custom_plan", "on")
