@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from bridge import lean_imports
+from bridge import heap, lean_imports
 from bridge.asl.errors import DefinitionError
 from bridge.cli_api import api_call as _call
 from bridge.cli_api import json_flag as _json_flag
@@ -41,7 +41,10 @@ def _logging(settings: Settings) -> None:
     configure(settings.log_level, settings.log_format)
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM. The process has started: what it made so far lives as long
+    as it does, which ``heap.settle`` tells Python's garbage collector."""
+    heap.settle(settings.gc_young_threshold)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,7 +105,7 @@ async def _dev(settings: Settings) -> None:
         web = Web(core, settings.http_host, settings.http_port, kafka_bootstrap=bootstrap)
         await web.start()
         _print_banner(settings, core, bootstrap, broker is not None, definitions_folder(settings))
-        await _until_signalled()
+        await _until_signalled(settings)
         click.echo("stopping...", err=True)
     finally:
         if web:
@@ -169,7 +172,7 @@ async def _worker(settings: Settings, bootstrap: str) -> None:
                 f"probes and metrics on http://{settings.worker_http_host}:{worker.health.port}"
                 " (/livez, /readyz, /metrics)"
             )
-        await _until_signalled()
+        await _until_signalled(settings)
     finally:
         await worker.stop()
         await core.close()
@@ -195,7 +198,7 @@ async def _web(settings: Settings) -> None:
     try:
         await server.start()
         click.echo(f"bridge web listening on http://{settings.http_host}:{server.port}")
-        await _until_signalled()
+        await _until_signalled(settings)
     finally:
         await server.stop()
         await core.close()

@@ -156,6 +156,13 @@ class Settings(BaseSettings):
         "statements per event, but hold more in memory; past about 100 they stop paying.",
     )
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
+    gc_young_threshold: int = Field(
+        default=50_000,
+        ge=700,
+        description="Python's young-generation collection threshold in a worker, web or dev "
+        "process once it serves (Python's own is 700); what start-up made is frozen out of "
+        "every collection then. Lower it to bound cyclic garbage tighter, at some CPU.",
+    )
     relay_poll_ms: int = Field(
         default=1000,
         ge=1,
