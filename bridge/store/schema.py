@@ -196,6 +196,8 @@ event_waits = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index(None, "topic", "event_type", "correlation_key"),
     Index(None, "wait_id"),
+    # Deleting a process deletes its waits by process id (bridge.store.retention).
+    Index(None, "process_id"),
 )
 
 #: Events that arrived before anything waited for them, kept until their time to live ends.
@@ -226,6 +228,9 @@ task_tokens = Table(
     Column("wait_id", String(64), nullable=False),
     Column("state", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # Deleting a process deletes its tokens, and PostgreSQL checks the foreign key, by
+    # process id: without it, a scan of a table that only grows, per process.
+    Index(None, "process_id"),
 )
 
 approvals = Table(
@@ -295,6 +300,7 @@ timers = Table(
     Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
     Column("due_at", UTCDateTime, nullable=False),
     Index(None, "due_at"),
+    Index(None, "process_id"),
 )
 
 #: HTTP calls of ``bridge:http:invoke`` tasks, a work queue: a worker claims a call for a while
