@@ -157,11 +157,11 @@ class Settings(BaseSettings):
     )
     batch_max_wait_ms: int = Field(default=5, ge=0, description="How long a batch waits to fill.")
     gc_young_threshold: int = Field(
-        default=50_000,
+        default=700,
         ge=700,
         description="Python's young-generation collection threshold in a worker, web or dev "
-        "process once it serves (Python's own is 700); what start-up made is frozen out of "
-        "every collection then. Lower it to bound cyclic garbage tighter, at some CPU.",
+        "process once it serves (Python's own is 700). 50 000 took a worker's remaining "
+        "collections off its CPU flat out (about 8 %), but kept 12 MiB more at 50 orders/s.",
     )
     relay_poll_ms: int = Field(
         default=1000,
