@@ -77,7 +77,14 @@ async def fetch(
     conn: AsyncConnection, sql: Statement, parameters: tuple[Any, ...] = ()
 ) -> Sequence[tuple[Any, ...]]:
     """The rows, as tuples."""
-    text = sql.text(conn)
+    return await fetch_text(conn, sql.text(conn), parameters)
+
+
+async def fetch_text(
+    conn: AsyncConnection, text: str, parameters: tuple[Any, ...] = ()
+) -> Sequence[tuple[Any, ...]]:
+    """The rows of ``text``, in the connection's dialect, as tuples: for text made per call
+    (a batch's closing statement)."""
     cursor = await _on_cursor(conn, text, parameters)
     if cursor is not None:
         return [tuple(row) for row in cursor.fetchall()]

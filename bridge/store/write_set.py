@@ -185,8 +185,7 @@ class WriteSet:
                 parameters.extend(list(column) for column in zip(*values, strict=True))
         counts = ", ".join(f"(SELECT count(*) FROM w{number})" for number in counted) or "1"
         text = f"WITH {', '.join(pieces)} SELECT {counts}"
-        result = await self.conn.exec_driver_sql(text, tuple(parameters))
-        row = result.one()
+        (row,) = await sql_text.fetch_text(self.conn, text, tuple(parameters))
         if counted:
             for told, changed in zip(counted.values(), row, strict=True):
                 told(int(changed))
