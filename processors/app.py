@@ -1,4 +1,4 @@
-"""The faust app: one agent for domain events, one for task replies, both feeding the engine.
+"""The faust app: one agent for domain events and task replies, feeding the engine.
 
 Records are read raw and parsed here, so a poison message becomes a dead letter, never a dead
 agent. A batch goes through the engine's one runner (``Engine.apply``: one transaction, split
@@ -21,6 +21,7 @@ from bridge import faults
 from bridge.asl import limits
 from bridge.engine import CallbackReceived, Engine, EventReceived, InvalidInput
 from bridge.events import KafkaRecord
+from bridge.intake import EngineInput
 from bridge.settings import Settings
 from processors.batching import take_batches
 from processors.transport import (
@@ -105,6 +106,14 @@ def reply_input(
     )
 
 
+def engine_input(record: KafkaRecord, settings: Settings) -> EngineInput:
+    """What a record read by the worker asks of the engine: a reply on the replies topic, a
+    domain event on any other."""
+    if record.topic == settings.kafka_replies_topic:
+        return reply_input(record, settings.max_event_bytes, settings.max_event_depth)
+    return EventReceived(record)
+
+
 def _latin1(value: bytes | None) -> str | None:
     return value.decode("latin-1") if value else None
 
@@ -158,38 +167,32 @@ def build_app(
         settings.kafka_fetch_max_wait_ms, settings.kafka_fetch_idle_wait_ms
     )
     within = settings.batch_max_wait_ms / 1000
-    # The agent exists even when no definition reads events yet: one deployed later names the
-    # topics it follows (EventTopics.follow), without a restart.
-    event_topic = SharedNamesTopic(
-        app, topics=list(topics), value_serializer="raw", key_serializer="raw"
+    replies = settings.kafka_replies_topic
+    # One agent reads the domain events and the replies: what one fetch brings goes into one
+    # batch, one transaction and one relay round, where an agent per topic wrote two of each.
+    # It exists even when no definition reads events yet: one deployed later names the topics
+    # it follows (EventTopics.follow), without a restart.
+    inputs_topic = SharedNamesTopic(
+        app,
+        topics=[replies, *(name for name in topics if name != replies)],
+        value_serializer="raw",
+        key_serializer="raw",
     )
     # A changed subscription is sent after this many seconds (faust waits 45 by default, to
     # gather the changes of agents that restart together).
     conductor: Any = app.topics  # faust.transport.conductor.TopicConductor
     conductor._resubscribe_sleep_lock_seconds = RESUBSCRIBE_AFTER_SECONDS
-    app.event_topics = EventTopics(app, event_topic)
+    app.event_topics = EventTopics(app, inputs_topic, others=(replies,))
 
-    @app.agent(event_topic, name="bridge-events")
-    async def events(stream: Any) -> None:
+    @app.agent(inputs_topic, name="bridge-inputs")
+    async def consume(stream: Any) -> None:
         async for batch in take_batches(stream, settings.batch_max_events, within):
             # Each input's log lines carry its own position (bound as it is applied).
-            await engine.apply([EventReceived(record_of(event)) for event in batch])
-            faults.point("after-commit-before-offset")
-
-    reply_topic = app.topic(
-        settings.kafka_replies_topic, value_serializer="raw", key_serializer="raw"
-    )
-
-    @app.agent(reply_topic, name="bridge-replies")
-    async def replies(stream: Any) -> None:
-        async for batch in take_batches(stream, settings.batch_max_events, within):
-            inputs = [
-                reply_input(record_of(event), settings.max_event_bytes, settings.max_event_depth)
-                for event in batch
-            ]
+            inputs = [engine_input(record_of(event), settings) for event in batch]
             outcomes = await engine.apply(inputs)
-            for outcome in outcomes:
-                if not outcome.ok:
+            for item, outcome in zip(inputs, outcomes, strict=True):
+                if not outcome.ok and not isinstance(item, EventReceived):
                     log.warning("reply not applied: %s (%s)", outcome.status, outcome.reason)
+            faults.point("after-commit-before-offset")
 
     return app

@@ -253,15 +253,17 @@ class PromptTableManager(TableManager):
 
 class EventTopics:
     """The domain-event topics the worker consumes; a definition deployed while it runs adds
-    the topics it reads."""
+    the topics it reads. ``others`` are topics the same faust topic reads that are no domain
+    events (the replies topic)."""
 
-    def __init__(self, app: faust.App, topic: Any) -> None:
+    def __init__(self, app: faust.App, topic: Any, others: Collection[str] = ()) -> None:
         self._app = app
         self._topic = topic
+        self._others = frozenset(others)
 
     @property
     def names(self) -> list[str]:
-        return sorted(self._topic.topics)
+        return sorted(name for name in self._topic.topics if name not in self._others)
 
     def follow(self, wanted: Collection[str]) -> list[str]:
         """Consume the topics of ``wanted`` not consumed yet, too; returns them. The consumer

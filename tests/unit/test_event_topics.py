@@ -69,3 +69,14 @@ async def test_nothing_new_flags_nothing() -> None:
     assert topics.follow(["payments"]) == []
     assert topics.follow([]) == []
     assert conductor.flagged == 0
+
+
+def test_other_topics_read_by_the_same_agent_are_no_event_topics() -> None:
+    conductor = Conductor()
+    topic = SimpleNamespace(topics=["bridge.replies", "orders"])
+    conductor.subscribe(list(topic.topics))
+    app = cast(faust.App, SimpleNamespace(topics=conductor))
+    topics = EventTopics(app, cast(Any, topic), others=("bridge.replies",))
+    assert topics.names == ["orders"]
+    assert topics.follow(["orders", "bridge.replies", "late"]) == ["late"]
+    assert topics.names == ["late", "orders"]
