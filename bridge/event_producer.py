@@ -12,13 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from typing import TYPE_CHECKING
 
 from bridge.asl.errors import BridgeError
 from bridge.http_events import OutgoingEvent
 from bridge.partitioner import partition_for
+
+if TYPE_CHECKING:
+    # Imported when the first event is posted: aiokafka is about 5 MiB of a web process that
+    # may never publish.
+    from aiokafka import AIOKafkaProducer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class EventProducer:
 
     async def send(self, event: OutgoingEvent) -> Produced:
         producer = await self._started()
+        from aiokafka.errors import KafkaError
+
         try:
             metadata = await asyncio.wait_for(
                 producer.send_and_wait(
@@ -68,6 +73,9 @@ class EventProducer:
         async with self._starting:
             if self._producer is not None:
                 return self._producer
+            from aiokafka import AIOKafkaProducer
+            from aiokafka.errors import KafkaError
+
             producer = AIOKafkaProducer(
                 bootstrap_servers=self.bootstrap,
                 acks="all",

@@ -18,10 +18,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.structs import TopicPartition
+if TYPE_CHECKING:
+    # Imported at the first read: aiokafka is about 5 MiB of a web process, which reads the lag
+    # only when its /metrics is scraped.
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,10 @@ class ConsumerLag:
             self._task = None
 
     async def _fetch(self) -> dict[tuple[str, int], int]:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.structs import TopicPartition
+
         if self._admin is None:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=5000)
             await admin.start()

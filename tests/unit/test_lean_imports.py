@@ -79,3 +79,42 @@ def test_jsonata_jsonpath_ng_croniter_and_sqlite3_load_only_when_used() -> None:
         "limit_kept": True,
         "now": ["jsonata", "jsonpath_ng", "croniter"],
     }
+
+
+KAFKA_CLIENT = """
+import asyncio, json, sys
+import bridge.cli
+from bridge.bootstrap import Web, open_core
+import approvals.app
+from bridge.event_producer import EventProducer, ProducerUnavailable
+from bridge.http_events import OutgoingEvent
+from bridge.lag import ConsumerLag
+at_start = "aiokafka" in sys.modules
+
+async def publish() -> str:
+    producer = EventProducer("127.0.0.1:9", timeout_seconds=0.5)
+    event = OutgoingEvent("orders", None, b"{}", (), None, None, None)
+    try:
+        await producer.send(event)
+    except ProducerUnavailable:
+        return "unavailable"
+    finally:
+        await producer.close()
+    return "sent"
+
+published = asyncio.run(publish())
+lag = asyncio.run(ConsumerLag("127.0.0.1:9", "g", lambda: ["orders"], wait=0.1).read())
+print(json.dumps({"at_start": at_start, "published": published, "lag": lag,
+                  "after": "aiokafka" in sys.modules}))
+"""
+
+
+def test_a_web_process_loads_the_kafka_client_only_to_publish_or_read_the_lag() -> None:
+    # About 5 MiB of a web process that never publishes an event and whose /metrics nobody
+    # scrapes; the worker imports it at start either way.
+    assert _run(KAFKA_CLIENT) == {
+        "at_start": False,
+        "published": "unavailable",
+        "lag": {},
+        "after": True,
+    }
