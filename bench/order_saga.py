@@ -5,12 +5,13 @@
     python bench/order_saga.py --orders 2000 --database postgres --shape production --workers 2
     python bench/order_saga.py --rate 50 --duration 60 --database postgres --shape production
 
-Starts its own Tansu broker on a free port, a fresh database (a temporary SQLite file, or a fresh
-PostgreSQL database on postgresql+asyncpg://postgres@127.0.0.1:5432 dropped at the end) and the
-bridge as subprocesses (their output goes to files whose paths are printed): ``--shape dev`` (the
-default) runs ``bridge dev --kafka ...``; ``--shape production`` runs ``bridge db upgrade``, then
-``--workers N`` ``bridge worker`` processes in one consumer group and one ``bridge web``. In this
-process run the simulated services: inventory and payment answer every command at once on
+Starts its own Tansu broker on a free port (or uses ``--kafka BOOTSTRAP``, with topic names of
+the run's own), a fresh database (a temporary SQLite file, or a fresh PostgreSQL database on
+postgresql+asyncpg://postgres@127.0.0.1:5432 dropped at the end) and the bridge as subprocesses
+(their output goes to files whose paths are printed): ``--shape dev`` (the default) runs ``bridge
+dev --kafka ...``; ``--shape production`` runs ``bridge db upgrade``, then ``--workers N``
+``bridge worker`` processes in one consumer group and one ``bridge web``. In this process run the
+simulated services: inventory and payment answer every command at once on
 bridge.replies, an approver bot POSTs {} to each approveUrl, a collector reads orders.done.
 Then N OrderPlaced events are published flat out (or with at most --concurrency orders in flight,
 or open loop: --rate R per second for --duration S seconds on a fixed schedule, latency counted
@@ -47,7 +48,7 @@ from saga_figures import (
     stage_latencies,
     summed,
 )
-from saga_services import EVENTS, TOPICS, Observed, Services, now
+from saga_services import Observed, SagaTopics, Services, now
 from stack import Resources, create_topics, env_pair, open_database, run_to_end, wait_ready
 
 from bridge.broker import free_port
@@ -99,7 +100,10 @@ async def warm_up(
     for partition, order_id in enumerate(warm):
         await (
             await producer.send(
-                EVENTS, order_event(order_id, 10.0), key=order_id.encode(), partition=partition
+                args.topics.events,
+                order_event(order_id, 10.0),
+                key=order_id.encode(),
+                partition=partition,
             )
         )
     with contextlib.suppress(TimeoutError):
@@ -143,7 +147,7 @@ async def publish_closed(
                 break
         event = order_event(order_id, order_amount(order_id in big))
         observed.sent_at[order_id] = now()
-        acks.append(await producer.send(EVENTS, event, key=order_id.encode()))
+        acks.append(await producer.send(args.topics.events, event, key=order_id.encode()))
     await asyncio.gather(*acks)
     return stalled
 
@@ -168,7 +172,7 @@ async def publish_open(
         event = order_event(order_id, order_amount(order_id in big))
         observed.sent_at[order_id] = due
         behind.append((now() - due) * 1000)
-        acks.append(await producer.send(EVENTS, event, key=order_id.encode()))
+        acks.append(await producer.send(args.topics.events, event, key=order_id.encode()))
     await asyncio.gather(*acks)
     return sorted(behind)
 
@@ -208,13 +212,13 @@ class Measured:
 
 async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
     started_wall = datetime.now(UTC)
-    bootstrap = res.start_broker()
-    await create_topics(bootstrap, args.partitions, TOPICS)
+    bootstrap = args.kafka or res.start_broker()
+    await create_topics(bootstrap, args.partitions, args.topics.all)
     database_url = await open_database(args.database, res)
     postgres = args.database == "postgres"
     http_port = free_port()
     base_url = f"http://127.0.0.1:{http_port}"
-    extra_env = dict(args.env)
+    extra_env = {**args.topics.bridge_env(), **dict(args.env)}
     if args.shape == "production":
         extra_env.setdefault("BRIDGE_KAFKA_TOPIC_PARTITIONS", str(args.partitions))
         res.start_production(bootstrap, http_port, database_url, args.workers, extra_env)
@@ -226,7 +230,7 @@ async def run(args: argparse.Namespace, res: Resources) -> dict[str, Any]:
     measured = Measured(group=await wait_ready(args.startup_timeout, res, base_url, bootstrap))
 
     observed = Observed()
-    services = await Services.start(bootstrap, observed, args.approver_concurrency)
+    services = await Services.start(bootstrap, observed, args.approver_concurrency, args.topics)
     watcher = asyncio.create_task(watch_bridge(res, observed))
     try:
         measured.warmup_s = await warm_up(args, res, observed, services.producer)
@@ -387,7 +391,8 @@ def main() -> int:
         random.seed(args.seed)
     # The order saga alone: the shipment follow-up example would start a second process for
     # every completed order and measure two things at once.
-    res = Resources({"order-saga.asl.yaml": (EXAMPLES / "order-saga.asl.yaml").read_text()})
+    saga = args.topics.definition((EXAMPLES / "order-saga.asl.yaml").read_text())
+    res = Resources({"order-saga.asl.yaml": saga})
     result, code = run_to_end(lambda started: run(args, started), res, args.deadline)
     if result is not None:
         result["bridge_exit_code"] = res.exit_code
@@ -470,6 +475,13 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="after the run, measure each process's CPU over this many seconds with no orders",
     )
+    parser.add_argument(
+        "--kafka",
+        metavar="BOOTSTRAP",
+        default=None,
+        help="run against this Kafka cluster instead of a Tansu broker of the bench's own; the "
+        "run's topics get a suffix of their own, and the broker's CPU is not measured",
+    )
     parser.add_argument("--startup-timeout", type=float, default=60.0)
     parser.add_argument("--deadline", type=float, default=900.0, help="hard limit on the whole run")
     parser.add_argument("--seed", type=int, default=None)
@@ -493,6 +505,8 @@ def parse_args() -> argparse.Namespace:
         args.partitions = args.workers if args.shape == "production" else 1
     if args.partitions < 1:
         parser.error("--partitions >= 1")
+    # On a shared cluster every run reads and writes topics of its own.
+    args.topics = SagaTopics(uuid.uuid4().hex[:8] if args.kafka else "")
     return args
 
 

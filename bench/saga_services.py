@@ -21,7 +21,66 @@ PAYMENTS = "payments.commands"
 REPLIES = "bridge.replies"
 APPROVALS = "bridge.approvals"
 DONE = "orders.done"
-TOPICS = (EVENTS, INVENTORY, PAYMENTS, REPLIES, APPROVALS, DONE)
+#: The bridge's own topics that the saga does not read (names given to the bridge with a suffix).
+LIFECYCLE = "bridge.lifecycle"
+DLQ = "bridge.dlq"
+
+
+@dataclass(frozen=True)
+class SagaTopics:
+    """The topics of one run: the names above on the bench's own broker; with a ``suffix``
+    (``NAME.SUFFIX``), names of their own on a shared cluster, so that runs never read each
+    other's records."""
+
+    suffix: str = ""
+
+    def name(self, base: str) -> str:
+        return f"{base}.{self.suffix}" if self.suffix else base
+
+    @property
+    def events(self) -> str:
+        return self.name(EVENTS)
+
+    @property
+    def inventory(self) -> str:
+        return self.name(INVENTORY)
+
+    @property
+    def payments(self) -> str:
+        return self.name(PAYMENTS)
+
+    @property
+    def replies(self) -> str:
+        return self.name(REPLIES)
+
+    @property
+    def approvals(self) -> str:
+        return self.name(APPROVALS)
+
+    @property
+    def done(self) -> str:
+        return self.name(DONE)
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return (self.events, self.inventory, self.payments, self.replies, self.approvals, self.done)
+
+    def definition(self, text: str) -> str:
+        """The order saga's definition (``text``) reading and writing this run's topics."""
+        for base in (EVENTS, INVENTORY, PAYMENTS, DONE):
+            text = text.replace(f"Topic: {base}\n", f"Topic: {self.name(base)}\n")
+        return text
+
+    def bridge_env(self) -> dict[str, str]:
+        """The settings that name the bridge's own topics for this run."""
+        if not self.suffix:
+            return {}
+        return {
+            "BRIDGE_KAFKA_REPLIES_TOPIC": self.replies,
+            "BRIDGE_KAFKA_APPROVALS_TOPIC": self.approvals,
+            "BRIDGE_KAFKA_LIFECYCLE_TOPIC": self.name(LIFECYCLE),
+            "BRIDGE_KAFKA_DLQ_TOPIC": self.name(DLQ),
+        }
 
 
 def now() -> float:
@@ -117,8 +176,11 @@ async def hand_over(consumer: AIOKafkaConsumer, handle: Any, stop: asyncio.Event
             await handle(records)
 
 
-def service(observed: Observed, producer: AIOKafkaProducer, kind: str, output: Any) -> Any:
-    """A service that answers each new command (by ce_id) with a success reply at once."""
+def service(
+    observed: Observed, producer: AIOKafkaProducer, kind: str, output: Any, replies: str
+) -> Any:
+    """A service that answers each new command (by ce_id) with a success reply at once, on the
+    topic ``replies``."""
 
     async def handle(records: list[Any]) -> None:
         sends = []
@@ -135,7 +197,7 @@ def service(observed: Observed, producer: AIOKafkaProducer, kind: str, output: A
                 continue  # a redelivery: the service has answered it already
             reply = {"taskToken": token, "output": output(value)}
             sends.append(
-                await producer.send(REPLIES, json.dumps(reply).encode(), key=order_id.encode())
+                await producer.send(replies, json.dumps(reply).encode(), key=order_id.encode())
             )
         if sends:
             await asyncio.gather(*sends)
@@ -217,7 +279,9 @@ class Services:
     tasks: list[asyncio.Task[None]]
 
     @classmethod
-    async def start(cls, bootstrap: str, observed: Observed, approvers: int) -> Services:
+    async def start(
+        cls, bootstrap: str, observed: Observed, approvers: int, topics: SagaTopics
+    ) -> Services:
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=2
         )
@@ -225,12 +289,19 @@ class Services:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         approve = approver(observed, session, approvers)
         stop = asyncio.Event()
-        inventory = service(observed, producer, "ReserveInventory", lambda v: {"reserved": True})
-        payment = service(
-            observed, producer, "ChargePayment", lambda v: {"charged": v.get("amount")}
+        inventory = service(
+            observed, producer, "ReserveInventory", lambda v: {"reserved": True}, topics.replies
         )
-        handlers = {INVENTORY: inventory, PAYMENTS: payment, APPROVALS: approve}
-        handlers[DONE] = collector(observed)
+        payment = service(
+            observed,
+            producer,
+            "ChargePayment",
+            lambda v: {"charged": v.get("amount")},
+            topics.replies,
+        )
+        handlers = {topics.inventory: inventory, topics.payments: payment}
+        handlers[topics.approvals] = approve
+        handlers[topics.done] = collector(observed)
         tasks = [asyncio.create_task(consume(bootstrap, tuple(handlers), by_topic(handlers), stop))]
         return cls(producer, session, approve, stop, tasks)
 
