@@ -19,6 +19,7 @@ callback at once and only one that waits goes through ``wait_first``, from where
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Collection, Coroutine, Generator
 from typing import Any, ClassVar, cast
@@ -28,6 +29,8 @@ import faust
 from faust.tables import TableManager
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as driver
+
+log = logging.getLogger(__name__)
 
 
 class _ConsumerThread(driver.AIOKafkaConsumerThread):
@@ -260,6 +263,7 @@ class EventTopics:
         self._app = app
         self._topic = topic
         self._others = frozenset(others)
+        self._warned: set[str] = set()
 
     @property
     def names(self) -> list[str]:
@@ -272,7 +276,19 @@ class EventTopics:
 
         Called again and again (``Worker.follow_topics``): faust drops a change flagged while
         the group rebalances (its conductor clears the flag then), so a topic added but not in
-        the subscription yet is flagged again until it is."""
+        the subscription yet is flagged again until it is.
+
+        A topic of ``wanted`` that is one of ``others`` is read as what that topic carries, not
+        as domain events: said once in the log."""
+        misread = sorted(set(wanted) & self._others - self._warned)
+        if misread:
+            self._warned.update(misread)
+            log.warning(
+                "a deployed definition reads its events from %s, which the worker reads as "
+                "task replies (a record that is none goes to the dead-letter topic): give the "
+                "definition a topic of its own",
+                ", ".join(misread),
+            )
         added = sorted(set(wanted) - set(self._topic.topics))
         conductor: Any = self._app.topics  # faust.transport.conductor.TopicConductor
         if added:

@@ -4,11 +4,13 @@ its flag while the group rebalances) is flagged again until the subscription hol
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any, cast
 
 import faust
+import pytest
 
 from processors.transport import EventTopics
 
@@ -80,3 +82,19 @@ def test_other_topics_read_by_the_same_agent_are_no_event_topics() -> None:
     assert topics.names == ["orders"]
     assert topics.follow(["orders", "bridge.replies", "late"]) == ["late"]
     assert topics.names == ["late", "orders"]
+
+
+def test_a_definition_reading_the_replies_topic_is_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    conductor = Conductor()
+    topic = SimpleNamespace(topics=["bridge.replies", "orders"])
+    conductor.subscribe(list(topic.topics))
+    app = cast(faust.App, SimpleNamespace(topics=conductor))
+    topics = EventTopics(app, cast(Any, topic), others=("bridge.replies",))
+    with caplog.at_level(logging.WARNING, logger="processors.transport"):
+        assert topics.follow(["orders", "bridge.replies"]) == []
+        assert topics.follow(["orders", "bridge.replies"]) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "bridge.replies" in warnings[0]
+    assert topics.names == ["orders"]
