@@ -1,7 +1,7 @@
 """Batches of events from a faust stream, without waking up while nothing arrives.
 
 faust's ``Stream.take_events(max_, within)`` wakes every ``within`` seconds whether or not an
-event came: with the 5 ms a batch waits to fill, its two agents woke 400 times a second on an
+event came: with a 5 ms fill wait, the worker's agents (two then) woke 400 times a second on an
 idle worker and kept a tenth of a core busy. ``take_batches`` is the same buffering (events are
 acknowledged only once the batch was consumed, so offsets are committed after the database
 commit), with two changes: it waits without a deadline for the first event of a batch, and only
