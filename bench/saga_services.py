@@ -24,6 +24,15 @@ DONE = "orders.done"
 #: The bridge's own topics that the saga does not read (names given to the bridge with a suffix).
 LIFECYCLE = "bridge.lifecycle"
 DLQ = "bridge.dlq"
+#: SagaTopics' attribute for each topic of the saga.
+_SAGA_TOPICS = {
+    "events": EVENTS,
+    "inventory": INVENTORY,
+    "payments": PAYMENTS,
+    "replies": REPLIES,
+    "approvals": APPROVALS,
+    "done": DONE,
+}
 
 
 @dataclass(frozen=True)
@@ -33,42 +42,32 @@ class SagaTopics:
     other's records."""
 
     suffix: str = ""
+    events: str = field(init=False)
+    inventory: str = field(init=False)
+    payments: str = field(init=False)
+    replies: str = field(init=False)
+    approvals: str = field(init=False)
+    done: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for attribute, base in _SAGA_TOPICS.items():
+            object.__setattr__(self, attribute, self.name(base))
 
     def name(self, base: str) -> str:
         return f"{base}.{self.suffix}" if self.suffix else base
 
     @property
-    def events(self) -> str:
-        return self.name(EVENTS)
-
-    @property
-    def inventory(self) -> str:
-        return self.name(INVENTORY)
-
-    @property
-    def payments(self) -> str:
-        return self.name(PAYMENTS)
-
-    @property
-    def replies(self) -> str:
-        return self.name(REPLIES)
-
-    @property
-    def approvals(self) -> str:
-        return self.name(APPROVALS)
-
-    @property
-    def done(self) -> str:
-        return self.name(DONE)
-
-    @property
     def all(self) -> tuple[str, ...]:
-        return (self.events, self.inventory, self.payments, self.replies, self.approvals, self.done)
+        return tuple(getattr(self, attribute) for attribute in _SAGA_TOPICS)
 
     def definition(self, text: str) -> str:
         """The order saga's definition (``text``) reading and writing this run's topics."""
         for base in (EVENTS, INVENTORY, PAYMENTS, DONE):
-            text = text.replace(f"Topic: {base}\n", f"Topic: {self.name(base)}\n")
+            line = f"Topic: {base}\n"
+            if line not in text:
+                # Renamed topics elsewhere would leave the run waiting for orders that never end.
+                raise ValueError(f"the order saga's definition names no topic {base}")
+            text = text.replace(line, f"Topic: {self.name(base)}\n")
         return text
 
     def bridge_env(self) -> dict[str, str]:
