@@ -185,11 +185,6 @@ class Batch:
         wanted += [item.process_id for item in batch if isinstance(item, TimerDue)]
         for process_id, loaded in (await store.load_for_update(self.conn, wanted)).items():
             self.touched[process_id] = Touched.of(loaded)
-        # Processes are locked before their timers are claimed, the order every path takes
-        # (a callback locks its process, then cancels the timer): no deadlock between them.
-        fired = await timers.claim(
-            self.conn, [item.timer_id for item in batch if isinstance(item, TimerDue)]
-        )
 
         outcomes: list[Outcome] = []
         # An HTTP request's trace context (its handler runs in this task).
@@ -215,7 +210,7 @@ class Batch:
                     else None
                 )
                 try:
-                    outcome = await self._one(item, found, already, tokens, links, fired)
+                    outcome = await self._one(item, found, already, tokens, links)
                 except (ConcurrentUpdate, MissingDefinition):
                     raise
                 except Exception as exc:
@@ -329,7 +324,6 @@ class Batch:
         already: set[str],
         tokens: dict[str, waits.TokenTarget],
         links: dict[str, waits.LinkTarget | None],
-        fired: set[str],
     ) -> Outcome:
         match item:
             case EventReceived():
@@ -342,10 +336,7 @@ class Batch:
             case DecisionReceived():
                 outcome = await self.approvals.decision(item, links.get(item.link_token))
             case TimerDue():
-                if item.timer_id not in fired:
-                    outcome = Outcome("ignored", "the timer was cancelled or fired")
-                else:
-                    outcome = self.step_process(item.process_id, core.TimerFired(item.timer_id))
+                outcome = self._timer_due(item)
             case BufferExpired():
                 outcome = await self.correlator.expired(item)
             case HttpCallEnded():
@@ -492,8 +483,9 @@ class Batch:
             case DecisionReceived(link_token=link_token):
                 link = await waits.find_link(self.conn, link_token)
                 targets += [link.process_id] if link is not None else []
-            case TimerDue(timer_id=timer_id, process_id=process_id):
-                await timers.cancel(self.conn, [timer_id])
+            case TimerDue(process_id=process_id):
+                # Given up on: the process's timers no longer wake it (failed, it has none).
+                await timers.forget(self.conn, [process_id])
                 targets.append(process_id)
             case BufferExpired(buffer_id=buffer_id):
                 await correlation.expire(self.conn, buffer_id, self.now)
@@ -534,7 +526,20 @@ class Batch:
         self.correlator.dead_letter(record, reason, key)
         self.correlator.mark_event(key, record, None, None, "dead-lettered", {"deadLetter": reason})
 
-    # ----------------------------------------------------------------- callbacks and HTTP answers
+    # ----------------------------------------------------------------- timers, callbacks, HTTP
+
+    def _timer_due(self, item: TimerDue) -> Outcome:
+        """A timer fires once: the process (locked) still has it pending, and the step it fires
+        removes it, also when the process refuses it."""
+        touched = self.touched.get(item.process_id)
+        if touched is None:
+            return Outcome("not_found", "no such process")
+        if item.timer_id not in touched.process.timers:
+            return Outcome("ignored", "the timer was cancelled or fired")
+        outcome = self.step_process(item.process_id, core.TimerFired(item.timer_id))
+        if outcome.status == "conflict":
+            touched.process = touched.process.spend_timer(item.timer_id)
+        return outcome
 
     def _callback(self, item: CallbackReceived, target: waits.TokenTarget | None) -> Outcome:
         if target is None:

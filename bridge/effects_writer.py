@@ -1,8 +1,9 @@
 """Writing a batch: the processes it touched, their history, and the rows their effects ask for.
 
-Processes are written first (tokens, approvals, timers and history point at them); then what
-their effects ask for, effect by effect (task tokens, approval rows, votes) or gathered (HTTP
-calls, closed waits, timers); then the outbox messages, in one row (commands, approval requests
+Processes are written first (tokens, approvals and history point at them; their pending timers
+are in their state, with the wake time of the earliest in their row); then what their effects
+ask for, effect by effect (task tokens, approval rows, votes) or gathered (HTTP calls, closed
+waits); then the outbox messages, in one row (commands, approval requests
 and reminders, lifecycle events, dead letters), the history and the inputs' dedupe marks. Each
 outbox message and HTTP call carries the trace context of the step that asked for it. What the
 writer reads of the batch it writes is ``WriterBatch``; the rows and messages of approvals come
@@ -49,7 +50,6 @@ from bridge.store import (
     inbox,
     outbox,
     search,
-    timers,
     waits,
 )
 from bridge.store import processes as store
@@ -86,7 +86,7 @@ class EffectsWriter:
 
     async def write(self) -> None:
         conn, now = self.batch.conn, self.batch.now
-        # Processes first: tokens, approvals, timers and history point at them.
+        # Processes first: tokens, approvals and history point at them.
         history_rows = []
         new_processes: list[tuple[Process, int, Mapping[str, str | None]]] = []
         changed: list[tuple[Process, int, int, Mapping[str, str | None]]] = []
@@ -118,8 +118,6 @@ class EffectsWriter:
         # update's guard counts the rows it changed there.
         writes = WriteSet(conn)
         await store.update_processes(conn, changed, now, writes=writes)
-        new_timers: dict[str, dict[str, Any]] = {}
-        cancelled: list[str] = []
         closed: dict[str, list[str]] = {"callback": [], "approval": [], "event": [], "http": []}
         calls: list[dict[str, Any]] = []
         notices: list[dict[str, Any]] = []
@@ -159,14 +157,10 @@ class EffectsWriter:
                 case CloseWait():
                     closed[effect.kind].append(effect.wait_id)
                 case StartTimer():
-                    new_timers[effect.timer_id] = {
-                        "id": effect.timer_id,
-                        "process_id": process_id,
-                        "due_at": effect.due_at,
-                    }
+                    # Kept in the process's state and its wake time (bridge.store.timers).
+                    self.batch.written.due(effect.due_at)
                 case CancelTimer():
-                    if new_timers.pop(effect.timer_id, None) is None:
-                        cancelled.append(effect.timer_id)
+                    pass
                 case ExpectEvent():
                     pass  # indexed as it happened (Batch.follow_effects, bridge.correlate)
                 case InvokeHttp():
@@ -188,10 +182,6 @@ class EffectsWriter:
         await http_calls.cancel(conn, closed["http"], now)
         await waits.close_waits(conn, closed["approval"], now)
         await correlation.remove_waits(conn, closed["event"])
-        await timers.cancel(conn, cancelled, writes=writes)
-        await timers.add(conn, list(new_timers.values()), writes=writes)
-        for timer in new_timers.values():
-            written.due(timer["due_at"])
         await outbox.add(conn, self.outbox_rows, writes=writes)
         written.outbox = written.outbox or bool(self.outbox_rows)
         await store.append_history(conn, history_rows, writes=writes)

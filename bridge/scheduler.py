@@ -52,15 +52,18 @@ class TimerScanner:
         wakeups.scanner_looking()
         async with reading(self.engine.db) as conn:
             now = await database_now(conn)
-            due = await timers.due(conn, self.batch_size)
+            due, stale = await timers.due(conn, now, self.batch_size)
             expired = await correlation.due_expiries(conn, now, self.batch_size)
             upcoming = [await timers.next_due(conn), await correlation.next_expiry(conn)]
+        if stale:
+            async with self.engine.db.begin() as conn:
+                await timers.repair(conn, stale)
         if due:
             await self.engine.apply([TimerDue(timer.id, timer.process_id) for timer in due])
         if expired:
             await self.engine.apply([BufferExpired(item.id) for item in expired])
         await self._purge_now_and_then()
-        if max(len(due), len(expired)) >= self.batch_size:
+        if max(len(due) + len(stale), len(expired)) >= self.batch_size:
             return True
         # After firing, the soonest is one of those fired: the scan looks again at once.
         soonest = min((at for at in upcoming if at is not None), default=None)

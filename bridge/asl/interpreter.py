@@ -12,6 +12,7 @@ This module holds the core loop (starting, driving and answering a frame) and th
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from bridge.asl import choice, errors, paths
@@ -82,7 +83,7 @@ from bridge.asl.run_branches import RunBranches
 from bridge.asl.run_errors import RunErrors
 from bridge.asl.types import JSON, Entropy
 
-__all__ = ["MAX_TRANSITIONS_PER_STEP", "Entropy", "Step", "step"]
+__all__ = ["MAX_TRANSITIONS_PER_STEP", "Entropy", "Step", "keep_timers", "step"]
 
 
 #: Transitions one step may make without waiting; a loop of Pass and Choice states that never
@@ -101,6 +102,39 @@ def step(
     """Apply ``event`` to ``process`` (None for a start) and run until the process waits or ends.
 
     ``probe`` is a TestState request's (see ``Probe``); None for every process."""
+    return keep_timers(event, _step(definition, process, event, now, entropy, probe))
+
+
+def keep_timers(event: Input, result: Step) -> Step:
+    """``result`` with its process's pending timers brought up to date: those its effects
+    started are added, those they cancelled and the one ``event`` fired go, and an ended
+    process has none. A refused step changes nothing."""
+    after = result.process
+    if result.rejected is not None or after is None:
+        return result
+    timers = dict(after.timers)
+    if isinstance(event, TimerFired):
+        timers.pop(event.timer_id, None)
+    for effect in result.effects:
+        if isinstance(effect, StartTimer):
+            timers[effect.timer_id] = effect.due_at
+        elif isinstance(effect, CancelTimer):
+            timers.pop(effect.timer_id, None)
+    if after.status.ended:
+        timers = {}
+    if timers == after.timers:
+        return result
+    return replace(result, process=after.model_copy(update={"timers": timers}))
+
+
+def _step(
+    definition: Definition,
+    process: Process | None,
+    event: Input,
+    now: datetime,
+    entropy: Entropy,
+    probe: Probe | None,
+) -> Step:
     if isinstance(event, Audit):
         if process is None:
             return Step(None, rejected="no such process")

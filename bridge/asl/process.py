@@ -159,7 +159,23 @@ class Process(_Frozen):
     parent: ParentLink | None = None
     #: The business fields it is listed and filtered by (``SearchAttributes``).
     search_attributes: dict[str, SearchValue] = {}
+    #: Its pending timers by id, with when each is due: the timers its waits and its own
+    #: TimeoutSeconds started and nothing has cancelled or fired yet (see ``keep_timers``).
+    timers: dict[str, datetime] = {}
 
     @property
     def current_state(self) -> str | None:
         return self.position.state if self.position else None
+
+    @property
+    def wake_at(self) -> datetime | None:
+        """When its earliest pending timer is due; None when it has none."""
+        return min(self.timers.values(), default=None)
+
+    def spend_timer(self, timer_id: str) -> Process:
+        """The process without timer ``timer_id``: a timer fires once, also when the step it
+        fired was refused."""
+        if timer_id not in self.timers:
+            return self
+        rest = {name: due for name, due in self.timers.items() if name != timer_id}
+        return self.model_copy(update={"timers": rest})

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl.approvals import ApprovalStatus
 from bridge.store.database import database_now
-from bridge.store.schema import approvals, outbox, processes, timers
+from bridge.store.schema import approvals, outbox, processes
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ async def read(conn: AsyncConnection) -> DatabaseGauges:
             )
         )
     ).one()
-    earliest = await conn.scalar(select(func.min(timers.c.due_at)))
+    earliest = await conn.scalar(select(func.min(processes.c.wake_at)))
     pending = await conn.scalar(
         select(func.count())
         .select_from(approvals)

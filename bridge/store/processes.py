@@ -67,8 +67,8 @@ async def load_for_update(conn: AsyncConnection, ids: Iterable[str]) -> dict[str
 
 _INSERT = sql_text.statement(
     """INSERT INTO processes (id, definition, version, correlation_key, status, current_state,
-    state, started_at, updated_at, ended_at, traceparent, tracestate, history_seq, row_version)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 1)"""
+    state, started_at, updated_at, ended_at, wake_at, traceparent, tracestate, history_seq,
+    row_version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 1)"""
 )
 
 
@@ -107,6 +107,7 @@ _UPDATE = Update(
         ("started_at", "timestamptz"),
         ("updated_at", "timestamptz"),
         ("ended_at", "timestamptz"),
+        ("wake_at", "timestamptz"),
         ("traceparent", "varchar"),
         ("tracestate", "varchar"),
         ("history_seq", "integer"),
@@ -151,7 +152,7 @@ async def update_processes(
 
 
 def _columns(conn: AsyncConnection, process: Process, now: datetime) -> tuple[Any, ...]:
-    """id to ended_at, as ``_INSERT`` and ``_UPDATE`` take them."""
+    """id to wake_at, as ``_INSERT`` and ``_UPDATE`` take them."""
     return (
         process.id,
         process.definition,
@@ -163,6 +164,7 @@ def _columns(conn: AsyncConnection, process: Process, now: datetime) -> tuple[An
         sql_text.time(conn, process.started_at),
         sql_text.time(conn, now),
         sql_text.time(conn, process.ended_at),
+        sql_text.time(conn, process.wake_at),
     )
 
 

@@ -2,10 +2,9 @@
 
 A process is past its retention when it ended (any status but RUNNING) before its definition's
 cutoff (``bridge.retention`` computes the cutoffs). Deleting one removes, in one transaction, its
-history, task tokens, approvals and their links, timers, HTTP calls, event waits and search
-attributes, then its row;
-the rows are selected again under a lock in that transaction, so a process redriven meanwhile
-(RUNNING again) is left whole.
+history, task tokens, approvals and their links, HTTP calls, event waits and search attributes,
+then its row; the rows are selected again under a lock in that transaction, so a process
+redriven meanwhile (RUNNING again) is left whole.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from bridge.store.schema import (
     process_search_attributes,
     processes,
     task_tokens,
-    timers,
 )
 
 
@@ -138,7 +136,6 @@ async def _delete_dependents(conn: AsyncConnection, ids: Sequence[str]) -> None:
         approvals,
         approval_views,
         task_tokens,
-        timers,
         http_calls,
         event_waits,
         process_search_attributes,

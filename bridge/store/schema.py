@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -101,8 +102,18 @@ processes = Table(
     #: W3C trace context the process runs in: inputs without their own continue this trace.
     Column("traceparent", String(55), nullable=True),
     Column("tracestate", String(512), nullable=True),
+    #: When the earliest of its pending timers is due (``Process.wake_at``; the timers
+    #: themselves are in ``state``): the timer scan's queue. NULL, the common case, is left out
+    #: of the index.
+    Column("wake_at", UTCDateTime, nullable=True),
     Index(None, "correlation_key"),
     Index(None, "status", "definition"),
+    Index(
+        None,
+        "wake_at",
+        postgresql_where=text("wake_at IS NOT NULL"),
+        sqlite_where=text("wake_at IS NOT NULL"),
+    ),
     Index(None, "started_at"),
     # Retention finds the processes that ended before a cutoff (bridge.store.retention).
     Index(None, "ended_at"),
@@ -290,16 +301,6 @@ approval_views = Table(
     Column("first_at", UTCDateTime, nullable=False),
     Column("last_at", UTCDateTime, nullable=False),
     Index(None, "approval_id", "seat", "action", "viewer", unique=True),
-    Index(None, "process_id"),
-)
-
-timers = Table(
-    "timers",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("process_id", String(64), ForeignKey("processes.id"), nullable=False),
-    Column("due_at", UTCDateTime, nullable=False),
-    Index(None, "due_at"),
     Index(None, "process_id"),
 )
 

@@ -1,81 +1,120 @@
-"""Durable timers: due times the engine turns into ``TimerFired`` inputs."""
+"""Durable timers: due times the engine turns into ``TimerDue`` inputs.
+
+A process keeps its pending timers in its state (``Process.timers``), written with every step
+that starts, cancels or fires one, and the ``wake_at`` column of its row says when the earliest
+is due. So a timer costs no row of its own: a task with a TimeoutSeconds used to insert one when
+it began and delete it when it was answered, two of an order's fourteen rows written. The timer
+scan reads the processes whose ``wake_at`` has passed (a partial index holds only the processes
+with a timer) and the timers of each that are due.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.sql.elements import ColumnElement
 
-from bridge.store import sql_text, write_set
-from bridge.store.schema import timers
-from bridge.store.write_set import Delete, Insert, WriteSet
+from bridge.store import sql_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class DueTimer:
     id: str
     process_id: str
+    due_at: datetime
 
 
-_ADD = Insert("timers", (("id", "varchar"), ("process_id", "varchar"), ("due_at", "timestamptz")))
-_CANCEL = Delete("timers", "id")
-_CLAIM = sql_text.statement(
-    f"DELETE FROM timers WHERE id {sql_text.any_of(1).postgres} RETURNING id",
-    f"DELETE FROM timers WHERE id {sql_text.any_of(1).sqlite} RETURNING id",
+_LEDGER: TypeAdapter[dict[str, datetime]] = TypeAdapter(dict[str, datetime])
+
+_DUE = sql_text.statement(
+    """SELECT id, wake_at, (state -> 'timers')::text FROM processes
+    WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2""",
+    """SELECT id, wake_at, json_extract(state, '$.timers') FROM processes
+    WHERE wake_at IS NOT NULL AND wake_at <= $1 ORDER BY wake_at LIMIT $2""",
+)
+_NEXT = sql_text.statement(
+    "SELECT wake_at FROM processes WHERE wake_at IS NOT NULL ORDER BY wake_at LIMIT 1"
+)
+#: Guarded by the wake time read: a step that wrote the process since has set it right.
+_REPAIR = sql_text.statement("UPDATE processes SET wake_at = $2 WHERE id = $1 AND wake_at = $3")
+_FORGET = sql_text.statement(
+    f"UPDATE processes SET wake_at = NULL WHERE id {sql_text.any_of(1).postgres}",
+    f"UPDATE processes SET wake_at = NULL WHERE id {sql_text.any_of(1).sqlite}",
 )
 
 
-async def add(
-    conn: AsyncConnection, rows: list[dict[str, Any]], *, writes: WriteSet | None = None
-) -> None:
-    """Rows with id, process_id, due_at. ``writes``: add them to this batch's writes instead
-    of writing them now."""
-    await write_set.insert(
-        conn,
-        _ADD,
-        [(row["id"], row["process_id"], sql_text.time(conn, row["due_at"])) for row in rows],
-        writes,
-    )
+@dataclass(frozen=True)
+class Stale:
+    """A process whose wake time passed while its state names no timer due then (a state changed
+    by hand, or one that no longer reads): ``wake_at`` is the one its state does say, or None."""
+
+    process_id: str
+    wake_at: datetime | None
+    #: The wake time as read, in the driver's form: the repair is guarded by it.
+    read: Any
 
 
-async def cancel(conn: AsyncConnection, ids: list[str], *, writes: WriteSet | None = None) -> None:
-    await write_set.delete(conn, _CANCEL, ids, writes)
+async def due(
+    conn: AsyncConnection, now: datetime, limit: int
+) -> tuple[list[DueTimer], list[Stale]]:
+    """The timers due at ``now`` (the database's clock, so that a worker with a skewed clock
+    fires nothing early) of the first ``limit`` processes to wake, earliest first; and the
+    processes among them that named none (see ``repair``)."""
+    found: list[DueTimer] = []
+    stale: list[Stale] = []
+    for process_id, read, ledger_text in await sql_text.fetch(
+        conn, _DUE, (sql_text.time(conn, now), limit)
+    ):
+        ledger = _ledger(process_id, ledger_text)
+        timers = [DueTimer(name, process_id, at) for name, at in ledger.items() if at <= now]
+        if timers:
+            found += timers
+        else:
+            stale.append(Stale(process_id, min(ledger.values(), default=None), read))
+    found.sort(key=lambda timer: timer.due_at)
+    return found, stale
 
 
-async def due(conn: AsyncConnection, limit: int) -> list[DueTimer]:
-    """Timers due by the database's clock, so a worker with a skewed clock fires nothing early."""
-    rows = (
-        await conn.execute(
-            select(timers.c.id, timers.c.process_id)
-            .where(timers.c.due_at <= _database_now(conn))
-            .order_by(timers.c.due_at)
-            .limit(limit)
+async def repair(conn: AsyncConnection, stale: list[Stale]) -> None:
+    """Give stale processes the wake time their state says, so that the scan does not find them
+    again and again; a process written since keeps the time its step gave it."""
+    for item in stale:
+        log.warning(
+            "process %s was due to wake at %s but its state names no timer due then; "
+            "its wake time is now %s",
+            item.process_id,
+            sql_text.read_time(item.read),
+            item.wake_at,
         )
-    ).all()
-    return [DueTimer(row.id, row.process_id) for row in rows]
+        await sql_text.execute(
+            conn, _REPAIR, (item.process_id, sql_text.time(conn, item.wake_at), item.read)
+        )
 
 
-async def claim(conn: AsyncConnection, ids: list[str]) -> set[str]:
-    """Delete the timers and return those this transaction removed: each fires once."""
-    if not ids:
-        return set()
-    return {
-        timer_id for (timer_id,) in await sql_text.fetch(conn, _CLAIM, (sql_text.ids(conn, ids),))
-    }
+def _ledger(process_id: str, text: Any) -> dict[str, datetime]:
+    if text is None:
+        return {}
+    try:
+        return _LEDGER.validate_json(text)
+    except ValidationError:
+        log.warning("process %s: its pending timers do not read: %s", process_id, text[:200])
+        return {}
 
 
 async def next_due(conn: AsyncConnection) -> datetime | None:
-    due_at: datetime | None = await conn.scalar(select(func.min(timers.c.due_at)))
-    return due_at
+    rows = await sql_text.fetch(conn, _NEXT)
+    return sql_text.read_time(rows[0][0]) if rows else None
 
 
-def _database_now(conn: AsyncConnection) -> ColumnElement[datetime]:
-    if conn.dialect.name == "sqlite":
-        # CURRENT_TIMESTAMP has whole seconds on SQLite; this has milliseconds, in the same text
-        # form SQLAlchemy stores datetimes in.
-        return func.strftime("%Y-%m-%d %H:%M:%f", "now")
-    return func.now()
+async def forget(conn: AsyncConnection, process_ids: list[str]) -> None:
+    """Stop waking these processes: their timers are given up on (a process whose state no
+    longer reads cannot be stepped by them). A later step of a process sets its wake time
+    again from its state."""
+    if process_ids:
+        await sql_text.execute(conn, _FORGET, (sql_text.ids(conn, process_ids),))

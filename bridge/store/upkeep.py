@@ -1,7 +1,7 @@
 """What PostgreSQL needs from its operator for the bridge to stay fast: vacuum.
 
-Some of the bridge's tables are queues: the outbox, timers, HTTP calls and deliveries get rows
-inserted and deleted all day, and processes are updated at every step. A deleted or replaced
+Some of the bridge's tables are queues: the outbox, HTTP calls and deliveries get rows inserted
+and deleted all day, and processes are updated at every step. A deleted or replaced
 row stays in the table until vacuum removes it, and ``ANALYZE`` (which autovacuum also runs) is
 what tells the planner how large the tables have grown. Without them every read of these
 tables slows down as they grow. The bridge says so once when it opens the database.
@@ -20,7 +20,6 @@ from bridge.store.database import reading
 #: The tables whose rows come and go (or change) all day.
 CHURNING: Final = (
     "outbox",
-    "timers",
     "http_calls",
     "deliveries",
     "processes",

@@ -3,15 +3,15 @@
 Each statement is a round trip to the database, and at low load, where a batch holds one input,
 round trips are most of what a transaction costs: an order took about 45 of them, at roughly a
 quarter of a millisecond of the worker's CPU each (much of it in the kernel), and most of each
-hop's latency. The writes that end a batch (the changed processes, task tokens, timers, the
-outbox row, history, the inbox marks) need no answer from the database but a count of the
+hop's latency. The writes that end a batch (the changed processes, task tokens, the outbox
+row, history, the inbox marks) need no answer from the database but a count of the
 processes updated (their guard), so on PostgreSQL they go as one statement of data-modifying
 ``WITH`` parts, each inserting or updating from ``unnest`` of one array parameter per column
 (or deleting by an array of keys), and the statement returns how many rows each update part
 changed: one round trip where there were up to seven. PostgreSQL runs every part of such a
-statement to completion, on one snapshot; the parts touch different rows (a timer cancelled
-and one started in the same batch never share an id), and foreign keys are checked at the end
-of the statement, after every part.
+statement to completion, on one snapshot; the parts must touch different rows (a row deleted
+and one inserted with the same key would collide), and foreign keys are checked at the end of
+the statement, after every part.
 
 On SQLite (in-process, no round trip to save) each part runs as its own statement, as before.
 A write set with a single insert or delete also runs it as its own statement: it costs one

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import DataError
 
 import bridge.effects_writer
@@ -24,10 +24,10 @@ from bridge.events import KafkaRecord
 from bridge.messages import LETTER_VALUE_BYTES
 from bridge.relay import encode_value
 from bridge.runner import MAX_ATTEMPTS
-from bridge.store import outbox
+from bridge.store import outbox, timers
 from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
-from bridge.store.schema import processes, timers
+from bridge.store.schema import processes
 from processors.app import reply_input
 
 pytestmark = pytest.mark.integration
@@ -184,16 +184,26 @@ async def test_a_failing_write_in_the_middle_of_a_batch_is_isolated(
     assert letter["offset"] == 10
 
 
+async def pending_timers(engine: Engine) -> dict[str, tuple[list[str], datetime | None]]:
+    """Each process's pending timers (by correlation key) and its wake time."""
+    async with reading(engine.db) as conn:
+        rows = (
+            await conn.execute(
+                select(processes.c.correlation_key, processes.c.state, processes.c.wake_at)
+            )
+        ).all()
+    return {key: (sorted(state.get("timers", {})), wake_at) for key, state, wake_at in rows}
+
+
 async def test_a_timer_whose_step_fails_fails_its_process_and_the_others_fire(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await engine.apply([good(0, "a"), good(1, "b")])
-    async with engine.db.begin() as conn:
-        rows = (await conn.execute(select(timers.c.id, timers.c.process_id))).all()
-        assert len(rows) == 2
-        await conn.execute(update(timers).values(due_at=datetime.now(UTC) - timedelta(seconds=1)))
-        ids = {row.process_id: row.id for row in rows}
+    async with reading(engine.db) as conn:
         keys = dict((await conn.execute(select(processes.c.id, processes.c.correlation_key))).all())
+    pending = await pending_timers(engine)
+    ids = {pid: pending[key][0][0] for pid, key in keys.items()}
+    assert all(len(pending[key][0]) == 1 and pending[key][1] is not None for key in "ab")
     bad_process = next(pid for pid, key in keys.items() if key == "a")
 
     real_step = bridge.batch.step
@@ -212,12 +222,11 @@ async def test_a_timer_whose_step_fails_fails_its_process_and_the_others_fire(
         states = dict(
             (await conn.execute(select(processes.c.correlation_key, processes.c.state))).all()
         )
-        left = (await conn.execute(select(timers.c.id))).scalars().all()
     assert states["a"]["status"] == "FAILED" and states["a"]["error"] == "Bridge.InputFailed"
     assert "this timer's step breaks" in states["a"]["cause"]
     # The other timer fired (a TimeoutSeconds: its task timed out) and neither is left.
     assert states["b"]["status"] == "FAILED" and states["b"]["error"] == "States.Timeout"
-    assert left == []
+    assert await pending_timers(engine) == {"a": ([], None), "b": ([], None)}
 
 
 async def test_an_invalid_reply_on_kafka_is_dead_lettered(engine: Engine) -> None:
@@ -281,26 +290,35 @@ async def test_a_step_whose_output_cannot_be_stored_fails_with_a_named_error(
 async def test_a_row_the_database_refuses_to_read_does_not_stall_the_timers(
     engine: Engine,
 ) -> None:
-    """A process whose stored state no longer loads: its timer is given up on and removed; the
-    process is left as it is (it cannot be stepped), and the timers after it fire."""
-    await engine.apply([good(0, "a"), good(1, "b")])
+    """A process whose stored state no longer loads: its timer is given up on and it no longer
+    wakes; the process is left as it is (it cannot be stepped), and the timers after it fire.
+    The timer scan does not find such a process again and again either."""
+    await engine.apply([good(0, "a"), good(1, "b"), good(2, "c")])
+    pending = await pending_timers(engine)
     async with engine.db.begin() as conn:
         rows = dict((await conn.execute(select(processes.c.correlation_key, processes.c.id))).all())
-        await conn.execute(
-            update(processes).where(processes.c.id == rows["a"]).values(state={"broken": True})
-        )
-        await conn.execute(update(timers).values(due_at=datetime.now(UTC) - timedelta(seconds=1)))
-        due = dict((await conn.execute(select(timers.c.process_id, timers.c.id))).all())
-        await conn.execute(
-            insert(timers).values(id="orphan", process_id=rows["b"], due_at=datetime.now(UTC))
-        )
+        for key in "ac":
+            await conn.execute(
+                update(processes).where(processes.c.id == rows[key]).values(state={"broken": True})
+            )
     outcomes = await engine.apply(
-        [TimerDue(due[rows["a"]], rows["a"]), TimerDue(due[rows["b"]], rows["b"])]
+        [TimerDue(pending["a"][0][0], rows["a"]), TimerDue(pending["b"][0][0], rows["b"])]
     )
     assert [outcome.status for outcome in outcomes] == ["invalid", "applied"]
-    async with reading(engine.db) as conn:
-        left = set((await conn.execute(select(timers.c.id))).scalars())
-    assert due[rows["a"]] not in left and due[rows["b"]] not in left
+    after = await pending_timers(engine)
+    assert after["a"] == ([], None) and after["b"] == ([], None)
+
+    # The scan, past every wake time: c names no timer it can read, so it wakes no more.
+    async with engine.db.begin() as conn:
+        await conn.execute(
+            update(processes)
+            .where(processes.c.id == rows["c"])
+            .values(wake_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+        due, stale = await timers.due(conn, datetime.now(UTC) + timedelta(days=1), 10)
+        assert due == [] and [item.process_id for item in stale] == [rows["c"]]
+        await timers.repair(conn, stale)
+    assert (await pending_timers(engine))["c"] == ([], None)
 
 
 # --------------------------------------------------------------------------------------------

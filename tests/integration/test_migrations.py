@@ -35,7 +35,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bridge.asl.effects import HistoryEntry
-from bridge.store import outbox, revision
+from bridge.asl.process import Process
+from bridge.store import outbox, revision, timers
+from bridge.store import processes as process_store
 from bridge.store.database import open_database
 from bridge.store.migrate import (
     alembic_config,
@@ -47,6 +49,7 @@ from bridge.store.processes import append_history, read_history
 from bridge.store.revision import head_revision
 from bridge.store.schema import Json, UTCDateTime, history, metadata
 from bridge.store.schema import outbox as outbox_table
+from bridge.store.schema import processes as processes_table
 from tests.integration.rows import add_processes
 
 pytestmark = pytest.mark.integration
@@ -422,6 +425,80 @@ async def test_outbox_batches_migration_converts_waiting_and_parked_rows_both_wa
         *[(None, None)] * 4,
     ]
     assert {row["created_at"] for row in back} == {at}
+
+    await upgrade(engine)
+    async with engine.connect() as conn:
+        assert await conn.run_sync(_differences) == []
+
+
+_TIMER_ROWS = Table(
+    "timers",
+    MetaData(),
+    Column("id", String(64), primary_key=True),
+    Column("process_id", String(64)),
+    Column("due_at", UTCDateTime),
+)
+
+
+async def test_timers_migration_moves_timer_rows_into_their_processes_and_back(
+    engine: AsyncEngine,
+) -> None:
+    await upgrade(engine, "0018")
+    at = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    due = {
+        "t1": ("p1", at + timedelta(seconds=1, milliseconds=250)),
+        "t2": ("p1", at + timedelta(hours=2)),
+        "t3": ("p2", at + timedelta(days=3)),
+    }
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(processes_table),
+            [
+                {
+                    "id": process_id,
+                    "definition": "d",
+                    "version": 1,
+                    "status": "RUNNING",
+                    "state": Process(
+                        id=process_id, definition="d", version=1, started_at=at
+                    ).model_dump(mode="json"),
+                    "started_at": at,
+                    "updated_at": at,
+                    "history_seq": 0,
+                    "row_version": 1,
+                }
+                for process_id in ("p1", "p2", "p3")
+            ],
+        )
+        await conn.execute(
+            insert(_TIMER_ROWS),
+            [{"id": name, "process_id": pid, "due_at": when} for name, (pid, when) in due.items()],
+        )
+
+    await upgrade(engine, "0019")
+
+    # Each process keeps its timers, and wakes when the earliest is due.
+    async with engine.connect() as conn:
+        loaded = {pid: await process_store.get(conn, pid) for pid in ("p1", "p2", "p3")}
+        woken = dict(
+            (await conn.execute(select(processes_table.c.id, processes_table.c.wake_at))).all()
+        )
+        found, stale = await timers.due(conn, at + timedelta(seconds=2), 10)
+    assert {pid: process.timers for pid, process in loaded.items() if process} == {
+        "p1": {"t1": due["t1"][1], "t2": due["t2"][1]},
+        "p2": {"t3": due["t3"][1]},
+        "p3": {},
+    }
+    assert woken == {"p1": due["t1"][1], "p2": due["t3"][1], "p3": None}
+    assert [(timer.id, timer.process_id) for timer in found] == [("t1", "p1")] and stale == []
+
+    await downgrade(engine, "0018")
+
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(_TIMER_ROWS).order_by(_TIMER_ROWS.c.id))).all()
+        states = (await conn.execute(select(processes_table.c.state))).scalars().all()
+    assert [tuple(row) for row in rows] == [(name, *row) for name, row in due.items()]
+    assert all("timers" not in state for state in states)
 
     await upgrade(engine)
     async with engine.connect() as conn:

@@ -1,6 +1,6 @@
 """Retention: finished processes past their definition's retention are deleted with everything
-that is theirs (history, task tokens, approvals and links, timers), in batches; running
-processes, and processes kept for good, stay. ``bridge purge --dry-run`` says what would go.
+that is theirs (history, task tokens, approvals and links), in batches; running processes,
+and processes kept for good, stay. ``bridge purge --dry-run`` says what would go.
 
 The clock is the test's: each purge is told what time it is.
 """
@@ -33,7 +33,6 @@ from bridge.store.schema import (
     history,
     processes,
     task_tokens,
-    timers,
 )
 
 pytestmark = pytest.mark.integration
@@ -61,7 +60,7 @@ ASKS = {
         },
     },
 }
-DEPENDENTS = (history, task_tokens, approvals, timers)
+DEPENDENTS = (history, task_tokens, approvals)
 
 
 @dataclass
@@ -148,12 +147,12 @@ def retention_nothing() -> Any:
     return Deleted({}, 0)
 
 
-async def test_a_stopped_process_goes_with_its_tokens_approvals_links_and_timers(
+async def test_a_stopped_process_goes_with_its_tokens_approvals_and_links(
     rig: Rig,
 ) -> None:
     asking = await rig.start("asks")
     # Answer the task so the process reaches its approval: it then has a token row, an approval
-    # with its links and the approval's timer.
+    # with its links and the approval's timer (in its state).
     async with reading(rig.core.db) as conn:
         (command,) = [m for m in await outbox.pending(conn) if m.topic == "asks.commands"]
     token = command.value["taskToken"]
@@ -175,7 +174,9 @@ async def test_a_stopped_process_goes_with_its_tokens_approvals_links_and_timers
     # The running one is whole, however old.
     assert await rig.status(running[0]) == "RUNNING"
     assert await rig.rows(task_tokens, running) == 1
-    assert await rig.rows(timers, running) == 1
+    async with reading(rig.core.db) as conn:
+        state = await conn.scalar(select(processes.c.state).where(processes.c.id == running[0]))
+    assert len(state["timers"]) == 1
 
 
 async def test_deleting_goes_in_batches_and_counts_what_went(rig: Rig) -> None:

@@ -1,5 +1,5 @@
 """The bridge warns when it opens a PostgreSQL database whose churning tables are not vacuumed:
-the outbox and timers keep every deleted row, and their reads slow down as they grow."""
+the outbox and HTTP calls keep every deleted row, and their reads slow down as they grow."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ async def test_a_table_with_autovacuum_disabled_is_named_when_the_bridge_opens(
     try:
         async with db.begin() as conn:
             await conn.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = off)"))
-            await conn.execute(text("ALTER TABLE timers SET (autovacuum_enabled = false)"))
+            await conn.execute(text("ALTER TABLE http_calls SET (autovacuum_enabled = false)"))
             server_on = (await conn.execute(text("SHOW autovacuum"))).scalar_one() == "on"
         settings = await vacuum_settings(db)
         warning = await check_vacuum(db)
@@ -38,10 +38,10 @@ async def test_a_table_with_autovacuum_disabled_is_named_when_the_bridge_opens(
     finally:
         await db.dispose()
         await drop_postgres_database(url)
-    assert settings == (server_on, ["outbox", "timers"])
+    assert settings == (server_on, ["outbox", "http_calls"])
     assert warning is not None
     if server_on:
-        assert "disabled for the tables outbox, timers" in warning
+        assert "disabled for the tables outbox, http_calls" in warning
     else:  # this server runs without autovacuum at all, which is said first
         assert "autovacuum is off on this PostgreSQL server" in warning
     assert warning in caplog.messages

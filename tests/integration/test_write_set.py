@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.asl.process import Process, ProcessStatus
-from bridge.store import inbox, outbox, timers, waits
+from bridge.store import inbox, outbox, waits
 from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.processes import (
@@ -25,15 +25,28 @@ from bridge.store.processes import (
 )
 from bridge.store.schema import inbox as inbox_table
 from bridge.store.schema import outbox as outbox_table
+from bridge.store.schema import process_search_attributes as attributes
 from bridge.store.schema import processes as processes_table
 from bridge.store.schema import task_tokens
-from bridge.store.schema import timers as timers_table
-from bridge.store.write_set import WriteSet
+from bridge.store.write_set import Delete, Insert, WriteSet
 from tests.integration.rows import add_processes
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=UTC)
+
+#: Rows to insert and delete by key, alongside the batch's own parts.
+ADD = Insert(
+    "process_search_attributes",
+    (
+        ("process_id", "varchar"),
+        ("name", "varchar"),
+        ("text_value", "text"),
+        ("number_value", "float8"),
+    ),
+)
+DROP = Delete("process_search_attributes", "name")
+NAMES = select(attributes.c.name).order_by(attributes.c.name)
 
 
 @pytest.fixture
@@ -43,7 +56,9 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
         await upgrade(engine)
         await add_processes(engine, T0, "p1", "p2")
         async with engine.begin() as conn:
-            await timers.add(conn, [{"id": "old", "process_id": "p1", "due_at": T0}])
+            writes = WriteSet(conn)
+            writes.insert(ADD, [("p1", "old", "x", None)])
+            await writes.flush()
         yield engine
     finally:
         await engine.dispose()
@@ -73,25 +88,18 @@ async def test_every_part_lands_as_written_alone(db: AsyncEngine) -> None:
     async with db.begin() as conn:
         writes = WriteSet(conn)
         await waits.add_task_tokens(conn, [("token", "p1", "w1", "Charge")], T0, writes=writes)
-        await timers.cancel(conn, ["old"], writes=writes)
-        await timers.add(
-            conn,
-            [
-                {"id": "t1", "process_id": "p1", "due_at": T0 + timedelta(seconds=1)},
-                {"id": "t2", "process_id": "p2", "due_at": T0 + timedelta(seconds=2)},
-            ],
-            writes=writes,
-        )
+        writes.delete(DROP, ["old"])
+        writes.insert(ADD, [("p1", "t1", "é", None), ("p2", "t2", None, 2.5)])
         await outbox.add(conn, [message], writes=writes)
         await inbox.mark(conn, [mark, event_mark], writes=writes)
         # Nothing before the flush.
-        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
+        assert (await conn.execute(NAMES)).scalars().all() == ["old"]
         await writes.flush()
 
     async with reading(db) as conn:
-        assert sorted((await conn.execute(select(timers_table))).all()) == [
-            ("t1", "p1", T0 + timedelta(seconds=1)),
-            ("t2", "p2", T0 + timedelta(seconds=2)),
+        assert sorted((await conn.execute(select(attributes))).all()) == [
+            ("p1", "t1", "é", None),
+            ("p2", "t2", None, 2.5),
         ]
         token = (await conn.execute(select(task_tokens))).one()
         assert (token.token_hash, token.process_id, token.wait_id, token.state) == (
@@ -118,20 +126,20 @@ async def test_a_failing_part_fails_the_whole_statement(db: AsyncEngine) -> None
     with pytest.raises(DBAPIError):
         async with db.begin() as conn:
             writes = WriteSet(conn)
-            await timers.cancel(conn, ["old"], writes=writes)
-            await timers.add(conn, [{"id": "t1", "process_id": "p1", "due_at": T0}], writes=writes)
+            writes.delete(DROP, ["old"])
+            writes.insert(ADD, [("p1", "t1", "y", None)])
             # No such process: the foreign key refuses the token.
             await waits.add_task_tokens(conn, [("token", "nope", "w", "S")], T0, writes=writes)
             await writes.flush()
     async with reading(db) as conn:
-        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
+        assert (await conn.execute(NAMES)).scalars().all() == ["old"]
         assert (await conn.execute(select(task_tokens))).all() == []
 
 
 async def test_an_empty_write_set_writes_nothing(db: AsyncEngine) -> None:
     async with db.begin() as conn:
         writes = WriteSet(conn)
-        await timers.add(conn, [], writes=writes)
+        writes.insert(ADD, [])
         await outbox.add(conn, [], writes=writes)
         await writes.flush()
     async with reading(db) as conn:
@@ -171,7 +179,7 @@ async def test_updated_processes_land_with_the_other_parts_and_their_guard_count
         ]
         writes = WriteSet(conn)
         await update_processes(conn, changed, later, writes=writes)
-        await timers.add(conn, [{"id": "t9", "process_id": "u1", "due_at": later}], writes=writes)
+        writes.insert(ADD, [("u1", "t9", None, 9.0)])
         # Nothing before the flush.
         status = select(processes_table.c.status).where(processes_table.c.id == "u1")
         assert (await conn.execute(status)).scalar_one() == "RUNNING"
@@ -189,7 +197,7 @@ async def test_updated_processes_land_with_the_other_parts_and_their_guard_count
         }
         assert all(r.updated_at == later and r.ended_at == later for r in rows)
         assert all(r.state["output"] == {"n": "é"} for r in rows)
-        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old", "t9"]
+        assert (await conn.execute(NAMES)).scalars().all() == ["old", "t9"]
 
 
 @pytest.mark.parametrize("alone", [True, False], ids=["update-alone", "with-other-parts"])
@@ -209,11 +217,11 @@ async def test_a_process_changed_since_it_was_read_fails_the_batch(
             writes = WriteSet(conn)
             await update_processes(conn, stale, T0, writes=writes)
             if not alone:
-                await timers.cancel(conn, ["old"], writes=writes)
+                writes.delete(DROP, ["old"])
             await writes.flush()
     async with reading(db) as conn:
         versions = select(processes_table.c.id, processes_table.c.row_version).where(
             processes_table.c.id.in_(["s1", "s2"])
         )
         assert dict((await conn.execute(versions)).all()) == {"s1": 2, "s2": 1}
-        assert (await conn.execute(select(timers_table.c.id))).scalars().all() == ["old"]
+        assert (await conn.execute(NAMES)).scalars().all() == ["old"]

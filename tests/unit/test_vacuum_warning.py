@@ -18,8 +18,8 @@ def test_autovacuum_off_on_the_server_names_the_churning_tables_and_the_remedy()
 
 
 def test_tables_with_autovacuum_disabled_are_named_and_how_to_reset_it() -> None:
-    warning = vacuum_warning(True, ["outbox", "timers"])
+    warning = vacuum_warning(True, ["outbox", "http_calls"])
     assert warning is not None
-    assert "outbox, timers" in warning
+    assert "outbox, http_calls" in warning
     assert "RESET (autovacuum_enabled)" in warning
     assert "processes" not in warning
