@@ -54,6 +54,17 @@ from stack import Resources, create_topics, env_pair, open_database, run_to_end,
 from bridge.broker import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def shipped_partitions() -> int:
+    """The partitions of the topics the bridge creates in the production layout it ships
+    (``BRIDGE_KAFKA_TOPIC_PARTITIONS`` in ``docker-compose.yml``)."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return int(compose["x-bridge-env"]["BRIDGE_KAFKA_TOPIC_PARTITIONS"])
+
+
 EXAMPLES = ROOT / "examples"
 
 APPROVAL_THRESHOLD = 900
@@ -421,7 +432,9 @@ def parse_args() -> argparse.Namespace:
         "--partitions",
         type=int,
         default=None,
-        help="partitions of every topic (default: the number of workers, 1 in the dev shape)",
+        help="partitions of every topic (default in the production shape: as many as "
+        "docker-compose.yml gives the topics the bridge creates, or one per worker if more; "
+        "1 in the dev shape, as `bridge dev` makes them)",
     )
     parser.add_argument(
         "--approval-share",
@@ -502,7 +515,8 @@ def parse_args() -> argparse.Namespace:
     if args.rate and args.concurrency:
         parser.error("--rate (open loop) and --concurrency (closed loop) exclude each other")
     if args.partitions is None:
-        args.partitions = args.workers if args.shape == "production" else 1
+        production = args.shape == "production"
+        args.partitions = max(shipped_partitions(), args.workers) if production else 1
     if args.partitions < 1:
         parser.error("--partitions >= 1")
     # On a shared cluster every run reads and writes topics of its own.

@@ -228,14 +228,24 @@ def _by_process(values: dict[str, float | None], unit: str) -> str:
 
 
 def postgres_lines(pg: dict[str, Any]) -> list[str]:
+    by_table = pg["rows_written_per_order_by_table"]
+
+    def written(counts: dict[str, float]) -> float:
+        return round(counts["ins"] + counts["upd"] + counts["del"], 2)
+
     tables = ", ".join(
-        f"{table} {round(sum(counts.values()), 2)}"
-        for table, counts in sorted(
-            pg["rows_written_per_order_by_table"].items(), key=lambda item: -sum(item[1].values())
-        )
+        f"{table} {written(counts)}"
+        for table, counts in sorted(by_table.items(), key=lambda item: -written(item[1]))
+    )
+    in_place = ", ".join(
+        f"{table} {counts['hot']} of {counts['upd']}"
+        for table, counts in sorted(by_table.items())
+        if counts["upd"]
     )
     return [
         f"  postgres per order   rows written {pg['rows_written_per_order']}, "
-        f"commits {pg['commits_per_order']}, rollbacks {pg['rollbacks_per_order']}",
+        f"commits {pg['commits_per_order']}, rollbacks {pg['rollbacks_per_order']}, "
+        f"WAL {pg['wal_bytes_per_order']} bytes",
         f"  rows per order by table  {tables}",
+        f"  updates without index entries (HOT) per order  {in_place or 'no updates'}",
     ]
