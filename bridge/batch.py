@@ -1,8 +1,8 @@
 """One transaction's worth of inputs: correlate, step, write.
 
 A ``Batch`` reads the processes its inputs touch, runs the pure interpreter for each input in
-order, and writes state, history, outbox rows, tokens, timers, event waits and the inputs' dedupe
-marks, all inside the caller's transaction.
+order, and writes state (with its pending timers), history, outbox rows, tokens, event waits and
+the inputs' dedupe marks, all inside the caller's transaction.
 
 This module dispatches the inputs, loads and steps the processes and follows the effects that
 cannot wait for the end of the batch; the rest is split by concern, each part declaring as a

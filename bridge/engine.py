@@ -2,8 +2,9 @@
 
 ``Engine.apply(inputs)`` takes a batch (Kafka events, replies, HTTP callbacks, approval decisions,
 fired timers, expired buffered events) and applies it as one ``Batch`` in one database
-transaction: state, history, outbox rows, tokens, timers, event waits and the inputs' dedupe marks
-commit together. Kafka offsets are committed by the caller after ``apply`` returns.
+transaction: state (with its pending timers), history, outbox rows, tokens, event waits and the
+inputs' dedupe marks commit together. Kafka offsets are committed by the caller after ``apply``
+returns.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the interpreter asks the shell to do, and what it records: effects and history entries.
 
 Effects are plain values. The engine turns each into rows written in the same transaction as the
-process state (outbox messages, task tokens, approvals, timers), so none is lost or doubled.
+process state (outbox messages, task tokens, approvals), so none is lost or doubled; the timers
+they start and cancel are kept in the process state itself (``interpreter.keep_timers``).
 """
 
 from __future__ import annotations
