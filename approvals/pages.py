@@ -28,6 +28,7 @@ from approvals.schemas import DecisionBody
 from bridge.asl.approvals import ApprovalStatus, SeatChange
 from bridge.asl.forms import Form, check_values, from_text
 from bridge.asl.limits import clean_text
+from bridge.asl.task_tokens import token_hash
 from bridge.engine import DecisionReceived, SeatChangeRequested
 from bridge.store import approval_views, waits
 from bridge.store import processes as store
@@ -49,12 +50,12 @@ PAGE_HEADERS = {
 
 
 def csrf_nonce(secret: bytes, token: str) -> str:
-    return hmac.new(secret, b"csrf:" + waits.token_hash(token).encode(), hashlib.sha256).hexdigest()
+    return hmac.new(secret, b"csrf:" + token_hash(token).encode(), hashlib.sha256).hexdigest()
 
 
 def seat_nonce(secret: bytes, token: str) -> str:
     """The nonce of the page's claim and delegate forms (not the decision's)."""
-    digest = waits.token_hash(token).encode()
+    digest = token_hash(token).encode()
     return hmac.new(secret, b"seat:" + digest, hashlib.sha256).hexdigest()
 
 

@@ -43,6 +43,7 @@ from bridge import logs, tracing
 from bridge.aliases import Reference, choose_version, parse_reference
 from bridge.approval_rows import Approvals
 from bridge.asl import inputs as core
+from bridge.asl import task_tokens
 from bridge.asl.effects import (
     CloseWait,
     Effect,
@@ -169,12 +170,16 @@ class Batch:
         }
         keys = [found.key if isinstance(found, ReadEvent) else found[1] for found in read.values()]
         keys += [_position_key(item.record) for item in batch if isinstance(item, InvalidInput)]
+        answered = [item.token for item in batch if isinstance(item, CallbackReceived)]
+        # A token names its wait; only older ones are looked up by their rows.
+        named = {token: ids for token in answered if (ids := task_tokens.named(token))}
         opening = await open_batch(
-            self.conn, keys, [item.token for item in batch if isinstance(item, CallbackReceived)]
+            self.conn, keys, [token for token in answered if token not in named]
         )
         if self.services.clock is None:
             self.now = opening.now
-        already, tokens = opening.seen, opening.tokens
+        already = opening.seen
+        tokens = {**opening.tokens, **{t: waits.TokenTarget(*ids) for t, ids in named.items()}}
         links = {
             item.link_token: await waits.find_link(self.conn, item.link_token)
             for item in batch
@@ -478,8 +483,11 @@ class Batch:
             case CallbackReceived(token=token, record=record):
                 if record is not None:
                     await self._dead_letter_once(record, reason, _position_key(record))
-                found = await waits.find_task_tokens(self.conn, [token])
-                targets += [target.process_id for target in found.values()]
+                if (ids := task_tokens.named(token)) is not None:
+                    targets.append(ids[0])
+                else:
+                    found = await waits.find_task_tokens(self.conn, [token])
+                    targets += [target.process_id for target in found.values()]
             case DecisionReceived(link_token=link_token):
                 link = await waits.find_link(self.conn, link_token)
                 targets += [link.process_id] if link is not None else []
@@ -542,7 +550,7 @@ class Batch:
         return outcome
 
     def _callback(self, item: CallbackReceived, target: waits.TokenTarget | None) -> Outcome:
-        if target is None:
+        if target is None or not self._token_holds(item.token, target):
             return Outcome("not_found", "unknown task token")
         trigger: core.Input
         if item.outcome == "success":
@@ -557,6 +565,18 @@ class Batch:
             reason = f"the task token was already used or has expired ({outcome.reason})"
             return Outcome("conflict", reason, outcome.process_ids)
         return outcome
+
+    def _token_holds(self, token: str, target: waits.TokenTarget) -> bool:
+        """Whether a token that names its wait is that wait's (its hash is in the process's
+        state). A wait that is no longer open is for the step to refuse (used or expired); a
+        token with a row was checked by finding it."""
+        if task_tokens.named(token) is None:
+            return True
+        touched = self.touched.get(target.process_id)
+        if touched is None:
+            return False  # no such process (any more): as unknown as a forged token
+        wait = touched.process.open_wait(target.wait_id)
+        return wait is None or task_tokens.holds(token, wait.token_hash)
 
     async def _http_call_ended(self, item: HttpCallEnded) -> Outcome:
         """The answer of an HTTP call goes to its wait, and the call is done, in one transaction:

@@ -121,7 +121,6 @@ class EffectsWriter:
         closed: dict[str, list[str]] = {"callback": [], "approval": [], "event": [], "http": []}
         calls: list[dict[str, Any]] = []
         notices: list[dict[str, Any]] = []
-        tokens: list[tuple[str, str, str, str]] = []
         for (process_id, effect), context in zip(
             self.batch.effects, self.batch.effect_traces, strict=True
         ):
@@ -130,7 +129,7 @@ class EffectsWriter:
                 case SendMessage():
                     self.send(messages.command(process, effect, now), context)
                 case ExpectCallback():
-                    tokens.append((effect.token, process_id, effect.wait_id, effect.state))
+                    pass  # the wait keeps its token's hash (bridge.asl.task_tokens)
                 case RequestApproval():
                     self.send(await self.approvals.request(process, effect), context)
                 case RecordHolders():
@@ -171,7 +170,6 @@ class EffectsWriter:
                 case _:
                     assert_never(effect)
         await search.write(conn, indexed, reindexed, writes)
-        await waits.add_task_tokens(conn, tokens, now, writes=writes)
         # Calls first: a wait opened and closed in one batch cancels its call.
         await http_calls.add(conn, calls)
         written = self.batch.written

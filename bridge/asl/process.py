@@ -74,6 +74,9 @@ class Wait(_Frozen):
     #: waits for the child's end (``.sync``) or only for its start.
     child: str | None = None
     sync: bool = False
+    #: Callback waits: the SHA-256 of the task token that answers it (``bridge.asl.task_tokens``);
+    #: None for a wait whose token has a row of its own (handed out before tokens named waits).
+    token_hash: str | None = None
 
 
 BranchStatus = Literal["pending", "running", "succeeded", "failed", "aborted"]
@@ -171,6 +174,21 @@ class Process(_Frozen):
     def wake_at(self) -> datetime | None:
         """When its earliest pending timer is due; None when it has none."""
         return min(self.timers.values(), default=None)
+
+    def open_wait(self, wait_id: str) -> Wait | None:
+        """The wait ``wait_id`` if the process waits for it now (in a running branch too)."""
+
+        def find(position: Position | None) -> Wait | None:
+            if position is None:
+                return None
+            if position.wait is not None and position.wait.id == wait_id:
+                return position.wait
+            for branch in position.branches:
+                if branch.status == "running" and (found := find(branch.position)) is not None:
+                    return found
+            return None
+
+        return None if self.status.ended else find(self.position)
 
     def spend_timer(self, timer_id: str) -> Process:
         """The process without timer ``timer_id``: a timer fires once, also when the step it

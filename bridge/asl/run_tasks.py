@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from bridge.asl import approvals, children, errors, forms, http_task, notify, paths
+from bridge.asl import approvals, children, errors, forms, http_task, notify, paths, task_tokens
 from bridge.asl.approvals import ApprovalStatus, SeatChange
 from bridge.asl.dataflow import (
     event_subscriptions,
@@ -82,8 +82,11 @@ class RunTasks(RunBase):
         context: dict[str, JSON],
     ) -> _Outcome:
         token: str | None = None
+        wait_id: str | None = None
         if state.resource == SEND_WAIT:
-            token = self.entropy.new_token()
+            # The token names its wait: the wait's id comes first.
+            wait_id = self.entropy.new_id()
+            token = task_tokens.make(process.id, wait_id, self.entropy.new_token())
             context = {**context, "Task": {"Token": token}}
         if self._is_jsonata(state):
             bindings = self._bindings(scope, context, input=position.input)
@@ -137,9 +140,10 @@ class RunTasks(RunBase):
             if token is None:
                 result = {"MessageId": message_id, "Topic": message["topic"]}
                 return self._completed(process, scope, position, result)
-            wait_id = self.entropy.new_id()
+            assert wait_id is not None
             self.effects.append(ExpectCallback(wait_id, token, position.state))
             wait = self._wait_with_timers(wait_id, "callback", timeout, heartbeat)
+            wait = wait.model_copy(update={"token_hash": task_tokens.token_hash(token)})
             return _Blocked(position.model_copy(update={"wait": wait}))
         if state.resource == EVENT_WAIT:
             subscriptions = event_subscriptions(parameters, position.state)

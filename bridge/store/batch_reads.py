@@ -23,9 +23,10 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bridge.asl.task_tokens import token_hash
 from bridge.store import inbox, sql_text, waits
 from bridge.store.database import database_now
-from bridge.store.waits import TokenTarget, token_hash
+from bridge.store.waits import TokenTarget
 
 _OPENING = sql_text.statement(
     """SELECT clock_timestamp(), seen.keys, tokens.hashes, tokens.process_ids, tokens.wait_ids

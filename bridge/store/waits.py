@@ -1,14 +1,15 @@
 """Task tokens and approvals: the secrets that let the outside world answer a waiting step.
 
 Only SHA-256 hashes of tokens are stored. A token or link works while its wait is open. A task
-token's row only says which process and wait it answers; whether that wait is still open is the
-process's to say (the step refuses an answer to a wait it no longer has). Approval rows and links
-are closed with their wait, in the same transaction.
+token names the process and wait it answers, and the wait keeps its hash
+(``bridge.asl.task_tokens``); tokens handed out before have a row here that says which process
+and wait they answer. Whether that wait is still open is the process's to say (the step refuses
+an answer to a wait it no longer has). Approval rows and links are closed with their wait, in
+the same transaction.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,13 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.asl import json_text
 from bridge.asl.approvals import ApprovalStatus
-from bridge.store import sql_text, write_set
+from bridge.asl.task_tokens import token_hash
+from bridge.store import sql_text
 from bridge.store.schema import approvals
-from bridge.store.write_set import Insert, WriteSet
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -39,37 +36,6 @@ class TokenTarget:
 PENDING = ApprovalStatus.PENDING.value
 
 
-async def add_task_tokens(
-    conn: AsyncConnection,
-    rows: list[tuple[str, str, str, str]],
-    now: datetime,
-    *,
-    writes: WriteSet | None = None,
-) -> None:
-    """``(token, process_id, wait_id, state)`` rows in one statement; only the hash is kept.
-    ``writes``: add them to this batch's writes instead of writing them now."""
-    created_at = sql_text.time(conn, now)
-    await write_set.insert(
-        conn,
-        _ADD_TASK_TOKENS,
-        [
-            (token_hash(token), process_id, wait_id, state, created_at)
-            for token, process_id, wait_id, state in rows
-        ],
-        writes,
-    )
-
-
-_ADD_TASK_TOKENS = Insert(
-    "task_tokens",
-    (
-        ("token_hash", "varchar"),
-        ("process_id", "varchar"),
-        ("wait_id", "varchar"),
-        ("state", "varchar"),
-        ("created_at", "timestamptz"),
-    ),
-)
 _FIND_TASK_TOKENS = sql_text.statement(
     "SELECT token_hash, process_id, wait_id FROM task_tokens WHERE token_hash "
     + sql_text.any_of(1).postgres,

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from bridge.bootstrap import Core, open_core
 from bridge.cli import main
@@ -151,13 +151,28 @@ async def test_a_stopped_process_goes_with_its_tokens_approvals_and_links(
     rig: Rig,
 ) -> None:
     asking = await rig.start("asks")
-    # Answer the task so the process reaches its approval: it then has a token row, an approval
-    # with its links and the approval's timer (in its state).
+    # Answer the task so the process reaches its approval: it then has an approval with its
+    # links and the approval's timer (in its state).
     async with reading(rig.core.db) as conn:
         (command,) = [m for m in await outbox.pending(conn) if m.topic == "asks.commands"]
     token = command.value["taskToken"]
     assert (await rig.core.engine.apply_one(CallbackReceived(token, "success", {}))).ok
     running = await rig.start("asks")
+    # A token handed out before tokens named their wait has a row of its own.
+    async with rig.core.db.begin() as conn:
+        await conn.execute(
+            insert(task_tokens),
+            [
+                {
+                    "token_hash": f"{n}" * 64,
+                    "process_id": process_id,
+                    "wait_id": "w",
+                    "state": "Ask",
+                    "created_at": datetime.now().astimezone(),
+                }
+                for n, process_id in enumerate((asking[0], running[0]))
+            ],
+        )
     assert (await rig.core.engine.apply_one(StopRequested(asking[0]))).ok
     assert await rig.status(asking[0]) == "ABORTED"
     assert await rig.rows(task_tokens, asking) == 1

@@ -78,10 +78,11 @@ async def test_no_token_or_link_stays_in_the_database_in_clear(
         dump = await dump_database(bridge)
 
     assert len(secrets) == 10 and all(len(token) >= 20 for token in secrets.values())
-    # The dump sees what is stored: the orders, and the hashes the tokens are kept as.
+    # The dump sees what is stored: the orders, and the hashes the links are kept as (a task
+    # token's hash stays in its wait, and goes with it).
     everything = "\n".join(value for _, value in dump)
     assert "o-approved" in everything and "too big" in everything
-    assert hashlib.sha256(secrets["o-rejected charge token"].encode()).hexdigest() in everything
+    assert hashlib.sha256(secrets["o-rejected rejectUrl"].encode()).hexdigest() in everything
     found = [
         f"{name} in {where}"
         for name, token in secrets.items()

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bridge.asl.process import Process, ProcessStatus
-from bridge.store import inbox, outbox, waits
+from bridge.store import inbox, outbox, sql_text
 from bridge.store.database import open_database, reading
 from bridge.store.migrate import upgrade
 from bridge.store.processes import (
@@ -46,6 +46,17 @@ ADD = Insert(
     ),
 )
 DROP = Delete("process_search_attributes", "name")
+#: Rows with a time and a foreign key to ``processes``.
+TOKEN = Insert(
+    "task_tokens",
+    (
+        ("token_hash", "varchar"),
+        ("process_id", "varchar"),
+        ("wait_id", "varchar"),
+        ("state", "varchar"),
+        ("created_at", "timestamptz"),
+    ),
+)
 NAMES = select(attributes.c.name).order_by(attributes.c.name)
 
 
@@ -87,7 +98,7 @@ async def test_every_part_lands_as_written_alone(db: AsyncEngine) -> None:
     }
     async with db.begin() as conn:
         writes = WriteSet(conn)
-        await waits.add_task_tokens(conn, [("token", "p1", "w1", "Charge")], T0, writes=writes)
+        writes.insert(TOKEN, [("hash-1", "p1", "w1", "Charge", sql_text.time(conn, T0))])
         writes.delete(DROP, ["old"])
         writes.insert(ADD, [("p1", "t1", "é", None), ("p2", "t2", None, 2.5)])
         await outbox.add(conn, [message], writes=writes)
@@ -103,7 +114,7 @@ async def test_every_part_lands_as_written_alone(db: AsyncEngine) -> None:
         ]
         token = (await conn.execute(select(task_tokens))).one()
         assert (token.token_hash, token.process_id, token.wait_id, token.state) == (
-            waits.token_hash("token"),
+            "hash-1",
             "p1",
             "w1",
             "Charge",
@@ -129,7 +140,7 @@ async def test_a_failing_part_fails_the_whole_statement(db: AsyncEngine) -> None
             writes.delete(DROP, ["old"])
             writes.insert(ADD, [("p1", "t1", "y", None)])
             # No such process: the foreign key refuses the token.
-            await waits.add_task_tokens(conn, [("token", "nope", "w", "S")], T0, writes=writes)
+            writes.insert(TOKEN, [("hash-2", "nope", "w", "S", sql_text.time(conn, T0))])
             await writes.flush()
     async with reading(db) as conn:
         assert (await conn.execute(NAMES)).scalars().all() == ["old"]

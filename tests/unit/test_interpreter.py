@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.asl import errors
+from bridge.asl import errors, task_tokens
 from bridge.asl.effects import (
     CancelTimer,
     CloseWait,
@@ -81,7 +81,9 @@ def test_saga_below_the_threshold_reserves_charges_and_completes() -> None:
         kind="callback",
         timeout_timer=timeout.timer_id,
         timeout_at=T0 + timedelta(seconds=86400),
+        token_hash=task_tokens.token_hash(expect.token),
     )
+    assert task_tokens.named(expect.token) == ("p-1", expect.wait_id)
     assert timeout.due_at == T0 + timedelta(seconds=86400)
 
     reserved = run.apply(TaskSucceeded(expect.wait_id, {"reservationId": "r-9"}), after=5)
