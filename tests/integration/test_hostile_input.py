@@ -17,18 +17,17 @@ from sqlalchemy.exc import DataError
 
 import bridge.effects_writer
 from bridge.asl.loading import parse_definition
-from bridge.definitions import Registry
 from bridge.dlq import Letter, original
-from bridge.engine import CallbackReceived, Engine, EngineConfig, EventReceived, TimerDue
+from bridge.engine import CallbackReceived, Engine, EventReceived, TimerDue
 from bridge.events import KafkaRecord
 from bridge.messages import LETTER_VALUE_BYTES
 from bridge.relay import encode_value
 from bridge.runner import MAX_ATTEMPTS
 from bridge.store import outbox, timers
-from bridge.store.database import open_database, reading
-from bridge.store.migrate import upgrade
+from bridge.store.database import reading
 from bridge.store.schema import processes
 from processors.app import reply_input
+from tests.integration.engines import engine_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +48,8 @@ DEFINITION = {
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[Engine]:
-    db = open_database(database_url)
-    await upgrade(db)
-    registry = Registry()
-    registry.add(parse_definition(DEFINITION, "go"))
-    try:
-        yield Engine(db, registry, EngineConfig(dlq_topic="dlq", lifecycle_topic=""))
-    finally:
-        await db.dispose()
+    async with engine_for(database_url, DEFINITION, "go") as engine:
+        yield engine
 
 
 def event(offset: int, value: bytes, key: bytes | None = b"k") -> EventReceived:

@@ -15,15 +15,13 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from bridge.asl import task_tokens
-from bridge.asl.loading import parse_definition
-from bridge.definitions import Registry
-from bridge.engine import CallbackReceived, Engine, EngineConfig, EventReceived
+from bridge.engine import CallbackReceived, Engine, EventReceived
 from bridge.events import KafkaRecord
 from bridge.store import outbox
-from bridge.store.database import open_database, reading
-from bridge.store.migrate import upgrade
+from bridge.store.database import reading
 from bridge.store.schema import processes
 from bridge.store.schema import task_tokens as token_rows
+from tests.integration.engines import engine_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +42,8 @@ DEFINITION = {
 
 @pytest.fixture
 async def engine(database_url: str) -> AsyncIterator[Engine]:
-    db = open_database(database_url)
-    await upgrade(db)
-    registry = Registry()
-    registry.add(parse_definition(DEFINITION, "ask"))
-    try:
-        yield Engine(db, registry, EngineConfig(dlq_topic="dlq", lifecycle_topic=""))
-    finally:
-        await db.dispose()
+    async with engine_for(database_url, DEFINITION, "ask") as engine:
+        yield engine
 
 
 async def start(engine: Engine, key: str) -> tuple[str, str]:
