@@ -179,7 +179,10 @@ class Batch:
         if self.services.clock is None:
             self.now = opening.now
         already = opening.seen
-        tokens = {**opening.tokens, **{t: waits.TokenTarget(*ids) for t, ids in named.items()}}
+        tokens = {
+            **opening.tokens,
+            **{token: waits.TokenTarget(*ids, named=True) for token, ids in named.items()},
+        }
         links = {
             item.link_token: await waits.find_link(self.conn, item.link_token)
             for item in batch
@@ -570,7 +573,7 @@ class Batch:
         """Whether a token that names its wait is that wait's (its hash is in the process's
         state). A wait that is no longer open is for the step to refuse (used or expired); a
         token with a row was checked by finding it."""
-        if task_tokens.named(token) is None:
+        if not target.named:
             return True
         touched = self.touched.get(target.process_id)
         if touched is None:

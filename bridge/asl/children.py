@@ -127,19 +127,7 @@ def stop_cause(parent_id: str, state: str) -> str:
 
 def waits_for(process: Process, wait_id: str) -> bool:
     """Whether ``process`` (in any branch) still waits on ``wait_id``."""
-    if process.status.ended:
-        return False
-    return _waits_at(process.position, wait_id)
-
-
-# The walks are module functions, not closures that call themselves: such a closure is a
-# reference cycle, and everything it holds would wait for the garbage collector.
-def _waits_at(position: Position | None, wait_id: str) -> bool:
-    if position is None:
-        return False
-    if position.wait is not None and position.wait.id == wait_id:
-        return True
-    return any(_waits_at(branch.position, wait_id) for branch in position.branches)
+    return process.open_wait(wait_id) is not None
 
 
 def children_waited_for(process: Process) -> list[str]:
@@ -149,6 +137,8 @@ def children_waited_for(process: Process) -> list[str]:
     return found
 
 
+# A module function, not a closure that calls itself: such a closure is a reference cycle, and
+# everything it holds would wait for the garbage collector.
 def _gather_children(position: Position | None, found: list[str]) -> None:
     if position is None:
         return

@@ -176,19 +176,8 @@ class Process(_Frozen):
         return min(self.timers.values(), default=None)
 
     def open_wait(self, wait_id: str) -> Wait | None:
-        """The wait ``wait_id`` if the process waits for it now (in a running branch too)."""
-
-        def find(position: Position | None) -> Wait | None:
-            if position is None:
-                return None
-            if position.wait is not None and position.wait.id == wait_id:
-                return position.wait
-            for branch in position.branches:
-                if branch.status == "running" and (found := find(branch.position)) is not None:
-                    return found
-            return None
-
-        return None if self.status.ended else find(self.position)
+        """The wait ``wait_id`` if the process waits for it now (in any branch)."""
+        return None if self.status.ended else _wait_at(self.position, wait_id)
 
     def spend_timer(self, timer_id: str) -> Process:
         """The process without timer ``timer_id``: a timer fires once, also when the step it
@@ -197,3 +186,16 @@ class Process(_Frozen):
             return self
         rest = {name: due for name, due in self.timers.items() if name != timer_id}
         return self.model_copy(update={"timers": rest})
+
+
+# A module function, not a closure that calls itself: such a closure is a reference cycle, and
+# everything it holds would wait for the garbage collector.
+def _wait_at(position: Position | None, wait_id: str) -> Wait | None:
+    if position is None:
+        return None
+    if position.wait is not None and position.wait.id == wait_id:
+        return position.wait
+    for branch in position.branches:
+        if (found := _wait_at(branch.position, wait_id)) is not None:
+            return found
+    return None

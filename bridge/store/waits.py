@@ -30,6 +30,9 @@ from bridge.store.schema import approvals
 class TokenTarget:
     process_id: str
     wait_id: str
+    #: Named by the token itself (``bridge.asl.task_tokens``): whether it is that wait's is
+    #: for the wait's hash to say. False: found by the token's row.
+    named: bool = False
 
 
 #: Stored as text: the status an approval waits in.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -10,9 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bridge.store.schema import processes
 
 
-async def add_processes(db: AsyncEngine, at: datetime, *ids: str, history_seq: int = 0) -> None:
-    """Running processes ``ids`` of definition "d", started at ``at``, with no state; their
-    history numbered up to ``history_seq``."""
+async def add_processes(
+    db: AsyncEngine,
+    at: datetime,
+    *ids: str,
+    history_seq: int = 0,
+    states: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
+    """Running processes ``ids`` of definition "d", started at ``at``, with the state
+    ``states`` gives each (none: an empty one); their history numbered up to ``history_seq``."""
     async with db.begin() as conn:
         await conn.execute(
             insert(processes),
@@ -22,7 +30,7 @@ async def add_processes(db: AsyncEngine, at: datetime, *ids: str, history_seq: i
                     "definition": "d",
                     "version": 1,
                     "status": "RUNNING",
-                    "state": {},
+                    "state": (states or {}).get(process_id, {}),
                     "started_at": at,
                     "updated_at": at,
                     "history_seq": history_seq,

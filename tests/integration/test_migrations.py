@@ -450,26 +450,17 @@ async def test_timers_migration_moves_timer_rows_into_their_processes_and_back(
         "t2": ("p1", at + timedelta(hours=2)),
         "t3": ("p2", at + timedelta(days=3)),
     }
+    ids = ("p1", "p2", "p3")
+    await add_processes(
+        engine,
+        at,
+        *ids,
+        states={
+            pid: Process(id=pid, definition="d", version=1, started_at=at).model_dump(mode="json")
+            for pid in ids
+        },
+    )
     async with engine.begin() as conn:
-        await conn.execute(
-            insert(processes_table),
-            [
-                {
-                    "id": process_id,
-                    "definition": "d",
-                    "version": 1,
-                    "status": "RUNNING",
-                    "state": Process(
-                        id=process_id, definition="d", version=1, started_at=at
-                    ).model_dump(mode="json"),
-                    "started_at": at,
-                    "updated_at": at,
-                    "history_seq": 0,
-                    "row_version": 1,
-                }
-                for process_id in ("p1", "p2", "p3")
-            ],
-        )
         await conn.execute(
             insert(_TIMER_ROWS),
             [{"id": name, "process_id": pid, "due_at": when} for name, (pid, when) in due.items()],
@@ -479,7 +470,7 @@ async def test_timers_migration_moves_timer_rows_into_their_processes_and_back(
 
     # Each process keeps its timers, and wakes when the earliest is due.
     async with engine.connect() as conn:
-        loaded = {pid: await process_store.get(conn, pid) for pid in ("p1", "p2", "p3")}
+        loaded = {pid: await process_store.get(conn, pid) for pid in ids}
         woken = dict(
             (await conn.execute(select(processes_table.c.id, processes_table.c.wake_at))).all()
         )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from bridge.asl.effects import StartTimer
 from bridge.asl.inputs import Stop, TaskHeartbeat, TaskSucceeded, TimerFired
 from bridge.asl.interpreter import Step, keep_timers
-from bridge.asl.process import Position, Process, ProcessStatus, Wait
+from bridge.asl.process import Process, ProcessStatus, Wait
 from tests.unit.driver import (
     T0,
     Driver,
@@ -25,46 +25,34 @@ from tests.unit.driver import (
 )
 
 
+def waits(process: Process) -> list[Wait]:
+    """The waits of the process and of its running branches."""
+    found: list[Wait] = []
+    stack = [process.position]
+    while stack:
+        position = stack.pop()
+        if position is None:
+            continue
+        if position.wait is not None:
+            found.append(position.wait)
+        stack += [branch.position for branch in position.branches if branch.status == "running"]
+    return found
+
+
 def referenced(process: Process) -> set[str]:
     """The timers that the process's waits and its own timeout name."""
     if process.status.ended:
         return set()
     names = {process.timeout_timer} if process.timeout_timer else set()
-
-    def visit(position: Position | None) -> None:
-        if position is None:
-            return
-        wait = position.wait
-        if wait is not None:
-            names.update(
-                name for name in (wait.timeout_timer, wait.heartbeat_timer, wait.timer) if name
-            )
-            if wait.ballot is not None:
-                names.update(wait.ballot.reminder_timers)
-                if wait.ballot.escalation_timer:
-                    names.add(wait.ballot.escalation_timer)
-        for branch in position.branches:
-            if branch.status == "running":
-                visit(branch.position)
-
-    visit(process.position)
+    for wait in waits(process):
+        names.update(
+            name for name in (wait.timeout_timer, wait.heartbeat_timer, wait.timer) if name
+        )
+        if wait.ballot is not None:
+            names.update(wait.ballot.reminder_timers)
+            if wait.ballot.escalation_timer:
+                names.add(wait.ballot.escalation_timer)
     return names
-
-
-def waits(process: Process) -> list[Wait]:
-    found: list[Wait] = []
-
-    def visit(position: Position | None) -> None:
-        if position is None:
-            return
-        if position.wait is not None:
-            found.append(position.wait)
-        for branch in position.branches:
-            if branch.status == "running":
-                visit(branch.position)
-
-    visit(process.position)
-    return found
 
 
 def test_a_task_keeps_its_timeout_until_it_is_answered() -> None:
